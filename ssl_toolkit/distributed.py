@@ -1,0 +1,34 @@
+"""torch.distributed helpers: world size, rank, and an all-gather that keeps the gradient."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    """True when a default process group with more than one process is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """All-gather ``x`` (B, ...) from every process into (W*B, ...), rank-ordered, with autograd.
+
+    The backward pass sums the incoming gradients over processes and returns this rank's slice
+    (``torch.distributed.nn`` does reduce-scatter on NCCL and all-to-all + sum elsewhere), so the
+    gradient that other ranks' anchors send through this rank's keys is kept. A plain
+    ``dist.all_gather`` would silently drop it. Every rank must pass the same shape.
+    """
+    if not is_distributed():
+        return x
+    return torch.cat(dist_nn.all_gather(x), dim=0)

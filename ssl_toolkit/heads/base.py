@@ -1,0 +1,53 @@
+"""The head contract: what SSLModule hands a head, and what a head hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Views:
+    """Backbone features of the augmented views of one batch.
+
+    Attributes:
+        feats: one (B, F) tensor per view, global views first, then local crops.
+        teacher: the same for an EMA teacher backbone, when the head asks for one (else None).
+    """
+
+    feats: list[Tensor]
+    teacher: list[Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """What else a head may need about the batch: labels (B,), sample indices (B,), progress."""
+
+    labels: Tensor
+    index: Tensor
+    step: int
+    epoch: int
+
+
+@dataclass
+class HeadOutput:
+    """The loss to minimise and tensors to log (logged as ``train/<key>``, never synced per step)."""
+
+    loss: Tensor
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+
+class SSLHead(nn.Module):
+    """Base class of every head: projector(s), prototypes, queues... plus the loss call.
+
+    Subclasses implement ``forward(views, batch) -> HeadOutput``. ``in_dim`` (the backbone's
+    feature width) is passed by the recipe builder, never written in a recipe.
+    """
+
+    def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def embed(self, feats: Tensor) -> Tensor:
+        """Projector output for backbone features (B, F) -> (B, D); used by evaluation callbacks."""
+        raise NotImplementedError

@@ -1,0 +1,65 @@
+"""SimCLR head: projector + a two-view contrastive loss (NT-Xent by default)."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import torch
+from torch import Tensor, nn
+
+from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
+from ssl_toolkit.heads.mlp import build_mlp
+from ssl_toolkit.losses.ntxent import NTXentLoss
+
+
+class SimCLRHead(SSLHead):
+    """SimCLR (Chen et al., 2020, arXiv 2002.05709): z = g(h), loss on pairs of views (Eq. 1).
+
+    The projector g is an MLP (solo-learn's SimCLR: Linear-ReLU-Linear without BN). The loss is
+    any two-view contrastive loss called as ``loss(z_a, z_b)`` (NT-Xent; DCL plugs in here).
+    With more than two views the loss is averaged over all view pairs.
+
+    Args:
+        in_dim: backbone feature width F (filled in by the recipe builder).
+        hidden_dim: projector hidden width.
+        out_dim: projection width D.
+        num_layers: Linear layers in the projector.
+        batch_norm: BN in the projector's hidden layers.
+        loss: the contrastive loss module (default ``NTXentLoss(temperature=0.2)``).
+
+    Shapes:
+        views.feats: V >= 2 tensors (B, F). Returns HeadOutput with a scalar loss.
+
+    Example:
+        >>> head = SimCLRHead(in_dim=512, hidden_dim=2048, out_dim=128)
+        >>> out = head(Views([torch.randn(8, 512), torch.randn(8, 512)]), batch)
+        >>> out.loss.backward()
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 2048,
+        out_dim: int = 128,
+        num_layers: int = 2,
+        batch_norm: bool = False,
+        loss: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm)
+        self.loss = loss if loss is not None else NTXentLoss(temperature=0.2)
+
+    def embed(self, feats: Tensor) -> Tensor:
+        return self.projector(feats)
+
+    def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
+        if len(views.feats) < 2:
+            raise ValueError(f"SimCLRHead needs at least 2 views, got {len(views.feats)}")
+        # One projector call for all views (same batch size), then split back per view.
+        z = self.projector(torch.cat(views.feats)).chunk(len(views.feats))
+        pairs = list(combinations(range(len(z)), 2))
+        loss = torch.stack([self.loss(z[i], z[j]) for i, j in pairs]).mean()
+        with torch.no_grad():
+            z_std = torch.nn.functional.normalize(z[0].float(), dim=1).std(dim=0).mean()
+        # z_std -> 1/sqrt(D) for spread-out embeddings, -> 0 under collapse.
+        return HeadOutput(loss=loss, logs={"z_std": z_std})

@@ -1,0 +1,110 @@
+"""SSLModule: the one LightningModule for pretraining (backbone + head + on-device augmentation)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from ssl_toolkit.heads.base import BatchInfo, SSLHead, Views
+from ssl_toolkit.optim import WarmupCosine, _OptimizerFactory, param_groups
+
+Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,), indices (B,)
+
+
+class SSLModule(pl.LightningModule):
+    """Pairs a backbone with an SSL head; knows no method names.
+
+    One training step (DESIGN.md "Data flow"):
+      1. ``on_after_batch_transfer``: ``augment`` turns the uint8 batch into V float views on the
+         training device (only while training; evaluation batches pass through untouched);
+      2. the backbone runs once per resolution group (views of one size concatenated);
+      3. ``head(Views(feats), BatchInfo(...)) -> HeadOutput``; ``train/loss`` and the head's logs
+         are logged without host syncs.
+
+    Args:
+        backbone: images (N, 3, H, W) -> features (N, F), e.g. from ``build_backbone``.
+        head: an ``SSLHead``.
+        augment: uint8 (B, C, H, W) -> list of V float views; must also offer
+            ``eval_view(uint8) -> float`` (deterministic resize + normalize) for ``embed``.
+        optimizer: an optimizer factory from ``ssl_toolkit.optim`` (lr per 256 images).
+        scheduler: a schedule factory, or None for a constant lr.
+        channels_last: run the backbone in channels-last memory format (faster convs on GPU).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: SSLHead,
+        augment: nn.Module,
+        optimizer: _OptimizerFactory,
+        scheduler: WarmupCosine | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.head, self.augment = backbone, head, augment
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+
+    # --- features -------------------------------------------------------------------------
+    def forward_views(self, views: list[Tensor]) -> list[Tensor]:
+        """Backbone features for each view, one backbone call per resolution: V x (B, F)."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, v in enumerate(views):
+            groups.setdefault((v.shape[-2], v.shape[-1]), []).append(i)
+        feats: list[Tensor | None] = [None] * len(views)
+        for idx in groups.values():
+            x = torch.cat([views[i] for i in idx])
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for i, f in zip(idx, self.backbone(x).chunk(len(idx))):
+                feats[i] = f
+        return feats  # type: ignore[return-value]
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Backbone features of un-augmented uint8 images (B, C, H, W) -> (B, F), no gradient.
+
+        The one public entry point for evaluation callbacks; the caller sets train/eval mode.
+        """
+        with torch.no_grad():
+            x = self.augment.eval_view(images.to(self.device))
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.backbone(x)
+
+    # --- training -------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training:
+            images, labels, index = batch
+            return self.augment(images), labels, index
+        return batch
+
+    def training_step(self, batch: tuple[list[Tensor], Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        views, labels, index = batch
+        feats = self.forward_views(views)
+        info = BatchInfo(labels=labels, index=index, step=self.global_step, epoch=self.current_epoch)
+        out = self.head(Views(feats), info)
+        batch_size = labels.shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch_size)
+        if out.logs:
+            self.log_dict({f"train/{k}": v for k, v in out.logs.items()}, batch_size=batch_size)
+        return {"loss": out.loss, "feats": feats[0].detach()}
+
+    def configure_optimizers(self) -> Any:
+        trainer = self.trainer
+        batch_size = int(trainer.datamodule.batch_size)
+        global_batch = batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        groups = param_groups(self, self.optimizer_factory.weight_decay)
+        optimizer = self.optimizer_factory.build(groups, global_batch)
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(trainer.estimated_stepping_batches)  # also sets num_training_batches
+        batches = trainer.num_training_batches
+        per_epoch = total if batches == float("inf") else math.ceil(batches / trainer.accumulate_grad_batches)
+        scheduler = self.scheduler_factory.build(optimizer, total_steps=total, steps_per_epoch=per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

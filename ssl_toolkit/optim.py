@@ -1,0 +1,147 @@
+"""Optimizer and learning-rate schedule factories (recipe sections ``optimizer`` and ``scheduler``).
+
+A factory holds the recipe's hyper-parameters; ``SSLModule.configure_optimizers`` calls it once the
+global batch size and the number of steps are known. Learning rates are given per 256 images and
+scaled linearly by the global batch (solo-learn's convention: lr * batch * devices * nodes / 256).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import timm.optim
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights with decay, and biases / norm parameters (ndim <= 1) without.
+
+    The no-decay group also skips LARS adaptation (timm's Lars adapts only where weight_decay != 0),
+    which is solo-learn's ``exclude_bias_n_norm``.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class _OptimizerFactory:
+    lr: float
+    weight_decay: float
+
+    def _check(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+
+    def scaled_lr(self, global_batch_size: int) -> float:
+        return self.lr * global_batch_size / 256
+
+    def build(self, params: Iterable[dict], global_batch_size: int) -> Optimizer:
+        raise NotImplementedError
+
+
+class LARS(_OptimizerFactory):
+    """LARS (You et al., 2017) through ``timm.optim.Lars``; solo-learn's eta = trust_coefficient.
+
+    trust ratio = trust_coefficient * |w| / (|g| + weight_decay * |w|); with trust_clip it is
+    min(ratio / lr, 1) (LARC clipping, solo-learn's ``clip_lr``).
+    """
+
+    def __init__(
+        self,
+        lr: float = 0.3,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        trust_coefficient: float = 0.02,
+        trust_clip: bool = True,
+    ) -> None:
+        self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
+        self.trust_coefficient, self.trust_clip = trust_coefficient, trust_clip
+        self._check()
+
+    def build(self, params: Iterable[dict], global_batch_size: int) -> Optimizer:
+        return timm.optim.Lars(
+            params,
+            lr=self.scaled_lr(global_batch_size),
+            momentum=self.momentum,
+            trust_coeff=self.trust_coefficient,
+            trust_clip=self.trust_clip,
+        )
+
+
+class SGD(_OptimizerFactory):
+    """``torch.optim.SGD`` with momentum (foreach implementation)."""
+
+    def __init__(
+        self, lr: float = 0.05, weight_decay: float = 1e-4, momentum: float = 0.9, nesterov: bool = False
+    ) -> None:
+        self.lr, self.weight_decay, self.momentum, self.nesterov = lr, weight_decay, momentum, nesterov
+        self._check()
+
+    def build(self, params: Iterable[dict], global_batch_size: int) -> Optimizer:
+        return torch.optim.SGD(
+            params, lr=self.scaled_lr(global_batch_size), momentum=self.momentum, nesterov=self.nesterov
+        )
+
+
+class AdamW(_OptimizerFactory):
+    """``torch.optim.AdamW`` (decoupled weight decay)."""
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.999),
+    ) -> None:
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, (float(betas[0]), float(betas[1]))
+        self._check()
+
+    def build(self, params: Iterable[dict], global_batch_size: int) -> Optimizer:
+        return torch.optim.AdamW(params, lr=self.scaled_lr(global_batch_size), betas=self.betas)
+
+
+OPTIMIZERS = {"lars": LARS, "sgd": SGD, "adamw": AdamW}
+
+
+class WarmupCosine:
+    """Linear warm-up from ``start_factor * lr`` to lr, then cosine decay to ``min_factor * lr``.
+
+    Stepped every optimizer step (solo-learn's ``warmup_cosine`` with ``interval=step``).
+    ``warmup_epochs`` is converted to steps with the trainer's steps per epoch; fractions are fine.
+    """
+
+    def __init__(self, warmup_epochs: float = 10.0, start_factor: float = 1e-4, min_factor: float = 0.0) -> None:
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs: must be >= 0, got {warmup_epochs}")
+        if not 0 <= start_factor <= 1 or not 0 <= min_factor <= 1:
+            raise ValueError("start_factor and min_factor: must be in [0, 1]")
+        self.warmup_epochs, self.start_factor, self.min_factor = warmup_epochs, start_factor, min_factor
+
+    def build(self, optimizer: Optimizer, total_steps: int, steps_per_epoch: int) -> LambdaLR:
+        warmup = min(int(round(self.warmup_epochs * steps_per_epoch)), total_steps)
+        return LambdaLR(optimizer, _WarmupCosineFactor(warmup, total_steps, self.start_factor, self.min_factor))
+
+
+class _WarmupCosineFactor:
+    # A callable object (not a lambda) so LambdaLR can put it in the checkpoint.
+    def __init__(self, warmup: int, total: int, start: float, floor: float) -> None:
+        self.warmup, self.total, self.start, self.floor = warmup, total, start, floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.start + (1 - self.start) * step / self.warmup
+        progress = min((step - self.warmup) / max(self.total - self.warmup, 1), 1.0)
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+SCHEDULERS = {"warmup_cosine": WarmupCosine}

@@ -1,0 +1,202 @@
+"""Recipes: YAML + ``key=value`` overrides -> validated plain dict -> objects.
+
+The only module that touches omegaconf. Inside ``backbone``/``head``/``augment``/``data``/
+``optimizer``/``scheduler``, ``name`` picks the class from its family's literal dict and every
+other key is a constructor keyword of the same spelling; ``trainer`` keys are Lightning ``Trainer``
+keywords. Every problem is raised as ``RecipeError("<section>.<key>: ...")`` before any training.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ssl_toolkit.augment import AUGMENTS
+from ssl_toolkit.backbone import build_backbone
+from ssl_toolkit.callbacks import CALLBACKS
+from ssl_toolkit.data import DATAMODULES
+from ssl_toolkit.heads import HEADS
+from ssl_toolkit.loggers import build_loggers
+from ssl_toolkit.losses import LOSSES
+from ssl_toolkit.module import SSLModule
+from ssl_toolkit.optim import OPTIMIZERS, SCHEDULERS
+from ssl_toolkit.typecheck import matches, type_name
+
+SECTIONS = ("seed", "out_dir", "backbone", "head", "augment", "data", "optimizer", "scheduler",
+            "trainer", "callbacks", "logger")  # fmt: skip
+FAMILIES: dict[str, Mapping[str, Callable[..., Any]]] = {
+    "head": HEADS, "augment": AUGMENTS, "data": DATAMODULES, "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+}  # fmt: skip
+DERIVED = {"head": {"in_dim"}}  # worked out by the builder, never written in a recipe
+NESTED = {"loss": LOSSES}  # a constructor keyword whose value is itself {name: ..., ...}
+MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
+
+
+class RecipeError(ValueError):
+    """A bad recipe or override; the message is one line and names the key or file."""
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read ``path``, apply dot-list ``overrides`` (``head.loss.temperature=0.1``), validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe: {path} does not exist")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # yaml.YAMLError and friends: report, don't trace
+        raise RecipeError(f"recipe: {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise RecipeError(f"override {item!r}: expected key=value")
+    try:
+        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        recipe = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as e:
+        raise RecipeError(f"recipe: {str(e).splitlines()[0]}") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"recipe: {path} must be a mapping of sections")
+    validate(recipe)
+    return recipe  # type: ignore[return-value]
+
+
+def validate(recipe: dict[str, Any]) -> None:
+    """Check section names, class names, keys and value types against the constructors."""
+    for key in recipe:
+        if key not in SECTIONS:
+            raise RecipeError(f"{key}: unknown section (known: {', '.join(SECTIONS)})")
+    for key in ("backbone", "head", "augment", "data", "optimizer"):
+        if key not in recipe:
+            raise RecipeError(f"{key}: missing section")
+    if not matches(recipe.get("seed", 0), int):
+        raise RecipeError(f"seed: expected int, got {recipe['seed']!r}")
+    if not isinstance(recipe.get("out_dir", "runs/run"), str):
+        raise RecipeError(f"out_dir: expected a path string, got {recipe['out_dir']!r}")
+    check_call("backbone", build_backbone, _section(recipe, "backbone"))
+    for section, family in FAMILIES.items():
+        if recipe.get(section) is not None or section != "scheduler":
+            check_call(section, _pick(section, family, _section(recipe, section)), _kwargs(recipe[section]))
+    trainer = _section(recipe, "trainer", required=False)
+    for key in MANAGED_TRAINER_KEYS & trainer.keys():
+        raise RecipeError(f"trainer.{key}: set by ssl-toolkit (use the logger/callbacks sections or out_dir)")
+    check_call("trainer", pl.Trainer, trainer)
+    for name, kwargs in _section(recipe, "callbacks", required=False).items():
+        cls = _pick(f"callbacks.{name}", CALLBACKS, {"name": name})
+        check_call(f"callbacks.{name}", cls, kwargs or {}, derived={"dirpath"})
+    check_call("logger", build_loggers, _section(recipe, "logger", required=False), derived={"run_dir"})
+
+
+def check_call(section: str, fn: Callable[..., Any], kwargs: Mapping[str, Any], derived: set[str] | None = None) -> None:
+    """Raise RecipeError unless ``fn(**kwargs)`` fits fn's signature and annotations."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    params = inspect.signature(target).parameters
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references in a dependency: fall back to no types
+        hints = {}
+    skip = (derived or set()) | DERIVED.get(section, set()) | {"self"}
+    known = [p for p in params if p not in skip]
+    for key, value in kwargs.items():
+        if key not in known:
+            raise RecipeError(f"{section}.{key}: unknown key (known: {', '.join(known)})")
+        if key in NESTED and isinstance(value, dict):
+            nested = NESTED[key]
+            check_call(f"{section}.{key}", _pick(f"{section}.{key}", nested, value), _kwargs(value))
+        elif key in hints and not matches(value, hints[key]):
+            raise RecipeError(f"{section}.{key}: expected {type_name(hints[key])}, got {type(value).__name__} {value!r}")
+    for key, p in params.items():
+        if key not in skip and p.default is inspect.Parameter.empty and key not in kwargs:
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise RecipeError(f"{section}.{key}: required")
+
+
+@dataclass
+class Parts:
+    """Everything ``fit`` needs, built from a validated recipe."""
+
+    module: SSLModule
+    datamodule: pl.LightningDataModule
+
+
+def build_parts(recipe: dict[str, Any]) -> Parts:
+    """Construct data, backbone, head, augmentation, optimizer and module (constructors validate
+    values; their ``arg: ...`` errors come back as ``section.arg: ...``)."""
+    datamodule = _construct("data", DATAMODULES, recipe["data"])
+    backbone = _guard("backbone", lambda: build_backbone(**recipe["backbone"]))
+    head_cfg = _kwargs(recipe["head"])
+    if isinstance(head_cfg.get("loss"), dict):
+        head_cfg["loss"] = _construct("head.loss", LOSSES, head_cfg["loss"])
+    head_cls = _pick("head", HEADS, recipe["head"])
+    head = _guard("head", lambda: head_cls(in_dim=backbone.num_features, **head_cfg))
+    augment = _construct("augment", AUGMENTS, recipe["augment"])
+    optimizer = _construct("optimizer", OPTIMIZERS, recipe["optimizer"])
+    sched = recipe.get("scheduler")
+    scheduler = _construct("scheduler", SCHEDULERS, sched) if sched is not None else None
+    module = SSLModule(backbone, head, augment, optimizer, scheduler)
+    return Parts(module=module, datamodule=datamodule)
+
+
+def build_callbacks(recipe: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
+    """The recipe's callbacks; ``checkpoint`` (always present) writes to ``run_dir/checkpoints``."""
+    specs = dict(_section(recipe, "callbacks", required=False))
+    specs.setdefault("checkpoint", {})
+    out = []
+    for name, kwargs in specs.items():
+        kwargs = dict(kwargs or {})
+        if name == "checkpoint":
+            kwargs = {"save_last": True, **kwargs, "dirpath": str(run_dir / "checkpoints")}
+        out.append(_guard(f"callbacks.{name}", lambda: CALLBACKS[name](**kwargs)))
+    return out
+
+
+def build_trainer(recipe: dict[str, Any], run_dir: Path, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
+    loggers = build_loggers(run_dir=run_dir, **_section(recipe, "logger", required=False))
+    callbacks = build_callbacks(recipe, run_dir) + list(extra_callbacks)
+    kwargs = _section(recipe, "trainer", required=False)
+    return _guard("trainer", lambda: pl.Trainer(
+        default_root_dir=str(run_dir), logger=loggers or False, callbacks=callbacks, **kwargs))  # fmt: skip
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _section(recipe: Mapping[str, Any], key: str, required: bool = True) -> dict[str, Any]:
+    value = recipe.get(key)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise RecipeError(f"{key}: expected a mapping, got {value!r}")
+    return value
+
+
+def _kwargs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k != "name"}
+
+
+def _pick(section: str, family: Mapping[str, Callable[..., Any]], spec: Any) -> Callable[..., Any]:
+    if not isinstance(spec, dict):
+        raise RecipeError(f"{section}: expected a mapping with a 'name', got {spec!r}")
+    name = spec.get("name")
+    if name not in family:
+        raise RecipeError(f"{section}.name: unknown {name!r} (known: {', '.join(family)})")
+    return family[name]
+
+
+def _construct(section: str, family: Mapping[str, Callable[..., Any]], spec: dict[str, Any]) -> Any:
+    cls = _pick(section, family, spec)
+    return _guard(section, lambda: cls(**_kwargs(spec)))
+
+
+def _guard(section: str, make: Callable[[], Any]) -> Any:
+    # Constructors raise "arg: problem"; prefix the section so the message names the recipe key.
+    try:
+        return make()
+    except (ValueError, FileNotFoundError, NotADirectoryError, TypeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RecipeError(f"{section}.{msg}" if ":" in msg.split(" ")[0] else f"{section}: {msg}") from None

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny timm backbone, random uint8 images, and recipe helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_BACKBONE = "test_resnet"  # timm's tiny ResNet for tests (96 features)
+
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_MODE", "offline")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    """Eight random uint8 images (8, 3, 32, 32)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g)
+
+
+def tiny_recipe(path: Path, tmp_path: Path, steps: int = 2, keep_data: bool = False) -> dict:
+    """A shipped recipe turned into a seconds-long CPU run: tiny backbone, 32 px, ``steps`` steps.
+
+    Unless ``keep_data``, the data section is replaced by 64 synthetic images.
+    """
+    from omegaconf import OmegaConf
+
+    from ssl_toolkit.recipe import validate
+
+    recipe = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    recipe["backbone"] = {"name": TINY_BACKBONE, "pretrained": False}
+    if not keep_data:
+        recipe["data"] = {"name": "synthetic", "num_samples": 64, "num_val_samples": 16,
+                          "image_size": 32, "batch_size": 16}
+    recipe["augment"]["size"] = 32
+    recipe["trainer"] = {"max_steps": steps, "max_epochs": 1, "accelerator": "cpu", "devices": 1,
+                         "precision": "32-true", "enable_progress_bar": False, "log_every_n_steps": 1}
+    recipe["logger"] = {"csv": True, "wandb": False}
+    recipe["out_dir"] = str(tmp_path / "run")
+    validate(recipe)
+    return recipe

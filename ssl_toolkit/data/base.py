@@ -1,0 +1,126 @@
+"""Shared LightningDataModule base and the in-memory image dataset.
+
+Every dataset in the toolkit yields ``(image, label, index)``: ``image`` uint8 (3, S, S) of one fixed
+size per dataset, ``label`` int64 (-1 if unknown), ``index`` the sample's position in its split.
+Random augmentation never runs here; it runs batched on the training device (``ssl_toolkit.augment``).
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+
+def check_positive(**values: int | None) -> None:
+    """Raise ``ValueError`` naming the first argument that is not a positive int (``None`` passes).
+
+    Args:
+        **values: argument name -> value, as the caller's constructor received them.
+    """
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ValueError(f"{name}: {value!r} must be a positive int")
+
+
+class TensorImageDataset(Dataset):
+    """Images already decoded and resized in memory.
+
+    Args:
+        images: uint8 (N, C, S, S) with C = 1 (replicated to 3 on access, so grayscale data costs a
+            third of the memory) or C = 3.
+        labels: int64 (N,).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images: expected uint8 (N, 1|3, S, S), got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"labels: expected shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        self.images = images
+        self.labels = labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Return ``(uint8 (3, S, S), int64 scalar, index)``."""
+        return self.images[index].expand(3, -1, -1), self.labels[index], index
+
+
+class ImageDataModule(LightningDataModule, abc.ABC):
+    """Base for every toolkit DataModule: split bookkeeping and the three dataloaders.
+
+    Subclasses validate their arguments in ``__init__`` and implement ``_build`` (the heavy loading,
+    run once by ``setup``), ``num_classes`` and ``num_train_samples``.
+
+    Args:
+        image_size: side S of every (3, S, S) image.
+        batch_size: samples per batch, per process.
+        num_workers: dataloader worker processes (0 = load in the main process).
+    """
+
+    def __init__(self, image_size: int, batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        check_positive(image_size=image_size, batch_size=batch_size)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers: {num_workers!r} must be an int >= 0")
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    @property
+    @abc.abstractmethod
+    def num_classes(self) -> int:
+        """Number of label classes."""
+
+    @property
+    @abc.abstractmethod
+    def num_train_samples(self) -> int:
+        """Size of the train split (before any distributed sharding)."""
+
+    @abc.abstractmethod
+    def _build(self) -> tuple[Dataset, Dataset]:
+        """Load the data; returns ``(train_set, val_set)``."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load both splits once; later calls (every Lightning stage, every loader) are no-ops."""
+        # Both splits are loaded whatever the stage: the labelled train split also serves the k-NN
+        # bank during validation, and loading twice would cost more than it saves.
+        if self.train_set is None or self.val_set is None:
+            self.train_set, self.val_set = self._build()
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled train split with full batches only (SSL losses assume a fixed batch size)."""
+        self.setup()
+        if len(self.train_set) < self.batch_size:
+            raise ValueError(
+                f"batch_size: {self.batch_size} is larger than the train split ({len(self.train_set)} samples)"
+            )
+        return self._loader(self.train_set, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Held-out labelled split in a fixed order."""
+        self.setup()
+        return self._loader(self.val_set, shuffle=False, drop_last=False)
+
+    def train_eval_dataloader(self) -> DataLoader:
+        """Labelled train split in a fixed order with every sample (k-NN banks, linear probes)."""
+        self.setup()
+        return self._loader(self.train_set, shuffle=False, drop_last=False)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        # No sampler here: under DDP Lightning replaces it with a DistributedSampler itself.
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )

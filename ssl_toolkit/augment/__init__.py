@@ -1,0 +1,11 @@
+"""GPU batch augmentations (kornia) applied after the batch reaches the device."""
+
+from __future__ import annotations
+
+from ssl_toolkit.augment.color import JitterParams, RandomOrderColorJitter, apply_color_jitter
+from ssl_toolkit.augment.simclr import SimCLRAugment
+
+# Recipe name -> augmentation class; the only registry in this package.
+AUGMENTS = {"simclr": SimCLRAugment}
+
+__all__ = ["AUGMENTS", "JitterParams", "RandomOrderColorJitter", "SimCLRAugment", "apply_color_jitter"]

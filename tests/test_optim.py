@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ssl_toolkit.optim import LARS, SGD, AdamW, WarmupCosine, param_groups
+
+
+def small_model() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+
+
+def test_param_groups_exclude_bias_and_norm() -> None:
+    model = small_model()
+    decay, no_decay = param_groups(model, 1e-4)
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert {p.ndim for p in decay["params"]} == {2}
+    assert {p.ndim for p in no_decay["params"]} == {1}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_lr_scaled_per_256() -> None:
+    opt = SGD(lr=0.1).build(param_groups(small_model(), 0.0), global_batch_size=512)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+    opt = AdamW(lr=1e-3).build(param_groups(small_model(), 0.05), global_batch_size=128)
+    assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
+    assert opt.param_groups[0]["weight_decay"] == 0.05 and opt.param_groups[1]["weight_decay"] == 0.0
+
+
+def test_lars_adapts_weights_but_not_biases() -> None:
+    # One step from zero momentum: a no-decay parameter moves by exactly lr * grad (plain SGD),
+    # a weight by lr * trust_ratio * (grad + wd * w) with trust_ratio from the LARS formula.
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    w0, b0 = model.weight.detach().clone(), model.bias.detach().clone()
+    factory = LARS(lr=0.5, weight_decay=1e-2, momentum=0.9, trust_coefficient=0.02, trust_clip=False)
+    opt = factory.build(param_groups(model, factory.weight_decay), global_batch_size=256)
+    model(torch.randn(5, 4)).pow(2).sum().backward()
+    gw, gb = model.weight.grad.clone(), model.bias.grad.clone()
+    opt.step()
+    torch.testing.assert_close(model.bias.detach(), b0 - 0.5 * gb)
+    ratio = 0.02 * w0.norm() / (gw.norm() + 1e-2 * w0.norm() + 1e-8)
+    torch.testing.assert_close(model.weight.detach(), w0 - 0.5 * ratio * (gw + 1e-2 * w0))
+
+
+def test_bad_values_name_the_argument() -> None:
+    with pytest.raises(ValueError, match="lr"):
+        LARS(lr=-1.0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        SGD(weight_decay=-1.0)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        WarmupCosine(warmup_epochs=-1)
+
+
+def test_warmup_cosine_shape() -> None:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupCosine(warmup_epochs=2, start_factor=0.1, min_factor=0.01).build(opt, total_steps=30, steps_per_epoch=5)
+    lrs = []
+    for _ in range(30):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1)  # start
+    assert lrs[5] == pytest.approx(0.1 + 0.9 * 5 / 10)  # linear warm-up over 10 steps
+    assert lrs[10] == pytest.approx(1.0)  # peak
+    assert lrs[20] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 10 / 20)))
+    assert lrs[29] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 19 / 20)))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # monotone decay after warm-up
+    state = sched.state_dict()
+    assert "lr_lambdas" in state and state["lr_lambdas"][0]["warmup"] == 10  # checkpointable

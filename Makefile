@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 
-.PHONY: setup data demo test clean-venv
+.PHONY: setup data demo test lint clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: setup data
 
 test: setup data
 	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check ssl_toolkit tests tools
+	$(VENV)/bin/ruff format --check ssl_toolkit tests tools
 
 clean-venv:
 	rm -rf $(VENV)

@@ -44,9 +44,7 @@ def _use_small_image_stem(model: nn.Module, name: str) -> None:
     maxpool = getattr(model, "maxpool", None)
     bn1 = getattr(model, "bn1", None)
     if conv1 is None or maxpool is None or not isinstance(bn1, nn.BatchNorm2d):
-        raise ValueError(
-            f"small_image_stem: supported for ResNet-style timm models (conv1/bn1/maxpool), not {name!r}"
-        )
+        raise ValueError(f"small_image_stem: supported for ResNet-style timm models (conv1/bn1/maxpool), not {name!r}")
     # A deep stem (resnet*d, resnet10t) is a Sequential; its width out is bn1's width.
     model.conv1 = nn.Conv2d(3, bn1.num_features, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()

@@ -94,7 +94,9 @@ def validate(recipe: dict[str, Any]) -> None:
     check_call("logger", build_loggers, _section(recipe, "logger", required=False), derived={"run_dir"})
 
 
-def check_call(section: str, fn: Callable[..., Any], kwargs: Mapping[str, Any], derived: set[str] | None = None) -> None:
+def check_call(
+    section: str, fn: Callable[..., Any], kwargs: Mapping[str, Any], derived: set[str] | None = None
+) -> None:
     """Raise RecipeError unless ``fn(**kwargs)`` fits fn's signature and annotations."""
     target = fn.__init__ if inspect.isclass(fn) else fn
     params = inspect.signature(target).parameters
@@ -111,7 +113,9 @@ def check_call(section: str, fn: Callable[..., Any], kwargs: Mapping[str, Any], 
             nested = NESTED[key]
             check_call(f"{section}.{key}", _pick(f"{section}.{key}", nested, value), _kwargs(value))
         elif key in hints and not matches(value, hints[key]):
-            raise RecipeError(f"{section}.{key}: expected {type_name(hints[key])}, got {type(value).__name__} {value!r}")
+            raise RecipeError(
+                f"{section}.{key}: expected {type_name(hints[key])}, got {type(value).__name__} {value!r}"
+            )
     for key, p in params.items():
         if key not in skip and p.default is inspect.Parameter.empty and key not in kwargs:
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -153,7 +157,7 @@ def build_callbacks(recipe: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
         kwargs = dict(kwargs or {})
         if name == "checkpoint":
             kwargs = {"save_last": True, **kwargs, "dirpath": str(run_dir / "checkpoints")}
-        out.append(_guard(f"callbacks.{name}", lambda: CALLBACKS[name](**kwargs)))
+        out.append(_guard(f"callbacks.{name}", lambda cls=CALLBACKS[name], kw=kwargs: cls(**kw)))
     return out
 
 

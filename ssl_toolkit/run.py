@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,12 @@ def git_commit() -> str:
     """The commit of the ssl_toolkit checkout in use, with ``-dirty`` for uncommitted changes."""
     repo = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
@@ -74,8 +79,14 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     throughput = Throughput()
     trainer = build_trainer(recipe, run_dir, extra_callbacks=[throughput])
     start = time.perf_counter()
-    trainer.fit(parts.module, datamodule=parts.datamodule)
+    with warnings.catch_warnings():
+        # SSLModule owns on_after_batch_transfer on purpose (augmentation on the device).
+        warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+        trainer.fit(parts.module, datamodule=parts.datamodule)
     seconds = time.perf_counter() - start
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()  # flush the offline run before the summary is printed
     loss = trainer.callback_metrics.get("train/loss")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     return FitResult(

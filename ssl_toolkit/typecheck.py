@@ -40,7 +40,11 @@ def matches(value: Any, annotation: Any) -> bool:
             return all(matches(v, args[0]) for v in value)
         return not args or (len(args) == len(value) and all(matches(v, a) for v, a in zip(value, args)))
     if origin in (list, collections.abc.Sequence):
-        return isinstance(value, (list, tuple)) and all(matches(v, args[0]) for v in value) if args else isinstance(value, (list, tuple))
+        return (
+            isinstance(value, (list, tuple)) and all(matches(v, args[0]) for v in value)
+            if args
+            else isinstance(value, (list, tuple))
+        )
     if annotation in (dict, collections.abc.Mapping) or origin in (dict, collections.abc.Mapping):
         return isinstance(value, dict)
     if isinstance(annotation, type):

@@ -35,11 +35,23 @@ def tiny_recipe(path: Path, tmp_path: Path, steps: int = 2, keep_data: bool = Fa
     recipe = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     recipe["backbone"] = {"name": TINY_BACKBONE, "pretrained": False}
     if not keep_data:
-        recipe["data"] = {"name": "synthetic", "num_samples": 64, "num_val_samples": 16,
-                          "image_size": 32, "batch_size": 16}
+        recipe["data"] = {
+            "name": "synthetic",
+            "num_samples": 64,
+            "num_val_samples": 16,
+            "image_size": 32,
+            "batch_size": 16,
+        }
     recipe["augment"]["size"] = 32
-    recipe["trainer"] = {"max_steps": steps, "max_epochs": 1, "accelerator": "cpu", "devices": 1,
-                         "precision": "32-true", "enable_progress_bar": False, "log_every_n_steps": 1}
+    recipe["trainer"] = {
+        "max_steps": steps,
+        "max_epochs": 1,
+        "accelerator": "cpu",
+        "devices": 1,
+        "precision": "32-true",
+        "enable_progress_bar": False,
+        "log_every_n_steps": 1,
+    }
     recipe["logger"] = {"csv": True, "wandb": False}
     recipe["out_dir"] = str(tmp_path / "run")
     validate(recipe)

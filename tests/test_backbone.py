@@ -27,7 +27,6 @@ def test_small_image_stem_keeps_resolution() -> None:
     assert small(x).shape == (1, 512)
 
 
-
 def test_deep_stem_resnet_supported() -> None:
     model = build_backbone("resnet10t", small_image_stem=True)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, model.num_features)

@@ -13,9 +13,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ssl_toolkit.cli import main
-
 from conftest import REPO, TINY_BACKBONE, tiny_recipe
+from ssl_toolkit.cli import main
 
 DEMO = REPO / "recipes" / "fashion_mnist" / "simclr.yaml"
 CLI = Path(sys.executable).with_name("ssl-toolkit")

@@ -21,8 +21,12 @@ def run_two_ranks(case: str, inputs: dict, tmp_path: Path) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     init = tmp_path / "init"
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), case, str(r), "2", str(init), str(tmp_path)],
-                         env=env, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(WORKER), case, str(r), "2", str(init), str(tmp_path)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for r in range(2)
     ]
     for p in procs:

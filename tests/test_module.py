@@ -7,14 +7,13 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TINY_BACKBONE
 from ssl_toolkit.augment import SimCLRAugment
 from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.heads import SimCLRHead
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import LARS, WarmupCosine
-
-from conftest import TINY_BACKBONE
 
 
 class CountingBackbone(nn.Module):

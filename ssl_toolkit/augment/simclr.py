@@ -85,7 +85,10 @@ class SimCLRAugment(nn.Module):
         crop_scale: Sequence[float] = (0.08, 1.0),
         crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
         flip_p: float = 0.5,
-        brightness: float = 0.8, contrast: float = 0.8, saturation: float = 0.8, hue: float = 0.2,
+        brightness: float = 0.8,
+        contrast: float = 0.8,
+        saturation: float = 0.8,
+        hue: float = 0.2,
         jitter_p: float = 0.8,
         grayscale_p: float = 0.2,
         blur_p: float = 0.5,
@@ -106,8 +109,10 @@ class SimCLRAugment(nn.Module):
         self.size, self.num_views, self.blur_kernel_size = int(size), int(num_views), int(kernel)
         self.pipeline = nn.Sequential(
             _AntialiasedResizedCrop(
-                (self.size, self.size), scale=_ordered_pair("crop_scale", crop_scale, upper=1.0),
-                ratio=_ordered_pair("crop_ratio", crop_ratio), align_corners=False,
+                (self.size, self.size),
+                scale=_ordered_pair("crop_scale", crop_scale, upper=1.0),
+                ratio=_ordered_pair("crop_ratio", crop_ratio),
+                align_corners=False,
             ),
             K.RandomHorizontalFlip(p=_probability("flip_p", flip_p)),
             RandomOrderColorJitter(brightness, contrast, saturation, hue, p=_probability("jitter_p", jitter_p)),

@@ -28,11 +28,15 @@ class Throughput(pl.Callback):
     def images_per_sec(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._steps == self.skip_steps and self._start is None:
             self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._start is not None:
             self.images += int(batch[1].shape[0]) * trainer.world_size
         self._steps += 1

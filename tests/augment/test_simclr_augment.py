@@ -12,8 +12,15 @@ from ssl_toolkit.augment import AUGMENTS, SimCLRAugment
 SIZE = 32
 # Every random op off: crop (1, 1) x (1, 1) keeps a square image whole; mean 0 / std 1 keeps [0, 1].
 OFF: dict[str, object] = {
-    "crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), "flip_p": 0.0, "jitter_p": 0.0,
-    "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
+    "crop_scale": (1.0, 1.0),
+    "crop_ratio": (1.0, 1.0),
+    "flip_p": 0.0,
+    "jitter_p": 0.0,
+    "grayscale_p": 0.0,
+    "blur_p": 0.0,
+    "solarize_p": 0.0,
+    "mean": (0.0, 0.0, 0.0),
+    "std": (1.0, 1.0, 1.0),
 }
 
 

@@ -82,6 +82,8 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     with warnings.catch_warnings():
         # SSLModule owns on_after_batch_transfer on purpose (augmentation on the device).
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+        # The held-out split is there for evaluation callbacks; without them there is no val loop.
+        warnings.filterwarnings("ignore", message=".*have no `validation_step`.*")
         trainer.fit(parts.module, datamodule=parts.datamodule)
     seconds = time.perf_counter() - start
     for logger in trainer.loggers:

@@ -134,6 +134,12 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
     """Construct data, backbone, head, augmentation, optimizer and module (constructors validate
     values; their ``arg: ...`` errors come back as ``section.arg: ...``)."""
     datamodule = _construct("data", DATAMODULES, recipe["data"])
+    # Load (or list) the data now so an empty split or a too-large batch fails before training.
+    _guard("data", lambda: datamodule.setup("fit"))
+    if datamodule.num_train_samples < datamodule.batch_size:
+        raise RecipeError(
+            f"data.batch_size: {datamodule.batch_size} is larger than the {datamodule.num_train_samples} training images"
+        )
     backbone = _guard("backbone", lambda: build_backbone(**recipe["backbone"]))
     head_cfg = _kwargs(recipe["head"])
     if isinstance(head_cfg.get("loss"), dict):

@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import OmegaConf
 
+from ssl_toolkit.callbacks.recipe_in_checkpoint import RecipeInCheckpoint
 from ssl_toolkit.callbacks.throughput import Throughput
 from ssl_toolkit.recipe import build_parts, build_trainer
 
@@ -77,7 +78,7 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     }
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
     throughput = Throughput()
-    trainer = build_trainer(recipe, run_dir, extra_callbacks=[throughput])
+    trainer = build_trainer(recipe, run_dir, extra_callbacks=[throughput, RecipeInCheckpoint(resolved)])
     start = time.perf_counter()
     with warnings.catch_warnings():
         # SSLModule owns on_after_batch_transfer on purpose (augmentation on the device).

@@ -39,8 +39,9 @@ def test_fit_synthetic_writes_checkpoint_recipe_and_logs(tmp_path: Path, capsys)
     rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 4 and all(0 < v < 20 for v in losses)
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4 and any(k.startswith("backbone.") for k in ckpt["state_dict"])
+    assert ckpt["recipe"] == saved  # a checkpoint alone can rebuild its model
     out = capsys.readouterr().out
     assert "checkpoint:" in out and str(run / "checkpoints" / "last.ckpt") in out
 

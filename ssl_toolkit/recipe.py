@@ -138,7 +138,8 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
     _guard("data", lambda: datamodule.setup("fit"))
     if datamodule.num_train_samples < datamodule.batch_size:
         raise RecipeError(
-            f"data.batch_size: {datamodule.batch_size} is larger than the {datamodule.num_train_samples} training images"
+            f"data.batch_size: {datamodule.batch_size} is larger than the "
+            f"{datamodule.num_train_samples} training images"
         )
     backbone = _guard("backbone", lambda: build_backbone(**recipe["backbone"]))
     head_cfg = _kwargs(recipe["head"])

@@ -1,0 +1,92 @@
+"""Embed a whole labelled split without augmentation, and gather it across processes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from ssl_toolkit.distributed import is_distributed
+
+
+@dataclass
+class EmbeddedSplit:
+    """Features of one split, rows sorted by sample index.
+
+    Attributes:
+        feats: (N, F) backbone features.
+        proj: (N, D) projector embeddings, or None when not asked for.
+        labels: (N,) int64 labels.
+        index: (N,) int64 sample indices within the split (unique, ascending).
+    """
+
+    feats: Tensor
+    proj: Tensor | None
+    labels: Tensor
+    index: Tensor
+
+    def rows(self, index: Tensor) -> EmbeddedSplit:
+        """The rows at positions ``index`` (a subset, e.g. RankMe's random sample)."""
+        proj = self.proj[index] if self.proj is not None else None
+        return EmbeddedSplit(self.feats[index], proj, self.labels[index], self.index[index])
+
+
+@torch.no_grad()
+def embed_split(module: torch.nn.Module, loader: DataLoader, with_proj: bool = False) -> EmbeddedSplit:
+    """Run ``module.embed`` (and ``module.head.embed`` if ``with_proj``) over ``loader`` in eval mode.
+
+    ``loader`` yields ``(uint8 images, labels, index)``. Features stay on the module's device; the
+    module's train/eval mode is restored afterwards. Under torch.distributed, pass a loader with a
+    ``DistributedSampler`` and call :func:`gather_split` on the result.
+    """
+    was_training = module.training
+    module.eval()
+    feats, projs, labels, index = [], [], [], []
+    try:
+        for images, y, idx in loader:
+            f = module.embed(images)
+            feats.append(f)
+            if with_proj:
+                projs.append(module.head.embed(f))
+            labels.append(torch.as_tensor(y).to(f.device))
+            index.append(torch.as_tensor(idx).to(f.device))
+    finally:
+        module.train(was_training)
+    if not feats:
+        raise ValueError("loader: yielded no batches")
+    return EmbeddedSplit(torch.cat(feats), torch.cat(projs) if with_proj else None, torch.cat(labels), torch.cat(index))
+
+
+def gather_split(split: EmbeddedSplit) -> EmbeddedSplit:
+    """All-gather a split embedded in shards by every process; drop the duplicate rows that a
+    padding ``DistributedSampler`` adds, and sort by sample index, so every process ends with the
+    same rows as one process embedding the whole split. A no-op without torch.distributed."""
+    if is_distributed():
+        parts = [split.feats, split.labels[:, None].to(split.feats.dtype), split.index[:, None].to(split.feats.dtype)]
+        if split.proj is not None:
+            parts.insert(1, split.proj)
+        local = torch.cat([p.float() if p.dtype != torch.float64 else p for p in parts], dim=1)
+        sizes = [torch.zeros(1, dtype=torch.long, device=local.device) for _ in range(dist.get_world_size())]
+        dist.all_gather(sizes, torch.tensor([local.shape[0]], device=local.device))
+        most = int(max(s.item() for s in sizes))
+        padded = torch.zeros(most, local.shape[1], dtype=local.dtype, device=local.device)
+        padded[: local.shape[0]] = local
+        chunks = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(chunks, padded)
+        table = torch.cat([c[: int(s.item())] for c, s in zip(chunks, sizes)])
+        f, d = split.feats.shape[1], 0 if split.proj is None else split.proj.shape[1]
+        split = EmbeddedSplit(
+            feats=table[:, :f].to(split.feats.dtype),
+            proj=table[:, f : f + d].to(split.proj.dtype) if split.proj is not None else None,
+            labels=table[:, f + d].round().long(),
+            index=table[:, f + d + 1].round().long(),
+        )
+    # Unique sorted indices; keep the first occurrence of each (padding repeats rows).
+    order = torch.argsort(split.index, stable=True)
+    idx = split.index[order]
+    keep = torch.ones_like(idx, dtype=torch.bool)
+    keep[1:] = idx[1:] != idx[:-1]
+    return split.rows(order[keep])

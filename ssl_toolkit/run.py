@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import OmegaConf
 
+from ssl_toolkit.callbacks.curves import Curves
 from ssl_toolkit.callbacks.recipe_in_checkpoint import RecipeInCheckpoint
 from ssl_toolkit.callbacks.throughput import Throughput
 from ssl_toolkit.recipe import build_parts, build_trainer
@@ -78,7 +79,8 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     }
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
     throughput = Throughput()
-    trainer = build_trainer(recipe, run_dir, extra_callbacks=[throughput, RecipeInCheckpoint(resolved)])
+    extra = [throughput, RecipeInCheckpoint(resolved), Curves(run_dir / "curves.png")]
+    trainer = build_trainer(recipe, run_dir, extra_callbacks=extra)
     start = time.perf_counter()
     with warnings.catch_warnings():
         # SSLModule owns on_after_batch_transfer on purpose (augmentation on the device).

@@ -1,12 +1,22 @@
-"""``ssl-toolkit`` command line: ``fit`` a recipe, list ``recipes``."""
+"""``ssl-toolkit`` command line: ``fit`` a recipe, list ``recipes``; ``probe``, ``knn`` and ``select``
+evaluate checkpoints offline."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: the heavy modules are imported after parsing
+    from ssl_toolkit.checkpoint import LoadedCheckpoint
+    from ssl_toolkit.features import EmbeddedSplit
+    from ssl_toolkit.probe import ProbeResult
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+DATA_HELP = "data overrides, e.g. data.root=/moved/data data.num_workers=4 data.val_samples=1000"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,13 +32,154 @@ def main(argv: list[str] | None = None) -> int:
     p_fit.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
     p_list = sub.add_parser("recipes", help="list the shipped recipes", description="List the shipped recipes.")
     p_list.add_argument("--dir", default=str(RECIPES_DIR), help="recipes folder (default: %(default)s)")
+    _add_eval_parsers(sub)
     args = parser.parse_args(argv)
 
     if args.command == "recipes":
         for path in sorted(Path(args.dir).rglob("*.yaml")):
             print(path.relative_to(args.dir))
         return 0
-    return _fit(args.recipe, args.overrides, argv)
+    if args.command == "fit":
+        return _fit(args.recipe, args.overrides, argv)
+    from ssl_toolkit.recipe import RecipeError  # heavy imports after parsing: `--help` stays instant
+
+    try:
+        return {"probe": _probe, "knn": _knn, "select": _select}[args.command](args)
+    except (RecipeError, ValueError, FileNotFoundError) as e:
+        print(f"ssl-toolkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+
+
+def _add_eval_parsers(sub: Any) -> None:
+    p_probe = sub.add_parser(
+        "probe",
+        help="linear probe of a checkpoint's frozen backbone",
+        description="Embed the train and val splits once, train a linear classifier on the cached features, "
+        "print val top-1/top-5 and write <run>/eval/probe-<checkpoint>.json (never overwritten).",
+    )
+    p_probe.add_argument("checkpoint", help="a .ckpt file written by `ssl-toolkit fit`")
+    p_probe.add_argument("--method", choices=["lbfgs", "sgd"], default="lbfgs", help="optimizer (default: lbfgs)")
+    p_probe.add_argument("--epochs", type=int, default=100, help="L-BFGS iterations or SGD epochs (default: 100)")
+    p_probe.add_argument("--lr", type=float, default=None, help="step size (default: 1.0 lbfgs, 0.1 sgd)")
+    p_probe.add_argument("--weight-decay", type=float, default=1e-4, help="L2 on the weights (default: 1e-4)")
+    p_knn = sub.add_parser(
+        "knn",
+        help="weighted k-NN accuracy of a checkpoint",
+        description="Cosine k-NN (train split as bank, val split as queries); print top-1/top-5 and write "
+        "<run>/eval/knn-<checkpoint>.json (never overwritten).",
+    )
+    p_knn.add_argument("checkpoint", help="a .ckpt file written by `ssl-toolkit fit`")
+    p_knn.add_argument("--k", type=int, default=200, help="neighbours (default: 200)")
+    p_knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(cos/T) (default: 0.07)")
+    p_sel = sub.add_parser(
+        "select",
+        help="pick a checkpoint without labels (RankMe)",
+        description="Rank every checkpoint of one or more runs of the same method by RankMe (Garrido et al., "
+        "ICML 2023) on one random subset of unlabelled train images; print the table and write the choice.",
+    )
+    p_sel.add_argument("--num-samples", type=int, default=25600, help="images in the subset (default: 25600)")
+    p_sel.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
+    p_sel.add_argument("--with-labels", action="store_true", help="also compute k-NN top-1 (reads labels)")
+    p_sel.add_argument("--out", default="selection.json", help="JSON to write (default: %(default)s)")
+    p_sel.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p_sel.add_argument("items", nargs="+", metavar="RUN_DIR|data.KEY=VALUE", help="run folders; " + DATA_HELP)
+    for p in (p_probe, p_knn, p_sel):
+        p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    for p in (p_probe, p_knn):
+        p.add_argument("overrides", nargs="*", metavar="data.KEY=VALUE", help=DATA_HELP)
+
+
+def _data_overrides(items: list[str]) -> dict[str, Any] | None:
+    """``data.KEY=VALUE`` items -> ``{KEY: value}`` with YAML typing (``1`` int, ``null`` None...)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ssl_toolkit.recipe import RecipeError
+
+    for item in items:
+        if not item.startswith("data.") or "=" not in item or item.startswith("data.="):
+            raise RecipeError(f"override {item!r}: expected data.KEY=VALUE")
+    try:
+        data = OmegaConf.to_container(OmegaConf.from_dotlist(items)).get("data")
+    except OmegaConfBaseException as e:
+        raise RecipeError(f"override: {str(e).splitlines()[0]}") from None
+    return data or None
+
+
+def _load(args: argparse.Namespace) -> tuple[LoadedCheckpoint, EmbeddedSplit, EmbeddedSplit]:
+    import torch
+
+    from ssl_toolkit.checkpoint import load_checkpoint
+    from ssl_toolkit.probe import embed_labelled
+
+    loaded = load_checkpoint(args.checkpoint, _data_overrides(args.overrides))
+    loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return loaded, *embed_labelled(loaded.module, loaded.datamodule)
+
+
+def _report(
+    args: argparse.Namespace, kind: str, loaded: LoadedCheckpoint, result: ProbeResult, settings: dict[str, Any]
+) -> None:
+    """Print the accuracies and write them, with the settings, to a new ``<run>/eval/<kind>-<stem>.json``."""
+    from dataclasses import asdict
+
+    from ssl_toolkit.checkpoint import run_dir_of, write_new_json
+
+    ckpt = Path(args.checkpoint)
+    record = {"checkpoint": str(ckpt.resolve()), "epoch": loaded.epoch, "step": loaded.step, kind: settings,
+              "data_overrides": _data_overrides(args.overrides), **asdict(result),
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+    path = write_new_json(run_dir_of(ckpt) / "eval" / f"{kind}-{ckpt.stem}.json", record)
+    print(
+        f"{kind} {ckpt} (epoch {loaded.epoch}, step {loaded.step}): val top-1 {result.top1:.4f}  top-5 {result.top5:.4f}"
+    )
+    print(f"written: {path}")
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from ssl_toolkit.probe import linear_probe
+
+    loaded, train, val = _load(args)
+    settings = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay}
+    result = linear_probe(
+        train, val, loaded.datamodule.num_classes, args.method, args.epochs, args.lr, args.weight_decay
+    )
+    _report(args, "probe", loaded, result, settings)
+    print(f"train top-1 {result.train_top1:.4f}")
+    return 0
+
+
+def _knn(args: argparse.Namespace) -> int:
+    from ssl_toolkit.probe import knn_probe
+
+    loaded, train, val = _load(args)
+    result = knn_probe(train, val, loaded.datamodule.num_classes, k=args.k, temperature=args.temperature)
+    _report(args, "knn", loaded, result, {"k": args.k, "temperature": args.temperature})
+    return 0
+
+
+def _select(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ssl_toolkit.recipe import RecipeError
+    from ssl_toolkit.select import format_table, rank_checkpoints
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise RecipeError(f"--out: {out} exists; pass --force to overwrite it")
+    overrides = _data_overrides([i for i in args.items if "=" in i])
+    runs = [Path(i) for i in args.items if "=" not in i]
+    if not runs:
+        raise RecipeError("select: give at least one RUN_DIR")
+    rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device)
+    print(format_table(rows, args.with_labels))
+    record = {"selected": asdict(rows[0]), "criterion": "rankme (backbone features, highest)",
+              "num_samples": args.num_samples, "seed": args.seed, "with_labels": args.with_labels,
+              "data_overrides": overrides, "table": [asdict(r) for r in rows]}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nselected: {rows[0].checkpoint}\nwritten:  {out}")
+    return 0
 
 
 def _fit(recipe_path: str, overrides: list[str], argv: list[str] | None) -> int:

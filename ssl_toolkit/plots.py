@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 ACCURACY_KEYS = ("val/knn_top1", "val/linear_top1")
 RANKME_KEYS = ("val/rankme", "val/rankme_proj")
@@ -49,6 +50,8 @@ def plot_curves(
     for ax in (ax_acc, ax_rank, ax_proj):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower right" if ax is not ax_proj else "lower left")
+    for ax in (ax_acc, ax_rank):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -2,8 +2,18 @@
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from ssl_toolkit.callbacks.knn import KNNProbe
+from ssl_toolkit.callbacks.linear_probe import LinearProbe
+from ssl_toolkit.callbacks.rankme import RankMe
 from ssl_toolkit.callbacks.throughput import Throughput
 
-CALLBACKS = {"checkpoint": ModelCheckpoint, "lr_monitor": LearningRateMonitor, "throughput": Throughput}
+CALLBACKS = {
+    "checkpoint": ModelCheckpoint,
+    "lr_monitor": LearningRateMonitor,
+    "throughput": Throughput,
+    "knn": KNNProbe,
+    "linear_probe": LinearProbe,
+    "rankme": RankMe,
+}
 
-__all__ = ["CALLBACKS", "Throughput"]
+__all__ = ["CALLBACKS", "KNNProbe", "LinearProbe", "RankMe", "Throughput"]

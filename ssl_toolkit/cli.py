@@ -8,12 +8,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # annotations only: the heavy modules are imported after parsing
-    from ssl_toolkit.checkpoint import LoadedCheckpoint
-    from ssl_toolkit.features import EmbeddedSplit
-    from ssl_toolkit.probe import ProbeResult
+from typing import Any
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DATA_HELP = "data overrides, e.g. data.root=/moved/data data.num_workers=4 data.val_samples=1000"
@@ -32,8 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     p_fit.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
     p_list = sub.add_parser("recipes", help="list the shipped recipes", description="List the shipped recipes.")
     p_list.add_argument("--dir", default=str(RECIPES_DIR), help="recipes folder (default: %(default)s)")
-    _add_eval_parsers(sub)
-    args = parser.parse_args(argv)
+    evaluators = _add_eval_parsers(sub)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words and words[0] in evaluators:  # options may come after the data.KEY=VALUE positionals
+        args = evaluators[words[0]].parse_intermixed_args(words[1:], argparse.Namespace(command=words[0]))
+    else:
+        args = parser.parse_args(argv)
 
     if args.command == "recipes":
         for path in sorted(Path(args.dir).rglob("*.yaml")):
@@ -44,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     from ssl_toolkit.recipe import RecipeError  # heavy imports after parsing: `--help` stays instant
 
     try:
-        return {"probe": _probe, "knn": _knn, "select": _select}[args.command](args)
+        return _select(args) if args.command == "select" else _evaluate(args)
     except (RecipeError, ValueError, FileNotFoundError) as e:
         print(f"ssl-toolkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
 
 
-def _add_eval_parsers(sub: Any) -> None:
+def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
     p_probe = sub.add_parser(
         "probe",
         help="linear probe of a checkpoint's frozen backbone",
@@ -86,7 +85,8 @@ def _add_eval_parsers(sub: Any) -> None:
     for p in (p_probe, p_knn, p_sel):
         p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     for p in (p_probe, p_knn):
-        p.add_argument("overrides", nargs="*", metavar="data.KEY=VALUE", help=DATA_HELP)
+        p.add_argument("overrides", nargs="*", default=[], metavar="data.KEY=VALUE", help=DATA_HELP)
+    return {"probe": p_probe, "knn": p_knn, "select": p_sel}
 
 
 def _data_overrides(items: list[str]) -> dict[str, Any] | None:
@@ -106,61 +106,43 @@ def _data_overrides(items: list[str]) -> dict[str, Any] | None:
     return data or None
 
 
-def _load(args: argparse.Namespace) -> tuple[LoadedCheckpoint, EmbeddedSplit, EmbeddedSplit]:
-    import torch
-
-    from ssl_toolkit.checkpoint import load_checkpoint
-    from ssl_toolkit.probe import embed_labelled
-
-    loaded = load_checkpoint(args.checkpoint, _data_overrides(args.overrides))
-    loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return loaded, *embed_labelled(loaded.module, loaded.datamodule)
-
-
-def _report(
-    args: argparse.Namespace, kind: str, loaded: LoadedCheckpoint, result: ProbeResult, settings: dict[str, Any]
-) -> None:
-    """Print the accuracies and write them, with the settings, to a new ``<run>/eval/<kind>-<stem>.json``."""
+def _evaluate(args: argparse.Namespace) -> int:
+    """``probe`` / ``knn``: embed both splits once, score, print, write a new ``<run>/eval/*.json``."""
     from dataclasses import asdict
 
-    from ssl_toolkit.checkpoint import run_dir_of, write_new_json
+    import torch
 
+    from ssl_toolkit.checkpoint import load_checkpoint, run_dir_of, write_new_json
+    from ssl_toolkit.probe import embed_labelled, knn_probe, linear_probe
+    from ssl_toolkit.recipe import RecipeError
+
+    for name in ("epochs", "k", "temperature"):  # fail before the (slow) embedding
+        if getattr(args, name, 1) <= 0:
+            raise RecipeError(f"--{name}: must be positive, got {getattr(args, name)}")
+    overrides = _data_overrides(args.overrides)
+    loaded = load_checkpoint(args.checkpoint, overrides)
+    loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    train, val = embed_labelled(loaded.module, loaded.datamodule)
+    classes = loaded.datamodule.num_classes
+    if args.command == "probe":
+        settings = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay}
+        result = linear_probe(train, val, classes, args.method, args.epochs, args.lr, args.weight_decay)
+    else:
+        settings = {"k": args.k, "temperature": args.temperature}
+        result = knn_probe(train, val, classes, args.k, args.temperature)
     ckpt = Path(args.checkpoint)
-    record = {"checkpoint": str(ckpt.resolve()), "epoch": loaded.epoch, "step": loaded.step, kind: settings,
-              "data_overrides": _data_overrides(args.overrides), **asdict(result),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-    path = write_new_json(run_dir_of(ckpt) / "eval" / f"{kind}-{ckpt.stem}.json", record)
-    print(
-        f"{kind} {ckpt} (epoch {loaded.epoch}, step {loaded.step}): val top-1 {result.top1:.4f}  top-5 {result.top5:.4f}"
-    )
-    print(f"written: {path}")
-
-
-def _probe(args: argparse.Namespace) -> int:
-    from ssl_toolkit.probe import linear_probe
-
-    loaded, train, val = _load(args)
-    settings = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay}
-    result = linear_probe(
-        train, val, loaded.datamodule.num_classes, args.method, args.epochs, args.lr, args.weight_decay
-    )
-    _report(args, "probe", loaded, result, settings)
-    print(f"train top-1 {result.train_top1:.4f}")
-    return 0
-
-
-def _knn(args: argparse.Namespace) -> int:
-    from ssl_toolkit.probe import knn_probe
-
-    loaded, train, val = _load(args)
-    result = knn_probe(train, val, loaded.datamodule.num_classes, k=args.k, temperature=args.temperature)
-    _report(args, "knn", loaded, result, {"k": args.k, "temperature": args.temperature})
+    record = {"checkpoint": str(ckpt.resolve()), "epoch": loaded.epoch, "step": loaded.step,
+              args.command: settings, "data_overrides": overrides, "num_train": len(train.labels),
+              "num_val": len(val.labels), **asdict(result), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+    path = write_new_json(run_dir_of(ckpt) / "eval" / f"{args.command}-{ckpt.stem}.json", record)
+    print(f"{args.command} {ckpt} (epoch {loaded.epoch}, step {loaded.step}, {len(val.labels)} val images)")
+    train_top1 = "" if result.train_top1 is None else f"  (train top-1 {result.train_top1:.4f})"
+    print(f"val top-1 {result.top1:.4f}  top-5 {result.top5:.4f}{train_top1}\nwritten: {path}")
     return 0
 
 
 def _select(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
+    """``select``: rank checkpoints by RankMe, print the table, write the choice (never over a file)."""
     from ssl_toolkit.recipe import RecipeError
     from ssl_toolkit.select import format_table, rank_checkpoints
 
@@ -173,9 +155,9 @@ def _select(args: argparse.Namespace) -> int:
         raise RecipeError("select: give at least one RUN_DIR")
     rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device)
     print(format_table(rows, args.with_labels))
-    record = {"selected": asdict(rows[0]), "criterion": "rankme (backbone features, highest)",
+    record = {"selected": rows[0].as_dict(), "criterion": "rankme (backbone features, highest)",
               "num_samples": args.num_samples, "seed": args.seed, "with_labels": args.with_labels,
-              "data_overrides": overrides, "table": [asdict(r) for r in rows]}  # fmt: skip
+              "data_overrides": overrides, "table": [r.as_dict() for r in rows]}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nselected: {rows[0].checkpoint}\nwritten:  {out}")

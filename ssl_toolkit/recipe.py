@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -163,7 +164,9 @@ def build_callbacks(recipe: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
     for name, kwargs in specs.items():
         kwargs = dict(kwargs or {})
         if name == "checkpoint":
-            kwargs = {"save_last": True, **kwargs, "dirpath": str(run_dir / "checkpoints")}
+            kwargs = {"save_last": True, **kwargs}
+        if CALLBACKS[name] is ModelCheckpoint:
+            kwargs["dirpath"] = str(run_dir / "checkpoints")
         out.append(_guard(f"callbacks.{name}", lambda cls=CALLBACKS[name], kw=kwargs: cls(**kw)))
     return out
 

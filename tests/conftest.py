@@ -13,7 +13,9 @@ TINY_BACKBONE = "test_resnet"  # timm's tiny ResNet for tests (96 features)
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_MODE", "offline")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: the suite shares 2 cores with dataloader workers and 2-process tests; more threads
+# oversubscribe and get much slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

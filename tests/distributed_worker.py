@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from ssl_toolkit.losses import NTXentLoss
+
+if TYPE_CHECKING:  # the callback cases import Lightning lazily, so the loss cases start fast
+    from ssl_toolkit.data import ImageDataModule
+    from ssl_toolkit.module import SSLModule
 
 
 def ntxent(inputs: dict, rank: int, world: int) -> dict:
@@ -27,7 +32,56 @@ def ntxent(inputs: dict, rank: int, world: int) -> dict:
     return {"loss": loss.detach(), "grad_a": z_a.grad, "grad_b": z_b.grad}
 
 
-CASES = {"ntxent": ntxent}
+def tiny_module(seed: int = 0) -> SSLModule:
+    """A seconds-fast SSLModule (timm ``test_resnet`` + small SimCLR head, 32 px), also used by
+    tests/callbacks; the seed fixes the init."""
+    from conftest import TINY_BACKBONE
+    from ssl_toolkit.augment import SimCLRAugment
+    from ssl_toolkit.backbone import build_backbone
+    from ssl_toolkit.heads import SimCLRHead
+    from ssl_toolkit.module import SSLModule
+    from ssl_toolkit.optim import LARS
+
+    torch.manual_seed(seed)
+    backbone = build_backbone(TINY_BACKBONE)
+    head = SimCLRHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, batch_norm=True)
+    return SSLModule(backbone, head, SimCLRAugment(size=32), LARS(lr=0.3))
+
+
+def evaluate_callbacks(module: SSLModule, data: ImageDataModule, inputs: dict) -> dict:
+    """KNNProbe, RankMe and LinearProbe evaluation on ``data`` (run the same in 1 and 2 processes).
+
+    The callbacks share the per-step feature cache (as at an epoch end); RankMe also embeds its
+    subset alone (``subset/`` keys). The probe first takes two SGD steps on this process's slice
+    of ``inputs["feats"]`` / ``inputs["labels"]`` (the global batch).
+    """
+    from ssl_toolkit.callbacks import KNNProbe, LinearProbe, RankMe
+    from ssl_toolkit.callbacks.eval_features import clear_cache
+    from ssl_toolkit.distributed import rank, world_size
+
+    knn, rankme, probe = KNNProbe(k=10), RankMe(num_samples=21, seed=3), LinearProbe(lr=0.5)
+    n = inputs["feats"].shape[0] // world_size()
+    rows = slice(rank() * n, (rank() + 1) * n)
+    probe.build(inputs["feats"].shape[1], data.num_classes)
+    losses = [probe.fit_batch(inputs["feats"][rows], inputs["labels"][rows]) for _ in range(2)]
+    out = {**knn.evaluate(module, data, step=0), **rankme.evaluate(module, data, step=0, from_train_split=True)}
+    out.update(probe.evaluate(module, data, step=0))
+    clear_cache()
+    out.update({f"subset/{k}": v for k, v in rankme.evaluate(module, data).items()})
+    out["probe_weight"] = probe.classifier.weight.detach().clone()
+    out["probe_loss"] = float(losses[0])
+    return out
+
+
+def eval_callbacks(inputs: dict, rank: int, world: int) -> dict:
+    from ssl_toolkit.data import SyntheticData
+
+    module = tiny_module()
+    module.load_state_dict(inputs["module"])
+    return evaluate_callbacks(module, SyntheticData(**inputs["data"]), inputs)
+
+
+CASES = {"ntxent": ntxent, "eval_callbacks": eval_callbacks}
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ def test_fit_synthetic_writes_checkpoint_recipe_and_logs(tmp_path: Path, capsys)
 def test_issue_example_command_on_fashion_mnist(tmp_path: Path) -> None:
     # The exact command from the foundation issue, as a user types it (wandb offline included).
     res = run_cli("fit", str(DEMO), "backbone.name=resnet10t", "data.batch_size=32", "trainer.max_steps=3",
-                  "out_dir=runs/try", "data.num_workers=0", cwd=tmp_path)  # fmt: skip
+                  "out_dir=runs/try", "data.num_workers=0", "data.train_samples=2048", "data.val_samples=512", cwd=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "runs" / "try"
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "recipe.yaml").is_file()

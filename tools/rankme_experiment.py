@@ -55,8 +55,9 @@ def train(out: Path, temperatures: tuple[float, ...]) -> list[Path]:
     for t in temperatures:
         run = out / f"temperature_{t}"
         if not (run / "checkpoints" / "last.ckpt").is_file():
-            cmd = [str(Path(sys.executable).with_name("ssl-toolkit")), "fit", str(REPO / "recipes/fashion_mnist/simclr.yaml"),
-                   f"head.loss.temperature={t}", f"out_dir={run}", *TRAIN]  # fmt: skip
+            cli = str(Path(sys.executable).with_name("ssl-toolkit"))
+            recipe = str(REPO / "recipes" / "fashion_mnist" / "simclr.yaml")
+            cmd = [cli, "fit", recipe, f"head.loss.temperature={t}", f"out_dir={run}", *TRAIN]
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
         runs.append(run)
@@ -81,7 +82,9 @@ def main() -> None:
         val_split = embed_split(loaded.module, dm.val_dataloader())
         probe = linear_probe(train_split, val_split, dm.num_classes, method="lbfgs")
         table.append((row, probe.top1))
-        print(f"{row.run.name} epoch {row.epoch}: RankMe {row.rankme:.1f} kNN {row.knn_top1:.4f} linear {probe.top1:.4f}")
+        print(
+            f"{row.run.name} epoch {row.epoch}: RankMe {row.rankme:.1f} kNN {row.knn_top1:.4f} linear {probe.top1:.4f}"
+        )
     write_report(args.report, table, time.time() - start)
 
 
@@ -99,7 +102,9 @@ def write_report(path: Path, table: list, seconds: float) -> None:
     ]
     for i, (r, acc) in enumerate(table):
         mark = " **(RankMe choice)**" if i == chosen else ""
-        lines.append(f"| {r.run.name}{mark} | {r.epoch} | {r.rankme:.1f} | {r.rankme_proj:.1f} | {r.knn_top1:.4f} | {acc:.4f} |")
+        lines.append(
+            f"| {r.run.name}{mark} | {r.epoch} | {r.rankme:.1f} | {r.rankme_proj:.1f} | {r.knn_top1:.4f} | {acc:.4f} |"
+        )
     name = lambda i: f"{table[i][0].run.name} epoch {table[i][0].epoch}"  # noqa: E731
     summary = [
         f"- Checkpoints compared: {len(table)} ({len({r.run for r, _ in table})} runs x epochs).",

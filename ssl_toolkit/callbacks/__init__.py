@@ -9,6 +9,8 @@ from ssl_toolkit.callbacks.throughput import Throughput
 
 CALLBACKS = {
     "checkpoint": ModelCheckpoint,
+    # A second ModelCheckpoint for the label-free choice: monitor val/rankme, mode max.
+    "rankme_checkpoint": ModelCheckpoint,
     "lr_monitor": LearningRateMonitor,
     "throughput": Throughput,
     "knn": KNNProbe,

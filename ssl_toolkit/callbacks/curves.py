@@ -44,8 +44,14 @@ class Curves(pl.Callback):
             self.losses += values
             self._pending.clear()
         for key in ACCURACY_KEYS + RANKME_KEYS:
-            if key in trainer.callback_metrics:
-                self.epoch_metrics.setdefault(key, []).append((trainer.current_epoch, float(trainer.callback_metrics[key])))
+            if key not in trainer.callback_metrics:
+                continue
+            value = float(trainer.callback_metrics[key])
+            history = self.epoch_metrics.setdefault(key, [])
+            # callback_metrics keeps a metric's last value on epochs where it was not evaluated
+            # (every_n_epochs > 1); an exactly repeated float means "not re-evaluated".
+            if not history or history[-1][1] != value:
+                history.append((trainer.current_epoch, value))
         plot_curves(self.loss_steps, self.losses, self.epoch_metrics, self.path, title=self.path.parent.name)
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":

@@ -1,0 +1,164 @@
+"""Rebuild a trained model from a checkpoint file alone, for the offline tools (probe, knn, select).
+
+Every checkpoint carries ``checkpoint["recipe"]`` (the resolved recipe, plain types) next to its
+``state_dict``; older ones fall back to the ``recipe.yaml`` of the run folder above ``checkpoints/``.
+Files are always read with ``torch.load(weights_only=True)``: loading never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from ssl_toolkit.data import DATAMODULES
+from ssl_toolkit.module import SSLModule
+from ssl_toolkit.recipe import RecipeError, build_parts, check_call, load_recipe
+
+
+class CheckpointError(RecipeError):
+    """A checkpoint that cannot be read or rebuilt; the message is one line naming the file."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A trained model rebuilt from its checkpoint.
+
+    Attributes:
+        module: the SSLModule with the checkpoint's weights, on the CPU, in eval mode.
+        datamodule: the recipe's DataModule (after ``data_overrides``), already set up.
+        recipe: the resolved recipe the module was built from (``data_overrides`` applied).
+        epoch: training epoch at which the checkpoint was saved.
+        step: optimizer steps (``global_step``) at which the checkpoint was saved.
+    """
+
+    module: SSLModule
+    datamodule: pl.LightningDataModule
+    recipe: dict[str, Any]
+    epoch: int
+    step: int
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint file as a dict with ``weights_only=True`` (never unpickles code).
+
+    Args:
+        path: a ``.ckpt`` file written by ``ssl-toolkit fit``.
+        mmap: map tensors from the file instead of reading them (cheap metadata peeks).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a Lightning checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint: {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # pickle, zip and weights_only errors alike: report, don't trace
+        if mmap:  # only zip-format files map; let the plain read decide about the others
+            return read_checkpoint(path, mmap=False)
+        # A pickle of some other class (an old or foreign checkpoint) vs. a file that is no pickle at all.
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if refused:
+            raise CheckpointError(
+                f"checkpoint: {path} holds objects that torch.load(weights_only=True) refuses ({refused.group(1)})"
+            ) from None
+        raise CheckpointError(f"checkpoint: {path} is not a PyTorch checkpoint file") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"checkpoint: {path} has no state_dict; not a checkpoint written by ssl-toolkit fit")
+    return ckpt
+
+
+def checkpoint_recipe(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The recipe a checkpoint was trained with: its own copy, else the run folder's ``recipe.yaml``."""
+    path = Path(path)
+    if isinstance(ckpt.get("recipe"), dict):
+        return ckpt["recipe"]
+    fallback = path.parent.parent / "recipe.yaml"
+    if path.parent.name == "checkpoints" and fallback.is_file():
+        return load_recipe(fallback)
+    raise CheckpointError(f"checkpoint: {path} carries no recipe and there is no {fallback}")
+
+
+def apply_data_overrides(recipe: dict[str, Any], data_overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``recipe`` with ``data_overrides`` merged into its ``data`` section, type-checked.
+
+    Args:
+        recipe: a resolved recipe.
+        data_overrides: DataModule keywords, e.g. ``{"root": "/new/place", "train_samples": 1000}``.
+
+    Raises:
+        RecipeError: an unknown key or a wrong type, named as ``data.<key>``.
+    """
+    data = {**recipe["data"], **(data_overrides or {})}
+    name = data.get("name")
+    if name not in DATAMODULES:
+        raise RecipeError(f"data.name: unknown {name!r} (known: {', '.join(DATAMODULES)})")
+    check_call("data", DATAMODULES[name], {k: v for k, v in data.items() if k != "name"})
+    return {**recipe, "data": data}
+
+
+def load_checkpoint(
+    path: str | Path,
+    data_overrides: dict[str, Any] | None = None,
+    reuse: LoadedCheckpoint | None = None,
+) -> LoadedCheckpoint:
+    """Rebuild module and data from a checkpoint and load its weights strictly.
+
+    Args:
+        path: a ``.ckpt`` file.
+        data_overrides: merged into ``recipe["data"]`` before building (the data moved, fewer
+            workers, ``train_samples``/``val_samples`` slices).
+        reuse: a checkpoint loaded before; when its recipe equals this one's (e.g. two checkpoints
+            of one run) its module and datamodule are reused and only the weights are loaded,
+            which skips setting the data up again. ``reuse`` is changed in place.
+
+    Raises:
+        CheckpointError: unreadable file, no recipe, or weights that do not fit the recipe.
+        RecipeError: a recipe or override that does not build.
+    """
+    ckpt = read_checkpoint(path)
+    recipe = apply_data_overrides(checkpoint_recipe(ckpt, path), data_overrides)
+    if reuse is not None and reuse.recipe == recipe:
+        module, datamodule = reuse.module, reuse.datamodule
+    else:
+        parts = build_parts(recipe)
+        module, datamodule = parts.module, parts.datamodule
+    try:
+        module.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"checkpoint: {path} does not match its recipe ({detail})") from None
+    module.eval()
+    return LoadedCheckpoint(module, datamodule, recipe, int(ckpt.get("epoch", -1)), int(ckpt.get("global_step", -1)))
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run folder of a checkpoint: the parent of ``checkpoints/``, else the file's folder."""
+    path = Path(path).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def write_new_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` to ``path``, or to ``<stem>_1.json``, ``<stem>_2.json``... if it exists.
+
+    Earlier results are never overwritten; ``open(mode="x")`` makes the check race-free.
+
+    Returns:
+        the path written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = path, 0
+    while True:
+        try:
+            with candidate.open("x") as f:
+                f.write(json.dumps(data, indent=2) + "\n")
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")

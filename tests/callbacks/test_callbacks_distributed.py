@@ -1,0 +1,40 @@
+"""KNNProbe, RankMe and LinearProbe give the same numbers in 2 processes (gloo, CPU) as in 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from distributed_worker import evaluate_callbacks, tiny_module
+from test_distributed import run_two_ranks
+
+from ssl_toolkit.data import SyntheticData
+
+# Odd split sizes, so the DistributedSampler pads shards and gather_split must drop the repeats.
+DATA = {"num_samples": 35, "num_val_samples": 15, "num_classes": 6, "batch_size": 8, "seed": 1}
+
+
+@pytest.mark.distributed
+def test_eval_callbacks_two_processes_equal_one(tmp_path: Path) -> None:
+    module = tiny_module(seed=0)
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(12, module.backbone.num_features, generator=g)
+    labels = torch.randint(0, DATA["num_classes"], (12,), generator=g)
+    inputs = {"module": module.state_dict(), "data": DATA, "feats": feats, "labels": labels}
+    ranks = run_two_ranks("eval_callbacks", inputs, tmp_path)
+    one = evaluate_callbacks(module, SyntheticData(**DATA), inputs)
+
+    names = ["val/knn_top1", "val/knn_top5", "val/rankme", "val/rankme_proj", "val/linear_top1", "val/linear_top5"]
+    assert set(names) <= one.keys()
+    for r in ranks:
+        for name in names + ["subset/val/rankme", "subset/val/rankme_proj"]:
+            assert r[name] == pytest.approx(one[name], rel=1e-5, abs=1e-6), name
+        # The probe's gradients were averaged over the two half batches: same weights as 1 process.
+        torch.testing.assert_close(r["probe_weight"], one["probe_weight"], rtol=1e-5, atol=1e-6)
+    # RankMe's rows taken from the whole train split or embedded alone: the same values.
+    for name in ["val/rankme", "val/rankme_proj"]:
+        assert one[f"subset/{name}"] == pytest.approx(one[name], rel=1e-5)
+    # Each rank's loss is on its own half batch, so the comparison above is not trivial.
+    assert ranks[0]["probe_loss"] != pytest.approx(ranks[1]["probe_loss"])
+    assert one["val/rankme"] > 1.5

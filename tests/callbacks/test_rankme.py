@@ -1,0 +1,84 @@
+"""RankMe: the subset draw, its state, embedding only the subset, modules without a head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from distributed_worker import tiny_module
+from torch import Tensor, nn
+
+from ssl_toolkit.callbacks import CALLBACKS, RankMe
+from ssl_toolkit.data import SyntheticData
+from ssl_toolkit.metrics import rankme
+
+
+def make_data() -> SyntheticData:
+    return SyntheticData(num_samples=64, num_val_samples=32, batch_size=16)
+
+
+def test_subset_is_random_sorted_seeded_and_drawn_once() -> None:
+    cb = RankMe(num_samples=20, seed=0)
+    first = cb.draw(64).clone()
+    assert len(first) == 20 == len(first.unique()) and torch.equal(first, first.sort().values)
+    assert not torch.equal(first, torch.arange(20)) and int(first.max()) < 64
+    assert torch.equal(cb.draw(64), first)  # kept, not redrawn
+    assert torch.equal(RankMe(num_samples=20, seed=0).draw(64), first)
+    assert not torch.equal(RankMe(num_samples=20, seed=1).draw(64), first)
+    assert torch.equal(RankMe(num_samples=100).draw(64), torch.arange(64))  # capped at N
+
+
+def test_state_roundtrip_and_a_stored_subset_too_large_for_the_data() -> None:
+    cb = RankMe(num_samples=20, seed=0)
+    assert cb.state_dict() == {}
+    cb.draw(64)
+    other = RankMe(num_samples=20, seed=5)
+    other.load_state_dict(cb.state_dict())
+    assert torch.equal(other.draw(64), cb.indices)
+    with pytest.raises(ValueError, match="^num_samples: "):
+        other.draw(10)
+
+
+def test_alone_it_embeds_only_its_subset_with_the_same_values_as_from_the_whole_split() -> None:
+    module, data = tiny_module(seed=0), make_data()
+    rows: list[int] = []
+    inner = module.embed
+
+    def spy(images: Tensor) -> Tensor:
+        rows.append(images.shape[0])
+        return inner(images)
+
+    module.embed = spy  # type: ignore[method-assign]
+    cb = RankMe(num_samples=20, seed=0)
+    alone = cb.evaluate(module, data)
+    assert sum(rows) == 20
+    shared = cb.evaluate(module, data, from_train_split=True)
+    assert sum(rows) == 20 + 64
+    assert alone == pytest.approx(shared, rel=1e-5)
+    module.eval()
+    feats = inner(data.train_set.images[cb.indices])
+    assert alone["val/rankme"] == pytest.approx(rankme(feats), rel=1e-5)
+    assert alone["val/rankme_proj"] == pytest.approx(rankme(module.head.embed(feats)), rel=1e-5)
+
+
+class PlainEmbedder(nn.Module):
+    """Any module with ``embed(uint8 images) -> (B, F)`` and no projector head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3 * 32 * 32, 8)
+
+    def embed(self, images: Tensor) -> Tensor:
+        return self.linear(images.flatten(1).float() / 255)
+
+
+def test_a_module_without_head_gets_backbone_rankme_only() -> None:
+    metrics = RankMe(num_samples=30).evaluate(PlainEmbedder(), make_data())
+    assert set(metrics) == {"val/rankme"} and 1.0 <= metrics["val/rankme"] <= 8.0
+
+
+def test_rankme_rejects_bad_arguments_and_is_in_the_recipe_table() -> None:
+    assert CALLBACKS["rankme"] is RankMe
+    for kwargs, name in [({"num_samples": 0}, "num_samples"), ({"eps": 0.0}, "eps"), ({"seed": 1.5}, "seed"),
+                         ({"every_n_epochs": -1}, "every_n_epochs")]:  # fmt: skip
+        with pytest.raises(ValueError, match=f"^{name}: "):
+            RankMe(**kwargs)

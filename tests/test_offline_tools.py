@@ -1,0 +1,285 @@
+"""Offline tools on a real (tiny) run folder: load_checkpoint, probe, knn, select."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import ssl_toolkit.run as run_module
+import ssl_toolkit.select as select_module
+from conftest import REPO, tiny_recipe
+from ssl_toolkit.checkpoint import CheckpointError, load_checkpoint
+from ssl_toolkit.cli import main
+from ssl_toolkit.data.base import TensorImageDataset
+from ssl_toolkit.features import EmbeddedSplit
+from ssl_toolkit.metrics import rankme
+from ssl_toolkit.module import SSLModule
+from ssl_toolkit.probe import linear_probe
+from ssl_toolkit.recipe import RecipeError
+from ssl_toolkit.select import find_checkpoints, format_table, rank_checkpoints
+
+N_TRAIN = 40
+
+
+@dataclass
+class TinyRun:
+    path: Path
+    trained: SSLModule  # the module object that `fit` trained, as it was at the end
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """A 2-epoch run (1 step each) with a checkpoint per epoch plus last.ckpt."""
+    tmp = tmp_path_factory.mktemp("offline")
+    recipe = tiny_recipe(REPO / "recipes" / "fashion_mnist" / "simclr.yaml", tmp)
+    # 16 px images keep every embedding pass cheap on a shared 2-core CPU.
+    recipe["data"].update(num_samples=N_TRAIN, num_val_samples=16, batch_size=16, image_size=16)
+    recipe["augment"]["size"] = 16
+    recipe["head"].update(hidden_dim=64, out_dim=32)
+    recipe["trainer"].update(max_epochs=2, max_steps=-1, limit_train_batches=1)
+    recipe["callbacks"] = {"checkpoint": {"every_n_epochs": 1, "save_top_k": -1}}
+    path = tmp / "tiny.yaml"
+    path.write_text(OmegaConf.to_yaml(recipe))
+    built = []
+    with pytest.MonkeyPatch.context() as mp:  # keep hold of the module that fit trains
+        original = run_module.build_parts
+        mp.setattr(run_module, "build_parts", lambda r: built.append(original(r)) or built[-1])
+        assert main(["fit", str(path)]) == 0
+    return TinyRun(tmp / "run", built[0].module)
+
+
+def ckpts(run: Path) -> list[str]:
+    """Names of the checkpoint files of a run."""
+    return sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+
+
+def rewrite(run: Path, dest: Path, edit: Callable[[dict], object]) -> Path:
+    """Copy a run folder and apply ``edit(checkpoint_dict)`` to each of its checkpoints."""
+    shutil.copytree(run, dest)
+    for p in (dest / "checkpoints").glob("*.ckpt"):
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        edit(ckpt)
+        torch.save(ckpt, p)
+    return dest
+
+
+def test_load_checkpoint_round_trips_the_trained_weights(tiny_run: TinyRun, images: torch.Tensor) -> None:
+    assert ckpts(tiny_run.path) == ["epoch=0-step=1.ckpt", "epoch=1-step=2.ckpt", "last.ckpt"]
+    loaded = load_checkpoint(tiny_run.path / "checkpoints" / "last.ckpt")
+    assert (loaded.epoch, loaded.step) == (1, 2) and not loaded.module.training
+    assert loaded.module.device.type == "cpu" and loaded.recipe["head"]["name"] == "simclr"
+    trained = tiny_run.trained.cpu().eval()
+    for key, value in trained.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[key], value), key
+    assert torch.equal(loaded.module.embed(images), trained.embed(images))
+    earlier = load_checkpoint(tiny_run.path / "checkpoints" / "epoch=0-step=1.ckpt")
+    assert earlier.step == 1 and not torch.equal(earlier.module.embed(images), trained.embed(images))
+
+
+def test_data_overrides_and_recipe_yaml_fallback(tiny_run: TinyRun, tmp_path: Path) -> None:
+    last = tiny_run.path / "checkpoints" / "last.ckpt"
+    loaded = load_checkpoint(last, data_overrides={"num_val_samples": 8, "num_workers": 0})
+    assert len(loaded.datamodule.val_set) == 8 and loaded.recipe["data"]["num_val_samples"] == 8
+    with pytest.raises(RecipeError, match="data.num_val_sample: unknown key"):
+        load_checkpoint(last, data_overrides={"num_val_sample": 8})
+    with pytest.raises(RecipeError, match="data.num_val_samples: expected"):
+        load_checkpoint(last, data_overrides={"num_val_samples": "many"})
+    # A checkpoint without its recipe falls back to the run folder's recipe.yaml.
+    old = rewrite(tiny_run.path, tmp_path / "old", lambda c: c.pop("recipe"))
+    assert load_checkpoint(old / "checkpoints" / "last.ckpt").step == 2
+    # Weights that do not fit the recipe are refused (strict loading), naming the file.
+    extra = rewrite(tiny_run.path, tmp_path / "extra", lambda c: c["state_dict"].update(stray=torch.zeros(1)))
+    with pytest.raises(CheckpointError, match=r"last.ckpt does not match its recipe .*stray"):
+        load_checkpoint(extra / "checkpoints" / "last.ckpt")
+    # Without either, a one-line error naming the file.
+    (old / "recipe.yaml").unlink()
+    with pytest.raises(CheckpointError, match=r"carries no recipe") as err:
+        load_checkpoint(old / "checkpoints" / "last.ckpt")
+    assert str(old / "checkpoints" / "last.ckpt") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_torch_load_is_always_weights_only(tiny_run: TinyRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = torch.load
+
+    def strict_load(f: Path, map_location: str, weights_only: bool | None = None, mmap: bool | None = None) -> dict:
+        assert weights_only is True
+        calls.append(mmap)
+        return original(f, map_location=map_location, weights_only=weights_only, mmap=mmap)
+
+    monkeypatch.setattr(torch, "load", strict_load)
+    load_checkpoint(tiny_run.path / "checkpoints" / "last.ckpt")
+    find_checkpoints([tiny_run.path])
+    assert len(calls) == 4 and True in calls  # 1 load + 3 memory-mapped peeks
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint\n", b""])
+def test_non_checkpoint_file_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    bad = tmp_path / "notes.ckpt"
+    bad.write_bytes(content)
+    for command in (["probe", str(bad)], ["knn", str(bad)], ["knn", str(tmp_path / "missing.ckpt")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("ssl-toolkit: error: checkpoint:") and "\n" not in err and command[1] in err
+    torch.save(torch.zeros(3), bad)
+    with pytest.raises(CheckpointError, match="has no state_dict"):
+        load_checkpoint(bad)
+
+
+def test_probe_and_knn_cli_print_accuracies_and_never_overwrite(
+    tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tiny_run.path / "checkpoints" / "epoch=1-step=2.ckpt"
+    eval_dir = tiny_run.path / "eval"
+    for kind, extra in (("probe", ["--epochs", "30"]), ("knn", ["--k", "20"])):
+        assert main([kind, str(ckpt), *extra, "data.num_val_samples=12"]) == 0
+        first = json.loads((eval_dir / f"{kind}-epoch=1-step=2.json").read_text())
+        assert main([kind, str(ckpt), *extra, "data.num_val_samples=12"]) == 0
+        second = json.loads((eval_dir / f"{kind}-epoch=1-step=2_1.json").read_text())
+        out = capsys.readouterr().out
+        assert out.count("val top-1") == 2 and f"{kind}-epoch=1-step=2_1.json" in out
+        for record in (first, second):
+            assert 0.0 <= record["top1"] <= record["top5"] <= 1.0 and record["num_val"] == 12
+            assert record["step"] == 2 and record["data_overrides"] == {"num_val_samples": 12}
+        assert first["top1"] == second["top1"]  # deterministic on the CPU
+    assert first["knn"] == {"k": 20, "temperature": 0.07}
+    probe = json.loads((eval_dir / "probe-epoch=1-step=2.json").read_text())
+    assert probe["probe"]["method"] == "lbfgs" and 0.0 <= probe["train_top1"] <= 1.0
+    assert main(["knn", str(ckpt), "num_val_samples=12"]) == 2
+    assert "expected data.KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "sgd"])
+def test_linear_probe_separates_blobs_deterministically(method: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 16, generator=g) * 4 + 10  # far from the origin: standardization matters
+
+    def split(n: int) -> EmbeddedSplit:
+        labels = torch.arange(n) % 3
+        return EmbeddedSplit(centers[labels] + torch.randn(n, 16, generator=g), None, labels, torch.arange(n))
+
+    train, val = split(120), split(60)
+    a = linear_probe(train, val, 3, method=method, epochs=20)
+    b = linear_probe(train, val, 3, method=method, epochs=20)
+    assert a == b and a.top1 >= 0.95 and a.train_top1 >= 0.95 and a.top5 == 1.0
+    unlabelled = EmbeddedSplit(train.feats, None, torch.full((120,), -1), train.index)
+    with pytest.raises(ValueError, match="train: labels"):
+        linear_probe(unlabelled, val, 3, method=method)
+
+
+def test_select_ranks_by_rankme_on_one_random_subset(
+    tiny_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = []
+    original = select_module.embed_split
+    monkeypatch.setattr(
+        select_module, "embed_split", lambda m, loader, with_proj: seen.append(loader) or original(m, loader, with_proj)
+    )
+    out = tmp_path / "choice.json"
+    assert main(["select", str(tiny_run.path), "--num-samples", "20", "--out", str(out), "data.num_workers=0"]) == 0
+    record = json.loads(out.read_text())
+    table = record["table"]
+    # last.ckpt (step 2) duplicates epoch=1-step=2.ckpt and is left out.
+    assert {Path(r["checkpoint"]).name for r in table} == {"epoch=0-step=1.ckpt", "epoch=1-step=2.ckpt"}
+    assert [r["rankme"] for r in table] == sorted((r["rankme"] for r in table), reverse=True)
+    assert record["selected"] == table[0] and all(r["knn_top1"] is None for r in table)
+    printed = capsys.readouterr().out
+    assert "RankMe" in printed and "k-NN" not in printed
+    selected = [line for line in printed.splitlines() if line.startswith("*")]
+    assert len(selected) == 1 and Path(table[0]["checkpoint"]).name in selected[0]
+
+    # Recompute: the same 20 random (not first) train images, embedded by each checkpoint.
+    subset = torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(0))[:20]
+    assert len(seen) == 2 and all(sorted(loader.dataset.indices.tolist()) == sorted(subset.tolist()) for loader in seen)
+    for row in table:
+        loaded = load_checkpoint(row["checkpoint"])
+        feats = loaded.module.embed(loaded.datamodule.train_set.images[subset])
+        assert row["rankme"] == pytest.approx(rankme(feats), rel=1e-5)
+        assert row["rankme_proj"] == pytest.approx(rankme(loaded.module.head.embed(feats)), rel=1e-5)
+        first_rows = loaded.module.embed(loaded.datamodule.train_set.images[:20])
+        assert row["rankme"] != pytest.approx(rankme(first_rows), rel=1e-5)
+
+
+def test_select_reads_labels_only_with_labels(tiny_run: TinyRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Poison:
+        """A label that fails on any use (collation, conversion, comparison)."""
+
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError("a label was read")
+
+    get = TensorImageDataset.__getitem__
+    monkeypatch.setattr(TensorImageDataset, "__getitem__", lambda self, i: (get(self, i)[0], Poison(), i))
+    rows = rank_checkpoints([tiny_run.path], num_samples=16, data_overrides={"num_workers": 0})
+    assert len(rows) == 2 and all(r.knn_top1 is None and r.rankme >= 1 for r in rows)
+    with pytest.raises((TypeError, AssertionError)):  # the trap does fire when labels are used
+        rank_checkpoints([tiny_run.path], num_samples=16, with_labels=True)
+    monkeypatch.undo()
+    labelled = rank_checkpoints([tiny_run.path], num_samples=16, with_labels=True)
+    assert all(0.0 <= r.knn_top1 <= 1.0 for r in labelled)
+    assert "k-NN top-1" in format_table(labelled, with_labels=True) and "k-NN" not in format_table(rows)
+    assert [(r.checkpoint, r.rankme, r.rankme_proj) for r in labelled] == [
+        (r.checkpoint, r.rankme, r.rankme_proj) for r in rows
+    ]
+
+
+@pytest.mark.parametrize("values, best_step", [([1.0, 5.0], 2), ([5.0, 1.0], 1), ([float("nan"), 3.0], 2)])
+def test_select_sorts_by_backbone_rankme_descending(
+    tiny_run: TinyRun, monkeypatch: pytest.MonkeyPatch, values: list[float], best_step: int
+) -> None:
+    # Checkpoints are scored in step order; each gets (backbone, projector) values from the list.
+    scores = iter(v for value in values for v in (value, -value))
+    monkeypatch.setattr(select_module, "rankme", lambda z: next(scores))
+    rows = rank_checkpoints([tiny_run.path], num_samples=8)
+    assert [r.step for r in rows] == [best_step, 3 - best_step]
+    assert rows[0].rankme == max(v for v in values if v == v) and rows[0].rankme_proj == -rows[0].rankme
+
+
+def test_last_ckpt_is_kept_when_it_is_not_a_duplicate(tiny_run: TinyRun, tmp_path: Path) -> None:
+    assert [p.name for _, p in find_checkpoints([tiny_run.path])] == ["epoch=0-step=1.ckpt", "epoch=1-step=2.ckpt"]
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run.path, copy)
+    (copy / "checkpoints" / "epoch=1-step=2.ckpt").unlink()
+    assert [p.name for _, p in find_checkpoints([copy])] == ["epoch=0-step=1.ckpt", "last.ckpt"]
+
+
+def test_select_refuses_mixed_methods_other_data_and_overwriting(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = rewrite(tiny_run.path, tmp_path / "other", lambda c: c["recipe"]["head"].update(name="byol"))
+    moved = rewrite(tiny_run.path, tmp_path / "seed", lambda c: c["recipe"]["data"].update(seed=1))
+    same = rewrite(tiny_run.path, tmp_path / "same", lambda c: c["recipe"]["data"].update(seed=0, num_workers=1))
+    assert len(find_checkpoints([tiny_run.path, same])) == 4  # defaults spelled out and loader keys are no change
+    out = tmp_path / "selection.json"
+    for runs, message in (([other], "RankMe only compares runs of the same method"), ([moved], "data.seed is 0")):
+        assert main(["select", str(tiny_run.path), *map(str, runs), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("ssl-toolkit: error: select:") and message in err and "\n" not in err
+    assert not out.exists()
+    out.write_text("keep me")
+    assert main(["select", str(tiny_run.path), "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and out.read_text() == "keep me"
+    assert main(["select", str(tiny_run.path), "--out", str(out), "--force", "--num-samples", "8"]) == 0
+    assert json.loads(out.read_text())["num_samples"] == 8
+    assert main(["select", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")]) == 2
+    assert "has no checkpoints" in capsys.readouterr().err
+
+
+def test_tool_scripts() -> None:
+    # Scripts run from tools/ have it first on sys.path: a tools/select.py would replace the
+    # standard library's `select` (imported by subprocess) in every one of them.
+    tools = REPO / "tools"
+    assert not {p.stem for p in tools.glob("*.py")} & set(sys.stdlib_module_names)
+    for script in ("linear_probe.py", "knn.py", "select_checkpoint.py"):
+        res = subprocess.run([sys.executable, str(tools / script), "--help"], capture_output=True, text=True)
+        assert res.returncode == 0 and "data.KEY=VALUE" in res.stdout

@@ -31,6 +31,7 @@ class FitResult:
     seconds: float
     images_per_sec: float
     steps: int
+    val_metrics: dict[str, float]
 
 
 def fresh_run_dir(out_dir: str | Path) -> Path:
@@ -101,4 +102,5 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
         seconds=seconds,
         images_per_sec=throughput.images_per_sec,
         steps=trainer.global_step,
+        val_metrics={k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")},
     )

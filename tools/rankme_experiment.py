@@ -21,7 +21,9 @@ import torch
 
 from ssl_toolkit.checkpoint import load_checkpoint
 from ssl_toolkit.features import embed_split
+from ssl_toolkit.metrics import knn_classify, rankme
 from ssl_toolkit.probe import linear_probe
+from ssl_toolkit.recipe import build_parts
 from ssl_toolkit.select import rank_checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,42 +74,61 @@ def main() -> None:
     start = time.time()
     runs = train(args.out, TEMPERATURES)
 
-    # Label-free part: RankMe per checkpoint on the same random unlabeled subset (k-NN only for the report).
-    rows = [r for r in rank_checkpoints(runs, num_samples=25600, seed=0, with_labels=True) if r.epoch is not None]
+    # Label-free part: RankMe of every checkpoint on the same random unlabeled subset (no label read).
+    rows = rank_checkpoints(runs, num_samples=25600, seed=0, with_labels=False, data_overrides={"num_workers": 0})
+    # Labelled part, for the report only: k-NN and a linear probe on features computed once per checkpoint.
     table = []
-    for row in rows:
+    for row in sorted(rows, key=lambda r: (str(r.run), r.step)):
         loaded = load_checkpoint(row.checkpoint, data_overrides={"num_workers": 0})
         dm = loaded.datamodule
         train_split = embed_split(loaded.module, dm.train_eval_dataloader())
         val_split = embed_split(loaded.module, dm.val_dataloader())
+        predicted = knn_classify(train_split.feats, train_split.labels, val_split.feats, k=200, temperature=0.07)
+        knn = float((predicted == val_split.labels).float().mean())
         probe = linear_probe(train_split, val_split, dm.num_classes, method="lbfgs")
-        table.append((row, probe.top1))
+        table.append((row, knn, probe.top1))
         print(
-            f"{row.run.name} epoch {row.epoch}: RankMe {row.rankme:.1f} kNN {row.knn_top1:.4f} linear {probe.top1:.4f}"
+            f"{row.run.name} epoch {row.epoch}: RankMe {row.rankme:.1f} kNN {knn:.4f} linear {probe.top1:.4f}",
+            flush=True,
         )
-    write_report(args.report, table, time.time() - start)
+    reference = random_init_reference(table[0][0].checkpoint)
+    write_report(args.report, table, reference, time.time() - start)
 
 
-def write_report(path: Path, table: list, seconds: float) -> None:
-    rankmes = [r.rankme for r, _ in table]
-    knn = [r.knn_top1 for r, _ in table]
-    linear = [acc for _, acc in table]
+def random_init_reference(checkpoint: Path) -> tuple[float, float, float]:
+    """RankMe, k-NN and linear top-1 of the same architecture before training (seed 0), for scale."""
+    loaded = load_checkpoint(checkpoint, data_overrides={"num_workers": 0})
+    torch.manual_seed(0)
+    module = build_parts(loaded.recipe).module.eval()
+    dm = loaded.datamodule
+    train_split = embed_split(module, dm.train_eval_dataloader())
+    val_split = embed_split(module, dm.val_dataloader())
+    predicted = knn_classify(train_split.feats, train_split.labels, val_split.feats, k=200, temperature=0.07)
+    knn = float((predicted == val_split.labels).float().mean())
+    return rankme(train_split.feats), knn, linear_probe(train_split, val_split, dm.num_classes, method="lbfgs").top1
+
+
+def write_report(path: Path, table: list, reference: tuple[float, float, float], seconds: float) -> None:
+    rankmes = [r.rankme for r, _, _ in table]
+    knn = [k for _, k, _ in table]
+    linear = [acc for _, _, acc in table]
     chosen = max(range(len(table)), key=lambda i: rankmes[i])
     best_knn = max(range(len(table)), key=lambda i: knn[i])
     best_linear = max(range(len(table)), key=lambda i: linear[i])
-    last = [i for i, (r, _) in enumerate(table) if r.epoch == max(x.epoch for x, _ in table)]
+    last = [i for i, (r, _, _) in enumerate(table) if r.epoch == max(x.epoch for x, _, _ in table)]
     lines = [
         "| run | epoch | RankMe (backbone) | RankMe (projector) | k-NN top-1 | linear top-1 |",
         "|---|---|---|---|---|---|",
     ]
-    for i, (r, acc) in enumerate(table):
+    for i, (r, k, acc) in enumerate(table):
         mark = " **(RankMe choice)**" if i == chosen else ""
-        lines.append(
-            f"| {r.run.name}{mark} | {r.epoch} | {r.rankme:.1f} | {r.rankme_proj:.1f} | {r.knn_top1:.4f} | {acc:.4f} |"
-        )
+        lines.append(f"| {r.run.name}{mark} | {r.epoch} | {r.rankme:.1f} | {r.rankme_proj:.1f} | {k:.4f} | {acc:.4f} |")
+    lines.append(
+        f"| random init (reference, not a candidate) | - | {reference[0]:.1f} | - | {reference[1]:.4f} | {reference[2]:.4f} |"
+    )
     name = lambda i: f"{table[i][0].run.name} epoch {table[i][0].epoch}"  # noqa: E731
     summary = [
-        f"- Checkpoints compared: {len(table)} ({len({r.run for r, _ in table})} runs x epochs).",
+        f"- Checkpoints compared: {len(table)} ({len({r.run for r, _, _ in table})} runs x epochs).",
         f"- Spearman(RankMe, k-NN top-1) over all checkpoints: **{spearman(rankmes, knn):.3f}**; "
         f"Spearman(RankMe, linear top-1): **{spearman(rankmes, linear):.3f}**.",
         f"- Over the final checkpoints only (hyper-parameter selection): Spearman(RankMe, k-NN) "

@@ -123,9 +123,8 @@ def write_report(path: Path, table: list, reference: tuple[float, float, float],
     for i, (r, k, acc) in enumerate(table):
         mark = " **(RankMe choice)**" if i == chosen else ""
         lines.append(f"| {r.run.name}{mark} | {r.epoch} | {r.rankme:.1f} | {r.rankme_proj:.1f} | {k:.4f} | {acc:.4f} |")
-    lines.append(
-        f"| random init (reference, not a candidate) | - | {reference[0]:.1f} | - | {reference[1]:.4f} | {reference[2]:.4f} |"
-    )
+    ref_rankme, ref_knn, ref_linear = reference
+    lines.append(f"| random init (reference only) | - | {ref_rankme:.1f} | - | {ref_knn:.4f} | {ref_linear:.4f} |")
     name = lambda i: f"{table[i][0].run.name} epoch {table[i][0].epoch}"  # noqa: E731
     summary = [
         f"- Checkpoints compared: {len(table)} ({len({r.run for r, _, _ in table})} runs x epochs).",

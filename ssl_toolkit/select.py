@@ -79,10 +79,16 @@ def sample_indices(total: int, num_samples: int, seed: int) -> Tensor:
     return perm[: min(num_samples, total)].sort().values
 
 
+def _copy_rank(path: Path) -> tuple[int, str]:
+    # Prefer the periodic checkpoint's name over last.ckpt and best-* copies of the same step.
+    return (2 if path.name == "last.ckpt" else 1 if path.name.startswith("best-") else 0, path.name)
+
+
 def find_checkpoints(run_dirs: list[Path], data_overrides: dict[str, Any] | None = None) -> list[tuple[Path, Path]]:
     """``(run_dir, checkpoint)`` pairs to score, checked to share one method and one data set.
 
-    ``last.ckpt`` is skipped when another checkpoint of its run has the same ``global_step``.
+    One checkpoint per ``global_step`` and run: ``last.ckpt`` and ``best-*`` copies are skipped when a
+    periodic checkpoint of the same step exists.
     Only metadata is read here (memory-mapped), so a bad set of runs fails before any embedding.
 
     Raises:
@@ -94,8 +100,11 @@ def find_checkpoints(run_dirs: list[Path], data_overrides: dict[str, Any] | None
         if not paths:
             raise RecipeError(f"select: {run_dir} has no checkpoints/*.ckpt")
         metas = {p: read_checkpoint(p, mmap=True) for p in paths}
-        steps = {int(c.get("global_step", -1)) for p, c in metas.items() if p.name != "last.ckpt"}
-        metas = {p: c for p, c in metas.items() if p.name != "last.ckpt" or int(c.get("global_step", -1)) not in steps}
+        # One checkpoint per step: last.ckpt and best-* copies duplicate a periodic checkpoint.
+        by_step: dict[int, Path] = {}
+        for p in sorted(metas, key=_copy_rank):
+            by_step.setdefault(int(metas[p].get("global_step", -1)), p)
+        metas = {p: metas[p] for p in by_step.values()}
         for p in sorted(metas, key=lambda p: (int(metas[p].get("global_step", -1)), p.name)):
             found.append((run_dir, p, apply_data_overrides(checkpoint_recipe(metas[p], p), data_overrides)))
     first_run, first_path, first = found[0]

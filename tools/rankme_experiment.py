@@ -172,6 +172,10 @@ the NT-Xent temperature (0.02, 0.05, 0.1, 0.2, 0.5, 1.0). For every checkpoint:
 
 {summary}
 
+The random-init row is the same architecture before any step (seed 0), evaluated like the others;
+its BatchNorm layers still hold their initial running statistics, which is most of why it is so low
+(50 training steps already move every run far above it).
+
 The whole script took {minutes:.1f} minutes on this machine (training included only for runs
 that were missing). RankMe should only compare runs of one method (the paper says so, and
 `ssl-toolkit select` refuses to mix methods).

@@ -50,8 +50,10 @@ def plot_curves(
     for ax in (ax_acc, ax_rank, ax_proj):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower right" if ax is not ax_proj else "lower left")
+    last_epoch = max((e for values in epoch_metrics.values() for e, _ in values), default=0)
     for ax in (ax_acc, ax_rank):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.5, max(last_epoch, 1) + 0.5)  # readable with a single evaluated epoch too
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

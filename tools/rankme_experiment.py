@@ -80,32 +80,29 @@ def main() -> None:
     table = []
     for row in sorted(rows, key=lambda r: (str(r.run), r.step)):
         loaded = load_checkpoint(row.checkpoint, data_overrides={"num_workers": 0})
-        dm = loaded.datamodule
-        train_split = embed_split(loaded.module, dm.train_eval_dataloader())
-        val_split = embed_split(loaded.module, dm.val_dataloader())
-        predicted = knn_classify(train_split.feats, train_split.labels, val_split.feats, k=200, temperature=0.07)
-        knn = float((predicted == val_split.labels).float().mean())
-        probe = linear_probe(train_split, val_split, dm.num_classes, method="lbfgs")
-        table.append((row, knn, probe.top1))
+        _, knn, linear = labelled_scores(loaded.module, loaded.datamodule)
+        table.append((row, knn, linear))
         print(
-            f"{row.run.name} epoch {row.epoch}: RankMe {row.rankme:.1f} kNN {knn:.4f} linear {probe.top1:.4f}",
-            flush=True,
+            f"{row.run.name} epoch {row.epoch}: RankMe {row.rankme:.1f} kNN {knn:.4f} linear {linear:.4f}", flush=True
         )
     reference = random_init_reference(table[0][0].checkpoint)
     write_report(args.report, table, reference, time.time() - start)
 
 
-def random_init_reference(checkpoint: Path) -> tuple[float, float, float]:
-    """RankMe, k-NN and linear top-1 of the same architecture before training (seed 0), for scale."""
-    loaded = load_checkpoint(checkpoint, data_overrides={"num_workers": 0})
-    torch.manual_seed(0)
-    module = build_parts(loaded.recipe).module.eval()
-    dm = loaded.datamodule
+def labelled_scores(module: torch.nn.Module, dm: object) -> tuple[float, float, float]:
+    """RankMe of the whole train split, k-NN top-1 and linear top-1, from one embedding of each split."""
     train_split = embed_split(module, dm.train_eval_dataloader())
     val_split = embed_split(module, dm.val_dataloader())
     predicted = knn_classify(train_split.feats, train_split.labels, val_split.feats, k=200, temperature=0.07)
     knn = float((predicted == val_split.labels).float().mean())
     return rankme(train_split.feats), knn, linear_probe(train_split, val_split, dm.num_classes, method="lbfgs").top1
+
+
+def random_init_reference(checkpoint: Path) -> tuple[float, float, float]:
+    """The same architecture before training (seed 0), scored like the checkpoints, for scale."""
+    loaded = load_checkpoint(checkpoint, data_overrides={"num_workers": 0})
+    torch.manual_seed(0)
+    return labelled_scores(build_parts(loaded.recipe).module.eval(), loaded.datamodule)
 
 
 def write_report(path: Path, table: list, reference: tuple[float, float, float], seconds: float) -> None:

@@ -32,3 +32,13 @@ def gather_with_grad(x: Tensor) -> Tensor:
     if not is_distributed():
         return x
     return torch.cat(dist_nn.all_gather(x), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(x: Tensor) -> Tensor:
+    """All-gather ``x`` (B, ...) into (W*B, ...), rank-ordered, outside autograd (for statistics)."""
+    if not is_distributed():
+        return x
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)

@@ -15,21 +15,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
-from ssl_toolkit.losses import NTXentLoss
+from ssl_toolkit.losses import LOSSES
 
 if TYPE_CHECKING:  # the callback cases import Lightning lazily, so the loss cases start fast
     from ssl_toolkit.data import ImageDataModule
     from ssl_toolkit.module import SSLModule
-
-
-def ntxent(inputs: dict, rank: int, world: int) -> dict:
-    n = inputs["z_a"].shape[0] // world
-    rows = slice(rank * n, (rank + 1) * n)
-    z_a = inputs["z_a"][rows].clone().requires_grad_(True)
-    z_b = inputs["z_b"][rows].clone().requires_grad_(True)
-    loss = NTXentLoss(temperature=inputs["temperature"])(z_a, z_b)
-    loss.backward()
-    return {"loss": loss.detach(), "grad_a": z_a.grad, "grad_b": z_b.grad}
 
 
 def tiny_module(seed: int = 0) -> SSLModule:
@@ -81,8 +71,47 @@ def eval_callbacks(inputs: dict, rank: int, world: int) -> dict:
     return evaluate_callbacks(module, SyntheticData(**inputs["data"]), inputs)
 
 
-CASES = {"ntxent": ntxent, "eval_callbacks": eval_callbacks}
+def _two_view_loss_case(loss_name: str):
+    def case(inputs: dict, rank: int, world: int) -> dict:
+        n = inputs["z_a"].shape[0] // world
+        rows = slice(rank * n, (rank + 1) * n)
+        z_a = inputs["z_a"][rows].clone().requires_grad_(True)
+        z_b = inputs["z_b"][rows].clone().requires_grad_(True)
+        loss = LOSSES[loss_name](temperature=inputs["temperature"])(z_a, z_b)
+        loss.backward()
+        return {"loss": loss.detach(), "grad_a": z_a.grad, "grad_b": z_b.grad}
 
+    return case
+
+
+CASES = {
+    "ntxent": _two_view_loss_case("ntxent"),
+    "dcl": _two_view_loss_case("dcl"),
+    "dclw": _two_view_loss_case("dclw"),
+    "eval_callbacks": eval_callbacks,
+}
+
+
+def amcl(inputs: dict, rank: int, world: int) -> dict:
+    """AMCLLoss on this rank's rows of every head's projections; temperature nets from a state dict."""
+    from ssl_toolkit.losses.amcl import AMCLLoss, PairTemperature
+
+    tau_min, tau_max, tau_init = inputs["tau"]
+    temps = []
+    for state in inputs["temperatures"]:
+        temps.append(PairTemperature(inputs["dim"], inputs["hidden_dim"], tau_min, tau_max, tau_init))
+        temps[-1].load_state_dict(state)
+    n = inputs["z_a"][0].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    z_a = [z[rows].clone().requires_grad_(True) for z in inputs["z_a"]]
+    z_b = [z[rows].clone().requires_grad_(True) for z in inputs["z_b"]]
+    loss, _ = AMCLLoss(inputs["reg_weight"])(z_a, z_b, temps)
+    loss.backward()
+    grad_params = [p.grad for t in temps for p in t.parameters()]
+    return {"loss": loss.detach(), "grad_a": [z.grad for z in z_a], "grad_b": [z.grad for z in z_b], "grad_params": grad_params}
+
+
+CASES["amcl"] = amcl
 
 def main() -> None:
     case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_toolkit.losses import NTXentLoss
+from ssl_toolkit.losses import LOSSES
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 REPO = Path(__file__).resolve().parent.parent
@@ -36,14 +36,15 @@ def run_two_ranks(case: str, inputs: dict, tmp_path: Path) -> list[dict]:
 
 
 @pytest.mark.distributed
-def test_ntxent_two_processes_equal_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["ntxent", "dcl", "dclw"])
+def test_two_view_losses_two_processes_equal_one(name: str, tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     n, d, t = 12, 16, 0.2  # global batch 12 -> 6 per rank
     z_a, z_b = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
-    ranks = run_two_ranks("ntxent", {"z_a": z_a, "z_b": z_b, "temperature": t}, tmp_path)
+    ranks = run_two_ranks(name, {"z_a": z_a, "z_b": z_b, "temperature": t}, tmp_path)
 
     a, b = z_a.clone().requires_grad_(True), z_b.clone().requires_grad_(True)
-    loss = NTXentLoss(t)(a, b)
+    loss = LOSSES[name](temperature=t)(a, b)
     loss.backward()
 
     # DDP averages over ranks: global loss = mean of the per-rank losses.

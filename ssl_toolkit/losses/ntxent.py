@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_toolkit.distributed import gather_with_grad, rank
+from ssl_toolkit.losses.two_view import two_view_logits
 
 
 class NTXentLoss(nn.Module):
@@ -46,22 +46,7 @@ class NTXentLoss(nn.Module):
         self.temperature = temperature
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        if z_a.shape != z_b.shape or z_a.dim() != 2:
-            raise ValueError(f"z_a and z_b must both be (N, D), got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
         with torch.autocast(device_type=z_a.device.type, enabled=False):
-            n = z_a.shape[0]
-            z_a = F.normalize(z_a.float(), dim=1)
-            z_b = F.normalize(z_b.float(), dim=1)
-            keys_a, keys_b = gather_with_grad(z_a), gather_with_grad(z_b)  # (W*N, D) each
-            global_n = keys_a.shape[0]
-            anchors = torch.cat([z_a, z_b])  # (2N, D)
-            keys = torch.cat([keys_a, keys_b])  # (2WN, D); view b starts at column W*N
-            logits = anchors @ keys.T / self.temperature  # (2N, 2WN)
-
-            local = torch.arange(n, device=z_a.device) + rank() * n  # this rank's rows in keys_a
-            self_cols = torch.cat([local, local + global_n])  # (2N,)
-            pos_cols = torch.cat([local + global_n, local])  # a_i <-> b_i
-            is_self = F.one_hot(self_cols, num_classes=logits.shape[1]).bool()
-            # -inf (not 0) so the self term leaves the denominator entirely.
-            logits = logits.masked_fill(is_self, float("-inf"))
-            return F.cross_entropy(logits, pos_cols)
+            pairs = two_view_logits(z_a, z_b, self.temperature)
+            # Self term masked with -inf (not 0) so it leaves the denominator entirely.
+            return F.cross_entropy(pairs.masked(drop_positive=False), pairs.pos_cols)

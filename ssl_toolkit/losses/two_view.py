@@ -1,0 +1,62 @@
+"""Logits of every local anchor against every (gathered) key, for two-view contrastive losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ssl_toolkit.distributed import gather_with_grad, rank
+
+
+@dataclass
+class TwoViewLogits:
+    """Similarities of the 2N local anchors (view a then view b) with the 2WN gathered keys.
+
+    Attributes:
+        logits: (2N, 2WN) s_ik / temperature in fp32; keys are [all of view a | all of view b].
+        self_cols: (2N,) column of each anchor itself.
+        pos_cols: (2N,) column of each anchor's positive (the other view of its image).
+    """
+
+    logits: Tensor
+    self_cols: Tensor
+    pos_cols: Tensor
+
+    def positives(self) -> Tensor:
+        """(2N,) s_{i,p(i)} / temperature."""
+        return self.logits.gather(1, self.pos_cols[:, None]).squeeze(1)
+
+    def masked(self, drop_positive: bool) -> Tensor:
+        """Logits with the self column (and the positive, if asked) set to -inf, i.e. left out."""
+        drop = F.one_hot(self.self_cols, self.logits.shape[1]).bool()
+        if drop_positive:
+            drop |= F.one_hot(self.pos_cols, self.logits.shape[1]).bool()
+        return self.logits.masked_fill(drop, float("-inf"))
+
+
+def two_view_logits(z_a: Tensor, z_b: Tensor, temperature: float) -> TwoViewLogits:
+    """Normalize, gather the keys from every process with gradient, score anchors against keys.
+
+    Under torch.distributed each process scores only its local anchors against all keys, and the
+    self/positive columns are offset by ``rank * N``; with DDP's gradient averaging this equals one
+    process on the global batch. Call under ``torch.autocast(enabled=False)``: fp32 throughout.
+
+    Args:
+        z_a, z_b: (N, D) projections of the two views (normalized here).
+        temperature: t > 0.
+    """
+    if z_a.shape != z_b.shape or z_a.dim() != 2:
+        raise ValueError(f"z_a and z_b must both be (N, D), got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
+    n = z_a.shape[0]
+    z_a = F.normalize(z_a.float(), dim=1)
+    z_b = F.normalize(z_b.float(), dim=1)
+    keys_a, keys_b = gather_with_grad(z_a), gather_with_grad(z_b)  # (W*N, D) each
+    global_n = keys_a.shape[0]
+    logits = torch.cat([z_a, z_b]) @ torch.cat([keys_a, keys_b]).T / temperature  # (2N, 2WN)
+    local = torch.arange(n, device=z_a.device) + rank() * n  # this rank's rows among the keys of view a
+    self_cols = torch.cat([local, local + global_n])
+    pos_cols = torch.cat([local + global_n, local])  # a_i <-> b_i
+    return TwoViewLogits(logits, self_cols, pos_cols)

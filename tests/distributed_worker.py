@@ -107,11 +107,12 @@ def amcl(inputs: dict, rank: int, world: int) -> dict:
     z_b = [z[rows].clone().requires_grad_(True) for z in inputs["z_b"]]
     loss, _ = AMCLLoss(inputs["reg_weight"])(z_a, z_b, temps)
     loss.backward()
-    grad_params = [p.grad for t in temps for p in t.parameters()]
-    return {"loss": loss.detach(), "grad_a": [z.grad for z in z_a], "grad_b": [z.grad for z in z_b], "grad_params": grad_params}
+    grads = {"grad_a": [z.grad for z in z_a], "grad_b": [z.grad for z in z_b]}
+    return {"loss": loss.detach(), **grads, "grad_params": [p.grad for t in temps for p in t.parameters()]}
 
 
 CASES["amcl"] = amcl
+
 
 def main() -> None:
     case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])

@@ -1,8 +1,11 @@
 """Losses on embeddings: pure torch, no Lightning or omegaconf."""
 
+from ssl_toolkit.losses.amcl import AMCLLoss, PairTemperature
 from ssl_toolkit.losses.dcl import DCLLoss, DCLWLoss
 from ssl_toolkit.losses.ntxent import NTXentLoss
 
+# Two-view losses called as loss(z_a, z_b), selectable as head.loss in recipes. AMCLLoss has its own
+# signature (per-head projections and temperature networks) and is built by AMCLHead.
 LOSSES = {"ntxent": NTXentLoss, "dcl": DCLLoss, "dclw": DCLWLoss}
 
-__all__ = ["LOSSES", "DCLLoss", "DCLWLoss", "NTXentLoss"]
+__all__ = ["LOSSES", "AMCLLoss", "PairTemperature", "DCLLoss", "DCLWLoss", "NTXentLoss"]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_toolkit.distributed import gather_with_grad, rank
+from ssl_toolkit.losses.two_view import two_view_logits
 
 
 class PairTemperature(nn.Module):
@@ -108,24 +108,13 @@ class AMCLLoss(nn.Module):
         losses, regs, taus = [], [], []
         with torch.autocast(device_type=z_a[0].device.type, enabled=False):
             for c, (za, zb, temperature) in enumerate(zip(z_a, z_b, temperatures)):
-                if za.shape != zb.shape or za.dim() != 2:
-                    raise ValueError(
-                        f"head {c}: z_a and z_b must both be (N, D), got {tuple(za.shape)}, {tuple(zb.shape)}"
-                    )
-                n = za.shape[0]
-                za, zb = F.normalize(za.float(), dim=1), F.normalize(zb.float(), dim=1)
-                keys_a, keys_b = gather_with_grad(za), gather_with_grad(zb)  # (W*N, D) each
-                anchors, keys = torch.cat([za, zb]), torch.cat([keys_a, keys_b])  # (2N, D), (2WN, D)
-                tau = temperature(anchors, keys)  # (2N, 2WN)
-
-                local = torch.arange(n, device=za.device) + rank() * n  # this rank's rows among the keys
-                self_cols = torch.cat([local, local + keys_a.shape[0]])
-                pos_cols = torch.cat([local + keys_a.shape[0], local])  # a_i <-> b_i
-                is_self = F.one_hot(self_cols, num_classes=keys.shape[0]).bool()
+                pairs = two_view_logits(za, zb, temperature=1.0)  # raw similarities, gathered keys
+                tau = temperature(pairs.anchors, pairs.keys)  # (2N, 2WN)
+                is_self = pairs.is_self()
                 # -inf (not 0) so the self term leaves the denominator entirely.
-                logits = (anchors @ keys.T / tau).masked_fill(is_self, float("-inf"))
+                logits = (pairs.logits / tau).masked_fill(is_self, float("-inf"))
                 reg = omega(tau).masked_fill(is_self, 0).sum() / (tau.numel() - tau.shape[0])
-                loss = F.cross_entropy(logits, pos_cols) + self.reg_weight * reg
+                loss = F.cross_entropy(logits, pairs.pos_cols) + self.reg_weight * reg
                 losses.append(loss)
                 regs.append(reg.detach())
                 taus.append(tau.detach()[~is_self])

@@ -17,11 +17,15 @@ class TwoViewLogits:
 
     Attributes:
         logits: (2N, 2WN) s_ik / temperature in fp32; keys are [all of view a | all of view b].
+        anchors: (2N, D) the normalized local projections [view a | view b].
+        keys: (2WN, D) the normalized gathered projections [view a | view b].
         self_cols: (2N,) column of each anchor itself.
         pos_cols: (2N,) column of each anchor's positive (the other view of its image).
     """
 
     logits: Tensor
+    anchors: Tensor
+    keys: Tensor
     self_cols: Tensor
     pos_cols: Tensor
 
@@ -29,9 +33,13 @@ class TwoViewLogits:
         """(2N,) s_{i,p(i)} / temperature."""
         return self.logits.gather(1, self.pos_cols[:, None]).squeeze(1)
 
+    def is_self(self) -> Tensor:
+        """(2N, 2WN) bool, True at each anchor's own column."""
+        return F.one_hot(self.self_cols, self.logits.shape[1]).bool()
+
     def masked(self, drop_positive: bool) -> Tensor:
         """Logits with the self column (and the positive, if asked) set to -inf, i.e. left out."""
-        drop = F.one_hot(self.self_cols, self.logits.shape[1]).bool()
+        drop = self.is_self()
         if drop_positive:
             drop |= F.one_hot(self.pos_cols, self.logits.shape[1]).bool()
         return self.logits.masked_fill(drop, float("-inf"))
@@ -55,8 +63,9 @@ def two_view_logits(z_a: Tensor, z_b: Tensor, temperature: float) -> TwoViewLogi
     z_b = F.normalize(z_b.float(), dim=1)
     keys_a, keys_b = gather_with_grad(z_a), gather_with_grad(z_b)  # (W*N, D) each
     global_n = keys_a.shape[0]
-    logits = torch.cat([z_a, z_b]) @ torch.cat([keys_a, keys_b]).T / temperature  # (2N, 2WN)
+    anchors, keys = torch.cat([z_a, z_b]), torch.cat([keys_a, keys_b])  # (2N, D), (2WN, D)
+    logits = anchors @ keys.T / temperature  # (2N, 2WN)
     local = torch.arange(n, device=z_a.device) + rank() * n  # this rank's rows among the keys of view a
     self_cols = torch.cat([local, local + global_n])
     pos_cols = torch.cat([local + global_n, local])  # a_i <-> b_i
-    return TwoViewLogits(logits, self_cols, pos_cols)
+    return TwoViewLogits(logits, anchors, keys, self_cols, pos_cols)

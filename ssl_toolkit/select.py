@@ -79,6 +79,12 @@ def sample_indices(total: int, num_samples: int, seed: int) -> Tensor:
     return perm[: min(num_samples, total)].sort().values
 
 
+def method_of(recipe: dict[str, Any]) -> str:
+    """The method a recipe trains: its head, and the head's loss when it has one (simclr+dcl != simclr)."""
+    loss = recipe["head"].get("loss")
+    return recipe["head"]["name"] + (f"+{loss['name']}" if isinstance(loss, dict) and "name" in loss else "")
+
+
 def _copy_rank(path: Path) -> tuple[int, str]:
     # Prefer the periodic checkpoint's name over last.ckpt and best-* copies of the same step.
     return (2 if path.name == "last.ckpt" else 1 if path.name.startswith("best-") else 0, path.name)
@@ -109,9 +115,9 @@ def find_checkpoints(run_dirs: list[Path], data_overrides: dict[str, Any] | None
             found.append((run_dir, p, apply_data_overrides(checkpoint_recipe(metas[p], p), data_overrides)))
     first_run, first_path, first = found[0]
     for run_dir, path, recipe in found[1:]:
-        if recipe["head"]["name"] != first["head"]["name"]:
+        if method_of(recipe) != method_of(first):
             raise RecipeError(
-                f"select: {first_run} is {first['head']['name']!r} but {run_dir} is {recipe['head']['name']!r}; "
+                f"select: {first_run} is {method_of(first)!r} but {run_dir} is {method_of(recipe)!r}; "
                 "RankMe only compares runs of the same method"
             )
         a, b = _images_spec(first["data"]), _images_spec(recipe["data"])

@@ -257,11 +257,16 @@ def test_select_refuses_mixed_methods_other_data_and_overwriting(
     tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = rewrite(tiny_run.path, tmp_path / "other", lambda c: c["recipe"]["head"].update(name="byol"))
+    dcl = rewrite(tiny_run.path, tmp_path / "dcl", lambda c: c["recipe"]["head"].update(loss={"name": "dcl"}))
     moved = rewrite(tiny_run.path, tmp_path / "seed", lambda c: c["recipe"]["data"].update(seed=1))
     same = rewrite(tiny_run.path, tmp_path / "same", lambda c: c["recipe"]["data"].update(seed=0, num_workers=1))
     assert len(find_checkpoints([tiny_run.path, same])) == 4  # defaults spelled out and loader keys are no change
     out = tmp_path / "selection.json"
-    for runs, message in (([other], "RankMe only compares runs of the same method"), ([moved], "data.seed is 0")):
+    for runs, message in (
+        ([other], "RankMe only compares runs of the same method"),
+        ([dcl], "is 'simclr+dcl'"),  # same head, another loss: another method
+        ([moved], "data.seed is 0"),
+    ):
         assert main(["select", str(tiny_run.path), *map(str, runs), "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("ssl-toolkit: error: select:") and message in err and "\n" not in err

@@ -7,7 +7,7 @@ from itertools import combinations
 import torch
 from torch import Tensor, nn
 
-from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
+from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
 from ssl_toolkit.losses.amcl import AMCLLoss, PairTemperature
 
@@ -89,7 +89,5 @@ class AMCLHead(SSLHead):
         logs = {k: torch.stack([o[1][k] for o in outs]).mean() for k in outs[0][1]}
         logs["tau_min"] = torch.stack([o[1]["tau_min"] for o in outs]).min()
         logs["tau_max"] = torch.stack([o[1]["tau_max"] for o in outs]).max()
-        with torch.no_grad():
-            # z_std -> 1/sqrt(D) for spread-out embeddings, -> 0 under collapse (head 0, view 0).
-            logs["z_std"] = torch.nn.functional.normalize(z[0][0].float(), dim=1).std(dim=0).mean()
+        logs["z_std"] = embedding_spread(z[0][0])  # head 0, view 0
         return HeadOutput(loss=loss, logs=logs)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -51,3 +53,10 @@ class SSLHead(nn.Module):
     def embed(self, feats: Tensor) -> Tensor:
         """Projector output for backbone features (B, F) -> (B, D); used by evaluation callbacks."""
         raise NotImplementedError
+
+
+@torch.no_grad()
+def embedding_spread(z: Tensor) -> Tensor:
+    """Mean per-dimension std of unit-normalized embeddings (B, D): about 1/sqrt(D) when spread
+    out, 0 under collapse. Detached; logged by the heads as ``z_std``."""
+    return F.normalize(z.float(), dim=1).std(dim=0).mean()

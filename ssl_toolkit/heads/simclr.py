@@ -7,7 +7,7 @@ from itertools import combinations
 import torch
 from torch import Tensor, nn
 
-from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
+from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
 from ssl_toolkit.losses.ntxent import NTXentLoss
 
@@ -59,7 +59,4 @@ class SimCLRHead(SSLHead):
         z = self.projector(torch.cat(views.feats)).chunk(len(views.feats))
         pairs = list(combinations(range(len(z)), 2))
         loss = torch.stack([self.loss(z[i], z[j]) for i, j in pairs]).mean()
-        with torch.no_grad():
-            z_std = torch.nn.functional.normalize(z[0].float(), dim=1).std(dim=0).mean()
-        # z_std -> 1/sqrt(D) for spread-out embeddings, -> 0 under collapse.
-        return HeadOutput(loss=loss, logs={"z_std": z_std})
+        return HeadOutput(loss=loss, logs={"z_std": embedding_spread(z[0])})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -9,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from ssl_toolkit.ema import ema_update
 from ssl_toolkit.heads.base import BatchInfo, SSLHead, Views
 from ssl_toolkit.optim import WarmupCosine, _OptimizerFactory, param_groups
 
@@ -24,6 +26,11 @@ class SSLModule(pl.LightningModule):
       2. the backbone runs once per resolution group (views of one size concatenated);
       3. ``head(Views(feats), BatchInfo(...)) -> HeadOutput``; ``train/loss`` and the head's logs
          are logged without host syncs.
+
+    A head with ``uses_teacher`` gets an EMA copy of the backbone (``self.teacher``, saved in
+    checkpoints with the rest of the module), run without gradient on the global views and updated
+    after every optimizer step with the head's ``teacher_momentum``. Heads' ``after_backward`` and
+    ``after_step`` hooks are called here too (see ``SSLHead``).
 
     Args:
         backbone: images (N, 3, H, W) -> features (N, F), e.g. from ``build_backbone``.
@@ -48,12 +55,21 @@ class SSLModule(pl.LightningModule):
         self.backbone, self.head, self.augment = backbone, head, augment
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.channels_last = channels_last
+        self.teacher: nn.Module | None = None
+        if head.uses_teacher:
+            self.teacher = copy.deepcopy(backbone).requires_grad_(False)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+            if self.teacher is not None:
+                self.teacher.to(memory_format=torch.channels_last)
+        self._total_steps = 0
 
     # --- features -------------------------------------------------------------------------
-    def forward_views(self, views: list[Tensor]) -> list[Tensor]:
-        """Backbone features for each view, one backbone call per resolution: V x (B, F)."""
+    def forward_views(self, views: list[Tensor], backbone: nn.Module | None = None) -> list[Tensor]:
+        """Backbone features for each view, one backbone call per resolution: V x (B, F).
+
+        ``backbone`` defaults to ``self.backbone`` (the teacher passes its own)."""
+        backbone = self.backbone if backbone is None else backbone
         groups: dict[tuple[int, int], list[int]] = {}
         for i, v in enumerate(views):
             groups.setdefault((v.shape[-2], v.shape[-1]), []).append(i)
@@ -62,7 +78,7 @@ class SSLModule(pl.LightningModule):
             x = torch.cat([views[i] for i in idx])
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            for i, f in zip(idx, self.backbone(x).chunk(len(idx))):
+            for i, f in zip(idx, backbone(x).chunk(len(idx))):
                 feats[i] = f
         return feats  # type: ignore[return-value]
 
@@ -87,13 +103,32 @@ class SSLModule(pl.LightningModule):
     def training_step(self, batch: tuple[list[Tensor], Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         views, labels, index = batch
         feats = self.forward_views(views)
+        teacher = None
+        if self.teacher is not None:
+            size = views[0].shape[-2:]
+            with torch.no_grad():
+                teacher = self.forward_views([v for v in views if v.shape[-2:] == size], self.teacher)
         info = BatchInfo(labels=labels, index=index, step=self.global_step, epoch=self.current_epoch)
-        out = self.head(Views(feats), info)
+        out = self.head(Views(feats, teacher=teacher), info)
         batch_size = labels.shape[0]
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch_size)
         if out.logs:
             self.log_dict({f"train/{k}": v for k, v in out.logs.items()}, batch_size=batch_size)
         return {"loss": out.loss, "feats": feats[0].detach()}
+
+    def on_train_start(self) -> None:
+        total = self.trainer.estimated_stepping_batches
+        self._total_steps = int(total) if math.isfinite(total) else 0
+
+    def on_after_backward(self) -> None:
+        self.head.after_backward(self.global_step)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        step = self.global_step  # optimizer steps done before this one
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.teacher is not None:
+            ema_update(self.teacher, self.backbone, self.head.teacher_momentum(step, self._total_steps))
+        self.head.after_step(step, self._total_steps)
 
     def configure_optimizers(self) -> Any:
         trainer = self.trainer

@@ -45,7 +45,29 @@ class SSLHead(nn.Module):
 
     Subclasses implement ``forward(views, batch) -> HeadOutput``. ``in_dim`` (the backbone's
     feature width) is passed by the recipe builder, never written in a recipe.
+
+    Optional hooks, called by ``SSLModule``:
+
+    * ``uses_teacher = True``: the module keeps an EMA copy of the backbone, runs it without gradient
+      on the global views (those at the first view's resolution) and passes the features as
+      ``views.teacher``; after every optimizer step it moves the copy towards the backbone with
+      momentum ``teacher_momentum(step, total_steps)``.
+    * ``after_backward(step)``: gradients exist, the optimizer has not stepped (e.g. SwAV zeroes the
+      prototypes' gradient while they are frozen).
+    * ``after_step(step, total_steps)``: after each optimizer step (EMA projector, prototype
+      re-normalization). ``step`` counts optimizer steps done before this one.
     """
+
+    uses_teacher: bool = False
+
+    def teacher_momentum(self, step: int, total_steps: int) -> float:
+        raise NotImplementedError(f"{type(self).__name__} sets uses_teacher but has no teacher_momentum")
+
+    def after_backward(self, step: int) -> None:
+        """Called after ``loss.backward()``, before the optimizer step."""
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called after each optimizer step."""
 
     def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -114,6 +114,28 @@ def amcl(inputs: dict, rank: int, world: int) -> dict:
 CASES["amcl"] = amcl
 
 
+def mocov2_head(inputs: dict, rank: int, world: int) -> dict:
+    """MoCoV2Head (symmetric) on this rank's rows: loss, feature gradients, and the queue after the
+    enqueue of the keys gathered from both ranks."""
+    from ssl_toolkit.heads import BatchInfo, MoCoV2Head, Views
+
+    head = MoCoV2Head(**inputs["kwargs"])
+    head.load_state_dict(inputs["state"])
+    n = inputs["index"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    feats = [f[rows].clone().requires_grad_(True) for f in inputs["feats"]]
+    teacher = [f[rows] for f in inputs["teacher"]]
+    index = inputs["index"][rows]
+    info = BatchInfo(labels=torch.zeros_like(index), index=index, step=0, epoch=0)
+    out = head(Views(feats, teacher=teacher), info)
+    out.loss.backward()
+    return {"loss": out.loss.detach(), "grads": [f.grad for f in feats], "queue": head.queue,
+            "queue_index": head.queue_index, "queue_ptr": head.queue_ptr}  # fmt: skip
+
+
+CASES["mocov2_head"] = mocov2_head
+
+
 def main() -> None:
     case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

@@ -56,3 +56,29 @@ def test_two_view_losses_two_processes_equal_one(name: str, tmp_path: Path) -> N
     torch.testing.assert_close(grad_b, b.grad, rtol=1e-5, atol=1e-7)
     # And the per-rank losses differ (each rank scores its own anchors), so this is not trivial.
     assert not torch.isclose(ranks[0]["loss"], ranks[1]["loss"])
+
+
+@pytest.mark.distributed
+def test_moco_queue_and_gradients_two_processes_equal_one(tmp_path: Path) -> None:
+    from ssl_toolkit.heads import BatchInfo, MoCoV2Head, Views
+
+    torch.manual_seed(0)
+    b, f = 8, 12  # global batch 8 -> 4 per rank
+    kwargs = {"in_dim": f, "hidden_dim": 16, "out_dim": 8, "queue_size": 40}
+    head = MoCoV2Head(**kwargs)
+    head.queue_index[:3] = torch.tensor([1, 6, 20])  # older keys of samples 1 and 6 are in the queue
+    feats = [torch.randn(b, f) for _ in range(2)]
+    teacher = [torch.randn(b, f) for _ in range(2)]
+    index = torch.arange(b)
+    inputs = {"kwargs": kwargs, "state": head.state_dict(), "feats": feats, "teacher": teacher, "index": index}
+    ranks = run_two_ranks("mocov2_head", inputs, tmp_path)
+
+    local = [x.clone().requires_grad_(True) for x in feats]
+    out = head(Views(local, teacher=teacher), BatchInfo(labels=index, index=index, step=0, epoch=0))
+    out.loss.backward()
+    torch.testing.assert_close(torch.stack([r["loss"] for r in ranks]).mean(), out.loss.detach())
+    for v in range(2):  # DDP averages gradients: each rank's local gradient is 2 x dL/dz of its rows
+        torch.testing.assert_close(torch.cat([r["grads"][v] for r in ranks]) / 2, local[v].grad)
+    for r in ranks:  # every rank enqueued the keys of the global batch, in the 1-process order
+        torch.testing.assert_close(r["queue"], head.queue, rtol=0, atol=0)
+        assert torch.equal(r["queue_index"], head.queue_index) and int(r["queue_ptr"]) == 16

@@ -2,8 +2,9 @@
 
 from ssl_toolkit.heads.amcl import AMCLHead
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
+from ssl_toolkit.heads.mochi import MoCHiHead, MoCoV2Head
 from ssl_toolkit.heads.simclr import SimCLRHead
 
-HEADS = {"simclr": SimCLRHead, "amcl": AMCLHead}
+HEADS = {"simclr": SimCLRHead, "amcl": AMCLHead, "mocov2": MoCoV2Head, "mochi": MoCHiHead}
 
-__all__ = ["HEADS", "AMCLHead", "BatchInfo", "HeadOutput", "SSLHead", "SimCLRHead", "Views"]
+__all__ = ["HEADS", "AMCLHead", "MoCHiHead", "MoCoV2Head", "BatchInfo", "HeadOutput", "SSLHead", "SimCLRHead", "Views"]

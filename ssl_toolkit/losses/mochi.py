@@ -36,6 +36,11 @@ class MoCHiLoss(nn.Module):
         num_query_mixed: s', query-negative mixtures per query.
         max_query_weight: upper bound w of beta, in (0, 0.5].
 
+    ``exclude`` (B, K) bool marks queue entries that are not negatives of query i (keys of the same
+    image enqueued earlier: with a queue larger than an epoch's worth of keys, or a small data set,
+    the queue holds older keys of the current images). They get logit -inf and are never picked as
+    hard negatives; [davidsvy] masks the same way, by sample index.
+
     Shapes:
         q, k: (B, D) query / key projections; queue: (K, D). Returns (scalar, logs) where logs holds
         detached ``pos_sim`` and, when present, ``hard_mixed_mean_sim`` / ``query_mixed_mean_sim``.
@@ -112,12 +117,20 @@ class MoCHiLoss(nn.Module):
             return self._synthesize(q, queue, q @ queue.T, generator)
 
     def forward(
-        self, q: Tensor, k: Tensor, queue: Tensor, mix: bool = True, generator: torch.Generator | None = None
+        self,
+        q: Tensor,
+        k: Tensor,
+        queue: Tensor,
+        mix: bool = True,
+        generator: torch.Generator | None = None,
+        exclude: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         with torch.autocast(device_type=q.device.type, enabled=False):
             q, k, queue = self._normalize(q), self._normalize(k, detach=True), self._normalize(queue, detach=True)
             l_pos = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
             l_neg = q @ queue.T  # (B, K)
+            if exclude is not None:
+                l_neg = l_neg.masked_fill(exclude, float("-inf"))
             parts, logs = [l_pos, l_neg], {"pos_sim": l_pos.detach().mean()}
             mixing = self.num_mixed > 0 or self.num_query_mixed > 0
             if mix and self.num_hard > 0 and mixing and queue.shape[0] > 0:

@@ -1,4 +1,4 @@
-"""``ssl-toolkit`` command line: ``fit`` a recipe, list ``recipes``; ``probe``, ``knn`` and ``select``
+"""``ssl-toolkit`` command line: ``fit`` a recipe, ``bench`` its speed, list ``recipes``; ``probe``, ``knn`` and ``select``
 evaluate checkpoints offline."""
 
 from __future__ import annotations
@@ -25,6 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_fit.add_argument("recipe", help="path to a recipe YAML (see `ssl-toolkit recipes`)")
     p_fit.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
+    p_bench = sub.add_parser(
+        "bench",
+        help="images/s of backbone, training step and loader",
+        description="Measure on the current device (a) the bare backbone forward+backward on the recipe's views, "
+        "(b) the full training step, (c) the data loader; print images/s, the overhead (b)/(a) and a JSON line.",
+    )
+    p_bench.add_argument("recipe", help="path to a recipe YAML (see `ssl-toolkit recipes`)")
+    p_bench.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
+    p_bench.add_argument("--steps", type=int, default=10, help="timed iterations (default: %(default)s)")
+    p_bench.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: %(default)s)")
     p_list = sub.add_parser("recipes", help="list the shipped recipes", description="List the shipped recipes.")
     p_list.add_argument("--dir", default=str(RECIPES_DIR), help="recipes folder (default: %(default)s)")
     evaluators = _add_eval_parsers(sub)
@@ -40,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "fit":
         return _fit(args.recipe, args.overrides, argv)
+    if args.command == "bench":
+        return _bench(args)
     from ssl_toolkit.recipe import RecipeError  # heavy imports after parsing: `--help` stays instant
 
     try:
@@ -189,6 +201,19 @@ def _fit(recipe_path: str, overrides: list[str], argv: list[str] | None) -> int:
     for key, value in result.val_metrics.items():
         print(f"{key + ':':<18}{value:.4f}")
     print(f"wall time:        {result.seconds:.1f} s, training throughput {result.images_per_sec:.1f} images/s")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ssl_toolkit.bench import bench, format_result
+    from ssl_toolkit.recipe import RecipeError, load_recipe
+
+    try:
+        result = bench(load_recipe(args.recipe, args.overrides), steps=args.steps, warmup=args.warmup)
+    except (RecipeError, ValueError) as e:
+        print(f"ssl-toolkit: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(format_result(result))
     return 0
 
 

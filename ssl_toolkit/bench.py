@@ -1,0 +1,228 @@
+"""``bench``: what the toolkit costs on top of the bare backbone, on the current device.
+
+Three throughputs (images/s, warm-up steps excluded, the device synchronized before each clock read):
+
+* (a) ``backbone``: forward + backward of the backbone alone on one batch's augmented views, one
+  call per resolution group (the views the recipe's augment produces, same precision and memory
+  format as training); no augmentation, head, optimizer or data loading.
+* (b) ``step``: the real training step, i.e. ``trainer.fit`` of the recipe's ``SSLModule`` for a few
+  steps on batches already in host memory: host-to-device copy, augmentation, backbone, head,
+  loss, backward, optimizer and scheduler step, EMA/head hooks and logging.
+* (c) ``loader``: the recipe's train data loader alone (decode, resize, collate, workers).
+
+``overhead_ratio`` = time of (b) / time of (a) = ``backbone_img_s / step_img_s`` (1.0 = the toolkit
+costs nothing beyond the backbone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from ssl_toolkit.module import SSLModule
+from ssl_toolkit.recipe import build_parts
+
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+@dataclass
+class BenchResult:
+    backbone_img_s: float
+    step_img_s: float
+    loader_img_s: float
+    overhead_ratio: float
+    device: str
+    batch_size: int
+    views: str  # e.g. "2x32px" or "2x224px+6x96px"
+    precision: str
+
+
+def bench_device() -> torch.device:
+    """The current device: the first CUDA GPU if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3) -> BenchResult:
+    """Measure (a), (b), (c) for ``recipe`` (validated, e.g. from ``load_recipe``).
+
+    Args:
+        recipe: the recipe dict; its ``trainer.precision`` and ``module`` switches are honoured, its
+            accelerator/devices are replaced by one process on ``bench_device()``.
+        steps: timed iterations of each measurement.
+        warmup: untimed iterations before them (allocator, cuDNN autotune, compile, workers).
+    """
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps: need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
+    device = bench_device()
+    pl.seed_everything(int(recipe.get("seed", 0)), verbose=False)
+    parts = build_parts(recipe)
+    module, data = parts.module, parts.datamodule
+    precision = str((recipe.get("trainer") or {}).get("precision", "32-true"))
+    loader_img_s, batch = _loader_throughput(data.train_dataloader(), steps, warmup)
+    module.to(device)
+    views = module.augment(batch[0].to(device))
+    shapes = "+".join(f"{n}x{s}px" for s, n in _count(v.shape[-1] for v in views))
+    if device.type == "cuda":  # as the real loader does (pin_memory on CUDA)
+        batch = tuple(t.pin_memory() for t in batch)
+    backbone_img_s = _backbone_throughput(module, views, precision, steps, warmup)
+    step_img_s = _step_throughput(module, batch, recipe, device, steps, warmup)
+    return BenchResult(
+        backbone_img_s=backbone_img_s,
+        step_img_s=step_img_s,
+        loader_img_s=loader_img_s,
+        overhead_ratio=backbone_img_s / step_img_s,
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        batch_size=int(batch[0].shape[0]),
+        views=shapes,
+        precision=precision,
+    )
+
+
+def format_result(result: BenchResult) -> str:
+    """Human-readable lines, then one JSON line with every field (``backbone_img_s``, ...)."""
+    import json
+
+    lines = [
+        f"device {result.device}, batch {result.batch_size}, views {result.views}, precision {result.precision}",
+        f"(a) backbone fwd+bwd : {result.backbone_img_s:10.1f} images/s",
+        f"(b) training step    : {result.step_img_s:10.1f} images/s",
+        f"(c) data loader      : {result.loader_img_s:10.1f} images/s",
+        f"overhead (b)/(a)     : {result.overhead_ratio:10.3f}  (time per image of the step / of the backbone)",
+    ]
+    return "\n".join(lines) + "\n" + json.dumps(asdict(result))
+
+
+# --- the three measurements -----------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _count(values: Iterator[int]) -> list[tuple[int, int]]:
+    counts: dict[int, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return list(counts.items())
+
+
+def _loader_throughput(loader: Any, steps: int, warmup: int) -> tuple[float, tuple[Tensor, ...]]:
+    """Images/s of iterating ``loader`` (cycled if short), and its first batch."""
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))
+    first = next(batches)
+    for _ in range(max(warmup - 1, 0)):
+        next(batches)
+    images, start = 0, time.perf_counter()
+    for _ in range(steps):
+        images += int(next(batches)[0].shape[0])
+    return images / (time.perf_counter() - start), tuple(first)
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    dtype = AUTOCAST.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _backbone_throughput(module: SSLModule, views: list[Tensor], precision: str, steps: int, warmup: int) -> float:
+    """(a): backbone forward + backward, one call per resolution group, nothing else."""
+    backbone, device = module.backbone.train(), views[0].device
+    groups: dict[int, list[Tensor]] = {}
+    for v in views:
+        groups.setdefault(v.shape[-1], []).append(v)
+    inputs = [torch.cat(g) for g in groups.values()]
+    if module.channels_last:
+        inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
+    batch = views[0].shape[0]
+
+    def step() -> None:
+        for x in inputs:
+            with _autocast(device, precision):
+                out = backbone(x)
+            out.float().sum().backward()
+        backbone.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return batch * steps / (time.perf_counter() - start)
+
+
+class _Repeat:
+    """An iterable of ``count`` references to one batch (a plain list would mean many loaders)."""
+
+    def __init__(self, batch: tuple[Tensor, ...], count: int) -> None:
+        self.batch, self.count = batch, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        return itertools.repeat(self.batch, self.count)
+
+
+class _CachedBatches(pl.LightningDataModule):
+    """The same host-memory batch ``count`` times: (b) measures the step, not the loader."""
+
+    def __init__(self, batch: tuple[Tensor, ...], count: int) -> None:
+        super().__init__()
+        self.batch_size = int(batch[0].shape[0])
+        self.batches = _Repeat(batch, count)
+
+    def train_dataloader(self) -> _Repeat:
+        return self.batches
+
+
+class _StepTimer(pl.Callback):
+    """Clock from the start of step ``warmup`` to the end of training, synchronized both ends."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.seconds, self.images = warmup, 0.0, 0.0, 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            _sync(pl_module.device)
+            self.start = time.perf_counter()
+        if batch_idx >= self.warmup:
+            self.images += int(batch[1].shape[0])
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        _sync(pl_module.device)
+        self.seconds = time.perf_counter() - self.start
+
+
+def _step_throughput(
+    module: SSLModule, batch: tuple[Tensor, ...], recipe: dict[str, Any], device: torch.device, steps: int, warmup: int
+) -> float:
+    """(b): ``trainer.fit`` of the real module for ``warmup + steps`` steps on cached batches."""
+    timer = _StepTimer(warmup)
+    trainer_cfg = dict(recipe.get("trainer") or {})
+    keep = {k: trainer_cfg[k] for k in ("precision", "gradient_clip_val", "accumulate_grad_batches") if k in trainer_cfg}
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_steps=warmup + steps,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        **keep,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+        warnings.filterwarnings("ignore", message=".*(num_workers|have no `validation_step`|log_every_n_steps).*")
+        trainer.fit(module, datamodule=_CachedBatches(batch, warmup + steps))
+    return timer.images / timer.seconds

@@ -1,0 +1,51 @@
+"""``ssl-toolkit bench``: the three throughputs and the JSON line (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from omegaconf import OmegaConf
+
+from conftest import REPO, tiny_recipe
+from ssl_toolkit.cli import main
+
+KEYS = ("backbone_img_s", "step_img_s", "loader_img_s", "overhead_ratio")
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> str:
+    """The demo recipe with the tiny backbone and 64 synthetic 32 px images, as a YAML file."""
+    path = tmp_path / "tiny.yaml"
+    OmegaConf.save(tiny_recipe(REPO / "recipes" / "fashion_mnist" / "simclr.yaml", tmp_path), path)
+    return str(path)
+
+
+def _json_line(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_bench_prints_positive_throughputs_and_json(recipe: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", recipe, "--steps", "2", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    result = _json_line(out)
+    for key in KEYS:
+        assert result[key] > 0, key
+    assert result["overhead_ratio"] == pytest.approx(result["backbone_img_s"] / result["step_img_s"])
+    assert result["batch_size"] == 16 and result["views"] == "2x32px"
+    assert "(a) backbone" in out and "(b) training step" in out and "(c) data loader" in out
+
+
+def test_bench_bad_steps_is_one_line_error(recipe: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", recipe, "--steps", "0"]) == 2
+    assert "steps" in capsys.readouterr().err
+
+
+def test_tools_bench_wrapper_help() -> None:
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "bench.py"), "--help"],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout  # fmt: skip
+    assert "--steps" in out and "overhead" in out

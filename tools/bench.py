@@ -1,0 +1,16 @@
+"""Speed of a recipe on the current device: (a) backbone, (b) training step, (c) data loader.
+
+    .venv/bin/python tools/bench.py recipes/fashion_mnist/simclr.yaml [key=value ...] [--steps N] [--warmup N]
+
+Same as ``ssl-toolkit bench``; the last line printed is JSON (backbone_img_s, step_img_s,
+loader_img_s, overhead_ratio, ...).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ssl_toolkit.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -136,3 +136,22 @@ def test_global_rng_and_validation() -> None:
     for bad in ({"temperature": 0.0}, {"max_query_weight": 0.6}, {"num_mixed": -1}):
         with pytest.raises(ValueError):
             MoCHiLoss(**bad)
+
+
+def test_excluded_queue_entries_are_neither_negatives_nor_mixed() -> None:
+    # Row 0 of the queue is an older key of query 0 itself: excluded, the loss must equal a run on
+    # a queue without that row (same hard sets, same draws from the same generator).
+    g = torch.Generator().manual_seed(5)
+    q, k, queue = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g), torch.randn(12, 8, generator=g)
+    queue[0] = q[0] * 3.0  # the hardest "negative" of query 0
+    exclude = torch.zeros(3, 12, dtype=torch.bool)
+    exclude[0, 0] = True
+    loss_fn = MoCHiLoss(0.2, num_hard=4, num_mixed=6, num_query_mixed=6)
+    masked, _ = loss_fn(q, k, queue, exclude=exclude, generator=torch.Generator().manual_seed(1))
+    row0, _ = loss_fn(q[:1], k[:1], queue[1:], generator=torch.Generator().manual_seed(1))
+    full, _ = loss_fn(q[:1], k[:1], queue, generator=torch.Generator().manual_seed(1))
+    # Query 0's term alone: compare through a 1-query batch with the same exclusion.
+    single, _ = loss_fn(q[:1], k[:1], queue, exclude=exclude[:1], generator=torch.Generator().manual_seed(1))
+    assert single.item() == pytest.approx(row0.item(), rel=1e-6)
+    assert full.item() > single.item()  # the excluded near-duplicate was the dominant negative
+    assert torch.isfinite(masked)

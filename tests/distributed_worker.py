@@ -114,6 +114,32 @@ def amcl(inputs: dict, rank: int, world: int) -> dict:
 CASES["amcl"] = amcl
 
 
+def balanced_sampler(inputs: dict, rank: int, world: int) -> dict:
+    """ClassBalancedBatchSampler with rank and world read from torch.distributed (not passed)."""
+    from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
+
+    sampler = ClassBalancedBatchSampler(inputs["labels"], inputs["p"], inputs["k"], seed=inputs["seed"])
+    return {"len": len(sampler), "batches": list(sampler)}
+
+
+def hydra(inputs: dict, rank: int, world: int) -> dict:
+    """HydraLoss on this rank's rows of the projections, gates and labels."""
+    from ssl_toolkit.losses.hydra import HydraLoss
+
+    n = inputs["z_a"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    z_a, z_b, gate = (inputs[k][rows].clone().requires_grad_(True) for k in ("z_a", "z_b", "gate"))
+    loss_fn = HydraLoss(temperature=inputs["temperature"])
+    loss = loss_fn(z_a, z_b, gate, inputs["y1"][rows], inputs["y2"][rows])
+    loss.backward()
+    grads = {"grad_a": z_a.grad, "grad_b": z_b.grad, "grad_gate": gate.grad, "grad_scale": loss_fn.log_scale.grad}
+    return {"loss": loss.detach(), **grads}
+
+
+CASES["balanced_sampler"] = balanced_sampler
+CASES["hydra"] = hydra
+
+
 def mocov2_head(inputs: dict, rank: int, world: int) -> dict:
     """MoCoV2Head (symmetric) on this rank's rows: loss, feature gradients, and the queue after the
     enqueue of the keys gathered from both ranks."""

@@ -13,6 +13,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
+
 
 def check_positive(**values: int | None) -> None:
     """Raise ``ValueError`` naming the first argument that is not a positive int (``None`` passes).
@@ -60,13 +62,20 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         image_size: side S of every (3, S, S) image.
         batch_size: samples per batch, per process.
         num_workers: dataloader worker processes (0 = load in the main process).
+        classes_per_batch: P for class-balanced train batches (``ClassBalancedBatchSampler``: P
+            classes x batch_size / P samples each, for heads that use labels); None = plain shuffle.
     """
 
-    def __init__(self, image_size: int, batch_size: int, num_workers: int) -> None:
+    def __init__(
+        self, image_size: int, batch_size: int, num_workers: int, classes_per_batch: int | None = None
+    ) -> None:
         super().__init__()
-        check_positive(image_size=image_size, batch_size=batch_size)
+        check_positive(image_size=image_size, batch_size=batch_size, classes_per_batch=classes_per_batch)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers: {num_workers!r} must be an int >= 0")
+        if classes_per_batch is not None and batch_size % classes_per_batch:
+            raise ValueError(f"classes_per_batch: batch_size {batch_size} is not a multiple of {classes_per_batch}")
+        self.classes_per_batch = classes_per_batch
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -87,6 +96,19 @@ class ImageDataModule(LightningDataModule, abc.ABC):
     def _build(self) -> tuple[Dataset, Dataset]:
         """Load the data; returns ``(train_set, val_set)``."""
 
+    @property
+    def has_labels(self) -> bool:
+        """Whether any train sample has a class label (labels are -1 where unknown); loads the data."""
+        return bool((self.train_labels() >= 0).any())
+
+    def train_labels(self) -> torch.Tensor:
+        """(N,) int64 labels of the train split, read without decoding images (the dataset's ``labels``)."""
+        self.setup()
+        labels = getattr(self.train_set, "labels", None)
+        if labels is None:
+            raise TypeError(f"{type(self.train_set).__name__} has no `labels` array (needed for labels per class)")
+        return torch.as_tensor(labels, dtype=torch.long)
+
     def setup(self, stage: str | None = None) -> None:
         """Load both splits once; later calls (every Lightning stage, every loader) are no-ops."""
         # Both splits are loaded whatever the stage: the labelled train split also serves the k-NN
@@ -95,11 +117,24 @@ class ImageDataModule(LightningDataModule, abc.ABC):
             self.train_set, self.val_set = self._build()
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled train split with full batches only (SSL losses assume a fixed batch size)."""
+        """Shuffled train split with full batches only (SSL losses assume a fixed batch size); P x K
+        class-balanced batches with ``classes_per_batch`` (rank-aware itself: under DDP set
+        ``trainer.use_distributed_sampler: false``)."""
         self.setup()
         if len(self.train_set) < self.batch_size:
             raise ValueError(
                 f"batch_size: {self.batch_size} is larger than the train split ({len(self.train_set)} samples)"
+            )
+        if self.classes_per_batch is not None:
+            sampler = ClassBalancedBatchSampler(
+                self.train_labels(), self.classes_per_batch, self.batch_size // self.classes_per_batch
+            )
+            return DataLoader(
+                self.train_set,
+                batch_sampler=sampler,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+                pin_memory=torch.cuda.is_available(),
             )
         return self._loader(self.train_set, shuffle=True, drop_last=True)
 

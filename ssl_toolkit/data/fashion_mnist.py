@@ -59,6 +59,7 @@ class FashionMNISTData(ImageDataModule):
         train_samples: keep only this many train images (``None`` = all 60000); a fixed-seed
             permutation picks them, so every class is represented.
         val_samples: same for the held-out split (``None`` = all 10000).
+        classes_per_batch: P x K class-balanced train batches (see ``ImageDataModule``).
     """
 
     def __init__(
@@ -69,8 +70,9 @@ class FashionMNISTData(ImageDataModule):
         num_workers: int = 2,
         train_samples: int | None = None,
         val_samples: int | None = None,
+        classes_per_batch: int | None = None,
     ) -> None:
-        super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers)
+        super().__init__(image_size, batch_size, num_workers, classes_per_batch)
         check_positive(train_samples=train_samples, val_samples=val_samples)
         self.root = Path(root)
         if not self.root.is_dir():

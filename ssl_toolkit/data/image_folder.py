@@ -75,6 +75,7 @@ class ImageFolderData(ImageDataModule):
         val_dir: held-out split folder under ``root``, same class names as ``train_dir``.
         resize_size: shorter side before the crop (``None`` = ``image_size``, i.e. the largest
             central square).
+        classes_per_batch: P x K class-balanced train batches (see ``ImageDataModule``).
     """
 
     def __init__(
@@ -86,8 +87,9 @@ class ImageFolderData(ImageDataModule):
         train_dir: str = "train",
         val_dir: str = "val",
         resize_size: int | None = None,
+        classes_per_batch: int | None = None,
     ) -> None:
-        super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers)
+        super().__init__(image_size, batch_size, num_workers, classes_per_batch)
         check_positive(resize_size=resize_size)
         if resize_size is not None and resize_size < image_size:
             raise ValueError(f"resize_size: {resize_size} is smaller than image_size {image_size}")

@@ -65,6 +65,7 @@ class SyntheticData(ImageDataModule):
         batch_size: samples per batch, per process.
         num_workers: dataloader workers (0 is fastest for in-memory data).
         seed: the same seed gives the same images and labels in both splits.
+        classes_per_batch: P x K class-balanced train batches (see ``ImageDataModule``).
     """
 
     def __init__(
@@ -76,8 +77,9 @@ class SyntheticData(ImageDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        classes_per_batch: int | None = None,
     ) -> None:
-        super().__init__(image_size=image_size, batch_size=batch_size, num_workers=num_workers)
+        super().__init__(image_size, batch_size, num_workers, classes_per_batch)
         check_positive(num_samples=num_samples, num_val_samples=num_val_samples, num_classes=num_classes)
         if image_size < 4:
             raise ValueError(f"image_size: {image_size} is too small for a visible pattern (need >= 4)")

@@ -56,9 +56,12 @@ class SSLHead(nn.Module):
       prototypes' gradient while they are frozen).
     * ``after_step(step, total_steps)``: after each optimizer step (EMA projector, prototype
       re-normalization). ``step`` counts optimizer steps done before this one.
+    * ``uses_labels = True``: the head reads ``batch.labels`` (weak supervision); the recipe builder
+      refuses data without labels.
     """
 
     uses_teacher: bool = False
+    uses_labels: bool = False
 
     def teacher_momentum(self, step: int, total_steps: int) -> float:
         raise NotImplementedError(f"{type(self).__name__} sets uses_teacher but has no teacher_momentum")

@@ -162,6 +162,28 @@ def mocov2_head(inputs: dict, rank: int, world: int) -> dict:
 CASES["mocov2_head"] = mocov2_head
 
 
+def swav_head(inputs: dict, rank: int, world: int) -> dict:
+    """SwAVHead on this rank's rows with this rank's queue (``inputs["states"][rank]``): the codes
+    of the global crops (before the step's enqueue), the loss, and the gradients."""
+    from ssl_toolkit.heads import BatchInfo, SwAVHead, Views
+
+    head = SwAVHead(**inputs["kwargs"])
+    head.load_state_dict(inputs["states"][rank])
+    n = inputs["feats"][0].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    feats = [f[rows].clone().requires_grad_(True) for f in inputs["feats"]]
+    with torch.no_grad():
+        codes = [head.assign(head.scores(head.embed(feats[a])), a) for a in range(head.num_global)]
+    info = BatchInfo(labels=torch.zeros(n), index=torch.arange(n), step=0, epoch=0)
+    out = head(Views(feats), info)
+    out.loss.backward()
+    return {"codes": codes, "loss": out.loss.detach(), "grads": [f.grad for f in feats],
+            "grad_prototypes": head.prototypes.weight.grad}  # fmt: skip
+
+
+CASES["swav_head"] = swav_head
+
+
 def main() -> None:
     case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

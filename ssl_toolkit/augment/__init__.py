@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ssl_toolkit.augment.color import JitterParams, RandomOrderColorJitter, apply_color_jitter
+from ssl_toolkit.augment.multicrop import MultiCropAugment
 from ssl_toolkit.augment.simclr import SimCLRAugment
 
 # Recipe name -> augmentation class; the only registry in this package.
-AUGMENTS = {"simclr": SimCLRAugment}
+AUGMENTS = {"simclr": SimCLRAugment, "multicrop": MultiCropAugment}
 
-__all__ = ["AUGMENTS", "JitterParams", "RandomOrderColorJitter", "SimCLRAugment", "apply_color_jitter"]
+__all__ = ["AUGMENTS", "JitterParams", "MultiCropAugment", "RandomOrderColorJitter", "SimCLRAugment", "apply_color_jitter"]

@@ -4,7 +4,8 @@ from ssl_toolkit.heads.amcl import AMCLHead
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
 from ssl_toolkit.heads.mochi import MoCHiHead, MoCoV2Head
 from ssl_toolkit.heads.simclr import SimCLRHead
+from ssl_toolkit.heads.swav import SwAVHead
 
-HEADS = {"simclr": SimCLRHead, "amcl": AMCLHead, "mocov2": MoCoV2Head, "mochi": MoCHiHead}
+HEADS = {"simclr": SimCLRHead, "amcl": AMCLHead, "mocov2": MoCoV2Head, "mochi": MoCHiHead, "swav": SwAVHead}
 
-__all__ = ["HEADS", "AMCLHead", "MoCHiHead", "MoCoV2Head", "BatchInfo", "HeadOutput", "SSLHead", "SimCLRHead", "Views"]
+__all__ = ["HEADS", "AMCLHead", "MoCHiHead", "MoCoV2Head", "BatchInfo", "HeadOutput", "SSLHead", "SimCLRHead", "SwAVHead", "Views"]

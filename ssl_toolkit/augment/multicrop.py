@@ -1,0 +1,94 @@
+"""Multi-crop views on the GPU (Caron et al. 2020, SwAV Sec. 3.2): G global + L local crops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from ssl_toolkit.augment.simclr import SimCLRAugment, _ordered_pair
+
+
+class MultiCropAugment(nn.Module):
+    """G global crops of side ``size`` and L local crops of side ``local_size``, each group with
+    its own crop-scale range, every crop of every sample with its own random parameters.
+
+    Each group is one ``SimCLRAugment`` (batched roi_align crops, per-sample colour jitter in a
+    per-sample order, grayscale, blur, solarize, normalize), so a call costs one pipeline pass per
+    group; the blur kernel is about 10% of each group's side. Defaults are SwAV's ImageNet
+    setting (``scripts/swav_400ep_pretrain.sh``): 2 x 224 px with scale (0.14, 1) + 6 x 96 px with
+    scale (0.05, 0.14), colour strength 1, blur p = 0.5 on all crops. ``SSLModule`` runs the
+    backbone once per resolution, i.e. twice per step here. Any head that takes V views can use
+    these views (SimCLR/DCL average their loss over all view pairs).
+
+    Args:
+        size: global crop side in px (also the side of ``eval_view``).
+        num_global: G >= 1.
+        global_scale: area fraction range of the global crops.
+        local_size: local crop side in px.
+        num_local: L >= 0 (0: global crops only).
+        local_scale: area fraction range of the local crops.
+        crop_ratio: aspect ratio range of every crop.
+        flip_p, brightness, contrast, saturation, hue, jitter_p, grayscale_p, blur_p, blur_sigma,
+            solarize_p, mean, std: as in ``SimCLRAugment``, shared by both groups.
+
+    Shapes:
+        (B, C, H, W) uint8 -> G tensors (B, 3, size, size) then L tensors
+        (B, 3, local_size, local_size), float32, normalized.
+
+    Example:
+        >>> aug = MultiCropAugment(size=224, num_global=2, local_size=96, num_local=6)
+        >>> views = aug(torch.randint(0, 256, (4, 3, 256, 256), dtype=torch.uint8))
+        >>> [v.shape[-1] for v in views]  # [224, 224, 96, 96, 96, 96, 96, 96]
+    """
+
+    def __init__(
+        self,
+        size: int = 224,
+        num_global: int = 2,
+        global_scale: Sequence[float] = (0.14, 1.0),
+        local_size: int = 96,
+        num_local: int = 6,
+        local_scale: Sequence[float] = (0.05, 0.14),
+        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
+        flip_p: float = 0.5,
+        brightness: float = 0.8,
+        contrast: float = 0.8,
+        saturation: float = 0.8,
+        hue: float = 0.2,
+        jitter_p: float = 0.8,
+        grayscale_p: float = 0.2,
+        blur_p: float = 0.5,
+        blur_sigma: Sequence[float] = (0.1, 2.0),
+        solarize_p: float = 0.0,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+    ) -> None:
+        super().__init__()
+        if num_global < 1:
+            raise ValueError(f"num_global: must be >= 1, got {num_global}")
+        if num_local < 0:
+            raise ValueError(f"num_local: must be >= 0, got {num_local}")
+        if not (size > 0 and local_size > 0):
+            raise ValueError(f"size/local_size: must be > 0, got {size} and {local_size}")
+        shared = dict(crop_ratio=crop_ratio, flip_p=flip_p, brightness=brightness, contrast=contrast,
+                      saturation=saturation, hue=hue, jitter_p=jitter_p, grayscale_p=grayscale_p,
+                      blur_p=blur_p, blur_sigma=blur_sigma, solarize_p=solarize_p, mean=mean, std=std)  # fmt: skip
+        scale = _ordered_pair("global_scale", global_scale, upper=1.0)
+        self.global_crops = SimCLRAugment(size, num_global, crop_scale=scale, **shared)  # type: ignore[arg-type]
+        self.local_crops: SimCLRAugment | None = None
+        if num_local > 0:
+            scale = _ordered_pair("local_scale", local_scale, upper=1.0)
+            self.local_crops = SimCLRAugment(local_size, num_local, crop_scale=scale, **shared)  # type: ignore[arg-type]
+        self.size, self.num_global, self.num_local = int(size), int(num_global), int(num_local)
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """(B, C, H, W) uint8 -> G global then L local float views (see class docstring)."""
+        views = self.global_crops(images)
+        if self.local_crops is not None:
+            views += self.local_crops(images)
+        return views
+
+    def eval_view(self, images: Tensor) -> Tensor:
+        """Deterministic (B, 3, size, size) view for evaluation, as ``SimCLRAugment.eval_view``."""
+        return self.global_crops.eval_view(images)

@@ -1,0 +1,173 @@
+"""SwAV head: projector -> L2-normalize -> prototypes, Sinkhorn codes, optional queue."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
+from ssl_toolkit.heads.mlp import build_mlp
+from ssl_toolkit.losses.sinkhorn import sinkhorn
+from ssl_toolkit.losses.swav import SwAVLoss
+
+
+class SwAVHead(SSLHead):
+    """SwAV (Caron et al. 2020, arXiv 2006.09882): swapped prediction of online cluster codes.
+
+    z = normalize(g(h)) (B, D); scores p = z Cᵀ against K unit-norm prototypes C (a bias-free
+    Linear, so scores are cosines); codes q = sinkhorn(p) of the first ``num_global`` crops only
+    (Eq. 3, ε and iterations below, sums all-reduced across processes); the loss predicts each
+    code from every other crop (``SwAVLoss``, Eq. 1-2, temperature τ).
+
+    * Prototypes are re-normalized after every optimizer step (``after_step``) and at
+      construction, so the forward pass always sees unit rows; their gradient is dropped
+      (``grad = None``, as ``main_swav.py``) while ``step < freeze_prototypes_steps``.
+    * Queue (``queue_length`` > 0): per process and per code crop, the last ``queue_length``
+      normalized embeddings, a persistent buffer (in checkpoints, restored on resume). Filled from
+      epoch ``queue_start_epoch``, used only once full: its rows are scored with the *current*
+      prototypes and prepended to the batch for Sinkhorn; the batch rows' codes are kept.
+
+    Logs (per process, no host sync): ``loss_over_lnK`` (1 at collapse, SwAV README),
+    ``code_entropy`` (entropy of the batch-mean code, at most ln K), ``prototypes_used`` (distinct
+    argmax of the codes), ``queue_used`` (0/1) and ``z_std``.
+
+    Args:
+        in_dim: backbone feature width F (filled in by the recipe builder).
+        hidden_dim: projector hidden width (SwAV: 2048).
+        out_dim: embedding width D (SwAV: 128).
+        num_layers: Linear layers in the projector.
+        batch_norm: BN in the projector's hidden layers (SwAV: yes).
+        num_prototypes: K (SwAV: 3000).
+        temperature: τ of the swapped prediction (SwAV: 0.1).
+        epsilon: Sinkhorn ε (SwAV: 0.05).
+        sinkhorn_iterations: Sinkhorn iterations (SwAV: 3).
+        num_global: code crops G: the first G views (the global crops; SwAV: 2).
+        freeze_prototypes_steps: optimizer steps with frozen prototypes (SwAV: 5005 at batch 256).
+        queue_length: queue rows per process and code crop; 0 disables the queue.
+        queue_start_epoch: epoch from which the queue is filled (SwAV at batch 256: 15).
+
+    Shapes:
+        views.feats: V >= max(2, G) tensors (B, F), global crops first. Returns a scalar loss.
+
+    Example:
+        >>> head = SwAVHead(in_dim=512, num_prototypes=3000, num_global=2)
+        >>> out = head(Views([torch.randn(8, 512) for _ in range(8)]), batch)
+        >>> out.loss.backward()
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 2048,
+        out_dim: int = 128,
+        num_layers: int = 2,
+        batch_norm: bool = True,
+        num_prototypes: int = 3000,
+        temperature: float = 0.1,
+        epsilon: float = 0.05,
+        sinkhorn_iterations: int = 3,
+        num_global: int = 2,
+        freeze_prototypes_steps: int = 0,
+        queue_length: int = 0,
+        queue_start_epoch: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (("num_prototypes", num_prototypes, 2), ("num_global", num_global, 1),
+                                 ("sinkhorn_iterations", sinkhorn_iterations, 1),
+                                 ("freeze_prototypes_steps", freeze_prototypes_steps, 0),
+                                 ("queue_length", queue_length, 0), ("queue_start_epoch", queue_start_epoch, 0)):  # fmt: skip
+            if value < low:
+                raise ValueError(f"{name}: must be >= {low}, got {value}")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon: must be > 0, got {epsilon}")
+        self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm)
+        self.prototypes = nn.Linear(out_dim, num_prototypes, bias=False)
+        self.loss = SwAVLoss(temperature)
+        self.epsilon, self.sinkhorn_iterations = float(epsilon), int(sinkhorn_iterations)
+        self.num_global, self.freeze_prototypes_steps = int(num_global), int(freeze_prototypes_steps)
+        self.queue_start_epoch = int(queue_start_epoch)
+        self.register_buffer("queue", torch.zeros(num_global, queue_length, out_dim))  # (G, L, D)
+        self.register_buffer("queue_rows", torch.zeros((), dtype=torch.long))  # rows filled so far
+        self._queue_rows = 0  # host mirror of queue_rows: no device sync to decide "full"
+        self.register_load_state_dict_post_hook(_sync_queue_rows)
+        self.normalize_prototypes()
+
+    @torch.no_grad()
+    def normalize_prototypes(self) -> None:
+        """Project every prototype row back onto the unit sphere."""
+        w = self.prototypes.weight
+        w.copy_(F.normalize(w, dim=1))
+
+    def after_backward(self, step: int) -> None:
+        if step < self.freeze_prototypes_steps:
+            self.prototypes.weight.grad = None  # the optimizer skips it: no decay, no momentum
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        self.normalize_prototypes()
+
+    def embed(self, feats: Tensor) -> Tensor:
+        """(B, F) -> (B, D) unit-norm embeddings, the space the prototypes score."""
+        return F.normalize(self.projector(feats), dim=1)
+
+    def scores(self, z: Tensor) -> Tensor:
+        """Cosines (N, D) -> (N, K) with the prototypes, in fp32 even under autocast."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return F.linear(z.float(), self.prototypes.weight.float())
+
+    @torch.no_grad()
+    def assign(self, scores: Tensor, crop: int) -> Tensor:
+        """Codes (B, K) of code crop ``crop`` from its scores (B, K), with the queue once full."""
+        offset = 0
+        if self.queue_full:
+            offset = self.queue.shape[1]
+            scores = torch.cat([self.scores(self.queue[crop]), scores])  # (L + B, K)
+        return sinkhorn(scores, self.sinkhorn_iterations, self.epsilon)[offset:]
+
+    @property
+    def queue_full(self) -> bool:
+        return self.queue.shape[1] > 0 and self._queue_rows >= self.queue.shape[1]
+
+    @torch.no_grad()
+    def enqueue(self, z: list[Tensor]) -> None:
+        """Push the code crops' embeddings G x (B, D) to the front of the queue, oldest out."""
+        length = self.queue.shape[1]
+        for crop, rows in enumerate(z):
+            self.queue[crop] = torch.cat([rows.detach().to(self.queue.dtype), self.queue[crop]])[:length]
+        self._queue_rows = min(length, self._queue_rows + z[0].shape[0])
+        self.queue_rows.fill_(self._queue_rows)
+
+    def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
+        num_views, g = len(views.feats), self.num_global
+        if num_views < max(2, g):
+            raise ValueError(f"SwAVHead needs at least 2 and num_global={g} views, got {num_views}")
+        b = views.feats[0].shape[0]
+        z = self.embed(torch.cat(views.feats))  # (V*B, D); BN statistics over all crops
+        p = self.scores(z).chunk(num_views)  # V x (B, K)
+        queue_used = self.queue_full
+        codes = [self.assign(p[a], a) for a in range(g)]  # G x (B, K)
+        if self.queue.shape[1] > 0 and batch.epoch >= self.queue_start_epoch:
+            self.enqueue(list(z[: g * b].detach().chunk(g)))
+        loss = self.loss(list(p), codes)
+        return HeadOutput(loss=loss, logs=self._logs(loss, torch.cat(codes), z[:b], queue_used))
+
+    @torch.no_grad()
+    def _logs(self, loss: Tensor, codes: Tensor, z: Tensor, queue_used: bool) -> dict[str, Tensor]:
+        k = codes.shape[1]
+        mean_code = codes.mean(dim=0)  # (K,)
+        used = torch.zeros(k, device=codes.device).index_fill_(0, codes.argmax(dim=1), 1.0).sum()
+        return {
+            "loss_over_lnK": loss.detach() / math.log(k),
+            "code_entropy": -(mean_code * mean_code.clamp_min(1e-12).log()).sum(),
+            "prototypes_used": used,
+            "queue_used": torch.tensor(float(queue_used), device=codes.device),
+            "z_std": embedding_spread(z),
+        }
+
+
+def _sync_queue_rows(module: Any, incompatible_keys: Any) -> None:
+    # After load_state_dict (resume): refresh the host mirror once from the restored buffer.
+    module._queue_rows = int(module.queue_rows)

@@ -37,7 +37,7 @@ FAMILIES: dict[str, Mapping[str, Callable[..., Any]]] = {
     "head": HEADS, "augment": AUGMENTS, "data": DATAMODULES, "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS,
 }  # fmt: skip
-DERIVED = {"head": {"in_dim"}}  # worked out by the builder, never written in a recipe
+DERIVED = {"head": {"in_dim", "num_classes"}}  # worked out by the builder, never written in a recipe
 NESTED = {"loss": LOSSES}  # a constructor keyword whose value is itself {name: ..., ...}
 MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
 
@@ -147,6 +147,12 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
     if isinstance(head_cfg.get("loss"), dict):
         head_cfg["loss"] = _construct("head.loss", LOSSES, head_cfg["loss"])
     head_cls = _pick("head", HEADS, recipe["head"])
+    if getattr(head_cls, "uses_labels", False) and not _guard("data", lambda: datamodule.has_labels):
+        raise RecipeError(
+            f"head.name: {recipe['head']['name']!r} needs class labels, but data {recipe['data']['name']!r} has none"
+        )
+    if "num_classes" in inspect.signature(head_cls).parameters:
+        head_cfg["num_classes"] = datamodule.num_classes
     head = _guard("head", lambda: head_cls(in_dim=backbone.num_features, **head_cfg))
     augment = _construct("augment", AUGMENTS, recipe["augment"])
     optimizer = _construct("optimizer", OPTIMIZERS, recipe["optimizer"])

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_distributed import run_two_ranks
 
 from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
-from test_distributed import run_two_ranks
 
 # 4 classes x 12 samples, shuffled: 48 samples, P=2, K=3 -> 8 batches of 6, each class 4 times.
 LABELS = torch.arange(48) % 4
@@ -60,8 +60,18 @@ def test_unknown_labels_are_never_drawn_and_bad_sizes_fail() -> None:
     assert max(drawn) < 48
     with pytest.raises(ValueError, match="classes_per_batch"):
         ClassBalancedBatchSampler(LABELS, classes_per_batch=5, samples_per_class=3)
-    with pytest.raises(ValueError, match="samples_per_class: 13 .*has 12 samples"):
-        ClassBalancedBatchSampler(LABELS, classes_per_batch=2, samples_per_class=13)
+    with pytest.raises(ValueError, match="samples_per_class: must be >= 1"):
+        ClassBalancedBatchSampler(LABELS, classes_per_batch=2, samples_per_class=0)
+
+
+def test_a_class_smaller_than_k_repeats_its_samples() -> None:
+    labels = torch.tensor([0] * 10 + [1] * 2 + [2] * 10)  # class 1 has 2 < K = 3 samples
+    for batch in ClassBalancedBatchSampler(labels, classes_per_batch=2, samples_per_class=3):
+        counts = class_counts(batch, labels)
+        assert sorted(counts.values()) == [3, 3]
+        small = [i for i in batch if labels[i] == 1]
+        if small:  # both samples of class 1, one of them twice
+            assert sorted(set(small)) == [10, 11] and len(small) == 3
 
 
 def test_explicit_ranks_split_the_global_batches() -> None:

@@ -12,13 +12,16 @@ from ssl_toolkit.distributed import world_size as dist_world_size
 
 
 class _ShuffledCycle:
-    """Endless reshuffled passes over ``items``; ``take(n)`` returns n distinct items (n <= len)."""
+    """Endless reshuffled passes over ``items``; ``take(n)`` returns n items, distinct if n <= len."""
 
     def __init__(self, items: Tensor, generator: torch.Generator) -> None:
         self.items, self.generator = items, generator
         self.queue = items[torch.randperm(len(items), generator=generator)]
 
     def take(self, n: int) -> Tensor:
+        if n > len(self.items):  # too few items: whole reshuffled passes (repeats), then the rest
+            full = self.items[torch.randperm(len(self.items), generator=self.generator)]
+            return torch.cat([full, self.take(n - len(self.items))])
         out = self.queue[:n]
         self.queue = self.queue[n:]
         if len(out) < n:  # pass exhausted: refill, keeping this batch's items out of its head
@@ -49,7 +52,7 @@ class ClassBalancedBatchSampler:
     Args:
         labels: (N,) int64 class of every sample of the split (>= 0; -1 = unknown, never drawn).
         classes_per_batch: P.
-        samples_per_class: K (every class with fewer samples is an error).
+        samples_per_class: K (a class with fewer than K samples repeats some of them in a batch).
         seed: base seed of the shuffles.
         rank, world_size: this process and the process count (None = from torch.distributed).
 
@@ -73,12 +76,8 @@ class ClassBalancedBatchSampler:
             raise ValueError(
                 f"classes_per_batch: {classes_per_batch} must be in [1, {len(classes)}] (labelled classes)"
             )
-        if samples_per_class < 1 or samples_per_class > int(counts.min()):
-            small = int(classes[counts.argmin()])
-            raise ValueError(
-                f"samples_per_class: {samples_per_class} must be in [1, {int(counts.min())}] (class {small} has "
-                f"{int(counts.min())} samples)"
-            )
+        if samples_per_class < 1:
+            raise ValueError(f"samples_per_class: must be >= 1, got {samples_per_class}")
         self.classes = classes
         self.members = [torch.nonzero(labels == c).flatten() for c in classes.tolist()]
         self.num_samples = len(known)

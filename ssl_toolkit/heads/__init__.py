@@ -7,6 +7,25 @@ from ssl_toolkit.heads.mochi import MoCHiHead, MoCoV2Head
 from ssl_toolkit.heads.simclr import SimCLRHead
 from ssl_toolkit.heads.swav import SwAVHead
 
-HEADS = {"simclr": SimCLRHead, "amcl": AMCLHead, "hydra": HydraHead, "mocov2": MoCoV2Head, "mochi": MoCHiHead, "swav": SwAVHead}
+HEADS = {
+    "simclr": SimCLRHead,
+    "amcl": AMCLHead,
+    "hydra": HydraHead,
+    "mocov2": MoCoV2Head,
+    "mochi": MoCHiHead,
+    "swav": SwAVHead,
+}
 
-__all__ = ["HEADS", "AMCLHead", "HydraHead", "MoCHiHead", "MoCoV2Head", "BatchInfo", "HeadOutput", "SSLHead", "SimCLRHead", "SwAVHead", "Views"]
+__all__ = [
+    "HEADS",
+    "AMCLHead",
+    "HydraHead",
+    "MoCHiHead",
+    "MoCoV2Head",
+    "BatchInfo",
+    "HeadOutput",
+    "SSLHead",
+    "SimCLRHead",
+    "SwAVHead",
+    "Views",
+]

@@ -32,7 +32,7 @@ from ssl_toolkit.optim import OPTIMIZERS, SCHEDULERS
 from ssl_toolkit.typecheck import matches, type_name
 
 SECTIONS = ("seed", "out_dir", "backbone", "head", "augment", "data", "optimizer", "scheduler",
-            "trainer", "callbacks", "logger")  # fmt: skip
+            "trainer", "callbacks", "logger", "resume")  # fmt: skip
 FAMILIES: dict[str, Mapping[str, Callable[..., Any]]] = {
     "head": HEADS, "augment": AUGMENTS, "data": DATAMODULES, "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS,
@@ -81,6 +81,8 @@ def validate(recipe: dict[str, Any]) -> None:
         raise RecipeError(f"seed: expected int, got {recipe['seed']!r}")
     if not isinstance(recipe.get("out_dir", "runs/run"), str):
         raise RecipeError(f"out_dir: expected a path string, got {recipe['out_dir']!r}")
+    if not isinstance(recipe.get("resume", "none"), str) or not recipe.get("resume", "none"):
+        raise RecipeError(f"resume: expected auto, none or a checkpoint path, got {recipe['resume']!r}")
     check_call("backbone", build_backbone, _section(recipe, "backbone"))
     for section, family in FAMILIES.items():
         if recipe.get(section) is not None or section != "scheduler":

@@ -184,6 +184,23 @@ def swav_head(inputs: dict, rank: int, world: int) -> dict:
 CASES["swav_head"] = swav_head
 
 
+def swav_ddp_queue(inputs: dict, rank: int, world: int) -> dict:
+    """SwAVHead wrapped in DDP (as Lightning does) for two steps on this rank's rows; the queue after."""
+    from ssl_toolkit.heads import BatchInfo, SwAVHead, Views
+
+    head = SwAVHead(**inputs["kwargs"])
+    head.load_state_dict(inputs["state"])
+    ddp = torch.nn.parallel.DistributedDataParallel(head)  # broadcast_buffers=True, the default
+    for step, feats in enumerate(inputs["steps"]):
+        n = feats[0].shape[0] // world
+        local = [f[rank * n : (rank + 1) * n] for f in feats]
+        ddp(Views(local), BatchInfo(labels=torch.zeros(n), index=torch.arange(n), step=step, epoch=0)).loss.backward()
+    return {"queue": head.queue}
+
+
+CASES["swav_ddp_queue"] = swav_ddp_queue
+
+
 def main() -> None:
     case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

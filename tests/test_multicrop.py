@@ -45,7 +45,9 @@ def test_every_crop_of_every_sample_draws_its_own_box() -> None:
     g = torch.Generator().manual_seed(0)
     image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=g)
     torch.manual_seed(0)
-    views = MultiCropAugment(size=32, num_global=2, local_size=16, num_local=4, **NO_COLOUR)(image.expand(6, -1, -1, -1))
+    views = MultiCropAugment(size=32, num_global=2, local_size=16, num_local=4, **NO_COLOUR)(
+        image.expand(6, -1, -1, -1)
+    )
     for group in (views[:2], views[2:]):
         crops = torch.cat(group).flatten(1)  # (V_group * B, ...)
         distinct = torch.cdist(crops, crops) > 1e-3
@@ -70,7 +72,9 @@ def test_full_image_crops_are_exact_resamplings() -> None:
 def test_local_crops_cover_the_configured_area_fraction() -> None:
     # Square crop boxes drawn for the local group cover 5-14% of a 64 px image (up to integer rounding).
     torch.manual_seed(2)
-    aug = MultiCropAugment(size=64, num_global=1, local_size=8, num_local=1, local_scale=(0.05, 0.14), crop_ratio=(1.0, 1.0))
+    aug = MultiCropAugment(
+        size=64, num_global=1, local_size=8, num_local=1, local_scale=(0.05, 0.14), crop_ratio=(1.0, 1.0)
+    )
     params = aug.local_crops.pipeline[0].forward_parameters(torch.Size((256, 3, 64, 64)))
     side = (params["src"][:, 1, 0] - params["src"][:, 0, 0] + 1).float()
     fraction = side**2 / 64**2

@@ -64,7 +64,9 @@ def test_sinkhorn_rows_sum_to_one_and_columns_to_b_over_k() -> None:
     torch.testing.assert_close(q.sum(dim=1), torch.ones(b), rtol=0, atol=1e-5)
     # 3 iterations: close to equipartition; many iterations: converged to it.
     torch.testing.assert_close(q.sum(dim=0), torch.full((k,), b / k), rtol=0.02, atol=0)
-    torch.testing.assert_close(sinkhorn(cosines(b, k), iterations=200).sum(dim=0), torch.full((k,), b / k), rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        sinkhorn(cosines(b, k), iterations=200).sum(dim=0), torch.full((k,), b / k), rtol=1e-4, atol=0
+    )
 
 
 # offset 5: exp((s + 5) / 0.05) overflows fp32 unless the scores are shifted first; codes ignore it.
@@ -177,9 +179,9 @@ def test_queue_starts_at_its_epoch_is_used_only_when_full_and_rescored() -> None
                     queue_length=8, queue_start_epoch=1)  # fmt: skip
     batches = [[torch.randn(4, 12) for _ in range(3)] for _ in range(4)]
     assert head(Views(batches[0]), info(4, epoch=0)).logs["queue_used"].item() == 0
-    assert head.queue.abs().sum() == 0 and int(head.queue_rows) == 0  # epoch 0: not filled
+    assert head.queue.abs().sum() == 0 and head.get_extra_state()["queue_rows"] == 0  # epoch 0: not filled
     assert head(Views(batches[1]), info(4, epoch=1)).logs["queue_used"].item() == 0  # 4 of 8 rows
-    assert int(head.queue_rows) == 4 and head.queue[:, 4:].abs().sum() == 0
+    assert head.get_extra_state()["queue_rows"] == 4 and head.queue[:, 4:].abs().sum() == 0
     assert head(Views(batches[2]), info(4, epoch=1)).logs["queue_used"].item() == 0  # fills it
     # Newest first: the queue holds batch 2's then batch 1's normalized global embeddings.
     with torch.no_grad():
@@ -241,9 +243,9 @@ def test_two_processes_give_the_codes_loss_and_gradients_of_one(tmp_path: Path) 
     n, m, kwargs = 8, 4, dict(in_dim=12, hidden_dim=16, out_dim=8, num_prototypes=10, batch_norm=False)
     one = SwAVHead(**kwargs, queue_length=2 * m)
     queue = F.normalize(torch.randn(2, 2 * m, 8), dim=2)  # (G, 2m, D): rank 0's rows, then rank 1's
-    one.load_state_dict({**one.state_dict(), "queue": queue, "queue_rows": torch.tensor(2 * m)})
+    one.load_state_dict({**one.state_dict(), "_extra_state": {"queue": queue, "queue_rows": 2 * m}})
     assert one.queue_full
-    states = [{**one.state_dict(), "queue": queue[:, r * m : (r + 1) * m], "queue_rows": torch.tensor(m)}
+    states = [{**one.state_dict(), "_extra_state": {"queue": queue[:, r * m : (r + 1) * m], "queue_rows": m}}
               for r in range(2)]  # fmt: skip
     feats = [torch.randn(n, 12) for _ in range(4)]
     ranks = run_two_ranks("swav_head", {"kwargs": {**kwargs, "queue_length": m}, "states": states,
@@ -266,6 +268,24 @@ def test_two_processes_give_the_codes_loss_and_gradients_of_one(tmp_path: Path) 
     alone = sinkhorn(torch.cat([queue[0, :m] @ one.prototypes.weight.T,
                                 one.scores(one.embed(feats[0][: n // 2]))]))[m:]  # fmt: skip
     assert not torch.allclose(alone, ranks[0]["codes"][0], atol=1e-4)
+
+
+@pytest.mark.distributed
+def test_queue_stays_per_process_under_ddp(tmp_path: Path) -> None:
+    # DDP broadcasts registered buffers from rank 0 before every forward; the queue must not be one.
+    from test_distributed import run_two_ranks
+
+    torch.manual_seed(8)
+    kwargs = dict(in_dim=12, hidden_dim=16, out_dim=8, num_prototypes=10, batch_norm=False, queue_length=8)
+    head = SwAVHead(**kwargs)
+    steps = [[torch.randn(8, 12) for _ in range(3)] for _ in range(2)]  # global batch 8 -> 4 per rank
+    ranks = run_two_ranks("swav_ddp_queue", {"kwargs": kwargs, "state": head.state_dict(), "steps": steps}, tmp_path)
+    with torch.no_grad():
+        for r, out in enumerate(ranks):
+            rows = slice(4 * r, 4 * (r + 1))
+            z = [[head.embed(step[a][rows]) for a in range(2)] for step in steps]
+            expected = torch.stack([torch.cat([z[1][a], z[0][a]]) for a in range(2)])  # newest first
+            torch.testing.assert_close(out["queue"], expected)
 
 
 # --- recipes ---------------------------------------------------------------------------------

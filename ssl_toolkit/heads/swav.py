@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +26,12 @@ class SwAVHead(SSLHead):
       construction, so the forward pass always sees unit rows; their gradient is dropped
       (``grad = None``, as ``main_swav.py``) while ``step < freeze_prototypes_steps``.
     * Queue (``queue_length`` > 0): per process and per code crop, the last ``queue_length``
-      normalized embeddings, a persistent buffer (in checkpoints, restored on resume). Filled from
-      epoch ``queue_start_epoch``, used only once full: its rows are scored with the *current*
-      prototypes and prepended to the batch for Sinkhorn; the batch rows' codes are kept.
+      normalized embeddings. Filled from epoch ``queue_start_epoch``, used only once full: its
+      rows are scored with the *current* prototypes and prepended to the batch for Sinkhorn; the
+      batch rows' codes are kept. It is saved in checkpoints and restored on resume through the
+      module's extra state (``state_dict()["..._extra_state"]``), not as a registered buffer:
+      DDP broadcasts every buffer from rank 0 before each forward (``broadcast_buffers``), which
+      would overwrite each process's own queue with rank 0's.
 
     Logs (per process, no host sync): ``loss_over_lnK`` (1 at collapse, SwAV README),
     ``code_entropy`` (entropy of the batch-mean code, at most ln K), ``prototypes_used`` (distinct
@@ -76,10 +78,11 @@ class SwAVHead(SSLHead):
         queue_start_epoch: int = 0,
     ) -> None:
         super().__init__()
-        for name, value, low in (("num_prototypes", num_prototypes, 2), ("num_global", num_global, 1),
-                                 ("sinkhorn_iterations", sinkhorn_iterations, 1),
-                                 ("freeze_prototypes_steps", freeze_prototypes_steps, 0),
-                                 ("queue_length", queue_length, 0), ("queue_start_epoch", queue_start_epoch, 0)):  # fmt: skip
+        minimum = {"num_prototypes": (num_prototypes, 2), "num_global": (num_global, 1),
+                   "sinkhorn_iterations": (sinkhorn_iterations, 1), "queue_length": (queue_length, 0),
+                   "freeze_prototypes_steps": (freeze_prototypes_steps, 0),
+                   "queue_start_epoch": (queue_start_epoch, 0)}  # fmt: skip
+        for name, (value, low) in minimum.items():
             if value < low:
                 raise ValueError(f"{name}: must be >= {low}, got {value}")
         if not epsilon > 0:
@@ -90,10 +93,8 @@ class SwAVHead(SSLHead):
         self.epsilon, self.sinkhorn_iterations = float(epsilon), int(sinkhorn_iterations)
         self.num_global, self.freeze_prototypes_steps = int(num_global), int(freeze_prototypes_steps)
         self.queue_start_epoch = int(queue_start_epoch)
-        self.register_buffer("queue", torch.zeros(num_global, queue_length, out_dim))  # (G, L, D)
-        self.register_buffer("queue_rows", torch.zeros((), dtype=torch.long))  # rows filled so far
-        self._queue_rows = 0  # host mirror of queue_rows: no device sync to decide "full"
-        self.register_load_state_dict_post_hook(_sync_queue_rows)
+        self._queue = torch.zeros(num_global, queue_length, out_dim)  # (G, L, D), newest rows first
+        self._queue_rows = 0  # rows filled so far (a host int: deciding "full" needs no device sync)
         self.normalize_prototypes()
 
     @torch.no_grad()
@@ -123,22 +124,45 @@ class SwAVHead(SSLHead):
         """Codes (B, K) of code crop ``crop`` from its scores (B, K), with the queue once full."""
         offset = 0
         if self.queue_full:
-            offset = self.queue.shape[1]
-            scores = torch.cat([self.scores(self.queue[crop]), scores])  # (L + B, K)
+            queue = self._queue_on(scores.device)[crop]  # (L, D)
+            offset = queue.shape[0]
+            scores = torch.cat([self.scores(queue), scores])  # (L + B, K)
         return sinkhorn(scores, self.sinkhorn_iterations, self.epsilon)[offset:]
 
     @property
+    def queue(self) -> Tensor:
+        """(G, L, D) past embeddings of the code crops, newest first (zeros where not yet filled)."""
+        return self._queue
+
+    @property
     def queue_full(self) -> bool:
-        return self.queue.shape[1] > 0 and self._queue_rows >= self.queue.shape[1]
+        return self._queue.shape[1] > 0 and self._queue_rows >= self._queue.shape[1]
 
     @torch.no_grad()
-    def enqueue(self, z: list[Tensor]) -> None:
-        """Push the code crops' embeddings G x (B, D) to the front of the queue, oldest out."""
-        length = self.queue.shape[1]
-        for crop, rows in enumerate(z):
-            self.queue[crop] = torch.cat([rows.detach().to(self.queue.dtype), self.queue[crop]])[:length]
-        self._queue_rows = min(length, self._queue_rows + z[0].shape[0])
-        self.queue_rows.fill_(self._queue_rows)
+    def enqueue(self, z: Tensor) -> None:
+        """Push the code crops' embeddings (G, B, D) to the front of the queue, oldest out."""
+        queue = self._queue_on(z.device)
+        length = queue.shape[1]
+        # A new tensor, never an in-place write: earlier state_dict() snapshots stay as they were.
+        self._queue = torch.cat([z.detach().to(queue.dtype), queue], dim=1)[:, :length]
+        self._queue_rows = min(length, self._queue_rows + z.shape[1])
+
+    def _queue_on(self, device: torch.device) -> Tensor:
+        # The queue is a plain tensor (see the class docstring), so module.to(device) skips it.
+        if self._queue.device != device:
+            self._queue = self._queue.to(device)
+        return self._queue
+
+    def get_extra_state(self) -> dict[str, Tensor | int]:
+        return {"queue": self._queue, "queue_rows": self._queue_rows}
+
+    def set_extra_state(self, state: dict[str, Tensor | int]) -> None:
+        queue = state["queue"]
+        if not isinstance(queue, Tensor) or queue.shape != self._queue.shape:
+            got = tuple(queue.shape) if isinstance(queue, Tensor) else queue
+            raise ValueError(f"queue: checkpoint has shape {got}, this head {tuple(self._queue.shape)}")
+        self._queue = queue.to(self.prototypes.weight.device, self._queue.dtype)
+        self._queue_rows = int(state["queue_rows"])
 
     def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
         num_views, g = len(views.feats), self.num_global
@@ -149,8 +173,8 @@ class SwAVHead(SSLHead):
         p = self.scores(z).chunk(num_views)  # V x (B, K)
         queue_used = self.queue_full
         codes = [self.assign(p[a], a) for a in range(g)]  # G x (B, K)
-        if self.queue.shape[1] > 0 and batch.epoch >= self.queue_start_epoch:
-            self.enqueue(list(z[: g * b].detach().chunk(g)))
+        if self._queue.shape[1] > 0 and batch.epoch >= self.queue_start_epoch:
+            self.enqueue(z[: g * b].detach().unflatten(0, (g, b)))
         loss = self.loss(list(p), codes)
         return HeadOutput(loss=loss, logs=self._logs(loss, torch.cat(codes), z[:b], queue_used))
 
@@ -166,8 +190,3 @@ class SwAVHead(SSLHead):
             "queue_used": torch.tensor(float(queue_used), device=codes.device),
             "z_std": embedding_spread(z),
         }
-
-
-def _sync_queue_rows(module: Any, incompatible_keys: Any) -> None:
-    # After load_state_dict (resume): refresh the host mirror once from the restored buffer.
-    module._queue_rows = int(module.queue_rows)

@@ -40,7 +40,9 @@ class SwAVLoss(nn.Module):
     def forward(self, scores: Sequence[Tensor], codes: Sequence[Tensor]) -> Tensor:
         num_views = len(scores)
         if not 1 <= len(codes) <= num_views or num_views < 2:
-            raise ValueError(f"scores/codes: need V >= 2 score tensors and 1..V codes, got {num_views} and {len(codes)}")
+            raise ValueError(
+                f"scores/codes: need V >= 2 score tensors and 1..V codes, got {num_views} and {len(codes)}"
+            )
         with torch.autocast(device_type=scores[0].device.type, enabled=False):
             log_p = F.log_softmax(torch.stack(scores).float() / self.temperature, dim=-1)  # (V, B, K)
             terms = []

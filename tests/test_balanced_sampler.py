@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -109,3 +110,11 @@ def test_datamodule_yields_class_balanced_batches() -> None:
     assert data.has_labels
     with pytest.raises(ValueError, match="classes_per_batch: batch_size 16 is not a multiple of 3"):
         SyntheticData(batch_size=16, classes_per_batch=3)
+
+
+def test_datamodule_starts_at_the_trainers_epoch() -> None:
+    # A resumed run (trainer already at epoch 3) draws epoch 3's batches, not epoch 0's again.
+    data = SyntheticData(num_samples=64, num_val_samples=16, num_classes=4, batch_size=16, classes_per_batch=2)
+    data.trainer = SimpleNamespace(current_epoch=3)
+    sampler = data.train_dataloader().batch_sampler
+    assert list(sampler) == sampler.global_batches(epoch=3)

@@ -129,6 +129,8 @@ class ImageDataModule(LightningDataModule, abc.ABC):
             sampler = ClassBalancedBatchSampler(
                 self.train_labels(), self.classes_per_batch, self.batch_size // self.classes_per_batch
             )
+            if self.trainer is not None:  # a resumed run goes on with its epoch's batches
+                sampler.set_epoch(self.trainer.current_epoch)
             return DataLoader(
                 self.train_set,
                 batch_sampler=sampler,

@@ -179,7 +179,7 @@ def _select(args: argparse.Namespace) -> int:
 def _fit(recipe_path: str, overrides: list[str], argv: list[str] | None) -> int:
     # Heavy imports after argument parsing so `--help` is instant.
     from ssl_toolkit.recipe import RecipeError, load_recipe
-    from ssl_toolkit.run import fit
+    from ssl_toolkit.run import TrainingStopped, fit
 
     try:
         recipe = load_recipe(recipe_path, overrides)
@@ -187,6 +187,9 @@ def _fit(recipe_path: str, overrides: list[str], argv: list[str] | None) -> int:
     except RecipeError as e:
         print(f"ssl-toolkit: error: {e}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:  # NaN/Inf loss: one line naming the step and the last good checkpoint
+        print(f"ssl-toolkit: error: {e}", file=sys.stderr)
+        return 1
     print(f"\nrun folder:       {result.run_dir}")
     print(f"checkpoint:       {result.checkpoint or '(none written)'}")
     print(f"resolved recipe:  {result.run_dir / 'recipe.yaml'}  (git commit in run.json)")

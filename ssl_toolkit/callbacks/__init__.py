@@ -2,9 +2,11 @@
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from ssl_toolkit.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
 from ssl_toolkit.callbacks.knn import KNNProbe
 from ssl_toolkit.callbacks.linear_probe import LinearProbe
 from ssl_toolkit.callbacks.rankme import RankMe
+from ssl_toolkit.callbacks.rng_state import RNGState
 from ssl_toolkit.callbacks.throughput import Throughput
 
 CALLBACKS = {
@@ -16,6 +18,10 @@ CALLBACKS = {
     "knn": KNNProbe,
     "linear_probe": LinearProbe,
     "rankme": RankMe,
+    # Always on in `fit` (check_every_n_steps=10); name it here to change the interval.
+    "finite_loss": FiniteLoss,
 }
 
-__all__ = ["CALLBACKS", "KNNProbe", "LinearProbe", "RankMe", "Throughput"]
+__all__ = [
+    "CALLBACKS", "FiniteLoss", "KNNProbe", "LinearProbe", "NonFiniteLossError", "RNGState", "RankMe", "Throughput",
+]  # fmt: skip

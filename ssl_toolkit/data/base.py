@@ -14,6 +14,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
+from ssl_toolkit.data.resumable import ResumableSampler, loader_position
 
 
 def check_positive(**values: int | None) -> None:
@@ -138,7 +139,17 @@ class ImageDataModule(LightningDataModule, abc.ABC):
                 persistent_workers=self.num_workers > 0,
                 pin_memory=torch.cuda.is_available(),
             )
-        return self._loader(self.train_set, shuffle=True, drop_last=True)
+        # Order = f(seed, epoch); a resumed run starts where its checkpoint stopped (exact resume).
+        sampler = ResumableSampler(self.train_set, self.batch_size, resume=getattr(self, "_resume_at", None))
+        self._resume_at = None
+        return self._loader(self.train_set, shuffle=False, drop_last=True, sampler=sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """The train loader's position, stored in checkpoints by Lightning (see ``ResumableSampler``)."""
+        return loader_position(self.trainer)
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_at = dict(state_dict) or None  # used by the next train_dataloader()
 
     def val_dataloader(self) -> DataLoader:
         """Held-out labelled split in a fixed order."""
@@ -150,12 +161,17 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         self.setup()
         return self._loader(self.train_set, shuffle=False, drop_last=False)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
-        # No sampler here: under DDP Lightning replaces it with a DistributedSampler itself.
+    def _loader(
+        self, dataset: Dataset, shuffle: bool, drop_last: bool, sampler: ResumableSampler | None = None
+    ) -> DataLoader:
+        # Eval loaders have no sampler: under DDP Lightning gives them a DistributedSampler itself.
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
+            # the train loader's own generator: worker seeds never draw from the global RNG
+            generator=None if sampler is None else torch.Generator().manual_seed(sampler.seed),
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -1,0 +1,75 @@
+"""Stop training at the first NaN/Inf loss, before a checkpoint with broken weights is written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+_NONE = 2**62  # "no bad step" in the min-reduction over processes
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised by ``FiniteLoss``; ``step`` is the optimizer step whose loss was not finite (1-based,
+    as in checkpoint names ``step=N``), ``value`` the loss ("nan", "inf" or "-inf")."""
+
+    def __init__(self, step: int, epoch: int, value: str) -> None:
+        super().__init__(f"train/loss is {value} at step {step} (epoch {epoch}); training stopped")
+        self.step, self.epoch, self.value = step, epoch, value
+
+
+class FiniteLoss(pl.Callback):
+    """Watches ``train/loss`` and raises ``NonFiniteLossError`` naming the first bad step.
+
+    The check costs one host sync, so it runs every ``check_every_n_steps`` steps, and always
+    before a checkpoint is written, at the end of each epoch and at the end of training. A
+    checkpoint is therefore never written after a non-finite loss: the newest checkpoint on disk is
+    the last good one. Under DDP the first bad step is reduced over processes (min), so every
+    process stops at the same check.
+
+    Args:
+        check_every_n_steps: steps between checks (1 = stop right after the bad step).
+    """
+
+    def __init__(self, check_every_n_steps: int = 10) -> None:
+        if isinstance(check_every_n_steps, bool) or not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps: must be a positive int, got {check_every_n_steps!r}")
+        self.check_every_n_steps = check_every_n_steps
+        self._pending: list[tuple[int, int, torch.Tensor]] = []  # (step, epoch, loss) not yet checked
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._pending.append((trainer.global_step, trainer.current_epoch, loss.detach().float().reshape(-1)[:1]))
+        if trainer.global_step % self.check_every_n_steps == 0:
+            self.check(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self.check(trainer)  # raising here aborts the save: the previous checkpoint stays
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: pl.Trainer) -> None:
+        """Raise ``NonFiniteLossError`` if any loss since the last check was NaN or infinite."""
+        pending, self._pending = self._pending, []
+        flags = (~torch.isfinite(torch.cat([loss for _, _, loss in pending]))).tolist() if pending else []  # 1 sync
+        first = next((i for i, bad in enumerate(flags) if bad), None)
+        step = pending[first][0] if first is not None else _NONE
+        if trainer.world_size > 1:
+            step = int(
+                trainer.strategy.reduce(torch.tensor(step, device=trainer.strategy.root_device), reduce_op="min")
+            )
+        if step == _NONE:
+            return
+        mine = [(e, loss) for s, e, loss in pending if s == step]
+        epoch, value = (mine[0][0], str(float(mine[0][1]))) if mine else (trainer.current_epoch, "not finite")
+        raise NonFiniteLossError(step, epoch, value)

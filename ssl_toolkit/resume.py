@@ -1,0 +1,86 @@
+"""``resume=auto|none|PATH``: which run folder and checkpoint a ``fit`` continues from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssl_toolkit.checkpoint import CheckpointError, read_checkpoint, run_dir_of
+from ssl_toolkit.recipe import RecipeError
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A checkpoint to continue from and the run folder it belongs to (reused, never replaced)."""
+
+    run_dir: Path
+    checkpoint: Path
+    step: int
+    epoch: int
+
+
+def run_folders(out_dir: str | Path) -> list[Path]:
+    """``out_dir``, ``out_dir_1``, ``out_dir_2``... that exist, oldest first (``fresh_run_dir`` order)."""
+    base = Path(out_dir)
+    found: list[tuple[int, Path]] = [(0, base)] if base.is_dir() else []
+    if base.parent.is_dir():
+        pattern = re.compile(re.escape(base.name) + r"_(\d+)")
+        for p in base.parent.iterdir():
+            m = pattern.fullmatch(p.name)
+            if m and p.is_dir():
+                found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def newest_checkpoint(run_dir: Path) -> ResumePoint | None:
+    """The readable checkpoint of ``run_dir/checkpoints`` with the most optimizer steps (``last.ckpt``
+    on ties); unreadable files are skipped. None if there is none."""
+    best: tuple[tuple[int, int, bool], Path] | None = None
+    for path in sorted((run_dir / "checkpoints").glob("*.ckpt")):
+        try:
+            ckpt = read_checkpoint(path, mmap=True)
+        except CheckpointError:
+            continue
+        key = (int(ckpt.get("global_step", -1)), int(ckpt.get("epoch", -1)), path.name == "last.ckpt")
+        if best is None or key > best[0]:
+            best = (key, path)
+    if best is None:
+        return None
+    (step, epoch, _), path = best
+    return ResumePoint(run_dir=run_dir, checkpoint=path, step=step, epoch=epoch)
+
+
+def find_resume(resume: str, out_dir: str | Path) -> ResumePoint | None:
+    """Resolve the recipe's ``resume`` value.
+
+    Args:
+        resume: ``none`` (a new run), ``auto`` (the newest run folder of ``out_dir`` that holds a
+            checkpoint, its newest checkpoint; a new run if there is none), a ``.ckpt`` file, or a
+            run folder.
+        out_dir: the recipe's ``out_dir``.
+
+    Raises:
+        RecipeError: a path that does not exist or holds no readable checkpoint.
+    """
+    if resume == "none":
+        return None
+    if resume == "auto":
+        for run_dir in reversed(run_folders(out_dir)):
+            point = newest_checkpoint(run_dir)
+            if point is not None:
+                return point
+        return None
+    path = Path(resume)
+    if path.is_file():
+        try:
+            ckpt = read_checkpoint(path, mmap=True)
+        except CheckpointError as e:
+            raise RecipeError(f"resume: {str(e).removeprefix('checkpoint: ')}") from None
+        return ResumePoint(run_dir_of(path), path, int(ckpt.get("global_step", -1)), int(ckpt.get("epoch", -1)))
+    if path.is_dir():
+        point = newest_checkpoint(path)
+        if point is None:
+            raise RecipeError(f"resume: {path} holds no readable checkpoint in checkpoints/")
+        return point
+    raise RecipeError(f"resume: {resume!r} is neither auto, none, a checkpoint file nor a run folder")

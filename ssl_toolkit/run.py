@@ -119,6 +119,9 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
         (run_dir / f"{resume_name}.json").write_text(json.dumps(record, indent=2) + "\n")
         for tmp in (run_dir / "checkpoints").glob(".*.tmp"):  # a save cut short by the crash
             tmp.unlink()
+    skipped = getattr(parts.datamodule, "skipped", [])  # image files left out as undecodable
+    if skipped and not (run_dir / "bad_files.txt").exists():
+        (run_dir / "bad_files.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))
     start = time.perf_counter()
     with warnings.catch_warnings():
         # SSLModule owns on_after_batch_transfer on purpose (augmentation on the device).

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import make_dataset
 
 from ssl_toolkit.data.base import ImageDataModule, check_positive
+from ssl_toolkit.data.image_files import EXTENSIONS, FileCheck, check_files, decode_resized
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched case-insensitively
+log = logging.getLogger(__name__)
+_SHOWN = 10  # bad file names spelled out in a log line or an error
 
 
 def class_folders(directory: Path) -> list[str]:
@@ -23,18 +25,13 @@ def class_folders(directory: Path) -> list[str]:
 
 
 def load_image(path: str, image_size: int, resize_size: int) -> torch.Tensor:
-    """Decode, resize the shorter side to ``resize_size`` and center-crop.
+    """Decode (any mode, to RGB), resize the shorter side to ``resize_size`` and center-crop, with
+    one resampling step (see ``decode_resized``).
 
     Returns:
         uint8 (3, image_size, image_size).
     """
-    with Image.open(path) as img:
-        # JPEG only: decode at the smallest 1/2^k scale still >= resize_size, far cheaper than a
-        # full decode; other formats ignore the call.
-        img.draft("RGB", (resize_size, resize_size))
-        img = img.convert("RGB")
-    img = TF.resize(img, resize_size, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-    return TF.pil_to_tensor(TF.center_crop(img, [image_size, image_size]))
+    return TF.pil_to_tensor(decode_resized(path, image_size, resize_size))
 
 
 class ImageFileDataset(Dataset):
@@ -58,9 +55,20 @@ class ImageFileDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        """Return ``(uint8 (3, S, S), class index, index)``."""
-        image = load_image(self.paths[index].decode(), self.image_size, self.resize_size)
-        return image, int(self.labels[index]), index
+        """Return ``(uint8 (3, S, S), class index, index)``.
+
+        A file that passed ``check_files`` but fails to decode now (changed since, or corrupt in
+        a way the cheap check does not see) is logged and replaced by the next decodable sample,
+        so a batch is never short.
+        """
+        for offset in range(len(self)):
+            i = (index + offset) % len(self)
+            path = self.paths[i].decode()
+            try:
+                return load_image(path, self.image_size, self.resize_size), int(self.labels[i]), i
+            except Exception as e:  # noqa: BLE001 - any decoder error: skip the file, keep training
+                log.warning("image_folder: %s cannot be decoded (%s); using the next image", path, e)
+        raise RuntimeError("image_folder: no file of the split can be decoded")
 
 
 class ImageFolderData(ImageDataModule):
@@ -76,6 +84,13 @@ class ImageFolderData(ImageDataModule):
         resize_size: shorter side before the crop (``None`` = ``image_size``, i.e. the largest
             central square).
         classes_per_batch: P x K class-balanced train batches (see ``ImageDataModule``).
+        max_bad_fraction: the largest fraction of undecodable image files (empty, truncated,
+            corrupt, not an image) per split that is skipped with a report; above it ``setup``
+            fails. Files in other modes (grayscale, CMYK, RGBA, 16-bit...) are converted to RGB.
+
+    Every file is checked once when the data is set up (header + end marker, see
+    ``check_files``): skipped and converted files are counted and named in the log, and listed in
+    ``skipped``.
     """
 
     def __init__(
@@ -88,9 +103,14 @@ class ImageFolderData(ImageDataModule):
         val_dir: str = "val",
         resize_size: int | None = None,
         classes_per_batch: int | None = None,
+        max_bad_fraction: float = 0.01,
     ) -> None:
         super().__init__(image_size, batch_size, num_workers, classes_per_batch)
         check_positive(resize_size=resize_size)
+        if not 0 <= max_bad_fraction < 1:
+            raise ValueError(f"max_bad_fraction: must be in [0, 1), got {max_bad_fraction!r}")
+        self.max_bad_fraction = max_bad_fraction
+        self.skipped: list[tuple[str, str]] = []  # (path, reason) of every skipped image file
         if resize_size is not None and resize_size < image_size:
             raise ValueError(f"resize_size: {resize_size} is smaller than image_size {image_size}")
         self.root = Path(root)
@@ -132,7 +152,37 @@ class ImageFolderData(ImageDataModule):
     def _split(self, directory: Path) -> ImageFileDataset:
         class_to_idx = {name: i for i, name in enumerate(self.classes)}
         # Class folders missing from val are skipped; empty class folders are allowed.
-        samples = make_dataset(str(directory), class_to_idx, extensions=EXTENSIONS, allow_empty=True)
-        if not samples:
+        found = check_files(directory, class_to_idx)
+        self.skipped += found.bad
+        total = len(found.samples) + len(found.bad)
+        if found.bad and len(found.bad) > self.max_bad_fraction * total:
+            raise ValueError(
+                f"max_bad_fraction: {len(found.bad)} of {total} image files in {directory} cannot be decoded "
+                f"({len(found.bad) / total:.1%} > {self.max_bad_fraction:.1%}): {_names(found.bad, directory)}; "
+                "remove or replace them, or raise data.max_bad_fraction"
+            )
+        if not found.samples:
             raise FileNotFoundError(f"root: {directory} holds no images with extensions {', '.join(EXTENSIONS)}")
-        return ImageFileDataset(samples, self.image_size, self.resize_size)
+        _report(directory, found)
+        return ImageFileDataset(found.samples, self.image_size, self.resize_size)
+
+
+def _names(bad: list[tuple[str, str]], directory: Path) -> str:
+    shown = ", ".join(f"{os.path.relpath(p, directory)} ({why})" for p, why in bad[:_SHOWN])
+    return shown + (f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else "")
+
+
+@rank_zero_only
+def _report(directory: Path, found: FileCheck) -> None:
+    """One log line per kind of problem, on rank 0 (every rank checks the same files)."""
+    total = len(found.samples) + len(found.bad)
+    if found.bad:
+        log.warning("image_folder: %s: skipped %d of %d image files: %s", directory, len(found.bad), total,
+                    _names(found.bad, directory))  # fmt: skip
+    if found.modes:
+        modes = ", ".join(f"{n} {mode}" for mode, n in sorted(found.modes.items()))
+        log.warning("image_folder: %s: converted to RGB on load: %s", directory, modes)
+    if found.ignored:
+        log.warning("image_folder: %s: ignored %d files without an image extension (%s): %s", directory,
+                    len(found.ignored), ", ".join(EXTENSIONS), _names([(p, "ignored") for p in found.ignored],
+                    directory).replace(" (ignored)", ""))  # fmt: skip

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import re
 import runpy
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from ssl_toolkit.data import ImageFolderData, imagenet100_classes, make_imagenet100
 
@@ -18,10 +20,12 @@ EXTRA = ["n99999991", "n99999992", "n99999993"]
 @pytest.fixture
 def imagenet(tmp_path: Path) -> Path:
     root = tmp_path / "imagenet"
+    jpeg = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(jpeg, format="JPEG")  # a real image: empty files are skipped as bad
     for split in ("train", "val"):
         for wnid in imagenet100_classes() + EXTRA:
             (root / split / wnid).mkdir(parents=True)
-            (root / split / wnid / f"{wnid}_0.JPEG").touch()
+            (root / split / wnid / f"{wnid}_0.JPEG").write_bytes(jpeg.getvalue())
     return root
 
 

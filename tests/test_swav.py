@@ -118,7 +118,7 @@ def test_head_loss_is_swapped_prediction_on_sinkhorn_codes_of_global_crops() -> 
     torch.testing.assert_close(out.loss, reference_swav_loss(p, codes, 0.1), rtol=1e-5, atol=1e-6)
     out.loss.backward()
     assert all(par.grad is not None for par in head.parameters())
-    assert set(out.logs) == {"loss_over_lnK", "code_entropy", "prototypes_used", "queue_used", "z_std"}
+    assert set(out.logs) == {"loss_over_lnK", "code_max", "code_entropy", "prototypes_used", "queue_used", "z_std"}
     assert out.logs["loss_over_lnK"].item() == pytest.approx(out.loss.item() / math.log(10))
 
 
@@ -130,6 +130,7 @@ def test_logs_flag_collapse() -> None:
     same = torch.randn(1, 12).expand(6, 12)
     logs = head(Views([same, same, same]), info(6)).logs
     assert logs["prototypes_used"].item() == 1
+    assert logs["code_max"].item() == pytest.approx(1 / 10, rel=1e-5)
     assert logs["code_entropy"].item() == pytest.approx(math.log(10), rel=1e-5)
     assert logs["loss_over_lnK"].item() >= 1.0 - 1e-6
     assert logs["z_std"].item() == pytest.approx(0.0, abs=1e-6)

@@ -34,8 +34,11 @@ class SwAVHead(SSLHead):
       would overwrite each process's own queue with rank 0's.
 
     Logs (per process, no host sync): ``loss_over_lnK`` (1 at collapse, SwAV README),
-    ``code_entropy`` (entropy of the batch-mean code, at most ln K), ``prototypes_used`` (distinct
-    argmax of the codes), ``queue_used`` (0/1) and ``z_std``.
+    ``code_max`` (mean over samples of the largest code entry: 1/K for uniform codes, 1 for hard
+    ones), ``code_entropy`` (entropy of the batch-mean code, at most ln K), ``prototypes_used``
+    (distinct argmax of the codes), ``queue_used`` (0/1) and ``z_std``. Two collapses look
+    different: all embeddings alike gives uniform codes (loss_over_lnK -> 1, code_max -> 1/K,
+    z_std -> 0); all samples in a few clusters gives code_entropy << ln K, few prototypes used.
 
     Args:
         in_dim: backbone feature width F (filled in by the recipe builder).
@@ -185,6 +188,7 @@ class SwAVHead(SSLHead):
         used = torch.zeros(k, device=codes.device).index_fill_(0, codes.argmax(dim=1), 1.0).sum()
         return {
             "loss_over_lnK": loss.detach() / math.log(k),
+            "code_max": codes.max(dim=1).values.mean(),
             "code_entropy": -(mean_code * mean_code.clamp_min(1e-12).log()).sum(),
             "prototypes_used": used,
             "queue_used": torch.tensor(float(queue_used), device=codes.device),

@@ -42,6 +42,12 @@ class _OptimizerFactory:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        if not 0 <= getattr(self, "momentum", 0) < 1:
+            raise ValueError(f"momentum: must be in [0, 1), got {self.momentum}")
+        if getattr(self, "trust_coefficient", 1) <= 0:
+            raise ValueError(f"trust_coefficient: must be > 0, got {self.trust_coefficient}")
+        if not all(0 <= b < 1 for b in getattr(self, "betas", ())):
+            raise ValueError(f"betas: must be in [0, 1), got {self.betas}")
 
     def scaled_lr(self, global_batch_size: int) -> float:
         return self.lr * global_batch_size / 256

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -79,6 +80,8 @@ def validate(recipe: dict[str, Any]) -> None:
             raise RecipeError(f"{key}: missing section")
     if not matches(recipe.get("seed", 0), int):
         raise RecipeError(f"seed: expected int, got {recipe['seed']!r}")
+    if not 0 <= recipe.get("seed", 0) < 2**32:
+        raise RecipeError(f"seed: must be in [0, 2**32), got {recipe['seed']}")
     if not isinstance(recipe.get("out_dir", "runs/run"), str):
         raise RecipeError(f"out_dir: expected a path string, got {recipe['out_dir']!r}")
     if not isinstance(recipe.get("resume", "none"), str) or not recipe.get("resume", "none"):
@@ -219,6 +222,6 @@ def _guard(section: str, make: Callable[[], Any]) -> Any:
     # Constructors raise "arg: problem"; prefix the section so the message names the recipe key.
     try:
         return make()
-    except (ValueError, FileNotFoundError, NotADirectoryError, TypeError) as e:
+    except (ValueError, FileNotFoundError, NotADirectoryError, TypeError, ImportError, MisconfigurationException) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RecipeError(f"{section}.{msg}" if ":" in msg.split(" ")[0] else f"{section}: {msg}") from None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import logging.handlers
 import math
 import platform
 import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,10 +94,12 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     extra = [throughput, RecipeInCheckpoint(resolved), Curves(run_dir / "curves.png"), RNGState()]
     if "finite_loss" not in (recipe.get("callbacks") or {}):
         extra.append(FiniteLoss())
-    trainer = build_trainer(recipe, run_dir, extra_callbacks=extra)
-    check_batch_per_process(parts.datamodule, trainer)
+    with held_logs("lightning.pytorch"):  # Lightning's device banner only once the checks pass
+        trainer = build_trainer(recipe, run_dir, extra_callbacks=extra)
+        check_batch_per_process(parts.datamodule, trainer)
+        if point is not None:
+            check_fits(parts.module, point)
     if point is not None:
-        check_fits(parts.module, point)
         # Lightning's CSV writer would replace csv/metrics.csv: the resumed part goes to csv/resume-N/.
         resume_name = next(f"resume-{n}" for n in range(1, 10**6) if not (run_dir / f"resume-{n}.json").exists())
         trainer.loggers = [
@@ -156,8 +162,26 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     )
 
 
+@contextlib.contextmanager
+def held_logs(name: str) -> Iterator[None]:
+    """Hold the records of logger ``name``; pass them on if the block succeeds, drop them if it
+    raises (a failed check then prints its one-line error and nothing else)."""
+    logger = logging.getLogger(name)
+    handlers, held = logger.handlers[:], logging.handlers.BufferingHandler(capacity=10**6)
+    logger.handlers = [held]
+    try:
+        yield
+    finally:
+        logger.handlers = handlers
+    for record in held.buffer:  # reached only without an exception
+        logger.handle(record)
+
+
 def check_batch_per_process(datamodule: pl.LightningDataModule, trainer: pl.Trainer) -> None:
-    """``data.batch_size`` is per process: every process needs a full batch of its own each step."""
+    """``data.batch_size`` is per process: every process needs a full batch of its own each step (and
+    gradients are accumulated over at least one batch)."""
+    if trainer.accumulate_grad_batches < 1:  # Lightning would divide by it
+        raise RecipeError(f"trainer.accumulate_grad_batches: must be >= 1, got {trainer.accumulate_grad_batches}")
     processes = trainer.num_devices * trainer.num_nodes
     images, batch = datamodule.num_train_samples, datamodule.batch_size
     if images // processes < batch:

@@ -15,6 +15,9 @@ def build_mlp(
     """
     if num_layers < 1:
         raise ValueError(f"num_layers: must be >= 1, got {num_layers}")
+    for name, dim in (("hidden_dim", hidden_dim if num_layers > 1 else 1), ("out_dim", out_dim)):
+        if dim < 1:
+            raise ValueError(f"{name}: must be >= 1, got {dim}")
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(num_layers - 1):

@@ -11,6 +11,7 @@ def build_backbone(
     pretrained: bool = False,
     small_image_stem: bool = False,
     drop_path_rate: float = 0.0,
+    grad_checkpointing: bool = False,
 ) -> nn.Module:
     """``timm.create_model(name, num_classes=0)``: images (B, 3, H, W) -> pooled features (B, F).
 
@@ -24,6 +25,8 @@ def build_backbone(
             drop the max-pool (the CIFAR stem of SimCLR and solo-learn), so a 32 px image keeps
             32x32 resolution into the first stage instead of 8x8.
         drop_path_rate: stochastic depth, for models that support it (0 = off).
+        grad_checkpointing: recompute activations in the backward pass (timm's
+            ``set_grad_checkpointing``): less memory for large batches on small GPUs, ~30% slower.
 
     Example:
         >>> model = build_backbone("resnet18", small_image_stem=True)
@@ -36,6 +39,8 @@ def build_backbone(
     model = timm.create_model(name, pretrained=pretrained, num_classes=0, **extra)
     if small_image_stem:
         _use_small_image_stem(model, name)
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
     return model
 
 

@@ -208,7 +208,8 @@ def _step_throughput(
     """(b): ``trainer.fit`` of the real module for ``warmup + steps`` steps on cached batches."""
     timer = _StepTimer(warmup)
     trainer_cfg = dict(recipe.get("trainer") or {})
-    keep = {k: trainer_cfg[k] for k in ("precision", "gradient_clip_val", "accumulate_grad_batches") if k in trainer_cfg}
+    kept = ("precision", "gradient_clip_val", "accumulate_grad_batches")  # what changes the step itself
+    keep = {k: trainer_cfg[k] for k in kept if k in trainer_cfg}
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,

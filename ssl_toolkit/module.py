@@ -40,6 +40,8 @@ class SSLModule(pl.LightningModule):
         optimizer: an optimizer factory from ``ssl_toolkit.optim`` (lr per 256 images).
         scheduler: a schedule factory, or None for a constant lr.
         channels_last: run the backbone in channels-last memory format (faster convs on GPU).
+        compile_backbone: ``torch.compile`` the backbone (and teacher) in place (``nn.Module.compile``:
+            parameter names and checkpoints unchanged); the first steps pay the compilation.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class SSLModule(pl.LightningModule):
         optimizer: _OptimizerFactory,
         scheduler: WarmupCosine | None = None,
         channels_last: bool = False,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__()
         self.backbone, self.head, self.augment = backbone, head, augment
@@ -62,6 +65,10 @@ class SSLModule(pl.LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
             if self.teacher is not None:
                 self.teacher.to(memory_format=torch.channels_last)
+        if compile_backbone:
+            for net in (self.backbone, self.teacher):
+                if net is not None:
+                    net.compile()
         self._total_steps = 0
 
     # --- features -------------------------------------------------------------------------

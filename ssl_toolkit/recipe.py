@@ -3,7 +3,8 @@
 The only module that touches omegaconf. Inside ``backbone``/``head``/``augment``/``data``/
 ``optimizer``/``scheduler``, ``name`` picks the class from its family's literal dict and every
 other key is a constructor keyword of the same spelling; ``trainer`` keys are Lightning ``Trainer``
-keywords. Every problem is raised as ``RecipeError("<section>.<key>: ...")`` before any training.
+keywords; ``module`` keys are ``SSLModule`` switches (``channels_last``, ``compile_backbone``).
+Every problem is raised as ``RecipeError("<section>.<key>: ...")`` before any training.
 """
 
 from __future__ import annotations
@@ -30,16 +31,18 @@ from ssl_toolkit.loggers import build_loggers
 from ssl_toolkit.losses import LOSSES
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import OPTIMIZERS, SCHEDULERS
+from ssl_toolkit.sync_batchnorm import SyncBatchNormPlugin
 from ssl_toolkit.typecheck import matches, type_name
 
 SECTIONS = ("seed", "out_dir", "backbone", "head", "augment", "data", "optimizer", "scheduler",
-            "trainer", "callbacks", "logger", "resume")  # fmt: skip
+            "trainer", "callbacks", "logger", "resume", "module")  # fmt: skip
 FAMILIES: dict[str, Mapping[str, Callable[..., Any]]] = {
     "head": HEADS, "augment": AUGMENTS, "data": DATAMODULES, "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS,
 }  # fmt: skip
 DERIVED = {"head": {"in_dim", "num_classes"}}  # worked out by the builder, never written in a recipe
 NESTED = {"loss": LOSSES}  # a constructor keyword whose value is itself {name: ..., ...}
+MODULE_PARTS = {"backbone", "head", "augment", "optimizer", "scheduler"}  # built from their own sections
 MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
 
 
@@ -94,6 +97,7 @@ def validate(recipe: dict[str, Any]) -> None:
     for key in MANAGED_TRAINER_KEYS & trainer.keys():
         raise RecipeError(f"trainer.{key}: set by ssl-toolkit (use the logger/callbacks sections or out_dir)")
     check_call("trainer", pl.Trainer, trainer)
+    check_call("module", SSLModule, _section(recipe, "module", required=False), derived=MODULE_PARTS)
     for name, kwargs in _section(recipe, "callbacks", required=False).items():
         cls = _pick(f"callbacks.{name}", CALLBACKS, {"name": name})
         check_call(f"callbacks.{name}", cls, kwargs or {}, derived={"dirpath"})
@@ -163,7 +167,7 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
     optimizer = _construct("optimizer", OPTIMIZERS, recipe["optimizer"])
     sched = recipe.get("scheduler")
     scheduler = _construct("scheduler", SCHEDULERS, sched) if sched is not None else None
-    module = SSLModule(backbone, head, augment, optimizer, scheduler)
+    module = SSLModule(backbone, head, augment, optimizer, scheduler, **_section(recipe, "module", required=False))
     return Parts(module=module, datamodule=datamodule)
 
 
@@ -185,7 +189,9 @@ def build_callbacks(recipe: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
 def build_trainer(recipe: dict[str, Any], run_dir: Path, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     loggers = build_loggers(run_dir=run_dir, **_section(recipe, "logger", required=False))
     callbacks = build_callbacks(recipe, run_dir) + list(extra_callbacks)
-    kwargs = _section(recipe, "trainer", required=False)
+    kwargs = dict(_section(recipe, "trainer", required=False))
+    if kwargs.get("sync_batchnorm"):  # torch's SyncBatchNorm is GPU-only; ours also runs on CPU (gloo)
+        kwargs["plugins"] = [*(kwargs.get("plugins") or []), SyncBatchNormPlugin()]
     return _guard("trainer", lambda: pl.Trainer(
         default_root_dir=str(run_dir), logger=loggers or False, callbacks=callbacks, **kwargs))  # fmt: skip
 

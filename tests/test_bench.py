@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_recipe
@@ -49,3 +48,48 @@ def test_tools_bench_wrapper_help() -> None:
     out = subprocess.run([sys.executable, str(REPO / "tools" / "bench.py"), "--help"],
                          capture_output=True, text=True, check=True, cwd=REPO).stdout  # fmt: skip
     assert "--steps" in out and "overhead" in out
+
+
+# --- speed switches ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "switch", ["module.channels_last=true", "trainer.precision=bf16-mixed", "backbone.grad_checkpointing=true"]
+)
+def test_speed_switch_builds_and_trains(recipe: str, switch: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", recipe, switch, "--steps", "1", "--warmup", "0"]) == 0
+    result = _json_line(capsys.readouterr().out)
+    assert all(result[key] > 0 for key in KEYS)
+    if "precision" in switch:
+        assert result["precision"] == "bf16-mixed"
+
+
+def test_module_section_sets_switches_and_rejects_unknown_keys(recipe: str) -> None:
+    from ssl_toolkit.recipe import RecipeError, build_parts, load_recipe
+
+    parts = build_parts(load_recipe(recipe, ["module.channels_last=true", "module.compile_backbone=true"]))
+    module = parts.module
+    assert module.channels_last
+    # nn.Module.compile() in place: compiled call, parameter names (checkpoints) unchanged.
+    assert module.backbone._compiled_call_impl is not None
+    assert all(not k.startswith("backbone._orig_mod") for k in module.state_dict())
+    with pytest.raises(RecipeError, match=r"module\.fast: unknown key"):
+        load_recipe(recipe, ["module.fast=true"])
+    with pytest.raises(RecipeError, match=r"module\.head: unknown key"):
+        load_recipe(recipe, ["module.head=1"])
+
+
+def test_grad_checkpointing_gives_the_same_gradients() -> None:
+    import torch
+
+    from conftest import TINY_BACKBONE
+    from ssl_toolkit.backbone import build_backbone
+
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = build_backbone(TINY_BACKBONE, grad_checkpointing=checkpointing)
+        assert model.grad_checkpointing == checkpointing
+        model(x).square().sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for plain, checkpointed in zip(*grads):
+        torch.testing.assert_close(checkpointed, plain)

@@ -195,7 +195,7 @@ def swav_ddp_queue(inputs: dict, rank: int, world: int) -> dict:
         n = feats[0].shape[0] // world
         local = [f[rank * n : (rank + 1) * n] for f in feats]
         ddp(Views(local), BatchInfo(labels=torch.zeros(n), index=torch.arange(n), step=step, epoch=0)).loss.backward()
-    return {"queue": head.queue}
+    return {"queue": head.queue.rows()}
 
 
 CASES["swav_ddp_queue"] = swav_ddp_queue

@@ -180,20 +180,20 @@ def test_queue_starts_at_its_epoch_is_used_only_when_full_and_rescored() -> None
                     queue_length=8, queue_start_epoch=1)  # fmt: skip
     batches = [[torch.randn(4, 12) for _ in range(3)] for _ in range(4)]
     assert head(Views(batches[0]), info(4, epoch=0)).logs["queue_used"].item() == 0
-    assert head.queue.abs().sum() == 0 and head.get_extra_state()["queue_rows"] == 0  # epoch 0: not filled
+    assert head.queue.rows().abs().sum() == 0 and head.queue.filled == 0  # epoch 0: not filled
     assert head(Views(batches[1]), info(4, epoch=1)).logs["queue_used"].item() == 0  # 4 of 8 rows
-    assert head.get_extra_state()["queue_rows"] == 4 and head.queue[:, 4:].abs().sum() == 0
+    assert head.queue.filled == 4 and head.queue.rows()[:, 4:].abs().sum() == 0
     assert head(Views(batches[2]), info(4, epoch=1)).logs["queue_used"].item() == 0  # fills it
     # Newest first: the queue holds batch 2's then batch 1's normalized global embeddings.
     with torch.no_grad():
         z = [head.embed(torch.cat(b[:2])).chunk(2) for b in batches]
-    torch.testing.assert_close(head.queue[0], torch.cat([z[2][0], z[1][0]]))
-    torch.testing.assert_close(head.queue[1], torch.cat([z[2][1], z[1][1]]))
+    torch.testing.assert_close(head.queue.rows()[0], torch.cat([z[2][0], z[1][0]]))
+    torch.testing.assert_close(head.queue.rows()[1], torch.cat([z[2][1], z[1][1]]))
     # Full: codes come from Sinkhorn over [queue scored by the *current* prototypes; batch].
     with torch.no_grad():
         head.prototypes.weight.copy_(F.normalize(torch.randn(10, 8), dim=1))
         p = head.embed(batches[3][0]) @ head.prototypes.weight.T
-        expected = reference_sinkhorn(torch.cat([head.queue[0] @ head.prototypes.weight.T, p]))[8:]
+        expected = reference_sinkhorn(torch.cat([head.queue.rows()[0] @ head.prototypes.weight.T, p]))[8:]
         torch.testing.assert_close(head.assign(p, 0), expected, rtol=1e-4, atol=1e-6)
     assert head(Views(batches[3]), info(4, epoch=1)).logs["queue_used"].item() == 1
 
@@ -216,20 +216,20 @@ def test_queue_survives_checkpoint_and_resume(tmp_path: Path) -> None:
     first, module = trainer(2), make()
     first.fit(module, datamodule=data)
     first.save_checkpoint(tmp_path / "queue.ckpt")
-    saved = module.head.queue.clone()
-    assert module.head.queue_full and saved.abs().sum(dim=2).gt(0).all()
+    saved = module.head.queue.rows().clone()
+    assert module.head.queue.full and saved.abs().sum(dim=2).gt(0).all()
 
     restored: dict = {}
 
     class Capture(pl.Callback):
         def on_train_start(self, trainer, pl_module):
-            restored.update(queue=pl_module.head.queue.clone(), full=pl_module.head.queue_full)
+            restored.update(queue=pl_module.head.queue.rows().clone(), full=pl_module.head.queue.full)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             restored["queue_used"] = trainer.callback_metrics["train/queue_used"].item()
 
     resumed = make()
-    assert not resumed.head.queue_full
+    assert not resumed.head.queue.full and "head.queue._extra_state" in resumed.state_dict()
     trainer(3, [Capture()]).fit(resumed, datamodule=data, ckpt_path=tmp_path / "queue.ckpt")
     torch.testing.assert_close(restored["queue"], saved, rtol=0, atol=0)
     assert restored["full"] and restored["queue_used"] == 1.0
@@ -244,9 +244,9 @@ def test_two_processes_give_the_codes_loss_and_gradients_of_one(tmp_path: Path) 
     n, m, kwargs = 8, 4, dict(in_dim=12, hidden_dim=16, out_dim=8, num_prototypes=10, batch_norm=False)
     one = SwAVHead(**kwargs, queue_length=2 * m)
     queue = F.normalize(torch.randn(2, 2 * m, 8), dim=2)  # (G, 2m, D): rank 0's rows, then rank 1's
-    one.load_state_dict({**one.state_dict(), "_extra_state": {"queue": queue, "queue_rows": 2 * m}})
-    assert one.queue_full
-    states = [{**one.state_dict(), "_extra_state": {"queue": queue[:, r * m : (r + 1) * m], "queue_rows": m}}
+    one.load_state_dict({**one.state_dict(), "queue._extra_state": {"rows": queue, "filled": 2 * m}})
+    assert one.queue.full
+    states = [{**one.state_dict(), "queue._extra_state": {"rows": queue[:, r * m : (r + 1) * m], "filled": m}}
               for r in range(2)]  # fmt: skip
     feats = [torch.randn(n, 12) for _ in range(4)]
     ranks = run_two_ranks("swav_head", {"kwargs": {**kwargs, "queue_length": m}, "states": states,
@@ -296,3 +296,10 @@ def test_swav_recipes_assign_codes_to_the_global_crops(name: str) -> None:
     assert r["head"]["name"] == "swav" and r["augment"]["name"] == "multicrop"
     assert r["head"]["num_global"] == r["augment"]["num_global"] == 2
     assert r["head"].get("epsilon", 0.05) == 0.05 and r["head"].get("temperature", 0.1) == 0.1
+
+
+def test_restoring_a_queue_of_another_size_names_the_queue() -> None:
+    small = SwAVHead(in_dim=12, hidden_dim=16, out_dim=8, num_prototypes=10, queue_length=4)
+    large = SwAVHead(in_dim=12, hidden_dim=16, out_dim=8, num_prototypes=10, queue_length=8)
+    with pytest.raises(ValueError, match="queue: checkpoint rows have shape"):
+        large.load_state_dict(small.state_dict())

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
+from ssl_toolkit.heads.local_queue import ProcessLocalQueue
 from ssl_toolkit.heads.mlp import build_mlp
 from ssl_toolkit.losses.sinkhorn import sinkhorn
 from ssl_toolkit.losses.swav import SwAVLoss
@@ -28,10 +29,8 @@ class SwAVHead(SSLHead):
     * Queue (``queue_length`` > 0): per process and per code crop, the last ``queue_length``
       normalized embeddings. Filled from epoch ``queue_start_epoch``, used only once full: its
       rows are scored with the *current* prototypes and prepended to the batch for Sinkhorn; the
-      batch rows' codes are kept. It is saved in checkpoints and restored on resume through the
-      module's extra state (``state_dict()["..._extra_state"]``), not as a registered buffer:
-      DDP broadcasts every buffer from rank 0 before each forward (``broadcast_buffers``), which
-      would overwrite each process's own queue with rank 0's.
+      batch rows' codes are kept. A ``ProcessLocalQueue``: in checkpoints and restored on resume,
+      but not a registered buffer, which DDP would overwrite with rank 0's before every forward.
 
     Logs (per process, no host sync): ``loss_over_lnK`` (1 at collapse, SwAV README),
     ``code_max`` (mean over samples of the largest code entry: 1/K for uniform codes, 1 for hard
@@ -46,7 +45,8 @@ class SwAVHead(SSLHead):
         out_dim: embedding width D (SwAV: 128).
         num_layers: Linear layers in the projector.
         batch_norm: BN in the projector's hidden layers (SwAV: yes).
-        num_prototypes: K (SwAV: 3000).
+        num_prototypes: K (SwAV: 3000). Keep K > out_dim: otherwise the embeddings can move into
+            the prototypes' orthogonal complement, where every score is 0 and the loss sits at ln K.
         temperature: τ of the swapped prediction (SwAV: 0.1).
         epsilon: Sinkhorn ε (SwAV: 0.05).
         sinkhorn_iterations: Sinkhorn iterations (SwAV: 3).
@@ -96,8 +96,7 @@ class SwAVHead(SSLHead):
         self.epsilon, self.sinkhorn_iterations = float(epsilon), int(sinkhorn_iterations)
         self.num_global, self.freeze_prototypes_steps = int(num_global), int(freeze_prototypes_steps)
         self.queue_start_epoch = int(queue_start_epoch)
-        self._queue = torch.zeros(num_global, queue_length, out_dim)  # (G, L, D), newest rows first
-        self._queue_rows = 0  # rows filled so far (a host int: deciding "full" needs no device sync)
+        self.queue = ProcessLocalQueue(num_global, queue_length, out_dim)
         self.normalize_prototypes()
 
     @torch.no_grad()
@@ -126,46 +125,11 @@ class SwAVHead(SSLHead):
     def assign(self, scores: Tensor, crop: int) -> Tensor:
         """Codes (B, K) of code crop ``crop`` from its scores (B, K), with the queue once full."""
         offset = 0
-        if self.queue_full:
-            queue = self._queue_on(scores.device)[crop]  # (L, D)
+        if self.queue.full:
+            queue = self.queue.rows(scores.device)[crop]  # (L, D)
             offset = queue.shape[0]
             scores = torch.cat([self.scores(queue), scores])  # (L + B, K)
         return sinkhorn(scores, self.sinkhorn_iterations, self.epsilon)[offset:]
-
-    @property
-    def queue(self) -> Tensor:
-        """(G, L, D) past embeddings of the code crops, newest first (zeros where not yet filled)."""
-        return self._queue
-
-    @property
-    def queue_full(self) -> bool:
-        return self._queue.shape[1] > 0 and self._queue_rows >= self._queue.shape[1]
-
-    @torch.no_grad()
-    def enqueue(self, z: Tensor) -> None:
-        """Push the code crops' embeddings (G, B, D) to the front of the queue, oldest out."""
-        queue = self._queue_on(z.device)
-        length = queue.shape[1]
-        # A new tensor, never an in-place write: earlier state_dict() snapshots stay as they were.
-        self._queue = torch.cat([z.detach().to(queue.dtype), queue], dim=1)[:, :length]
-        self._queue_rows = min(length, self._queue_rows + z.shape[1])
-
-    def _queue_on(self, device: torch.device) -> Tensor:
-        # The queue is a plain tensor (see the class docstring), so module.to(device) skips it.
-        if self._queue.device != device:
-            self._queue = self._queue.to(device)
-        return self._queue
-
-    def get_extra_state(self) -> dict[str, Tensor | int]:
-        return {"queue": self._queue, "queue_rows": self._queue_rows}
-
-    def set_extra_state(self, state: dict[str, Tensor | int]) -> None:
-        queue = state["queue"]
-        if not isinstance(queue, Tensor) or queue.shape != self._queue.shape:
-            got = tuple(queue.shape) if isinstance(queue, Tensor) else queue
-            raise ValueError(f"queue: checkpoint has shape {got}, this head {tuple(self._queue.shape)}")
-        self._queue = queue.to(self.prototypes.weight.device, self._queue.dtype)
-        self._queue_rows = int(state["queue_rows"])
 
     def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
         num_views, g = len(views.feats), self.num_global
@@ -174,10 +138,10 @@ class SwAVHead(SSLHead):
         b = views.feats[0].shape[0]
         z = self.embed(torch.cat(views.feats))  # (V*B, D); BN statistics over all crops
         p = self.scores(z).chunk(num_views)  # V x (B, K)
-        queue_used = self.queue_full
+        queue_used = self.queue.full
         codes = [self.assign(p[a], a) for a in range(g)]  # G x (B, K)
-        if self._queue.shape[1] > 0 and batch.epoch >= self.queue_start_epoch:
-            self.enqueue(z[: g * b].detach().unflatten(0, (g, b)))
+        if self.queue.length > 0 and batch.epoch >= self.queue_start_epoch:
+            self.queue.push(z[: g * b].detach().unflatten(0, (g, b)))
         loss = self.loss(list(p), codes)
         return HeadOutput(loss=loss, logs=self._logs(loss, torch.cat(codes), z[:b], queue_used))
 

@@ -15,15 +15,18 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.cli import main
+from ssl_toolkit.data.resumable import ResumableSampler
 from ssl_toolkit.recipe import RecipeError
 from ssl_toolkit.resume import find_resume, run_folders
 
-# Killed right after optimizer step K, i.e. after the checkpoint of step 6 and before the one of
-# step 8; 64 images / batch 16 = 4 steps per epoch, so step 6 is in the middle of epoch 1.
+# Killed right after optimizer step K (a checkpoint every 2 steps, 64 images / batch 16 = 4 steps
+# per epoch): K = 7 resumes from step 6, in the middle of epoch 1; K = 9 from step 8, the end of
+# epoch 1 (its loader position is "epoch 2, batch 0").
 KILLER = """
 import os, signal, sys
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.cli import main
+from ssl_toolkit.data.resumable import ResumableSampler
 
 def on_train_batch_end(self, outputs, batch, batch_idx):
     if self.global_step == int(sys.argv[1]):
@@ -66,17 +69,26 @@ def _assert_same_tensors(a: object, b: object, where: str) -> None:
         assert a == b, where
 
 
-def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted_run(tmp_path: Path) -> None:
-    assert main(["fit", str(_recipe(tmp_path, "straight"))]) == 0
-    reference = _load(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("straight")
+    assert main(["fit", str(_recipe(tmp, "straight"))]) == 0
+    return _load(tmp / "straight" / "checkpoints" / "last.ckpt")
 
+
+@pytest.mark.parametrize(("kill_after", "resume_epoch"), [(7, 1), (9, 2)])  # mid-epoch; right after an epoch
+def test_sigkill_then_resume_auto_matches_uninterrupted_run(
+    tmp_path: Path, reference: dict, kill_after: int, resume_epoch: int
+) -> None:
     killed = _recipe(tmp_path, "killed")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    res = subprocess.run([sys.executable, "-c", KILLER, "7", "fit", str(killed)], env=env, cwd=tmp_path,
+    res = subprocess.run([sys.executable, "-c", KILLER, str(kill_after), "fit", str(killed)], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode == -9, res.stderr[-2000:]  # SIGKILL
     run = tmp_path / "killed"
-    assert _load(run / "checkpoints" / "last.ckpt")["global_step"] == 6
+    saved = _load(run / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == kill_after - 1
+    assert saved["SyntheticData"] == {"epoch": resume_epoch, "batches": (kill_after - 1) % 4}  # loader position
     before = {p: p.read_bytes() for p in [run / "recipe.yaml", run / "run.json", run / "csv" / "metrics.csv"]}
 
     assert main(["fit", str(killed), "resume=auto"]) == 0
@@ -92,11 +104,11 @@ def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted_run(tmp_path: 
     assert not (tmp_path / "killed_1").exists()
     assert all(p.read_bytes() == data for p, data in before.items())
     record = json.loads((run / "resume-1.json").read_text())
-    assert record["step"] == 6 and record["epoch"] == 1 and record["checkpoint"].endswith("last.ckpt")
+    assert record["step"] == kill_after - 1 and record["checkpoint"].endswith("last.ckpt")
     steps = [
         int(line.split(",")[1]) for line in (run / "csv" / "resume-1" / "metrics.csv").read_text().splitlines()[1:]
     ]
-    assert steps[0] == 6 and max(steps) == 9  # logged steps count from 0: the 7th to the 10th step
+    assert steps[0] == kill_after - 1 and max(steps) == 9  # logged from 0: the steps after the checkpoint
 
 
 def test_resume_auto_without_checkpoint_starts_a_new_run(tmp_path: Path) -> None:
@@ -123,3 +135,17 @@ def test_resume_picks_newest_run_folder_and_most_advanced_checkpoint(tmp_path: P
         find_resume(str(tmp_path / "out_10"), "x")
     with pytest.raises(RecipeError, match="^resume: 'nowhere' is neither auto, none"):
         find_resume("nowhere", "x")
+
+
+def test_sampler_order_depends_on_seed_and_epoch_and_skips_trained_batches() -> None:
+    data = list(range(40))
+    perm = [torch.randperm(40, generator=torch.Generator().manual_seed(7 + e)).tolist() for e in range(3)]
+    sampler = ResumableSampler(data, batch_size=4, seed=7)
+    assert list(sampler) == perm[0]
+    sampler.set_epoch(2)
+    assert list(sampler) == perm[2] and len(sampler) == 40
+    resumed = ResumableSampler(data, batch_size=4, seed=7, resume={"epoch": 1, "batches": 3})
+    assert list(resumed) == perm[1][12:] and len(resumed) == 40  # len: Lightning counts the skipped batches
+    assert list(resumed) == perm[1]  # the skip applies to one pass only
+    ended = ResumableSampler(data, batch_size=4, seed=7, resume={"epoch": 1, "batches": 10})
+    assert list(ended) == perm[2]

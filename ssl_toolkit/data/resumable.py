@@ -57,8 +57,10 @@ class ResumableSampler(DistributedSampler):
 
 def loader_position(trainer: Any) -> dict[str, int]:
     """``{"epoch": e, "batches": k}``: k batches of epoch e are trained on (Lightning's loop progress;
-    at the end of an epoch k is the whole epoch). Empty outside ``fit``."""
+    at the end of an epoch: epoch e + 1, 0 batches). Empty outside ``fit``."""
     if trainer is None or trainer.state.fn != "fit":
         return {}
     done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    if done >= trainer.num_training_batches:  # the epoch is over (also when limit_train_batches cut it)
+        return {"epoch": int(trainer.current_epoch) + 1, "batches": 0}
     return {"epoch": int(trainer.current_epoch), "batches": int(done)}

@@ -118,7 +118,9 @@ class SSLModule(pl.LightningModule):
         info = BatchInfo(labels=labels, index=index, step=self.global_step, epoch=self.current_epoch)
         out = self.head(Views(feats, teacher=teacher), info)
         batch_size = labels.shape[0]
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch_size)
+        # Not prog_bar: Lightning turns progress-bar values into Python floats after EVERY step (a
+        # host sync per step on a GPU); logged values are only read every log_every_n_steps.
+        self.log("train/loss", out.loss, batch_size=batch_size)
         if out.logs:
             self.log_dict({f"train/{k}": v for k, v in out.logs.items()}, batch_size=batch_size)
         return {"loss": out.loss, "feats": feats[0].detach()}

@@ -35,6 +35,12 @@ class _AntialiasedResizedCrop(K.RandomResizedCrop):
         return roi_align(input, boxes, output_size=flags["size"], spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
+def _unless_never(op: nn.Module) -> nn.Module:
+    """``op``, or Identity when its probability is 0: kornia still draws parameters and copies the
+    batch for an op that never applies (the demo recipes set grayscale_p = blur_p = solarize_p = 0)."""
+    return nn.Identity() if op.p == 0.0 else op
+
+
 def _probability(name: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
@@ -116,13 +122,15 @@ class SimCLRAugment(nn.Module):
             ),
             K.RandomHorizontalFlip(p=_probability("flip_p", flip_p)),
             RandomOrderColorJitter(brightness, contrast, saturation, hue, p=_probability("jitter_p", jitter_p)),
-            K.RandomGrayscale(p=_probability("grayscale_p", grayscale_p)),
-            K.RandomGaussianBlur(
-                self.blur_kernel_size, _ordered_pair("blur_sigma", blur_sigma), p=_probability("blur_p", blur_p)
+            _unless_never(K.RandomGrayscale(p=_probability("grayscale_p", grayscale_p))),
+            _unless_never(
+                K.RandomGaussianBlur(
+                    self.blur_kernel_size, _ordered_pair("blur_sigma", blur_sigma), p=_probability("blur_p", blur_p)
+                )
             ),
             # kornia's defaults (0.1, 0.1) jitter the threshold and add a brightness offset; SimCLR/BYOL
             # solarization is a plain "invert at or above 0.5".
-            K.RandomSolarize(thresholds=0.0, additions=0.0, p=_probability("solarize_p", solarize_p)),
+            _unless_never(K.RandomSolarize(thresholds=0.0, additions=0.0, p=_probability("solarize_p", solarize_p))),
         )
         if not all(v > 0.0 for v in _floats("std", std, 3)):
             raise ValueError(f"std must be > 0, got {std!r}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
@@ -82,8 +83,8 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
 
     ``recipe["resume"]`` (``none`` by default, ``auto``, a checkpoint or a run folder) continues a
     run in its own folder: optimizer, scheduler, EMA teacher, head buffers, callback states, RNG
-    states and the loader position come from the checkpoint; earlier files are kept (the CSV log
-    is appended to, the resume is recorded in ``resume-N.json``).
+    states and the loader position come from the checkpoint; earlier files are kept (the resumed
+    part logs to ``csv/resume-N/``, the resume is recorded in ``resume-N.json``).
     """
     pl.seed_everything(int(recipe.get("seed", 0)), workers=True, verbose=False)
     parts = build_parts(recipe)
@@ -101,33 +102,14 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
             check_fits(parts.module, point)
     if point is not None:
         # Lightning's CSV writer would replace csv/metrics.csv: the resumed part goes to csv/resume-N/.
-        resume_name = next(f"resume-{n}" for n in range(1, 10**6) if not (run_dir / f"resume-{n}.json").exists())
+        version = resume_name(run_dir)
         trainer.loggers = [
-            CSVLogger(save_dir=str(run_dir), name="csv", version=resume_name) if isinstance(lg, CSVLogger) else lg
+            CSVLogger(save_dir=str(run_dir), name="csv", version=version) if isinstance(lg, CSVLogger) else lg
             for lg in trainer.loggers
         ]
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-    run_dir.mkdir(parents=True, exist_ok=True)  # first write: every check above has passed
-    meta = {
-        "git_commit": git_commit(),
-        "command": argv if argv is not None else sys.argv,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": pl.__version__,
-    }
-    if point is None:
-        (run_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
-    else:
-        record = {**meta, "checkpoint": str(point.checkpoint), "step": point.step, "epoch": point.epoch,
-                  "recipe": resolved}  # fmt: skip
-        (run_dir / f"{resume_name}.json").write_text(json.dumps(record, indent=2) + "\n")
-        for tmp in (run_dir / "checkpoints").glob(".*.tmp"):  # a save cut short by the crash
-            tmp.unlink()
-    skipped = getattr(parts.datamodule, "skipped", [])  # image files left out as undecodable
-    if skipped and not (run_dir / "bad_files.txt").exists():
-        (run_dir / "bad_files.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))
+    if rank_zero_only.rank == 0:  # DDP: only rank 0 writes (loggers and checkpoints do the same)
+        write_run_files(run_dir, resolved, argv, point, getattr(parts.datamodule, "skipped", []))
     start = time.perf_counter()
     with warnings.catch_warnings():
         # SSLModule owns on_after_batch_transfer on purpose (augmentation on the device).
@@ -175,6 +157,46 @@ def held_logs(name: str) -> Iterator[None]:
         logger.handlers = handlers
     for record in held.buffer:  # reached only without an exception
         logger.handle(record)
+
+
+def write_run_files(
+    run_dir: Path,
+    resolved: dict[str, Any],
+    argv: list[str] | None,
+    point: ResumePoint | None,
+    skipped: list[tuple[str, str]],
+) -> None:
+    """The run folder's own files, written once every check has passed.
+
+    A new run gets ``recipe.yaml`` and ``run.json``; a resumed one ``resume-N.json`` (and a temporary
+    file of a save cut short by the crash is removed). Image files skipped as undecodable are listed
+    in ``bad_files.txt``.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "git_commit": git_commit(),
+        "command": argv if argv is not None else sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+    }
+    if point is None:
+        (run_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    else:
+        record = {**meta, "checkpoint": str(point.checkpoint), "step": point.step, "epoch": point.epoch,
+                  "recipe": resolved}  # fmt: skip
+        (run_dir / f"{resume_name(run_dir)}.json").write_text(json.dumps(record, indent=2) + "\n")
+        for tmp in (run_dir / "checkpoints").glob(".*.tmp"):
+            tmp.unlink()
+    if skipped and not (run_dir / "bad_files.txt").exists():
+        (run_dir / "bad_files.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))
+
+
+def resume_name(run_dir: Path) -> str:
+    """``resume-N`` for the first N without a ``resume-N.json`` in ``run_dir``."""
+    return next(f"resume-{n}" for n in range(1, 10**6) if not (run_dir / f"resume-{n}.json").exists())
 
 
 def check_batch_per_process(datamodule: pl.LightningDataModule, trainer: pl.Trainer) -> None:

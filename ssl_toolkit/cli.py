@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         "fit",
         help="train from a recipe",
         description="Train from a recipe YAML; "
-        "override any key with key=value (e.g. data.batch_size=32 trainer.max_steps=3).",
+        "override any key with key=value (e.g. data.batch_size=32 trainer.max_steps=3). "
+        "resume=auto continues the newest run of out_dir from its newest checkpoint "
+        "(resume=PATH: a checkpoint or run folder).",
     )
     p_fit.add_argument("recipe", help="path to a recipe YAML (see `ssl-toolkit recipes`)")
     p_fit.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")

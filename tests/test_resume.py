@@ -99,6 +99,8 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(
     _assert_same_tensors(resumed["state_dict"], reference["state_dict"], "state_dict")  # bit for bit
     _assert_same_tensors(resumed["optimizer_states"], reference["optimizer_states"], "optimizer")
     assert resumed["lr_schedulers"][0]["last_epoch"] == reference["lr_schedulers"][0]["last_epoch"] == 10
+    curves = resumed["callbacks"]["Curves"]  # callback state: the loss history has every step, once
+    assert curves["loss_steps"] == list(range(1, 11)) and curves == reference["callbacks"]["Curves"]
 
     # Same folder, nothing lost: earlier files untouched, the resume recorded and logged apart.
     assert not (tmp_path / "killed_1").exists()

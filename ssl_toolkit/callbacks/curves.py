@@ -38,11 +38,7 @@ class Curves(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        if self._pending:
-            values = torch.stack([v for _, v in self._pending]).float().cpu().tolist()  # one sync per epoch
-            self.loss_steps += [s for s, _ in self._pending]
-            self.losses += values
-            self._pending.clear()
+        self._flush()  # one sync per epoch
         for key in ACCURACY_KEYS + RANKME_KEYS:
             if key not in trainer.callback_metrics:
                 continue
@@ -58,7 +54,15 @@ class Curves(pl.Callback):
                 logger.log_image(key="curves", images=[str(self.path)], step=trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
+        self._flush()  # a mid-epoch checkpoint keeps this epoch's losses too (one sync per save)
         return {"loss_steps": self.loss_steps, "losses": self.losses, "epoch_metrics": self.epoch_metrics}
+
+    def _flush(self) -> None:
+        if self._pending:
+            values = torch.stack([v for _, v in self._pending]).float().cpu().tolist()
+            self.loss_steps += [s for s, _ in self._pending]
+            self.losses += values
+            self._pending.clear()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.loss_steps = list(state_dict["loss_steps"])

@@ -201,6 +201,24 @@ def swav_ddp_queue(inputs: dict, rank: int, world: int) -> dict:
 CASES["swav_ddp_queue"] = swav_ddp_queue
 
 
+def sync_batchnorm(inputs: dict, rank: int, world: int) -> dict:
+    """AllReduceBatchNorm (train mode) on this rank's rows; loss = sum(w * y)."""
+    from ssl_toolkit.sync_batchnorm import AllReduceBatchNorm
+
+    n = inputs["x"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    bn = AllReduceBatchNorm(3, momentum=0.3)
+    bn.load_state_dict(inputs["state"])
+    x = inputs["x"][rows].clone().requires_grad_(True)
+    y = bn(x)
+    (inputs["w"][rows] * y).sum().backward()
+    return {"y": y.detach(), "grad_x": x.grad, "grad_weight": bn.weight.grad, "grad_bias": bn.bias.grad,
+            "running_mean": bn.running_mean, "running_var": bn.running_var}  # fmt: skip
+
+
+CASES["sync_batchnorm"] = sync_batchnorm
+
+
 def main() -> None:
     case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

@@ -1,0 +1,89 @@
+"""2-process DDP ``fit`` (gloo, CPU, SyncBN) ends with the weights of a 1-process fit on the same
+global batch, for every head/loss that gathers across processes; and the SyncBN layer alone.
+
+The fits run in tests/ddp_fit_worker.py: once in one process (``python``) and once in two DDP
+processes (``torchrun --standalone --nproc_per_node 2``, the README's multi-GPU command), 3 steps of
+a global batch of 16 (8 per rank), ``trainer.sync_batchnorm: true``. Two launches in all, shared by
+the parametrized cases (~1 minute on 2 busy cores).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_distributed import run_two_ranks
+from torch import nn
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).with_name("ddp_fit_worker.py")
+# recipes/fashion_mnist/<name>.yaml whose head or loss gathers across processes; one entry per head.
+GATHERING = ["simclr", "dcl", "dclw", "amcl", "mocov2", "mochi", "swav", "hydra"]
+
+
+@pytest.fixture(scope="module")
+def fits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ddp_fit")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    commands = [
+        [sys.executable, str(WORKER), str(out), "1", *GATHERING],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(WORKER), str(out), "2", *GATHERING],
+    ]  # fmt: skip
+    for command in commands:
+        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("name", GATHERING)
+def test_two_process_fit_with_syncbn_equals_one_process(name: str, fits: Path) -> None:
+    one, two = (torch.load(fits / f"{name}-world{w}.pt") for w in (1, 2))
+    assert one["steps"] == two["steps"] == 3
+    # lr per 256 images scaled by the GLOBAL batch (16 = 2 ranks x 8), the same in both set-ups.
+    assert one["initial_lr"] == two["initial_lr"] == pytest.approx(0.3 * 16 / 256)
+    assert one["sync_bn_layers"] == 0 and two["sync_bn_layers"] > 0
+    assert one["state"].keys() == two["state"].keys()
+    updated = 0
+    for key, a in one["state"].items():
+        b, start = two["state"][key], one["initial"][key]
+        if not a.is_floating_point():
+            assert torch.equal(a, b), key  # queue pointers, BN step counts
+            continue
+        if a.numel() == 0:
+            continue
+        update = (a - start).abs().max().item()
+        allowed = 0.02 * update + 1e-6 * max(a.abs().max().item(), 1e-3)  # << the step, ~ float noise
+        assert (a - b).abs().max().item() <= allowed, f"{key}: 2 processes differ from 1"
+        updated += update > 10 * allowed
+    assert updated > len(one["state"]) // 4  # training moved the weights far beyond the tolerance
+
+
+def test_sync_batchnorm_two_processes_equal_batchnorm_on_global_batch(tmp_path: Path) -> None:
+    """AllReduceBatchNorm on 2 x 6 samples = nn.BatchNorm2d on 12: output, gradients, running stats."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 3, 4, 4, generator=g) * 2 + 1
+    w = torch.randn(12, 3, 4, 4, generator=g)  # loss = sum(w * y): a non-uniform upstream gradient
+    bn = nn.BatchNorm2d(3, momentum=0.3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 0.5, 2.0]))
+        bn.bias.copy_(torch.tensor([0.0, 0.1, -0.2]))
+    ranks = run_two_ranks("sync_batchnorm", {"x": x, "w": w, "state": bn.state_dict()}, tmp_path)
+    xx = x.clone().requires_grad_(True)
+    y = bn(xx)
+    (w * y).sum().backward()
+    torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), y.detach(), rtol=1e-5, atol=1e-6)
+    # The all-reduce backward carries the other rank's loss, so each rank's input gradient is the
+    # global one (rows of its own samples).
+    torch.testing.assert_close(torch.cat([r["grad_x"] for r in ranks]), xx.grad, rtol=1e-5, atol=1e-6)
+    # Parameter gradients are per rank (its own samples); their sum is the global one.
+    torch.testing.assert_close(sum(r["grad_weight"] for r in ranks), bn.weight.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sum(r["grad_bias"] for r in ranks), bn.bias.grad, rtol=1e-5, atol=1e-5)
+    for r in ranks:
+        torch.testing.assert_close(r["running_mean"], bn.running_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["running_var"], bn.running_var, rtol=1e-5, atol=1e-6)

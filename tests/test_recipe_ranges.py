@@ -41,6 +41,9 @@ BAD_OVERRIDES = [
     # batch_size is per process: 16 x 8 processes cannot be fed by 64 images
     ("trainer.devices=8", "data.batch_size: 16 per process x 8 processes needs 128 training images per step"),
     ("resume=/no/such/run", "resume: '/no/such/run' is neither auto, none, a checkpoint file nor a run folder"),
+    # recipes name classes from literal tables only: no imports, no code
+    ("head.name=os.system", "head.name: unknown 'os.system'"),
+    ("head.loss.name=builtins.eval", "head.loss.name: unknown 'builtins.eval'"),
 ]
 
 

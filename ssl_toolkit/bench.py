@@ -1,6 +1,8 @@
 """``bench``: what the toolkit costs on top of the bare backbone, on the current device.
 
-Three throughputs (images/s, warm-up steps excluded, the device synchronized before each clock read):
+Three throughputs in images/s, warm-up steps excluded. On CUDA: the mean over the timed steps, the
+device synchronized only at both ends (steps still overlap as in training). On the CPU: from the
+median step time, which a burst of other work on a shared machine does not move:
 
 * (a) ``backbone``: forward + backward of the backbone alone on one batch's augmented views, one
   call per resolution group (the views the recipe's augment produces, same precision and memory
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import statistics
 import time
 import warnings
 from collections.abc import Iterator
@@ -107,6 +110,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _rate(stamps: list[float], images_per_step: int, device: torch.device) -> float:
+    """Images/s from the clock read before each timed step and after the last one (N + 1 stamps)."""
+    steps = [b - a for a, b in itertools.pairwise(stamps)]
+    if device.type == "cpu":
+        return images_per_step / statistics.median(steps)
+    return images_per_step * len(steps) / (stamps[-1] - stamps[0])
+
+
 def _count(values: Iterator[int]) -> list[tuple[int, int]]:
     counts: dict[int, int] = {}
     for v in values:
@@ -152,11 +163,13 @@ def _backbone_throughput(module: SSLModule, views: list[Tensor], precision: str,
     for _ in range(warmup):
         step()
     _sync(device)
-    start = time.perf_counter()
+    stamps = [time.perf_counter()]
     for _ in range(steps):
         step()
+        stamps.append(time.perf_counter())
     _sync(device)
-    return batch * steps / (time.perf_counter() - start)
+    stamps[-1] = time.perf_counter()
+    return _rate(stamps, batch, device)
 
 
 class _Repeat:
@@ -185,21 +198,22 @@ class _CachedBatches(pl.LightningDataModule):
 
 
 class _StepTimer(pl.Callback):
-    """Clock from the start of step ``warmup`` to the end of training, synchronized both ends."""
+    """Clock read at the start of every step from ``warmup`` on and at the end of training; the
+    device is synchronized at the first and the last read only."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.seconds, self.images = warmup, 0.0, 0.0, 0
+        self.warmup, self.stamps, self.batch_size = warmup, [], 0
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if batch_idx == self.warmup:
             _sync(pl_module.device)
-            self.start = time.perf_counter()
         if batch_idx >= self.warmup:
-            self.images += int(batch[1].shape[0])
+            self.stamps.append(time.perf_counter())
+            self.batch_size = int(batch[1].shape[0])
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         _sync(pl_module.device)
-        self.seconds = time.perf_counter() - self.start
+        self.stamps.append(time.perf_counter())
 
 
 def _step_throughput(
@@ -226,4 +240,4 @@ def _step_throughput(
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
         warnings.filterwarnings("ignore", message=".*(num_workers|have no `validation_step`|log_every_n_steps).*")
         trainer.fit(module, datamodule=_CachedBatches(batch, warmup + steps))
-    return timer.images / timer.seconds
+    return _rate(timer.stamps, timer.batch_size, device)

@@ -4,7 +4,7 @@
 #      again with channels_last; then SwAV multi-crop (2 x 224 + 6 x 96) if its recipe exists;
 #   2. augmentation throughput: kornia SimCLR views on the GPU vs torchvision v2 per image on CPU
 #      workers (the path the toolkit avoids);
-#   3. SimCLR with module.compile_backbone=true (last: compilation may take a minute; capped).
+#   3. SimCLR with module.compile_backbone=true (last: compilation may take a minute; capped at 100 s).
 # The ImageNet-100 recipes get synthetic 224 px data (no ImageNet needed), so loader_img_s here is
 # an in-memory loader, not JPEG decoding.
 #
@@ -96,6 +96,6 @@ print(f"torchvision v2 per image, {workers} CPU workers, 2 views: {count / (time
 EOF
 echo "(augmentation rc $?)"
 
-run "SimCLR + torch.compile (backbone)" 150 "$PY" -m ssl_toolkit.cli bench "$TMP/simclr.yaml" module.compile_backbone=true --steps 20 --warmup 5
+run "SimCLR + torch.compile (backbone)" 100 "$PY" -m ssl_toolkit.cli bench "$TMP/simclr.yaml" module.compile_backbone=true --steps 20 --warmup 5
 echo; echo "== done $(date -u +%Y-%m-%dT%H:%M:%SZ); output in $OUT"
 rm -rf "$TMP"

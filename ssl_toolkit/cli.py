@@ -1,5 +1,5 @@
-"""``ssl-toolkit`` command line: ``fit`` a recipe, ``bench`` its speed, list ``recipes``; ``probe``, ``knn`` and ``select``
-evaluate checkpoints offline."""
+"""``ssl-toolkit`` command line: ``fit`` a recipe, ``bench`` its speed, list ``recipes``;
+``probe``, ``knn`` and ``select`` evaluate checkpoints offline."""
 
 from __future__ import annotations
 

@@ -9,4 +9,11 @@ from ssl_toolkit.augment.simclr import SimCLRAugment
 # Recipe name -> augmentation class; the only registry in this package.
 AUGMENTS = {"simclr": SimCLRAugment, "multicrop": MultiCropAugment}
 
-__all__ = ["AUGMENTS", "JitterParams", "MultiCropAugment", "RandomOrderColorJitter", "SimCLRAugment", "apply_color_jitter"]
+__all__ = [
+    "AUGMENTS",
+    "JitterParams",
+    "MultiCropAugment",
+    "RandomOrderColorJitter",
+    "SimCLRAugment",
+    "apply_color_jitter",
+]

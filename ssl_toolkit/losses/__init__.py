@@ -12,4 +12,14 @@ from ssl_toolkit.losses.swav import SwAVLoss
 # (query, key, queue) is for a MoCo head that owns the queue.
 LOSSES = {"ntxent": NTXentLoss, "dcl": DCLLoss, "dclw": DCLWLoss}
 
-__all__ = ["LOSSES", "AMCLLoss", "PairTemperature", "DCLLoss", "DCLWLoss", "MoCHiLoss", "NTXentLoss", "SwAVLoss", "sinkhorn"]
+__all__ = [
+    "LOSSES",
+    "AMCLLoss",
+    "PairTemperature",
+    "DCLLoss",
+    "DCLWLoss",
+    "MoCHiLoss",
+    "NTXentLoss",
+    "SwAVLoss",
+    "sinkhorn",
+]

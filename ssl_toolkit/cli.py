@@ -1,5 +1,5 @@
 """``ssl-toolkit`` command line: ``fit`` a recipe, ``bench`` its speed, list ``recipes``;
-``probe``, ``knn`` and ``select`` evaluate checkpoints offline."""
+``probe``, ``knn`` and ``select`` evaluate checkpoints offline; ``export`` writes a backbone for timm."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: %(default)s)")
     p_list = sub.add_parser("recipes", help="list the shipped recipes", description="List the shipped recipes.")
     p_list.add_argument("--dir", default=str(RECIPES_DIR), help="recipes folder (default: %(default)s)")
+    p_export = sub.add_parser(
+        "export",
+        help="backbone weights as safetensors for timm",
+        description="Write a checkpoint's backbone weights as safetensors that "
+        "timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=PATH, num_classes=0)) loads. "
+        "The checkpoint is read with weights_only=True; an existing file is never overwritten without --force.",
+    )
+    p_export.add_argument("checkpoint", help="a .ckpt file written by `ssl-toolkit fit`")
+    p_export.add_argument("--out", default=None, help="file to write (default: <run>/export/<checkpoint>.safetensors)")
+    p_export.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     evaluators = _add_eval_parsers(sub)
     words = sys.argv[1:] if argv is None else list(argv)
     if words and words[0] in evaluators:  # options may come after the data.KEY=VALUE positionals
@@ -57,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from ssl_toolkit.recipe import RecipeError  # heavy imports after parsing: `--help` stays instant
 
     try:
+        if args.command == "export":
+            return _export(args)
         return _select(args) if args.command == "select" else _evaluate(args)
     except (RecipeError, ValueError, FileNotFoundError) as e:
         print(f"ssl-toolkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
@@ -118,6 +130,23 @@ def _data_overrides(items: list[str]) -> dict[str, Any] | None:
     except OmegaConfBaseException as e:
         raise RecipeError(f"override: {str(e).splitlines()[0]}") from None
     return data or None
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``export``: the checkpoint's backbone as safetensors; print how to load it."""
+    from ssl_toolkit.checkpoint import run_dir_of
+    from ssl_toolkit.export import export_backbone
+
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else run_dir_of(ckpt) / "export" / f"{ckpt.stem}.safetensors"
+    result = export_backbone(ckpt, out, force=args.force)
+    print(f"written: {result.path} ({result.num_tensors} tensors of {result.model_name})")
+    if result.small_image_stem:
+        print("load: build_backbone(name, small_image_stem=True).load_state_dict(safetensors.torch.load_file(PATH))")
+    else:
+        print(f"load: timm.create_model({result.model_name!r}, pretrained=True, "
+              f"pretrained_cfg_overlay=dict(file={str(result.path)!r}, num_classes=0))")  # fmt: skip
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -1,0 +1,64 @@
+"""Export a trained backbone as a safetensors file that timm loads as pretrained weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ssl_toolkit.backbone import build_backbone
+from ssl_toolkit.checkpoint import CheckpointError, checkpoint_recipe, read_checkpoint
+
+PREFIX = "backbone."
+
+
+@dataclass
+class ExportResult:
+    """What ``export_backbone`` wrote: the file, the timm model name, and the tensor count."""
+
+    path: Path
+    model_name: str
+    num_tensors: int
+    small_image_stem: bool
+
+
+def export_backbone(checkpoint: str | Path, out: str | Path, force: bool = False) -> ExportResult:
+    """Write the ``backbone.*`` weights of ``checkpoint`` to ``out`` (safetensors, prefix removed).
+
+    The checkpoint is read with ``weights_only=True``. Before anything is written the weights are
+    loaded strictly into the recipe's backbone (``build_backbone`` with the same arguments), so a
+    file that would not load is never produced. A standard-stem backbone then loads with
+    ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=out, num_classes=0))``;
+    a ``small_image_stem`` one has a different first conv, so it loads into
+    ``build_backbone(name, small_image_stem=True)`` (``safetensors.torch.load_file`` +
+    ``load_state_dict``). The file's metadata names the model, the stem and the source checkpoint.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, no backbone weights, weights that do not fit the
+            recipe's backbone, or ``out`` exists and ``force`` is False (nothing is overwritten).
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    if out.exists() and not force:
+        raise CheckpointError(f"--out: {out} exists; choose another path or pass --force")
+    ckpt = read_checkpoint(checkpoint)
+    spec = dict(checkpoint_recipe(ckpt, checkpoint)["backbone"])
+    weights = {k[len(PREFIX) :]: v.contiguous() for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)}
+    if not weights:
+        raise CheckpointError(f"checkpoint: {checkpoint} has no backbone.* weights")
+    spec["pretrained"] = False
+    model = build_backbone(**spec)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"checkpoint: {checkpoint} backbone does not fit {spec['name']!r} ({detail})") from None
+    small = bool(spec.get("small_image_stem", False))
+    metadata = {"model_name": spec["name"], "small_image_stem": str(small), "source": str(checkpoint.resolve()),
+                "format": "pt", "step": str(int(ckpt.get("global_step", -1)))}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in weights.items()}, tmp, metadata)
+    tmp.replace(out)
+    return ExportResult(path=out, model_name=spec["name"], num_tensors=len(weights), small_image_stem=small)

@@ -79,3 +79,16 @@ def test_export_never_overwrites_and_reports_bad_checkpoints(tmp_path: Path, cap
     not_a_ckpt.write_text("hello")
     assert main(["export", str(not_a_ckpt), "--out", str(target)]) == 2
     assert "not a PyTorch checkpoint" in capsys.readouterr().err and not target.exists()
+
+
+def test_export_refuses_pickled_code(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    class Payload:  # unpickling this would call a function: weights_only refuses it
+        def __reduce__(self) -> tuple:
+            return (print, ("pickled code ran",))
+
+    bomb = tmp_path / "bomb.ckpt"
+    torch.save({"state_dict": {}, "x": Payload()}, bomb)
+    target = tmp_path / "never.safetensors"
+    assert main(["export", str(bomb), "--out", str(target)]) == 2
+    out = capsys.readouterr()
+    assert "refuses" in out.err and "pickled code ran" not in out.out and not target.exists()

@@ -140,7 +140,7 @@ class MoCHiHead(SSLHead):
         else:
             self.enqueue([k2], batch.index)
         logs["z_std"] = embedding_spread(q1)
-        logs["mixing"] = torch.tensor(float(mix and self.loss.num_hard > 0), device=q1.device)
+        logs["mixing"] = q1.new_zeros((), dtype=torch.float32) + float(mix and self.loss.num_hard > 0)  # no H2D copy
         return HeadOutput(loss=loss, logs=logs)
 
 

@@ -155,6 +155,6 @@ class SwAVHead(SSLHead):
             "code_max": codes.max(dim=1).values.mean(),
             "code_entropy": -(mean_code * mean_code.clamp_min(1e-12).log()).sum(),
             "prototypes_used": used,
-            "queue_used": torch.tensor(float(queue_used), device=codes.device),
+            "queue_used": codes.new_zeros((), dtype=torch.float32) + float(queue_used),  # no H2D copy
             "z_std": embedding_spread(z),
         }

@@ -149,7 +149,9 @@ class HydraHead(SSLHead):
         if len(views.feats) < 2:
             raise ValueError(f"HydraHead needs at least 2 views, got {len(views.feats)}")
         y1 = batch.labels
-        if bool((y1 < 0).any()) or bool((y1 >= self.num_classes).any()):
+        # The recipe builder already refuses label-free data; this per-batch check would be a host
+        # sync on an accelerator, so it only runs where it is free (CPU tensors).
+        if y1.device.type == "cpu" and (bool((y1 < 0).any()) or bool((y1 >= self.num_classes).any())):
             raise ValueError(f"HydraHead needs class labels in [0, {self.num_classes}), got {y1.tolist()[:8]}...")
         y2 = self.partner_classes(y1)
         gate = self.gate(y1, y2)  # (B, D)

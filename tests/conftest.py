@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_BACKBONE = "test_resnet"  # timm's tiny ResNet for tests (96 features)
@@ -16,6 +17,18 @@ os.environ.setdefault("WANDB_MODE", "offline")
 # One thread: the suite shares 2 cores with dataloader workers and 2-process tests; more threads
 # oversubscribe and get much slower.
 torch.set_num_threads(1)
+
+
+class CountingBackbone(nn.Module):
+    """Wraps a backbone and records the input shape of every call (one call per resolution)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.num_features, self.calls = inner, inner.num_features, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        return self.inner(x)
 
 
 @pytest.fixture

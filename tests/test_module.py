@@ -7,23 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_BACKBONE
+from conftest import TINY_BACKBONE, CountingBackbone
 from ssl_toolkit.augment import SimCLRAugment
 from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.heads import SimCLRHead
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import LARS, WarmupCosine
-
-
-class CountingBackbone(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner, self.num_features, self.calls = inner, inner.num_features, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls.append(tuple(x.shape))
-        return self.inner(x)
 
 
 def make_module(backbone: nn.Module | None = None) -> SSLModule:

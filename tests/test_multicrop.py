@@ -8,9 +8,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from conftest import TINY_BACKBONE
+from conftest import TINY_BACKBONE, CountingBackbone
 from ssl_toolkit.augment import MultiCropAugment
 from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.data import SyntheticData
@@ -19,16 +18,6 @@ from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import LARS
 
 NO_COLOUR = dict(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-
-
-class CountingBackbone(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner, self.num_features, self.calls = inner, inner.num_features, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls.append(tuple(x.shape))
-        return self.inner(x)
 
 
 def test_views_have_the_configured_sizes_and_order(images: torch.Tensor) -> None:

@@ -141,11 +141,11 @@ CASES["hydra"] = hydra
 
 
 def mocov2_head(inputs: dict, rank: int, world: int) -> dict:
-    """MoCoV2Head (symmetric) on this rank's rows: loss, feature gradients, and the queue after the
-    enqueue of the keys gathered from both ranks."""
-    from ssl_toolkit.heads import BatchInfo, MoCoV2Head, Views
+    """MoCoV2Head (symmetric; or ``inputs["name"]`` from HEADS) on this rank's rows: loss, feature
+    gradients, and the queue after the enqueue of the keys gathered from both ranks."""
+    from ssl_toolkit.heads import HEADS, BatchInfo, Views
 
-    head = MoCoV2Head(**inputs["kwargs"])
+    head = HEADS[inputs.get("name", "mocov2")](**inputs["kwargs"])
     head.load_state_dict(inputs["state"])
     n = inputs["index"].shape[0] // world
     rows = slice(rank * n, (rank + 1) * n)

@@ -119,3 +119,31 @@ def test_label_free_metrics_two_processes_equal_one(tmp_path: Path) -> None:
         assert r["auc"] == expected["auc"] and r["mean_rank"] == expected["mean_rank"]
         for key in ("lidar", "alpha_req", "tolerance", "alignment", "uniformity"):
             assert r[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
+
+
+@pytest.mark.distributed
+def test_feature_transformation_head_two_processes_equal_one(tmp_path: Path) -> None:
+    """Every process draws the same lambda, mu and permutation from the head's seeded generator, so
+    the transformed loss, its gradients and the queue equal the 1-process step."""
+    from ssl_toolkit.heads import BatchInfo, MoCoV2FTHead, Views
+
+    torch.manual_seed(0)
+    b, f = 8, 12
+    kwargs = {"in_dim": f, "hidden_dim": 16, "out_dim": 8, "queue_size": 40, "seed": 7}
+    head = MoCoV2FTHead(**kwargs)
+    head.queue_index[:3] = torch.tensor([1, 6, 20])
+    feats = [torch.randn(b, f) for _ in range(2)]
+    teacher = [torch.randn(b, f) for _ in range(2)]
+    index = torch.arange(b)
+    inputs = {"name": "mocov2_ft", "kwargs": kwargs, "state": head.state_dict(), "feats": feats,
+              "teacher": teacher, "index": index}  # fmt: skip
+    ranks = run_two_ranks("mocov2_head", inputs, tmp_path)
+
+    local = [x.clone().requires_grad_(True) for x in feats]
+    out = head(Views(local, teacher=teacher), BatchInfo(labels=index, index=index, step=0, epoch=0))
+    out.loss.backward()
+    torch.testing.assert_close(torch.stack([r["loss"] for r in ranks]).mean(), out.loss.detach())
+    for v in range(2):
+        torch.testing.assert_close(torch.cat([r["grads"][v] for r in ranks]) / 2, local[v].grad)
+    for r in ranks:
+        torch.testing.assert_close(r["queue"], head.queue, rtol=0, atol=0)

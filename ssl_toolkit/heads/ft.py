@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, Views, embedding_spread
-from ssl_toolkit.heads.mochi import MoCoV2Head
+from ssl_toolkit.heads.moco import MoCoV2Head
 from ssl_toolkit.losses.feature_transform import FeatureTransformLoss
 
 

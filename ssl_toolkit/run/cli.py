@@ -98,13 +98,28 @@ def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
     p_knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(cos/T) (default: 0.07)")
     p_sel = sub.add_parser(
         "select",
-        help="pick a checkpoint without labels (RankMe)",
-        description="Rank every checkpoint of one or more runs of the same method by RankMe (Garrido et al., "
-        "ICML 2023) on one random subset of unlabelled train images; print the table and write the choice.",
+        help="pick a checkpoint without labels (RankMe, LiDAR, alpha-ReQ, ROC-AUC, ...)",
+        description="Rank every checkpoint of one or more runs of the same method by label-free metrics (default "
+        "RankMe, Garrido et al., ICML 2023) on one random subset of unlabelled train images; print the table and "
+        "each metric's choice, and write the choice of the first metric.",
     )
     p_sel.add_argument("--num-samples", type=int, default=25600, help="images in the subset (default: 25600)")
     p_sel.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
-    p_sel.add_argument("--with-labels", action="store_true", help="also compute k-NN top-1 (reads labels)")
+    p_sel.add_argument(
+        "--metric",
+        nargs="+",
+        default=["rankme"],
+        metavar="NAME",
+        help="one or more of rankme, rankme_proj, lidar, lidar_proj, alpha_req, alpha_req_proj, auc, "
+        "alignment, uniformity; the first decides (default: rankme)",
+    )
+    p_sel.add_argument("--view-images", type=int, default=1000, help="images for the view metrics (default: 1000)")
+    p_sel.add_argument("--views", type=int, default=8, help="augmented views per image (default: 8)")
+    p_sel.add_argument(
+        "--with-labels",
+        action="store_true",
+        help="also compute k-NN top-1 (reads labels), and each metric's Spearman and regret",
+    )
     p_sel.add_argument("--out", default="selection.json", help="JSON to write (default: %(default)s)")
     p_sel.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p_sel.add_argument("items", nargs="+", metavar="RUN_DIR|data.KEY=VALUE", help="run folders; " + DATA_HELP)
@@ -185,8 +200,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace) -> int:
-    """``select``: rank checkpoints by RankMe, print the table, write the choice (never over a file)."""
-    from ssl_toolkit.eval.selection import format_table, rank_checkpoints
+    """``select``: rank checkpoints by label-free metrics, print the table and each metric's choice,
+    write the choice of the first metric (never over a file)."""
+    from ssl_toolkit.eval.label_free import METRICS
+    from ssl_toolkit.eval.selection import format_report, format_table, metric_report, rank_checkpoints
     from ssl_toolkit.run.recipe import RecipeError
 
     out = Path(args.out)
@@ -196,9 +213,13 @@ def _select(args: argparse.Namespace) -> int:
     runs = [Path(i) for i in args.items if "=" not in i]
     if not runs:
         raise RecipeError("select: give at least one RUN_DIR")
-    rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device)
-    print(format_table(rows, args.with_labels))
-    record = {"selected": rows[0].as_dict(), "criterion": "rankme (backbone features, highest)",
+    rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device,
+                            args.metric, args.view_images, args.views)  # fmt: skip
+    report = metric_report(rows)
+    print(format_table(rows, args.with_labels) + "\n\n" + format_report(report))
+    first = METRICS[args.metric[0]]
+    criterion = f"{args.metric[0]} ({first.description}; {first.better} is better)"
+    record = {"selected": rows[0].as_dict(), "criterion": criterion, "metrics": report,
               "num_samples": args.num_samples, "seed": args.seed, "with_labels": args.with_labels,
               "data_overrides": overrides, "table": [r.as_dict() for r in rows]}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)

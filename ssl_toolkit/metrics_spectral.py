@@ -147,8 +147,9 @@ def alpha_req_from_statistics(stats: CovarianceStatistics, fit_start: int = 5, f
     .. fit_stop, each point weighted by 1/k, as in the authors' ``reptrix`` library (``alpha.py``,
     after Stringer et al. 2019), whose default range is ranks 6..100 (``np.arange(5, 100)``).
     Eigenvalues below 1e-12 x lambda_1 (numerical zeros of a rank-deficient matrix) are left
-    out. The paper reads alpha near 1 as a good representation: alpha << 1 is whitened noise,
-    alpha >> 1 a collapse onto few directions.
+    out. The paper (abstract) finds "well-defined intervals for alpha where models exhibit excellent
+    downstream generalization"; small alpha is a flat (noise-like) spectrum, large alpha a collapse
+    onto few directions. The interval's exact bounds were not read (the paper's figures).
 
     Args:
         stats: covariance statistics of all samples (sum them over processes first).

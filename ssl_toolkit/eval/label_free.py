@@ -19,7 +19,10 @@ from ssl_toolkit.metrics_spectral import alpha_req, lidar
 
 @dataclass(frozen=True)
 class LabelFreeMetric:
-    """How a metric ranks checkpoints: ``better`` is "higher", "lower", or "near 1" (|value - 1|)."""
+    """How a metric ranks checkpoints: ``better`` is "higher", "lower", or "near 1" (|value - 1|).
+
+    alpha-ReQ's "near 1" is this toolkit's reading of the paper's "well-defined intervals" of good
+    alpha (bounds not read); it is an assumption to check on a sweep, not the paper's rule."""
 
     description: str
     better: str

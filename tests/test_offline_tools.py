@@ -23,9 +23,9 @@ from ssl_toolkit.eval.probe import linear_probe
 from ssl_toolkit.eval.selection import find_checkpoints, format_table, rank_checkpoints
 from ssl_toolkit.metrics import rankme
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.run.checkpoint import CheckpointError, load_checkpoint
+from ssl_toolkit.run.checkpoint import load_checkpoint
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.recipe import RecipeError
+from ssl_toolkit.run.errors import CheckpointError, DataError, RecipeError
 
 N_TRAIN = 40
 
@@ -174,7 +174,7 @@ def test_linear_probe_separates_blobs_deterministically(method: str) -> None:
     b = linear_probe(train, val, 3, method=method, epochs=20)
     assert a == b and a.top1 >= 0.95 and a.train_top1 >= 0.95 and a.top5 == 1.0
     unlabelled = EmbeddedSplit(train.feats, None, torch.full((120,), -1), train.index)
-    with pytest.raises(ValueError, match="train: labels"):
+    with pytest.raises(DataError, match="train: labels"):
         linear_probe(unlabelled, val, 3, method=method)
 
 

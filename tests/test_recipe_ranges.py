@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_recipe
-from ssl_toolkit.cli import main
+from ssl_toolkit.run.cli import main
 
 BAD_OVERRIDES = [
     ("optimizer.lr=-0.1", "optimizer.lr: must be > 0, got -0.1"),

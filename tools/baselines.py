@@ -13,9 +13,9 @@ import sys
 
 import torch
 
-from ssl_toolkit.features import embed_split
+from ssl_toolkit.embedding import embed_split
 from ssl_toolkit.metrics import knn_classify, rankme
-from ssl_toolkit.recipe import build_parts, load_recipe
+from ssl_toolkit.run.recipe import build_parts, load_recipe
 
 
 def scores(

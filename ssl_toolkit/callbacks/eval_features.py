@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ssl_toolkit.distributed import is_distributed
-from ssl_toolkit.features import EmbeddedSplit, embed_split, gather_split
+from ssl_toolkit.embedding import EmbeddedSplit, embed_split, gather_split
 
 Split = Literal["train", "val"]
 

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssl_toolkit.checkpoint import CheckpointError, read_checkpoint, run_dir_of
-from ssl_toolkit.recipe import RecipeError
+from ssl_toolkit.run.checkpoint import CheckpointError, read_checkpoint, run_dir_of
+from ssl_toolkit.run.recipe import RecipeError
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from ssl_toolkit.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
 from ssl_toolkit.callbacks.recipe_in_checkpoint import RecipeInCheckpoint
 from ssl_toolkit.callbacks.rng_state import RNGState
 from ssl_toolkit.callbacks.throughput import Throughput
-from ssl_toolkit.checkpoint import read_checkpoint
-from ssl_toolkit.checkpoint_io import AtomicCheckpointIO
-from ssl_toolkit.recipe import RecipeError, build_parts, build_trainer
-from ssl_toolkit.resume import ResumePoint, find_resume, newest_checkpoint
+from ssl_toolkit.run.checkpoint import read_checkpoint
+from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
+from ssl_toolkit.run.recipe import RecipeError, build_parts, build_trainer
+from ssl_toolkit.run.resume import ResumePoint, find_resume, newest_checkpoint
 
 
 @dataclass
@@ -65,7 +65,7 @@ class TrainingStopped(RuntimeError):
 
 def git_commit() -> str:
     """The commit of the ssl_toolkit checkout in use, with ``-dirty`` for uncommitted changes."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True

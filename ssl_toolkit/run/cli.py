@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 DATA_HELP = "data overrides, e.g. data.root=/moved/data data.num_workers=4 data.val_samples=1000"
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fit(args.recipe, args.overrides, argv)
     if args.command == "bench":
         return _bench(args)
-    from ssl_toolkit.recipe import RecipeError  # heavy imports after parsing: `--help` stays instant
+    from ssl_toolkit.run.recipe import RecipeError  # heavy imports after parsing: `--help` stays instant
 
     try:
         if args.command == "export":
@@ -120,7 +120,7 @@ def _data_overrides(items: list[str]) -> dict[str, Any] | None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from ssl_toolkit.recipe import RecipeError
+    from ssl_toolkit.run.recipe import RecipeError
 
     for item in items:
         if not item.startswith("data.") or "=" not in item or item.startswith("data.="):
@@ -134,8 +134,8 @@ def _data_overrides(items: list[str]) -> dict[str, Any] | None:
 
 def _export(args: argparse.Namespace) -> int:
     """``export``: the checkpoint's backbone as safetensors; print how to load it."""
-    from ssl_toolkit.checkpoint import run_dir_of
-    from ssl_toolkit.export import export_backbone
+    from ssl_toolkit.run.checkpoint import run_dir_of
+    from ssl_toolkit.run.export import export_backbone
 
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else run_dir_of(ckpt) / "export" / f"{ckpt.stem}.safetensors"
@@ -155,9 +155,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ssl_toolkit.checkpoint import load_checkpoint, run_dir_of, write_new_json
-    from ssl_toolkit.probe import embed_labelled, knn_probe, linear_probe
-    from ssl_toolkit.recipe import RecipeError
+    from ssl_toolkit.eval.probe import embed_labelled, knn_probe, linear_probe
+    from ssl_toolkit.run.checkpoint import load_checkpoint, run_dir_of, write_new_json
+    from ssl_toolkit.run.recipe import RecipeError
 
     for name in ("epochs", "k", "temperature"):  # fail before the (slow) embedding
         if getattr(args, name, 1) <= 0:
@@ -186,8 +186,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _select(args: argparse.Namespace) -> int:
     """``select``: rank checkpoints by RankMe, print the table, write the choice (never over a file)."""
-    from ssl_toolkit.recipe import RecipeError
-    from ssl_toolkit.select import format_table, rank_checkpoints
+    from ssl_toolkit.eval.selection import format_table, rank_checkpoints
+    from ssl_toolkit.run.recipe import RecipeError
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -209,8 +209,8 @@ def _select(args: argparse.Namespace) -> int:
 
 def _fit(recipe_path: str, overrides: list[str], argv: list[str] | None) -> int:
     # Heavy imports after argument parsing so `--help` is instant.
-    from ssl_toolkit.recipe import RecipeError, load_recipe
-    from ssl_toolkit.run import TrainingStopped, fit
+    from ssl_toolkit.run.fit import TrainingStopped, fit
+    from ssl_toolkit.run.recipe import RecipeError, load_recipe
 
     try:
         recipe = load_recipe(recipe_path, overrides)
@@ -239,8 +239,8 @@ def _fit(recipe_path: str, overrides: list[str], argv: list[str] | None) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from ssl_toolkit.bench import bench, format_result
-    from ssl_toolkit.recipe import RecipeError, load_recipe
+    from ssl_toolkit.run.bench import bench, format_result
+    from ssl_toolkit.run.recipe import RecipeError, load_recipe
 
     try:
         result = bench(load_recipe(args.recipe, args.overrides), steps=args.steps, warmup=args.warmup)

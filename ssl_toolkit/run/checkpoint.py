@@ -18,7 +18,7 @@ import torch
 
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.recipe import RecipeError, build_parts, check_call, load_recipe
+from ssl_toolkit.run.recipe import RecipeError, build_parts, check_call, load_recipe
 
 
 class CheckpointError(RecipeError):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_toolkit.features import EmbeddedSplit, embed_split
+from ssl_toolkit.embedding import EmbeddedSplit, embed_split
 from ssl_toolkit.metrics import knn_scores
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.recipe import build_parts
+from ssl_toolkit.run.recipe import build_parts
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 

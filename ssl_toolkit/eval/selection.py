@@ -17,18 +17,18 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_toolkit.checkpoint import (
+from ssl_toolkit.data import DATAMODULES
+from ssl_toolkit.embedding import embed_split
+from ssl_toolkit.eval.probe import embed_labelled, knn_probe
+from ssl_toolkit.metrics import rankme
+from ssl_toolkit.run.checkpoint import (
     LoadedCheckpoint,
     apply_data_overrides,
     checkpoint_recipe,
     load_checkpoint,
     read_checkpoint,
 )
-from ssl_toolkit.data import DATAMODULES
-from ssl_toolkit.features import embed_split
-from ssl_toolkit.metrics import rankme
-from ssl_toolkit.probe import embed_labelled, knn_probe
-from ssl_toolkit.recipe import RecipeError
+from ssl_toolkit.run.recipe import RecipeError
 
 # Loader settings that do not change which images are embedded.
 _LOADER_KEYS = ("batch_size", "num_workers")

@@ -24,9 +24,9 @@ from ssl_toolkit.eval.probe import linear_probe
 from ssl_toolkit.eval.selection import find_checkpoints, format_table, rank_checkpoints
 from ssl_toolkit.metrics import rankme
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.run.checkpoint import CheckpointError, load_checkpoint
+from ssl_toolkit.run.checkpoint import load_checkpoint
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.recipe import RecipeError
+from ssl_toolkit.run.errors import CheckpointError, DataError, RecipeError
 
 N_TRAIN = 40
 
@@ -175,7 +175,7 @@ def test_linear_probe_separates_blobs_deterministically(method: str) -> None:
     b = linear_probe(train, val, 3, method=method, epochs=20)
     assert a == b and a.top1 >= 0.95 and a.train_top1 >= 0.95 and a.top5 == 1.0
     unlabelled = EmbeddedSplit(train.feats, None, torch.full((120,), -1), train.index)
-    with pytest.raises(ValueError, match="train: labels"):
+    with pytest.raises(DataError, match="train: labels"):
         linear_probe(unlabelled, val, 3, method=method)
 
 
@@ -270,7 +270,7 @@ def test_select_with_several_metrics_ranks_by_the_first_and_reports_each(
     again = embed_views(loaded.module, loader, 3, seed=0)  # the same draw every time
     assert torch.equal(again.feats, views.feats) and not torch.equal(views.feats[:, 0], views.feats[:, 1])
     assert main(["select", str(tiny_run.path), "--metric", "nope", "--out", str(tmp_path / "x.json")]) == 2
-    assert "--metric 'nope' is not one of" in capsys.readouterr().err
+    assert "--metric: 'nope' is not one of" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("values, best_step", [([1.0, 5.0], 2), ([5.0, 1.0], 1), ([float("nan"), 3.0], 2)])

@@ -67,7 +67,7 @@ def embed_views(module: nn.Module, loader: DataLoader, num_views: int, seed: int
     every checkpoint sees the same views when the loader yields the same batches.
 
     Args:
-        module: an ``SSLModule`` (``augment``, ``backbone``, ``head.embed``).
+        module: an ``SSLModule`` (``augment``, ``backbone``, ``project``).
         loader: yields ``(uint8 images, labels, index)``; labels are not read.
         num_views: q >= 2.
     """
@@ -92,7 +92,7 @@ def embed_views(module: nn.Module, loader: DataLoader, num_views: int, seed: int
                     x = x.contiguous(memory_format=torch.channels_last)
                 f = module.backbone(x)
                 feats.append(f.view(b, num_views, -1))
-                projs.append(module.head.embed(f).view(b, num_views, -1))
+                projs.append(module.project(f).view(b, num_views, -1))
     finally:
         module.train(was_training)
     if not feats:

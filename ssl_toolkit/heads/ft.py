@@ -35,7 +35,8 @@ class MoCoV2FTHead(MoCoV2Head):
     sync), and the permutation is drawn on the queue's device from a generator seeded from it. The
     same seed on every process gives every process the same draws, so a 2-process step equals the
     1-process step on the global batch. The generator state is saved in checkpoints
-    (``get_extra_state``), so a resumed run continues the same stream.
+    (``get_extra_state``), so a resumed run continues the same stream. Decisions and reported
+    numbers: ``docs/methods/feature_transformation.md``.
 
     Args:
         in_dim ... exclude_own_keys: as ``MoCoV2Head``.

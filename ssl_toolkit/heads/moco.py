@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_toolkit.checks import check_int
 from ssl_toolkit.distributed import gather_no_grad
 from ssl_toolkit.ema import cosine_momentum, ema_update
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
@@ -69,8 +70,7 @@ class MoCoV2Head(SSLHead):
         exclude_own_keys: bool = True,
     ) -> None:
         super().__init__()
-        if queue_size < 1:
-            raise ValueError(f"queue_size: must be >= 1, got {queue_size}")
+        check_int("queue_size", queue_size)
         for name, m in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
             if not 0.0 <= m <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {m}")

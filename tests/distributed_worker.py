@@ -28,12 +28,12 @@ def tiny_module(seed: int = 0) -> SSLModule:
     from ssl_toolkit.backbone import build_backbone
     from ssl_toolkit.heads import SimCLRHead
     from ssl_toolkit.module import SSLModule
-    from ssl_toolkit.optim import LARS
+    from ssl_toolkit.optim import LARSFactory
 
     torch.manual_seed(seed)
     backbone = build_backbone(TINY_BACKBONE)
     head = SimCLRHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, batch_norm=True)
-    return SSLModule(backbone, head, SimCLRAugment(size=32), LARS(lr=0.3))
+    return SSLModule(backbone, head, SimCLRAugment(size=32), LARSFactory(lr=0.3))
 
 
 def evaluate_callbacks(module: SSLModule, data: ImageDataModule, inputs: dict) -> dict:

@@ -133,6 +133,8 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         if not self._built:
             self.train_set, self.val_set = self._build()
             self._built = True
+            if self.eval_data is not None:  # a bad eval_root fails here, before training
+                self.eval_data.setup(stage)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled train split with full batches only (SSL losses assume a fixed batch size); P x K

@@ -252,27 +252,37 @@ def _say_layout(data: ImageFolderData) -> None:
 
 
 @rank_zero_only
-def report(kind: str, directory: str, found: FileCheck) -> None:
-    """One log line per kind of problem, on rank 0 (every rank checks the same files)."""
+def report(kind: str, where: str, found: FileCheck, base: str | None = None) -> None:
+    """One log line per kind of problem, on rank 0 (every rank checks the same files).
+
+    Args:
+        kind: the data module's recipe name (first word of each line).
+        where: the split's folder or list file.
+        found: what the check found.
+        base: folder the file names are shown relative to (default: ``where``).
+    """
     total = len(found.samples) + len(found.bad)
-    where = shown(directory)
+    base = where if base is None else base
+    place = shown(where)
+
+    def listed(paths: list[str]) -> str:
+        return names([(p, "") for p in paths], base).replace(" ()", "")
+
     if found.bad:
-        log.warning("%s: %s: skipped %d of %d image files: %s", kind, where, len(found.bad), total,
-                    names(found.bad, directory))  # fmt: skip
+        log.warning("%s: %s: skipped %d of %d image files: %s", kind, place, len(found.bad), total,
+                    names(found.bad, base))  # fmt: skip
     if found.modes:
         modes = ", ".join(f"{n} {mode}" for mode, n in sorted(found.modes.items()))
-        log.warning("%s: %s: converted to RGB on load: %s", kind, where, modes)
+        log.warning("%s: %s: converted to RGB on load: %s", kind, place, modes)
     if found.ignored:
-        log.warning("%s: %s: ignored %d files without an image extension (%s): %s", kind, where,
-                    len(found.ignored), ", ".join(EXTENSIONS), names([(p, "") for p in found.ignored],
-                    directory).replace(" ()", ""))  # fmt: skip
+        log.warning("%s: %s: ignored %d files without an image extension (%s): %s", kind, place,
+                    len(found.ignored), ", ".join(EXTENSIONS), listed(found.ignored))  # fmt: skip
     if found.walked_once:
         log.warning("%s: %s: %d symbolic links lead to folders or files already read; each is read once, "
-                    "skipped: %s", kind, where, len(found.walked_once),
-                    names([(p, "") for p in found.walked_once], directory).replace(" ()", ""))  # fmt: skip
+                    "skipped: %s", kind, place, len(found.walked_once), listed(found.walked_once))  # fmt: skip
     if found.loose:
-        log.warning("%s: %s: ignored %d images outside the class folders (labels=folders): %s", kind, where,
-                    len(found.loose), names([(p, "") for p in found.loose], directory).replace(" ()", ""))  # fmt: skip
+        log.warning("%s: %s: ignored %d images outside the class folders (labels=folders): %s", kind, place,
+                    len(found.loose), listed(found.loose))  # fmt: skip
     if found.empty_classes:
         log.warning("%s: %s: %d class folders hold no usable image (still counted as classes): %s", kind,
-                    where, len(found.empty_classes), ", ".join(map(shown, found.empty_classes[:_SHOWN])))  # fmt: skip
+                    place, len(found.empty_classes), ", ".join(map(shown, found.empty_classes[:_SHOWN])))  # fmt: skip

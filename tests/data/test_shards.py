@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import fsspec
 import pytest
@@ -109,6 +110,9 @@ def test_order_depends_on_seed_and_epoch_only(tmp_path: Path, monkeypatch) -> No
 
     first, again, other = order(0), order(0), order(1)
     assert first == again and first != other and first[0] != first[1]
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    data.trainer = SimpleNamespace(current_epoch=1)  # a run resumed at the end of epoch 0
+    assert [int(i) for b in data.train_dataloader() for i in b[2]] == first[1]
     assert all(sorted(e) == sorted(set(e)) and len(e) == 20 for e in first)  # 20 // 4 = 5 batches, no repeats
 
 

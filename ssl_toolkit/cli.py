@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
     p_bench.add_argument("--steps", type=int, default=10, help="timed iterations (default: %(default)s)")
     p_bench.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: %(default)s)")
+    p_bench.add_argument("--loader-only", action="store_true", help="measure (c), the data loader, only")
     p_list = sub.add_parser("recipes", help="list the shipped recipes", description="List the shipped recipes.")
     p_list.add_argument("--dir", default=str(RECIPES_DIR), help="recipes folder (default: %(default)s)")
     p_export = sub.add_parser(
@@ -243,7 +244,8 @@ def _bench(args: argparse.Namespace) -> int:
     from ssl_toolkit.recipe import RecipeError, load_recipe
 
     try:
-        result = bench(load_recipe(args.recipe, args.overrides), steps=args.steps, warmup=args.warmup)
+        recipe = load_recipe(args.recipe, args.overrides)
+        result = bench(recipe, steps=args.steps, warmup=args.warmup, loader_only=args.loader_only)
     except (RecipeError, ValueError) as e:
         print(f"ssl-toolkit: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2

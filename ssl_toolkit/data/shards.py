@@ -186,12 +186,20 @@ class ShardStream(IterableDataset):
             if not mine:
                 return
             rng = random.Random(f"{self.seed}/{self.epoch}/{cycle}/{consumer}")
+            # shuffled while still encoded (the buffer holds file bytes), then decoded
             buffered = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
-            yield from buffered(self._samples(mine))
+            for data, i, where in buffered(self._samples(mine)):
+                try:
+                    image = decode_bytes(data, self.images.image_size, self.images.resize_size)
+                except Exception as e:  # noqa: BLE001 - a bad image: skip it, keep training
+                    log.warning("webdataset: %s cannot be decoded (%s); skipped", where, e)
+                    continue
+                yield image, int(self.images.labels[i]), i
             if not self.repeat:
                 return
 
-    def _samples(self, shards: list[int]) -> Iterator[tuple[torch.Tensor, int, int]]:
+    def _samples(self, shards: list[int]) -> Iterator[tuple[bytes, int, str]]:
+        """``(encoded image, sample index, "shard-url:key")`` of the shards, in their order."""
         urls = self.images.index.urls
         number = {urls[s]: s for s in shards}
         members = wds.tariterators.tar_file_expander(self._open(shards), handler=wds.warn_and_continue)
@@ -201,15 +209,7 @@ class ShardStream(IterableDataset):
             if image is None:
                 continue  # not a sample of the index either
             position, url = (position + 1, url) if sample["__url__"] == url else (1, sample["__url__"])
-            i = int(self.images.index.starts[number[url]]) + position - 1
-            try:
-                yield (
-                    decode_bytes(image, self.images.image_size, self.images.resize_size),
-                    int(self.images.labels[i]),
-                    i,
-                )
-            except Exception as e:  # noqa: BLE001 - a bad image: skip it, keep training
-                log.warning("webdataset: %s: sample %s cannot be decoded (%s); skipped", url, sample["__key__"], e)
+            yield image, int(self.images.index.starts[number[url]]) + position - 1, f"{url}:{sample['__key__']}"
 
     def _open(self, shards: list[int]) -> Iterator[dict[str, Any]]:
         for s in shards:

@@ -177,6 +177,11 @@ class ShardStream(IterableDataset):
         return self.rank * workers + worker, self.world_size * workers
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int, int]]:
+        for one_pass in self.passes():
+            yield from one_pass
+
+    def passes(self) -> Iterator[Iterator[tuple[torch.Tensor, int, int]]]:
+        """This consumer's passes over its shards (one, or endless with ``repeat``), each a sample iterator."""
         index = self.images.index
         consumer, consumers = self.consumer()
         for cycle in itertools.count():
@@ -186,17 +191,32 @@ class ShardStream(IterableDataset):
             if not mine:
                 return
             rng = random.Random(f"{self.seed}/{self.epoch}/{cycle}/{consumer}")
-            # shuffled while still encoded (the buffer holds file bytes), then decoded
-            buffered = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
-            for data, i, where in buffered(self._samples(mine)):
-                try:
-                    image = decode_bytes(data, self.images.image_size, self.images.resize_size)
-                except Exception as e:  # noqa: BLE001 - a bad image: skip it, keep training
-                    log.warning("webdataset: %s cannot be decoded (%s); skipped", where, e)
-                    continue
-                yield image, int(self.images.labels[i]), i
+            yield self._decoded(mine, rng)
             if not self.repeat:
                 return
+
+    def chunks(self, size: int) -> Iterator[list[torch.Tensor]]:
+        """The samples stacked ``size`` at a time, ``[uint8 (n, 3, S, S), int64 (n,), int64 (n,)]``
+        with n <= size; a chunk never spans two passes (the last of a pass may be shorter)."""
+        for one_pass in self.passes():
+            while group := list(itertools.islice(one_pass, size)):
+                images, labels, index = zip(*group, strict=True)
+                yield [
+                    torch.stack(images),
+                    torch.tensor(labels, dtype=torch.int64),
+                    torch.tensor(index, dtype=torch.int64),
+                ]
+
+    def _decoded(self, shards: list[int], rng: random.Random) -> Iterator[tuple[torch.Tensor, int, int]]:
+        # shuffled while still encoded (the buffer holds file bytes), then decoded
+        buffered = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
+        for data, i, where in buffered(self._samples(shards)):
+            try:
+                image = decode_bytes(data, self.images.image_size, self.images.resize_size)
+            except Exception as e:  # noqa: BLE001 - a bad image: skip it, keep training
+                log.warning("webdataset: %s cannot be decoded (%s); skipped", where, e)
+                continue
+            yield image, int(self.images.labels[i]), i
 
     def _samples(self, shards: list[int]) -> Iterator[tuple[bytes, int, str]]:
         """``(encoded image, sample index, "shard-url:key")`` of the shards, in their order."""
@@ -218,13 +238,24 @@ class ShardStream(IterableDataset):
                 yield {"url": url, "stream": stream}
 
 
+class _Chunks(IterableDataset):
+    """``ShardStream.chunks`` as a dataset, for loader workers."""
+
+    def __init__(self, stream: ShardStream, size: int) -> None:
+        super().__init__()
+        self.stream, self.size = stream, size
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        return self.stream.chunks(self.size)
+
+
 class EpochLoader:
     """The train loader of streamed shards: exactly ``len(self)`` batches per epoch on every process
     (DDP needs equal step counts), from a ``ShardStream`` of the trainer's current epoch.
 
-    Loader workers hand over single decoded samples, taken from them in turn, and batches are
-    stacked here: no worker holds back a partial batch, so when the workers' shards hold equal
-    numbers of samples the epoch's batches use each of them once.
+    Loader workers hand over chunks of a quarter batch, taken from them in turn, and batches are
+    cut from the chunks here: no worker holds back a partial batch, so when the workers' shards
+    hold equal numbers of samples the epoch's batches use each sample once.
     """
 
     def __init__(self, data: WebDatasetData, rank: int, world_size: int) -> None:
@@ -243,21 +274,24 @@ class EpochLoader:
         batch, workers = self.data.batch_size, self.data.num_workers
         stream = ShardStream(self.data.train_set, self.data.shuffle_buffer, self.seed, epoch, self.rank,
                              self.world_size, repeat=True)  # fmt: skip
-        # batch_size=None: one sample per hand-over; prefetch two batches' worth per worker
-        loader = DataLoader(
-            stream, batch_size=None, num_workers=workers, prefetch_factor=2 * batch if workers else None
-        )
-        samples = iter(loader)
+        size = max(batch // 4, 1)
+        # batch_size=None: the workers' chunks as they are; prefetch about two batches per worker
+        loader = DataLoader(_Chunks(stream, size), batch_size=None, num_workers=workers,
+                            prefetch_factor=2 * -(-batch // size) if workers else None)  # fmt: skip
+        chunks = iter(loader)
+        held: list[list[torch.Tensor]] = []  # chunks not yet in a batch
+        count = 0
         try:
             for _ in range(self.batches):
-                images, labels, index = zip(*(next(samples) for _ in range(batch)), strict=True)
-                yield [
-                    torch.stack(images),
-                    torch.tensor(labels, dtype=torch.int64),
-                    torch.tensor(index, dtype=torch.int64),
-                ]
+                while count < batch:
+                    held.append(next(chunks))
+                    count += len(held[-1][2])
+                joined = [torch.cat(parts) for parts in zip(*held, strict=True)]
+                yield [t[:batch] for t in joined]
+                held = [[t[batch:] for t in joined]] if count > batch else []
+                count -= batch
         finally:
-            del samples  # stops the workers
+            del chunks  # stops the workers
 
 
 class WebDatasetData(ImageDataModule):

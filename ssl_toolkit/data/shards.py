@@ -253,9 +253,10 @@ class EpochLoader:
     """The train loader of streamed shards: exactly ``len(self)`` batches per epoch on every process
     (DDP needs equal step counts), from a ``ShardStream`` of the trainer's current epoch.
 
-    Loader workers hand over chunks of a quarter batch, taken from them in turn, and batches are
-    cut from the chunks here: no worker holds back a partial batch, so when the workers' shards
-    hold equal numbers of samples the epoch's batches use each sample once.
+    Loader workers hand over full batches, taken from them in turn, except at the end of a worker's
+    pass over its shards, where it hands over what is left; such a short chunk is completed from
+    the next worker's here. No worker holds back a partial batch, so when the workers' shards hold
+    equal numbers of samples the epoch's batches use each sample once.
     """
 
     def __init__(self, data: WebDatasetData, rank: int, world_size: int) -> None:
@@ -274,11 +275,8 @@ class EpochLoader:
         batch, workers = self.data.batch_size, self.data.num_workers
         stream = ShardStream(self.data.train_set, self.data.shuffle_buffer, self.seed, epoch, self.rank,
                              self.world_size, repeat=True)  # fmt: skip
-        size = max(batch // 4, 1)
-        # batch_size=None: the workers' chunks as they are; prefetch about two batches per worker
-        loader = DataLoader(_Chunks(stream, size), batch_size=None, num_workers=workers,
-                            prefetch_factor=2 * -(-batch // size) if workers else None)  # fmt: skip
-        chunks = iter(loader)
+        # batch_size=None: the workers' chunks as they are (a full chunk is passed on without a copy)
+        chunks = iter(DataLoader(_Chunks(stream, batch), batch_size=None, num_workers=workers))
         held: list[list[torch.Tensor]] = []  # chunks not yet in a batch
         count = 0
         try:
@@ -286,8 +284,8 @@ class EpochLoader:
                 while count < batch:
                     held.append(next(chunks))
                     count += len(held[-1][2])
-                joined = [torch.cat(parts) for parts in zip(*held, strict=True)]
-                yield [t[:batch] for t in joined]
+                joined = held[0] if len(held) == 1 else [torch.cat(parts) for parts in zip(*held, strict=True)]
+                yield [t[:batch] for t in joined] if count > batch else joined
                 held = [[t[batch:] for t in joined]] if count > batch else []
                 count -= batch
         finally:

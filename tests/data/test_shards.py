@@ -114,7 +114,7 @@ def test_order_depends_on_seed_and_epoch_only(tmp_path: Path, monkeypatch) -> No
     data.trainer = SimpleNamespace(current_epoch=1)  # a run resumed at the end of epoch 0
     assert [int(i) for b in data.train_dataloader() for i in b[2]] == first[1]
     assert all(sorted(e) == sorted(set(e)) and len(e) == 20 for e in first)  # 20 // 4 = 5 batches, no repeats
-    # batch 8: workers hand over chunks of 2 (10 samples each: 5 chunks); 20 // 8 = 2 batches, no repeats
+    # batch 8: each worker hands over 8 then its last 2 (a short chunk); 20 // 8 = 2 batches, no repeats
     wide = WebDatasetData(pattern, image_size=8, batch_size=8, num_workers=2, shuffle_buffer=8)
     seen = [int(i) for b in wide.train_dataloader() for i in b[2]]
     assert len(seen) == 16 and len(set(seen)) == 16

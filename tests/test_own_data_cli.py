@@ -109,3 +109,19 @@ def test_hydra_refuses_an_unlabelled_folder_before_training(tmp_path: Path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ssl-toolkit: error: head.name: 'hydra' needs class labels") and len(err) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_any_file_name_trains_and_bad_names_are_listed(tmp_path: Path) -> None:
+    root = tmp_path / "données ünï"
+    _photos(root / "train" / "café", 8)  # class folder with a non-ASCII name
+    (root / "train" / "café" / "IMG_0000.jpg").rename(root / "train" / "café" / "café au lait.jpg")
+    _photos(root / "train" / "thé", 8, seed=1)
+    latin1 = os.fsencode(root / "train" / "thé") + b"/ol\xe9.jpg"  # a name that is not valid UTF-8
+    os.rename(os.fsencode(root / "train" / "thé" / "IMG_0001.jpg"), latin1)
+    with open(os.fsencode(root / "train" / "thé") + b"/bad\xff.jpg", "wb") as f:
+        f.write(b"\xff\xd8 truncated")
+    recipe = _recipe(tmp_path, {"root": str(root), "max_bad_fraction": 0.1})
+    assert main(["fit", str(recipe)]) == 0
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "bad_files.txt").read_bytes().startswith(os.fsencode(root / "train" / "thé") + b"/bad\xff.jpg\t")

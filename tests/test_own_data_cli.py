@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import REPO, tiny_recipe
-from ssl_toolkit.cli import main
+from ssl_toolkit.run.cli import main
 
 DEMO = REPO / "recipes" / "fashion_mnist" / "simclr.yaml"
 CLI = Path(sys.executable).with_name("ssl-toolkit")

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, Split, datamodule_of, split_features
-from ssl_toolkit.callbacks.knn import topk_accuracy
+from ssl_toolkit.checks import check_int
 from ssl_toolkit.distributed import is_distributed, world_size
+from ssl_toolkit.metrics import topk_accuracy
 
 
 class LinearProbe(EvalCallback):
@@ -52,8 +53,7 @@ class LinearProbe(EvalCallback):
         self, lr: float = 0.1, weight_decay: float = 0.0, every_n_epochs: int = 1, heldout_epochs: int = 10
     ) -> None:
         super().__init__(every_n_epochs)
-        if isinstance(heldout_epochs, bool) or not isinstance(heldout_epochs, int) or heldout_epochs < 1:
-            raise ValueError(f"heldout_epochs: must be a positive int, got {heldout_epochs!r}")
+        check_int("heldout_epochs", heldout_epochs)
         self.heldout_epochs = heldout_epochs
         if not lr > 0:
             raise ValueError(f"lr: must be > 0, got {lr!r}")
@@ -121,7 +121,7 @@ class LinearProbe(EvalCallback):
         super().setup(trainer, pl_module, stage)
         data = self.eval_data(trainer)
         self._online = data is datamodule_of(trainer, self)
-        width = getattr(getattr(pl_module, "backbone", None), "num_features", None)
+        width = getattr(pl_module, "feature_dim", None)
         if stage == "fit" and self.classifier is None and isinstance(width, int) and data is not None:
             self.build(width, int(data.num_classes))  # before a checkpoint is restored
 
@@ -145,7 +145,7 @@ class LinearProbe(EvalCallback):
         if not isinstance(outputs, dict) or "feats" not in outputs:
             raise ValueError("outputs: LinearProbe needs training_step to return {'loss', 'feats'}")
         feats = outputs["feats"].detach()
-        if self.classifier is None:  # no backbone.num_features: infer the width from the batch
+        if self.classifier is None:  # no module.feature_dim: infer the width from the batch
             self.build(feats.shape[1], int(datamodule_of(trainer, self).num_classes), feats.device)
         loss = self.fit_batch(feats, batch[1])
         pl_module.log("train/linear_loss", loss, batch_size=feats.shape[0])

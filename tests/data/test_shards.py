@@ -17,10 +17,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import REPO, tiny_recipe
-from ssl_toolkit.cli import main
 from ssl_toolkit.data import ImageFolderData, WebDatasetData
 from ssl_toolkit.data.shard_writer import write_shards
 from ssl_toolkit.data.shards import EpochLoader
+from ssl_toolkit.run.cli import main
 
 sys.path.insert(0, str(REPO / "tools"))
 import write_shards as write_shards_tool  # noqa: E402

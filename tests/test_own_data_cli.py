@@ -72,6 +72,8 @@ def test_flat_unlabelled_folder_trains_logs_rankme_and_select_ranks(tmp_path: Pa
     table = json.loads(out.read_text())["table"]
     assert sorted(r["step"] for r in table) == [3, 6]
     assert table[0]["rankme"] >= table[1]["rankme"] and "selected:" in capsys.readouterr().out
+    assert main(["knn", str(run / "checkpoints" / "last.ckpt"), "data.num_workers=0"]) == 2  # nothing to score on
+    assert capsys.readouterr().err.startswith("ssl-toolkit: error: data: the run's data has no labels")
 
 
 def test_eval_root_runs_knn_and_probe_while_pretraining_on_unlabelled_images(tmp_path: Path, capsys) -> None:
@@ -89,6 +91,8 @@ def test_eval_root_runs_knn_and_probe_while_pretraining_on_unlabelled_images(tmp
         values = [float(r[key]) for r in rows if r.get(key)]
         assert len(values) == 2 and all(v >= 0 for v in values), key
     assert not any(r.get("train/linear_loss") for r in rows)  # the training batches have no labels
+    assert main(["knn", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--k", "5"]) == 0  # offline: eval_root too
+    assert "val top-1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("data", [{"root": "missing_eval"}, {"root": "photos"}])

@@ -161,7 +161,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     import torch
 
-    from ssl_toolkit.eval.probe import embed_labelled, knn_probe, linear_probe
+    from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled, linear_probe
     from ssl_toolkit.run.checkpoint import load_checkpoint
     from ssl_toolkit.run.errors import ArgumentError
     from ssl_toolkit.run.run_folder import run_dir_of, write_new_json
@@ -173,7 +173,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
     loaded = load_checkpoint(args.checkpoint, overrides)
     loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train, val = embed_labelled(loaded.module, loaded.datamodule)
-    classes = loaded.datamodule.num_classes
+    classes = labelled(loaded.datamodule).num_classes
     if args.command == "probe":
         settings = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay}
         result = linear_probe(train, val, classes, args.method, args.epochs, args.lr, args.weight_decay)

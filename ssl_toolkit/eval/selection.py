@@ -22,7 +22,7 @@ from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import embed_split
 from ssl_toolkit.eval.label_free import METRICS, compute, embed_views, selection_key, spearman
-from ssl_toolkit.eval.probe import embed_labelled, knn_probe
+from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled
 from ssl_toolkit.metrics import rankme
 from ssl_toolkit.run.checkpoint import (
     LoadedCheckpoint,
@@ -196,7 +196,7 @@ def rank_checkpoints(
             views = embed_views(module, DataLoader(few, batch_size=dm.batch_size), num_views, seed)
         ranks = {"rankme": rankme(split.feats), "rankme_proj": rankme(split.proj)}
         scores = {m: ranks[m] if m in ranks else compute(m, split.feats, split.proj, views) for m in metrics}
-        knn = knn_probe(*embed_labelled(module, dm), dm.num_classes).top1 if with_labels else None
+        knn = knn_probe(*embed_labelled(module, dm), labelled(dm).num_classes).top1 if with_labels else None
         rows.append(Row(run_dir, path, loaded.epoch, loaded.step, ranks["rankme"], ranks["rankme_proj"], knn, scores))
     return sorted(rows, key=lambda r: selection_key(metrics[0], r.scores[metrics[0]]))
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ssl_toolkit.backbone import BatchNormStats, feature_dim
 from ssl_toolkit.ema import ema_update
 from ssl_toolkit.heads.base import BatchInfo, SSLHead, Views
-from ssl_toolkit.optim import WarmupCosine, _OptimizerFactory, param_groups
+from ssl_toolkit.optim import OptimizerFactory, WarmupCosine, param_groups
 
 Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,), indices (B,)
 
@@ -21,7 +21,7 @@ Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,),
 class SSLModule(pl.LightningModule):
     """Pairs a backbone with an SSL head; knows no method names.
 
-    One training step (DESIGN.md "Data flow"):
+    One training step (the data flow of README "Layout"):
       1. ``on_after_batch_transfer``: ``augment`` turns the uint8 batch into V float views on the
          training device (only while training; evaluation batches pass through untouched);
       2. the backbone runs once per resolution group (views of one size concatenated);
@@ -50,7 +50,7 @@ class SSLModule(pl.LightningModule):
         backbone: nn.Module,
         head: SSLHead,
         augment: nn.Module,
-        optimizer: _OptimizerFactory,
+        optimizer: OptimizerFactory,
         scheduler: WarmupCosine | None = None,
         channels_last: bool = False,
         compile_backbone: bool = False,
@@ -77,7 +77,8 @@ class SSLModule(pl.LightningModule):
 
     @property
     def feature_dim(self) -> int:
-        """Width F of the backbone features that ``embed`` and the heads see."""
+        """F, the width of the backbone features that ``embed`` returns (the head's ``in_dim``):
+        ``build_backbone``'s ``feature_dim``, decided once from what the backbone returns."""
         return feature_dim(self.backbone)
 
     # --- features -------------------------------------------------------------------------
@@ -108,6 +109,15 @@ class SSLModule(pl.LightningModule):
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             return self.backbone(x)
+
+    def project(self, feats: Tensor) -> Tensor:
+        """Projector embeddings of backbone features (B, F) -> (B, D) (``head.embed``), no gradient.
+
+        The public entry point for callbacks that score the SSL embedding (RankMe on projections,
+        diagnostics); the caller sets train/eval mode.
+        """
+        with torch.no_grad():
+            return self.head.embed(feats)
 
     # --- training -------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -13,12 +13,12 @@ from torch import nn
 from conftest import REPO, TINY_BACKBONE, tiny_recipe
 from ssl_toolkit.augment import SimCLRAugment
 from ssl_toolkit.backbone import BatchNormStats, build_backbone
-from ssl_toolkit.cli import main
 from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.heads import SimCLRHead
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.optim import SGD
-from ssl_toolkit.recipe import backbone_kwargs, build_parts
+from ssl_toolkit.optim import SGDFactory
+from ssl_toolkit.run.cli import main
+from ssl_toolkit.run.recipe import backbone_kwargs, build_parts
 
 TINY = TINY_BACKBONE
 
@@ -167,7 +167,7 @@ def _bn_stats_after_fit(grad_checkpointing: bool, steps: int = 3) -> tuple[dict,
     pl.seed_everything(0, verbose=False)
     backbone = build_backbone("resnet10t", grad_checkpointing=grad_checkpointing, input_sizes={"size": 32})
     module = SSLModule(backbone, SimCLRHead(in_dim=backbone.feature_dim, hidden_dim=32, out_dim=16),
-                       SimCLRAugment(size=32), SGD(lr=0.1))  # fmt: skip
+                       SimCLRAugment(size=32), SGDFactory(lr=0.1))  # fmt: skip
     data = SyntheticData(num_samples=16 * steps, num_val_samples=16, batch_size=16, num_workers=0)
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)  # fmt: skip

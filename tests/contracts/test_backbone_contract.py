@@ -21,10 +21,11 @@ from safetensors.torch import load_file
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.backbone import build_backbone
-from ssl_toolkit.export import export_backbone
 from ssl_toolkit.heads.base import BatchInfo, Views
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.recipe import RecipeError, build_parts
+from ssl_toolkit.run.errors import RecipeError
+from ssl_toolkit.run.export import export_backbone
+from ssl_toolkit.run.recipe import build_parts
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Row:
     width_differs: bool = False  # pooled width (what the model returns) != num_features
 
 
-TABLE = [
+CASES = [
     Row("resnet", "resnet18", {"layers": [1, 1, 1, 1]}),  # ResNet-10 widths: fast, same code path
     Row("resnet_small_image_stem", "resnet18", {"layers": [1, 1, 1, 1]}, small_image_stem=True),
     Row("resnet_d", "resnet18d", {"layers": [1, 1, 1, 1]}),
@@ -57,7 +58,7 @@ TABLE = [
 ]  # fmt: skip
 REQUIRED = {"resnet", "resnet_small_image_stem", "resnet_d", "convnext", "efficientnet", "mobilenetv3", "regnet",
             "vit", "deit", "windowed_transformer", "hybrid_conv_transformer"}  # fmt: skip
-IDS = [row.family for row in TABLE]
+IDS = [row.family for row in CASES]
 
 
 def row_recipe(row: Row, method: str, tmp: Path) -> dict:
@@ -81,7 +82,7 @@ def simclr_module(row: Row) -> tuple[SSLModule, dict]:
 
 @functools.cache
 def _simclr_module(family: str) -> tuple[SSLModule, dict]:
-    row = next(r for r in TABLE if r.family == family)
+    row = next(r for r in CASES if r.family == family)
     recipe = row_recipe(row, "simclr", Path("/nonexistent"))
     torch.manual_seed(0)
     return build_parts(recipe).module, recipe
@@ -105,13 +106,13 @@ def train_step(module: SSLModule, images: torch.Tensor) -> list[torch.Tensor]:
 
 
 def test_table_covers_the_families() -> None:
-    families = {row.family for row in TABLE}
+    families = {row.family for row in CASES}
     assert REQUIRED <= families, f"missing: {REQUIRED - families}"
-    assert len(TABLE) >= 12 and len(families) == len(TABLE)
-    assert any(row.width_differs for row in TABLE) and any(row.one_size for row in TABLE)
+    assert len(CASES) >= 12 and len(families) == len(CASES)
+    assert any(row.width_differs for row in CASES) and any(row.one_size for row in CASES)
 
 
-@pytest.mark.parametrize("row", TABLE, ids=IDS)
+@pytest.mark.parametrize("row", CASES, ids=IDS)
 def test_simclr_two_view_step(row: Row, images: torch.Tensor) -> None:
     module, _ = simclr_module(row)
     backbone = module.backbone
@@ -121,7 +122,7 @@ def test_simclr_two_view_step(row: Row, images: torch.Tensor) -> None:
     assert [f.shape for f in feats] == [(8, module.feature_dim)] * 2
 
 
-@pytest.mark.parametrize("row", TABLE, ids=IDS)
+@pytest.mark.parametrize("row", CASES, ids=IDS)
 def test_multicrop_step(row: Row, images: torch.Tensor, tmp_path: Path) -> None:
     recipe = row_recipe(row, "swav", tmp_path)
     if row.one_size:
@@ -134,7 +135,7 @@ def test_multicrop_step(row: Row, images: torch.Tensor, tmp_path: Path) -> None:
     assert [f.shape[1] for f in feats] == [module.feature_dim] * 4 and len(feats) == 4
 
 
-@pytest.mark.parametrize("row", TABLE, ids=IDS)
+@pytest.mark.parametrize("row", CASES, ids=IDS)
 def test_embed(row: Row, images: torch.Tensor) -> None:
     module, _ = simclr_module(row)
     module.eval()
@@ -143,7 +144,7 @@ def test_embed(row: Row, images: torch.Tensor) -> None:
     torch.testing.assert_close(out, module.backbone(module.augment.eval_view(images)))
 
 
-@pytest.mark.parametrize("row", TABLE, ids=IDS)
+@pytest.mark.parametrize("row", CASES, ids=IDS)
 def test_export_reloads_through_plain_timm(row: Row, images: torch.Tensor, tmp_path: Path) -> None:
     module, recipe = simclr_module(row)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

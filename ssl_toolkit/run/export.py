@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from ssl_toolkit.backbone import build_backbone
-from ssl_toolkit.checkpoint import CheckpointError, checkpoint_recipe, read_checkpoint
-from ssl_toolkit.recipe import backbone_kwargs
+from ssl_toolkit.run.checkpoint import checkpoint_recipe, read_checkpoint
+from ssl_toolkit.run.errors import CheckpointError
+from ssl_toolkit.run.recipe import backbone_kwargs
 
 PREFIX = "backbone."
 

@@ -56,7 +56,7 @@ def test_bad_values_name_the_argument() -> None:
 
 
 def test_warmup_cosine_shape() -> None:
-    opt = torch.optim.SGDFactory([nn.Parameter(torch.zeros(1))], lr=1.0)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = WarmupCosine(warmup_epochs=2, start_factor=0.1, min_factor=0.01).build(
         opt, total_steps=30, steps_per_epoch=5
     )

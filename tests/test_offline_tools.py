@@ -328,3 +328,35 @@ def test_tool_scripts() -> None:
     for script in ("linear_probe.py", "knn.py", "select_checkpoint.py"):
         res = subprocess.run([sys.executable, str(tools / script), "--help"], capture_output=True, text=True)
         assert res.returncode == 0 and "data.KEY=VALUE" in res.stdout
+
+
+def test_tools_never_download_for_a_pretrained_run(
+    tiny_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run trained with backbone.pretrained=true: knn, probe, select and export work with no network."""
+
+    def edit(ckpt: dict) -> None:
+        ckpt["recipe"]["backbone"]["pretrained"] = True
+
+    run = rewrite(tiny_run.path, tmp_path / "pretrained_run", edit)
+    ckpt = run / "checkpoints" / "last.ckpt"
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise OSError("network access attempted")
+
+    import socket
+
+    import timm.models._builder
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", no_network)  # fails fast, no hub retries
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["knn", str(ckpt), "--k", "5"]) == 0
+    assert main(["probe", str(ckpt), "--epochs", "5"]) == 0
+    assert main(["select", str(run), "--num-samples", "16", "--out", str(tmp_path / "sel.json")]) == 0
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "b.safetensors")]) == 0
+    assert "error" not in capsys.readouterr().err
+    # The same checkpoint built as the recipe says (pretrained=true) does try to download.
+    with pytest.raises(RecipeError, match="backbone.pretrained: cannot load the pretrained weights"):
+        run_module.build_parts(torch.load(ckpt, weights_only=True)["recipe"])

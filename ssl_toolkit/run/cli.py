@@ -161,12 +161,15 @@ def _export(args: argparse.Namespace, argv: list[str] | None) -> int:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else run_dir_of(ckpt) / "export" / f"{ckpt.stem}.safetensors"
     result = export_backbone(ckpt, out, force=args.force)
-    print(f"written: {result.path} ({result.num_tensors} tensors of {result.model_name})")
+    print(f"written: {result.path} ({result.num_tensors} tensors of {result.model_name}, "
+          f"{result.feature_dim} features)")  # fmt: skip
+    extra = "".join(f", {k}={v!r}" for k, v in result.timm_kwargs.items())
     if result.small_image_stem:
-        print("load: build_backbone(name, small_image_stem=True).load_state_dict(safetensors.torch.load_file(PATH))")
+        print(f"load: build_backbone({result.model_name!r}, small_image_stem=True, <the recipe's other backbone "
+              "keys>).load_state_dict(safetensors.torch.load_file(PATH))")  # fmt: skip
     else:
         print(f"load: timm.create_model({result.model_name!r}, pretrained=True, "
-              f"pretrained_cfg_overlay=dict(file={str(result.path)!r}, num_classes=0))")  # fmt: skip
+              f"pretrained_cfg_overlay=dict(file={str(result.path)!r}, num_classes=0){extra})")  # fmt: skip
     return 0
 
 

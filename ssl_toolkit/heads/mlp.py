@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ssl_toolkit.checks import check_int
+
 LAST_NORMS = ("none", "bn", "bn_affine", "bn_noaffine", "ln")
 
 
@@ -80,11 +82,9 @@ def build_mlp(
     Raises:
         ValueError: a width or ``num_layers`` below 1, or an unknown ``last_norm``.
     """
-    if num_layers < 1:
-        raise ValueError(f"num_layers: must be >= 1, got {num_layers}")
-    for name, dim in (("hidden_dim", hidden_dim if num_layers > 1 else 1), ("out_dim", out_dim)):
-        if dim < 1:
-            raise ValueError(f"{name}: must be >= 1, got {dim}")
+    check_int("num_layers", num_layers)
+    check_int("hidden_dim", hidden_dim if num_layers > 1 else 1)
+    check_int("out_dim", out_dim)
     if last_norm not in LAST_NORMS:
         raise ValueError(f"last_norm: {last_norm!r} is not one of {', '.join(LAST_NORMS)}")
     layers: list[nn.Module] = []

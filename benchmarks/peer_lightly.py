@@ -206,7 +206,7 @@ def lightly_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> 
 
 
 # --- ssl_toolkit ----------------------------------------------------------------------------------
-def toolkit_recipe(method: str, s: Settings, seed: int) -> dict:
+def toolkit_recipe(method: str, s: Settings, seed: int, head_overrides: dict | None = None) -> dict:
     """The recipe equal to ``lightly_run``'s settings (same crops, jitter, widths, loss, optimizer)."""
     augment = {"name": "simclr", "size": s.image_size, "crop_scale": [0.08, 1.0], "brightness": 0.4,
                "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "jitter_p": 0.8, "grayscale_p": 0.2,
@@ -218,7 +218,7 @@ def toolkit_recipe(method: str, s: Settings, seed: int) -> dict:
         "swav": {"name": "swav", "num_prototypes": s.num_prototypes, "temperature": s.swav_temperature,
                  "epsilon": 0.05, "num_global": 2},
     }  # fmt: skip
-    head = {**heads[method], "hidden_dim": s.hidden_dim, "out_dim": s.out_dim}
+    head = {**heads[method], "hidden_dim": s.hidden_dim, "out_dim": s.out_dim, **(head_overrides or {})}
     return {
         "seed": seed,
         "out_dir": "runs/peer_lightly",
@@ -239,9 +239,11 @@ def toolkit_recipe(method: str, s: Settings, seed: int) -> dict:
     }
 
 
-def toolkit_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
+def toolkit_run(
+    method: str, data: FashionMNISTData, s: Settings, seed: int, head_overrides: dict | None = None
+) -> tuple[nn.Module, dict]:
     """Train ssl_toolkit's SSLModule from the equal recipe; returns the backbone and the timing."""
-    recipe = toolkit_recipe(method, s, seed)
+    recipe = toolkit_recipe(method, s, seed, head_overrides)
     validate(recipe)
     pl.seed_everything(seed, verbose=False)
     parts = build_parts(recipe)
@@ -255,7 +257,13 @@ def toolkit_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> 
     return parts.module.backbone, {"images": timer.images, "seconds": timer.seconds, "steps": trainer.global_step}
 
 
-SIDES = {"lightly": lightly_run, "ssl_toolkit": toolkit_run}
+def toolkit_no_bn_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
+    """ssl_toolkit with the projector it had before following the authors' code (no BN at all)."""
+    return toolkit_run(method, data, s, seed, {"batch_norm": False, "last_norm": "none"})
+
+
+SIDES = {"lightly": lightly_run, "ssl_toolkit": toolkit_run, "ssl_toolkit_no_bn": toolkit_no_bn_run}
+DEFAULT_SIDES = ("lightly", "ssl_toolkit")
 
 
 # --- driver ---------------------------------------------------------------------------------------
@@ -267,22 +275,26 @@ def run_one(method: str, side: str, data: FashionMNISTData, s: Settings, seed: i
 
 
 def table(results: list[RunResult]) -> str:
-    """Markdown: per method and side, k-NN mean +- sample std and per-seed values, views/s mean."""
-    lines = ["| method | built from | k-NN top-1, mean ± std (seeds) | training views/s (images/s) | ours / lightly |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    """Markdown: per method and side, k-NN mean ± sample std and per-seed values, views/s mean, and
+    each toolkit side against lightly (k-NN difference in points, throughput ratio)."""
+    lines = ["| method | built from | k-NN top-1, mean ± std | per seed | training views/s (images/s) | "
+             "k-NN − lightly | throughput / lightly |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for method in METHODS:
-        rates = {}
+        knn_mean, rates = {}, {}
         for side in SIDES:
             rows = sorted((r for r in results if r.method == method and r.side == side), key=lambda r: r.seed)
             if not rows:
                 continue
             knn = [r.knn_top1 for r in rows]
-            spread = statistics.stdev(knn) if len(knn) > 1 else float("nan")
-            rates[side] = statistics.mean(r.views_per_s for r in rows)
+            spread = f"{statistics.stdev(knn):.4f}" if len(knn) > 1 else "-"
+            knn_mean[side], rates[side] = statistics.mean(knn), statistics.mean(r.views_per_s for r in rows)
             per_seed = ", ".join(f"{r.seed}: {r.knn_top1:.4f}" for r in rows)
-            ratio = f"{rates[side] / rates['lightly']:.2f}x" if side != "lightly" and "lightly" in rates else ""
-            lines.append(f"| {method} | {side} | {statistics.mean(knn):.4f} ± {spread:.4f} ({per_seed}) | "
-                         f"{rates[side]:.0f} ({rates[side] / 2:.0f}) | {ratio} |")  # fmt: skip
+            versus = ["", ""]
+            if side != "lightly" and "lightly" in rates:
+                versus = [f"{100 * (knn_mean[side] - knn_mean['lightly']):+.1f} pt",
+                          f"{rates[side] / rates['lightly']:.2f}x"]  # fmt: skip
+            lines.append(f"| {method} | {side} | {knn_mean[side]:.4f} ± {spread} | {per_seed} | "
+                         f"{rates[side]:.0f} ({rates[side] / 2:.0f}) | {versus[0]} | {versus[1]} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -290,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        default=list(DEFAULT_SIDES),
+        choices=list(SIDES),
+        help="ssl_toolkit_no_bn: the toolkit with a projector without BN (the old SimCLR default)",
+    )
     parser.add_argument("--train-samples", type=int, default=Settings.train_samples)
     parser.add_argument("--val-samples", type=int, default=Settings.val_samples)
     parser.add_argument("--root", default=Settings.root)
@@ -310,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for seed in args.seeds:
         for method in args.methods:
-            order = list(SIDES) if seed % 2 == 0 else list(SIDES)[::-1]
+            order = args.sides if seed % 2 == 0 else args.sides[::-1]
             for side in order:
                 r = run_one(method, side, data, s, seed)
                 results.append(r)

@@ -252,6 +252,26 @@ def label_free_metrics(inputs: dict, rank: int, world: int) -> dict:
 CASES["label_free_metrics"] = label_free_metrics
 
 
+def sync_scale_batchnorm(inputs: dict, rank: int, world: int) -> dict:
+    """The projector's scale-only BN (SimCLR's output BN) swapped to AllReduceBatchNorm, (N, D) rows."""
+    from ssl_toolkit.heads.mlp import ScaleBatchNorm1d
+    from ssl_toolkit.sync_batchnorm import AllReduceBatchNorm, swap_batchnorm
+
+    n = inputs["x"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    bn = ScaleBatchNorm1d(inputs["x"].shape[1])
+    bn.load_state_dict(inputs["state"])
+    bn = swap_batchnorm(bn, ScaleBatchNorm1d, AllReduceBatchNorm)
+    x = inputs["x"][rows].clone().requires_grad_(True)
+    y = bn(x)
+    (inputs["w"][rows] * y).sum().backward()
+    return {"y": y.detach(), "grad_x": x.grad, "grad_weight": bn.weight.grad, "bias": bn.bias,
+            "kind": type(bn).__name__}  # fmt: skip
+
+
+CASES["sync_scale_batchnorm"] = sync_scale_batchnorm
+
+
 def main() -> None:
     case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

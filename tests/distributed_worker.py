@@ -84,7 +84,21 @@ def _two_view_loss_case(loss_name: str):
     return case
 
 
+def any_loss(inputs: dict, rank: int, world: int) -> dict:
+    """LOSSES[inputs["name"]](**inputs["kwargs"]) on this rank's rows of every view in
+    ``inputs["views"]``: a MultiViewLoss gets the list, a two-view loss the two tensors."""
+    from ssl_toolkit.losses import MultiViewLoss
+
+    n = inputs["views"][0].shape[0] // world
+    views = [v[rank * n : (rank + 1) * n].clone().requires_grad_(True) for v in inputs["views"]]
+    loss_fn = LOSSES[inputs["name"]](**inputs["kwargs"])
+    loss = loss_fn(views) if isinstance(loss_fn, MultiViewLoss) else loss_fn(*views)
+    loss.backward()
+    return {"loss": loss.detach(), "grads": [v.grad for v in views]}
+
+
 CASES = {
+    "any_loss": any_loss,
     "ntxent": _two_view_loss_case("ntxent"),
     "dcl": _two_view_loss_case("dcl"),
     "dclw": _two_view_loss_case("dclw"),

@@ -59,6 +59,36 @@ def test_two_view_losses_two_processes_equal_one(name: str, tmp_path: Path) -> N
 
 
 @pytest.mark.distributed
+@pytest.mark.parametrize(
+    "name, kwargs, num_views",
+    [
+        ("mv_infonce", {"temperature": 0.2}, 4),
+        ("mv_dhel", {"temperature": 0.2}, 3),
+        ("groco", {"top_k_negatives": 3}, 3),
+        ("groco", {"top_k_negatives": 4, "stop_grad": False, "positive_views": 2}, 4),
+        ("mw", {"temperature": 0.1}, 2),
+        ("hard_contrastive", {"temperature": 0.5, "alpha": 0.3}, 2),
+    ],
+    ids=["mv_infonce", "mv_dhel", "groco", "groco_no_stop_grad_multicrop", "mw", "hard_contrastive"],
+)
+def test_gathering_losses_two_processes_equal_one(name: str, kwargs: dict, num_views: int, tmp_path: Path) -> None:
+    from ssl_toolkit.losses import MultiViewLoss
+
+    g = torch.Generator().manual_seed(1)
+    views = [torch.randn(12, 16, generator=g) for _ in range(num_views)]  # global batch 12 -> 6 per rank
+    ranks = run_two_ranks("any_loss", {"name": name, "kwargs": kwargs, "views": views}, tmp_path)
+
+    local = [v.clone().requires_grad_(True) for v in views]
+    loss_fn = LOSSES[name](**kwargs)
+    loss = loss_fn(local) if isinstance(loss_fn, MultiViewLoss) else loss_fn(*local)
+    loss.backward()
+    torch.testing.assert_close(torch.stack([r["loss"] for r in ranks]).mean(), loss.detach())
+    for v in range(num_views):  # DDP averages gradients: each rank's local gradient is 2 x dL/dz of its rows
+        torch.testing.assert_close(torch.cat([r["grads"][v] for r in ranks]) / 2, local[v].grad, rtol=1e-5, atol=1e-7)
+    assert not torch.isclose(ranks[0]["loss"], ranks[1]["loss"])  # each rank scores its own images
+
+
+@pytest.mark.distributed
 def test_moco_queue_and_gradients_two_processes_equal_one(tmp_path: Path) -> None:
     from ssl_toolkit.heads import BatchInfo, MoCoV2Head, Views
 

@@ -1,10 +1,11 @@
-"""Representation metrics as pure functions: RankMe, weighted k-NN, alignment, uniformity."""
+"""Representation metrics as pure functions: RankMe, weighted k-NN, top-k accuracy, alignment, uniformity."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.functional.classification import multiclass_accuracy
 
 
 def rankme(z: Tensor, eps: float = 1e-7) -> float:
@@ -75,6 +76,27 @@ def knn_classify(
 ) -> Tensor:
     """Predicted labels (Q,) of the weighted k-NN in :func:`knn_scores`; ties go to the lower class."""
     return knn_scores(train_feats, train_labels, query_feats, k, temperature, num_classes).argmax(dim=1)
+
+
+def topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> float:
+    """Fraction of rows whose label is among the ``min(k, C)`` highest scores (torchmetrics' micro
+    top-k accuracy). For k = 1 the prediction is the argmax, so ties go to the lower class exactly
+    as in :func:`knn_classify`. The one top-k used by the online callbacks and the offline tools.
+
+    Args:
+        scores: (Q, C) class scores (k-NN votes or logits).
+        labels: (Q,) int labels in [0, C).
+        k: 1 for top-1, 5 for top-5.
+
+    Raises:
+        ValueError: ``k < 1`` or a shape mismatch.
+    """
+    if k < 1 or scores.ndim != 2 or labels.shape != scores.shape[:1]:
+        raise ValueError(f"topk_accuracy: k={k}, scores {tuple(scores.shape)}, labels {tuple(labels.shape)}")
+    if scores.shape[0] == 0:
+        return float("nan")
+    return float(multiclass_accuracy(scores.float(), labels.long().to(scores.device), num_classes=scores.shape[1],
+                                     top_k=min(k, scores.shape[1]), average="micro"))  # fmt: skip
 
 
 def alignment(x: Tensor, y: Tensor, alpha: float = 2.0) -> float:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO, tiny_recipe  # noqa: E402
-from ssl_toolkit.recipe import build_parts, build_trainer  # noqa: E402
+from ssl_toolkit.run.recipe import build_parts, build_trainer  # noqa: E402
 from ssl_toolkit.sync_batchnorm import AllReduceBatchNorm  # noqa: E402
 
 STEPS, GLOBAL_BATCH, RANKS = 3, 16, 2

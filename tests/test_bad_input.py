@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import REPO, tiny_recipe
-from ssl_toolkit.cli import main
 from ssl_toolkit.data import ImageFolderData
 from ssl_toolkit.data.image_files import check_file
 from ssl_toolkit.data.image_folder import load_image
+from ssl_toolkit.run.cli import main
 
 S = 8  # decoded image side
 

@@ -61,7 +61,7 @@ def test_unknown_labels_are_never_drawn_and_bad_sizes_fail() -> None:
     assert max(drawn) < 48
     with pytest.raises(ValueError, match="classes_per_batch"):
         ClassBalancedBatchSampler(LABELS, classes_per_batch=5, samples_per_class=3)
-    with pytest.raises(ValueError, match="samples_per_class: must be >= 1"):
+    with pytest.raises(ValueError, match="samples_per_class: must be an int >= 1"):
         ClassBalancedBatchSampler(LABELS, classes_per_batch=2, samples_per_class=0)
 
 

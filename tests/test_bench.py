@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_recipe
-from ssl_toolkit.cli import main
+from ssl_toolkit.run.cli import main
 
 KEYS = ("backbone_img_s", "step_img_s", "loader_img_s", "overhead_ratio")
 
@@ -63,7 +63,8 @@ def test_speed_switch_builds_and_trains(recipe: str, switch: str, capsys: pytest
 
 
 def test_module_section_sets_switches_and_rejects_unknown_keys(recipe: str) -> None:
-    from ssl_toolkit.recipe import RecipeError, build_parts, load_recipe
+    from ssl_toolkit.run.errors import RecipeError
+    from ssl_toolkit.run.recipe import build_parts, load_recipe
 
     parts = build_parts(load_recipe(recipe, ["module.channels_last=true", "module.compile_backbone=true"]))
     module = parts.module

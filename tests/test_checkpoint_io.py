@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_toolkit.checkpoint import CheckpointError, read_checkpoint
-from ssl_toolkit.checkpoint_io import AtomicCheckpointIO, atomic_save
-from ssl_toolkit.cli import main
-from ssl_toolkit.recipe import RecipeError
-from ssl_toolkit.resume import find_resume
+from ssl_toolkit.run.checkpoint import read_checkpoint
+from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO, atomic_save
+from ssl_toolkit.run.cli import main
+from ssl_toolkit.run.errors import CheckpointError, RecipeError
+from ssl_toolkit.run.resume import find_resume
 
 
 class Unpicklable:
@@ -69,7 +69,7 @@ def test_kill_during_write_keeps_the_old_file(tmp_path: Path) -> None:
     atomic_save({"state_dict": {"w": torch.zeros(3)}, "global_step": 5}, path)
     script = (
         "import os, signal, sys, torch\n"
-        "from ssl_toolkit.checkpoint_io import atomic_save\n"
+        "from ssl_toolkit.run.checkpoint_io import atomic_save\n"
         "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
         "atomic_save({'state_dict': {'w': torch.ones(10**6)}, 'global_step': 6}, sys.argv[1])\n"
     )

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, TINY_BACKBONE, tiny_recipe
-from ssl_toolkit.cli import main
+from ssl_toolkit.run.cli import main
 
 DEMO = REPO / "recipes" / "fashion_mnist" / "simclr.yaml"
 CLI = Path(sys.executable).with_name("ssl-toolkit")

@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_recipe
-from ssl_toolkit.cli import main
 from ssl_toolkit.heads.simclr import SimCLRHead
+from ssl_toolkit.run.cli import main
 
 BAD_STEP = 5  # the 5th optimizer step (checkpoint names count the same way: step=5)
 

@@ -14,18 +14,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import ssl_toolkit.run as run_module
-import ssl_toolkit.select as select_module
+import ssl_toolkit.eval.selection as select_module
+import ssl_toolkit.run.fit as run_module
 from conftest import REPO, tiny_recipe
-from ssl_toolkit.checkpoint import CheckpointError, load_checkpoint
-from ssl_toolkit.cli import main
 from ssl_toolkit.data.base import TensorImageDataset
-from ssl_toolkit.features import EmbeddedSplit
+from ssl_toolkit.embedding import EmbeddedSplit
+from ssl_toolkit.eval.probe import linear_probe
+from ssl_toolkit.eval.selection import find_checkpoints, format_table, rank_checkpoints
 from ssl_toolkit.metrics import rankme
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.probe import linear_probe
-from ssl_toolkit.recipe import RecipeError
-from ssl_toolkit.select import find_checkpoints, format_table, rank_checkpoints
+from ssl_toolkit.run.checkpoint import load_checkpoint
+from ssl_toolkit.run.cli import main
+from ssl_toolkit.run.errors import CheckpointError, DataError, RecipeError
 
 N_TRAIN = 40
 
@@ -174,7 +174,7 @@ def test_linear_probe_separates_blobs_deterministically(method: str) -> None:
     b = linear_probe(train, val, 3, method=method, epochs=20)
     assert a == b and a.top1 >= 0.95 and a.train_top1 >= 0.95 and a.top5 == 1.0
     unlabelled = EmbeddedSplit(train.feats, None, torch.full((120,), -1), train.index)
-    with pytest.raises(ValueError, match="train: labels"):
+    with pytest.raises(DataError, match="train: labels"):
         linear_probe(unlabelled, val, 3, method=method)
 
 

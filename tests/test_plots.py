@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import REPO, tiny_recipe
-from ssl_toolkit.cli import main
-from ssl_toolkit.plots import plot_curves
+from ssl_toolkit.callbacks.curves_plot import plot_curves
+from ssl_toolkit.run.cli import main
 
 
 def test_plot_curves_writes_a_png(tmp_path: Path) -> None:

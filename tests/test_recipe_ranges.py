@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_recipe
-from ssl_toolkit.cli import main
+from ssl_toolkit.run.cli import main
 
 BAD_OVERRIDES = [
     ("optimizer.lr=-0.1", "optimizer.lr: must be > 0, got -0.1"),
@@ -22,21 +22,21 @@ BAD_OVERRIDES = [
     ("optimizer.trust_coefficient=0", "optimizer.trust_coefficient: must be > 0"),
     ("head.loss.temperature=0", "head.loss.temperature: must be > 0, got 0"),
     ("head.loss.temperature=-0.5", "head.loss.temperature: must be > 0"),
-    ("head.hidden_dim=0", "head.hidden_dim: must be >= 1"),
-    ("head.out_dim=-1", "head.out_dim: must be >= 1"),
+    ("head.hidden_dim=0", "head.hidden_dim: must be an int >= 1"),
+    ("head.out_dim=-1", "head.out_dim: must be an int >= 1"),
     ("augment.size=0", "augment: size must be > 0"),
     ("augment.crop_scale=[0.5,0.2]", "augment: crop_scale must satisfy 0 < low <= high"),
     ("augment.jitter_p=2", "augment: jitter_p must be in [0, 1]"),
-    ("data.batch_size=0", "data.batch_size: 0 must be a positive int"),
+    ("data.batch_size=0", "data.batch_size: must be an int >= 1, got 0"),
     ("data.batch_size=1000", "data.batch_size: 1000 is larger than the 64 training images"),
-    ("data.num_workers=-1", "data.num_workers: -1 must be an int >= 0"),
+    ("data.num_workers=-1", "data.num_workers: must be an int >= 0, got -1"),
     ("scheduler.warmup_epochs=-1", "scheduler.warmup_epochs: must be >= 0"),
-    ("callbacks.knn.k=0", "callbacks.knn.k: must be a positive int"),
+    ("callbacks.knn.k=0", "callbacks.knn.k: must be an int >= 1"),
     ("callbacks.checkpoint.every_n_train_steps=-1", "callbacks.checkpoint: Invalid value for every_n_train_steps=-1"),
     ("trainer.max_epochs=-5", "trainer: `max_epochs` must be a non-negative integer or -1"),
     ("trainer.max_steps=-5", "trainer: `max_steps` must be a non-negative integer or -1"),
     ("trainer.devices=0", "trainer: `Trainer(devices=0)` value is not a valid input"),
-    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches: must be >= 1"),
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches: must be an int >= 1"),
     ("seed=-1", "seed: must be in [0, 2**32), got -1"),
     # batch_size is per process: 16 x 8 processes cannot be fed by 64 images
     ("trainer.devices=8", "data.batch_size: 16 per process x 8 processes needs 128 training images per step"),

@@ -13,15 +13,16 @@ import sys
 
 import torch
 
-from ssl_toolkit.features import embed_split
+from ssl_toolkit.data.subset import fixed_subset
+from ssl_toolkit.embedding import embed_split
 from ssl_toolkit.metrics import knn_classify, rankme
-from ssl_toolkit.recipe import build_parts, load_recipe
+from ssl_toolkit.run.recipe import build_parts, load_recipe
 
 
 def scores(
     train_feats: torch.Tensor, train_labels: torch.Tensor, val_feats: torch.Tensor, val_labels: torch.Tensor
 ) -> tuple[float, float]:
-    subset = torch.randperm(train_feats.shape[0], generator=torch.Generator().manual_seed(0))[:25600]
+    subset = fixed_subset(train_feats.shape[0], 25600, seed=0)
     top1 = float((knn_classify(train_feats, train_labels, val_feats) == val_labels).float().mean())
     return top1, rankme(train_feats[subset])
 

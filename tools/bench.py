@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from ssl_toolkit.cli import main
+from ssl_toolkit.run.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

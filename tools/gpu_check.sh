@@ -47,12 +47,12 @@ run() {  # label, timeout seconds, command...
 }
 
 synthetic recipes/imagenet100/simclr.yaml "$TMP/simclr.yaml"
-run "SimCLR, ResNet-18, 224 px, batch 256, bf16" 90 "$PY" -m ssl_toolkit.cli bench "$TMP/simclr.yaml" --steps 20 --warmup 5
-run "SimCLR + channels_last" 90 "$PY" -m ssl_toolkit.cli bench "$TMP/simclr.yaml" module.channels_last=true --steps 20 --warmup 5
+run "SimCLR, ResNet-18, 224 px, batch 256, bf16" 90 "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr.yaml" --steps 20 --warmup 5
+run "SimCLR + channels_last" 90 "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr.yaml" module.channels_last=true --steps 20 --warmup 5
 if [ -f recipes/imagenet100/swav.yaml ]; then
   synthetic recipes/imagenet100/swav.yaml "$TMP/swav.yaml"
   run "SwAV multi-crop (2x224 + 6x96), ResNet-18, batch 256, bf16" 90 \
-    "$PY" -m ssl_toolkit.cli bench "$TMP/swav.yaml" --steps 20 --warmup 5
+    "$PY" -m ssl_toolkit.run.cli bench "$TMP/swav.yaml" --steps 20 --warmup 5
 else
   echo; echo "== SwAV: recipes/imagenet100/swav.yaml missing, skipped"
 fi
@@ -96,6 +96,6 @@ print(f"torchvision v2 per image, {workers} CPU workers, 2 views: {count / (time
 EOF
 echo "(augmentation rc $?)"
 
-run "SimCLR + torch.compile (backbone)" 100 "$PY" -m ssl_toolkit.cli bench "$TMP/simclr.yaml" module.compile_backbone=true --steps 20 --warmup 5
+run "SimCLR + torch.compile (backbone)" 100 "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr.yaml" module.compile_backbone=true --steps 20 --warmup 5
 echo; echo "== done $(date -u +%Y-%m-%dT%H:%M:%SZ); output in $OUT"
 rm -rf "$TMP"

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ssl_toolkit.checkpoint import load_checkpoint
-from ssl_toolkit.features import embed_split
+from ssl_toolkit.embedding import embed_split
+from ssl_toolkit.eval.probe import linear_probe
+from ssl_toolkit.eval.selection import rank_checkpoints
 from ssl_toolkit.metrics import knn_classify, rankme
-from ssl_toolkit.probe import linear_probe
-from ssl_toolkit.recipe import build_parts
-from ssl_toolkit.select import rank_checkpoints
+from ssl_toolkit.run.checkpoint import load_checkpoint
+from ssl_toolkit.run.recipe import build_parts
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPERATURES = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from ssl_toolkit.augment.simclr import SimCLRAugment, _ordered_pair
+from ssl_toolkit.checks import check_int
 
 
 class MultiCropAugment(nn.Module):
@@ -65,8 +66,7 @@ class MultiCropAugment(nn.Module):
         std: Sequence[float] = (0.229, 0.224, 0.225),
     ) -> None:
         super().__init__()
-        if num_global < 1:
-            raise ValueError(f"num_global: must be >= 1, got {num_global}")
+        check_int("num_global", num_global)
         if num_local < 0:
             raise ValueError(f"num_local: must be >= 0, got {num_local}")
         if not (size > 0 and local_size > 0):

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from ssl_toolkit.augment.color import RandomOrderColorJitter
+from ssl_toolkit.checks import check_int
 
 
 class _AntialiasedResizedCrop(K.RandomResizedCrop):
@@ -107,8 +108,7 @@ class SimCLRAugment(nn.Module):
         super().__init__()
         if not size > 0:
             raise ValueError(f"size must be > 0, got {size!r}")
-        if not num_views >= 1:
-            raise ValueError(f"num_views must be >= 1, got {num_views!r}")
+        check_int("num_views", num_views)
         kernel = max(3, int(0.1 * size) // 2 * 2 + 1) if blur_kernel_size is None else blur_kernel_size
         if not (kernel >= 3 and kernel % 2 == 1):
             raise ValueError(f"blur_kernel_size must be an odd int >= 3, got {blur_kernel_size!r}")

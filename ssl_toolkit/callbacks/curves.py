@@ -8,7 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ssl_toolkit.plots import ACCURACY_KEYS, RANKME_KEYS, plot_curves
+from ssl_toolkit.callbacks.curves_plot import ACCURACY_KEYS, RANKME_KEYS, plot_curves
 
 
 class Curves(pl.Callback):

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from ssl_toolkit.checks import check_int
 from ssl_toolkit.distributed import is_distributed
-from ssl_toolkit.features import EmbeddedSplit, embed_split, gather_split
+from ssl_toolkit.embedding import EmbeddedSplit, embed_split, gather_split
 
 Split = Literal["train", "val"]
 
@@ -126,8 +127,7 @@ class EvalCallback(pl.Callback):
     splits: tuple[Split, ...] = ()
 
     def __init__(self, every_n_epochs: int = 1) -> None:
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs: must be a positive int, got {every_n_epochs!r}")
+        check_int("every_n_epochs", every_n_epochs)
         self.every_n_epochs = every_n_epochs
 
     def due(self, trainer: pl.Trainer) -> bool:

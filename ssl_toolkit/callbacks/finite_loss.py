@@ -7,6 +7,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from ssl_toolkit.checks import check_int
+
 _NONE = 2**62  # "no bad step" in the min-reduction over processes
 
 
@@ -33,8 +35,7 @@ class FiniteLoss(pl.Callback):
     """
 
     def __init__(self, check_every_n_steps: int = 10) -> None:
-        if isinstance(check_every_n_steps, bool) or not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
-            raise ValueError(f"check_every_n_steps: must be a positive int, got {check_every_n_steps!r}")
+        check_int("check_every_n_steps", check_every_n_steps)
         self.check_every_n_steps = check_every_n_steps
         self._pending: list[tuple[int, int, torch.Tensor]] = []  # (step, epoch, loss) not yet checked
 

@@ -5,24 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, Split, split_features
-from ssl_toolkit.metrics import knn_scores
-
-
-def topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> float:
-    """Fraction of rows whose label is among the ``k`` highest scores.
-
-    Args:
-        scores: (Q, C) class scores.
-        labels: (Q,) int labels.
-        k: 1 for top-1, 5 for top-5 (clipped to C).
-    """
-    if k == 1:  # argmax, so ties go to the lower class exactly as in knn_classify
-        return float((scores.argmax(dim=1) == labels.to(scores.device)).float().mean())
-    top = scores.topk(min(k, scores.shape[1]), dim=1).indices  # (Q, k)
-    return float((top == labels.to(top.device)[:, None]).any(dim=1).float().mean())
+from ssl_toolkit.checks import check_int
+from ssl_toolkit.metrics import knn_scores, topk_accuracy
 
 
 class KNNProbe(EvalCallback):
@@ -53,12 +40,10 @@ class KNNProbe(EvalCallback):
 
     def __init__(self, k: int = 200, temperature: float = 0.07, every_n_epochs: int = 1, chunk_size: int = 256) -> None:
         super().__init__(every_n_epochs)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k: must be a positive int, got {k!r}")
+        check_int("k", k)
         if not temperature > 0:
             raise ValueError(f"temperature: must be > 0, got {temperature!r}")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size: must be a positive int, got {chunk_size!r}")
+        check_int("chunk_size", chunk_size)
         self.k, self.temperature, self.chunk_size = k, float(temperature), chunk_size
 
     @torch.no_grad()

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, Split, datamodule_of, split_features
-from ssl_toolkit.callbacks.knn import topk_accuracy
 from ssl_toolkit.distributed import is_distributed, world_size
+from ssl_toolkit.metrics import topk_accuracy
 
 
 class LinearProbe(EvalCallback):

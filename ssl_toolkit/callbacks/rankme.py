@@ -17,6 +17,8 @@ from ssl_toolkit.callbacks.eval_features import (
     split_features,
     subset_features,
 )
+from ssl_toolkit.checks import check_int
+from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.metrics import rankme
 
 
@@ -46,21 +48,17 @@ class RankMe(EvalCallback):
 
     def __init__(self, num_samples: int = 25600, eps: float = 1e-7, every_n_epochs: int = 1, seed: int = 0) -> None:
         super().__init__(every_n_epochs)
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples: must be a positive int, got {num_samples!r}")
+        check_int("num_samples", num_samples)
         if not eps > 0:  # p_k = 0 would give 0 * log 0 = nan
             raise ValueError(f"eps: must be > 0, got {eps!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed: must be an int, got {seed!r}")
+        check_int("seed", seed, minimum=0)
         self.num_samples, self.eps, self.seed = num_samples, float(eps), seed
         self.indices: Tensor | None = None  # (M,) sorted train-split positions, drawn once
 
     def draw(self, num_train: int) -> Tensor:
         """Draw (once) and return the subset: ``min(num_samples, num_train)`` sorted positions."""
         if self.indices is None:
-            generator = torch.Generator().manual_seed(self.seed)
-            perm = torch.randperm(num_train, generator=generator)
-            self.indices = perm[: min(self.num_samples, num_train)].sort().values
+            self.indices = fixed_subset(num_train, self.num_samples, self.seed)
         elif int(self.indices.max()) >= num_train:
             raise ValueError(f"num_samples: stored subset reaches row {int(self.indices.max())} of {num_train}")
         return self.indices

@@ -77,7 +77,7 @@ class ClassBalancedBatchSampler:
                 f"classes_per_batch: {classes_per_batch} must be in [1, {len(classes)}] (labelled classes)"
             )
         if samples_per_class < 1:
-            raise ValueError(f"samples_per_class: must be >= 1, got {samples_per_class}")
+            raise ValueError(f"samples_per_class: must be an int >= 1, got {samples_per_class}")
         self.classes = classes
         self.members = [torch.nonzero(labels == c).flatten() for c in classes.tolist()]
         self.num_samples = len(known)

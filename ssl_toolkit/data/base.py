@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from ssl_toolkit.checks import check_int
 from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
 from ssl_toolkit.data.resumable import ResumableSampler, loader_position
 
@@ -24,8 +25,7 @@ def check_positive(**values: int | None) -> None:
         **values: argument name -> value, as the caller's constructor received them.
     """
     for name, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise ValueError(f"{name}: {value!r} must be a positive int")
+        check_int(name, value, optional=True)
 
 
 class TensorImageDataset(Dataset):
@@ -72,8 +72,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
     ) -> None:
         super().__init__()
         check_positive(image_size=image_size, batch_size=batch_size, classes_per_batch=classes_per_batch)
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers: {num_workers!r} must be an int >= 0")
+        check_int("num_workers", num_workers, minimum=0)
         if classes_per_batch is not None and batch_size % classes_per_batch:
             raise ValueError(f"classes_per_batch: batch_size {batch_size} is not a multiple of {classes_per_batch}")
         self.classes_per_batch = classes_per_batch

@@ -3,7 +3,7 @@
 from ssl_toolkit.heads.amcl import AMCLHead
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
 from ssl_toolkit.heads.hydra import HydraHead
-from ssl_toolkit.heads.mochi import MoCHiHead, MoCoV2Head
+from ssl_toolkit.heads.moco import MoCHiHead, MoCoV2Head
 from ssl_toolkit.heads.simclr import SimCLRHead
 from ssl_toolkit.heads.swav import SwAVHead
 

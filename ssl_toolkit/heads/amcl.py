@@ -7,6 +7,7 @@ from itertools import combinations
 import torch
 from torch import Tensor, nn
 
+from ssl_toolkit.checks import check_int
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
 from ssl_toolkit.losses.amcl import AMCLLoss, PairTemperature
@@ -62,8 +63,7 @@ class AMCLHead(SSLHead):
         temperature_hidden_dim: int = 128,
     ) -> None:
         super().__init__()
-        if num_heads < 1:
-            raise ValueError(f"num_heads: must be >= 1, got {num_heads}")
+        check_int("num_heads", num_heads)
         self.projectors = nn.ModuleList(
             [build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm) for _ in range(num_heads)]
         )

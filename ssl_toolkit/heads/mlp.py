@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ssl_toolkit.checks import check_int
+
 
 def build_mlp(
     in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batch_norm: bool = False
@@ -13,11 +15,9 @@ def build_mlp(
     ``num_layers`` counts Linear layers (SimCLR v1 and solo-learn use 2; SimCLR v2 uses 3).
     With batch_norm the hidden Linears drop their bias (BN has one).
     """
-    if num_layers < 1:
-        raise ValueError(f"num_layers: must be >= 1, got {num_layers}")
-    for name, dim in (("hidden_dim", hidden_dim if num_layers > 1 else 1), ("out_dim", out_dim)):
-        if dim < 1:
-            raise ValueError(f"{name}: must be >= 1, got {dim}")
+    check_int("num_layers", num_layers)
+    check_int("hidden_dim", hidden_dim if num_layers > 1 else 1)
+    check_int("out_dim", out_dim)
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(num_layers - 1):

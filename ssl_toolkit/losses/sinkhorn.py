@@ -6,6 +6,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ssl_toolkit.checks import check_int
 from ssl_toolkit.distributed import is_distributed, world_size
 
 
@@ -40,8 +41,7 @@ def sinkhorn(scores: Tensor, iterations: int = 3, epsilon: float = 0.05) -> Tens
         >>> q = sinkhorn(torch.randn(256, 3000))
         >>> q.sum(dim=1)  # ones
     """
-    if iterations < 1:
-        raise ValueError(f"iterations: must be >= 1, got {iterations}")
+    check_int("iterations", iterations)
     if not epsilon > 0:
         raise ValueError(f"epsilon: must be > 0, got {epsilon}")
     s = scores.detach().float()

@@ -7,7 +7,6 @@ Files are always read with ``torch.load(weights_only=True)``: loading never runs
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,8 @@ import torch
 
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.recipe import RecipeError, build_parts, check_call, load_recipe
-
-
-class CheckpointError(RecipeError):
-    """A checkpoint that cannot be read or rebuilt; the message is one line naming the file."""
+from ssl_toolkit.run.errors import CheckpointError, RecipeError
+from ssl_toolkit.run.recipe import build_parts, check_call, load_recipe
 
 
 @dataclass
@@ -136,29 +132,3 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint: {path} does not match its recipe ({detail})") from None
     module.eval()
     return LoadedCheckpoint(module, datamodule, recipe, int(ckpt.get("epoch", -1)), int(ckpt.get("global_step", -1)))
-
-
-def run_dir_of(path: str | Path) -> Path:
-    """The run folder of a checkpoint: the parent of ``checkpoints/``, else the file's folder."""
-    path = Path(path).resolve()
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
-def write_new_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` to ``path``, or to ``<stem>_1.json``, ``<stem>_2.json``... if it exists.
-
-    Earlier results are never overwritten; ``open(mode="x")`` makes the check race-free.
-
-    Returns:
-        the path written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    candidate, n = path, 0
-    while True:
-        try:
-            with candidate.open("x") as f:
-                f.write(json.dumps(data, indent=2) + "\n")
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")

@@ -2,7 +2,7 @@
 
 Every checkpoint of the given runs embeds the *same* random subset of unlabelled train images; the
 one whose backbone features have the highest RankMe is selected. RankMe only ranks runs of one
-method (methods.md section 8), so runs of different heads are refused.
+method (its value depends on the loss and projector), so runs of different heads are refused.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_toolkit.checkpoint import (
+from ssl_toolkit.data import DATAMODULES
+from ssl_toolkit.data.subset import fixed_subset
+from ssl_toolkit.embedding import embed_split
+from ssl_toolkit.eval.probe import embed_labelled, knn_probe
+from ssl_toolkit.metrics import rankme
+from ssl_toolkit.run.checkpoint import (
     LoadedCheckpoint,
     apply_data_overrides,
     checkpoint_recipe,
     load_checkpoint,
     read_checkpoint,
 )
-from ssl_toolkit.data import DATAMODULES
-from ssl_toolkit.features import embed_split
-from ssl_toolkit.metrics import rankme
-from ssl_toolkit.probe import embed_labelled, knn_probe
-from ssl_toolkit.recipe import RecipeError
+from ssl_toolkit.run.errors import ArgumentError, CheckpointError, DataError
 
 # Loader settings that do not change which images are embedded.
 _LOADER_KEYS = ("batch_size", "num_workers")
@@ -70,15 +71,6 @@ class ImagesOnly(Dataset):
         return self.dataset[index][0], -1, index
 
 
-def sample_indices(total: int, num_samples: int, seed: int) -> Tensor:
-    """``min(num_samples, total)`` distinct positions drawn uniformly from ``range(total)``, sorted.
-
-    Random rather than the first rows: a loader sorted by class would bias RankMe (methods.md 8).
-    """
-    perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-    return perm[: min(num_samples, total)].sort().values
-
-
 def method_of(recipe: dict[str, Any]) -> str:
     """The method a recipe trains: its head, and the head's loss when it has one (simclr+dcl != simclr)."""
     loss = recipe["head"].get("loss")
@@ -98,13 +90,14 @@ def find_checkpoints(run_dirs: list[Path], data_overrides: dict[str, Any] | None
     Only metadata is read here (memory-mapped), so a bad set of runs fails before any embedding.
 
     Raises:
-        RecipeError: a run without checkpoints, runs of different methods or on different data.
+        CheckpointError: a run without checkpoints. ArgumentError: runs of different methods.
+        DataError: checkpoints trained on different data.
     """
     found: list[tuple[Path, Path, dict[str, Any]]] = []
     for run_dir in map(Path, run_dirs):
         paths = sorted((run_dir / "checkpoints").glob("*.ckpt"))
         if not paths:
-            raise RecipeError(f"select: {run_dir} has no checkpoints/*.ckpt")
+            raise CheckpointError(f"select: {run_dir} has no checkpoints/*.ckpt")
         metas = {p: read_checkpoint(p, mmap=True) for p in paths}
         # One checkpoint per step: last.ckpt and best-* copies duplicate a periodic checkpoint.
         by_step: dict[int, Path] = {}
@@ -116,14 +109,14 @@ def find_checkpoints(run_dirs: list[Path], data_overrides: dict[str, Any] | None
     first_run, first_path, first = found[0]
     for run_dir, path, recipe in found[1:]:
         if method_of(recipe) != method_of(first):
-            raise RecipeError(
+            raise ArgumentError(
                 f"select: {first_run} is {method_of(first)!r} but {run_dir} is {method_of(recipe)!r}; "
                 "RankMe only compares runs of the same method"
             )
         a, b = _images_spec(first["data"]), _images_spec(recipe["data"])
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
-                raise RecipeError(
+                raise ArgumentError(
                     f"select: data.{key} is {a.get(key)!r} in {first_path} but {b.get(key)!r} in {path}; "
                     "every checkpoint must embed the same images"
                 )
@@ -148,7 +141,7 @@ def rank_checkpoints(
     """Score every checkpoint of ``run_dirs`` by RankMe; best first (the selected checkpoint).
 
     RankMe is computed on the backbone features (N, F) and the projector embeddings (N, D) of the
-    same ``min(num_samples, N_train)`` train images for every checkpoint (:func:`sample_indices`);
+    same ``min(num_samples, N_train)`` train images for every checkpoint (:func:`fixed_subset`);
     the paper uses N = 25,600. Labels are never read unless ``with_labels``, which adds the k-NN
     top-1 (k=200, T=0.07, full train split as bank, val split as queries) for comparison.
 
@@ -164,7 +157,7 @@ def rank_checkpoints(
         rows sorted by RankMe, highest first (NaN last).
     """
     if num_samples < 1:
-        raise RecipeError(f"select: num_samples must be positive, got {num_samples}")
+        raise ArgumentError(f"--num-samples: must be positive, got {num_samples}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows: list[Row] = []
     loaded: LoadedCheckpoint | None = None
@@ -173,9 +166,9 @@ def rank_checkpoints(
         loaded = load_checkpoint(path, data_overrides, reuse=loaded)
         module, dm = loaded.module.to(device), loaded.datamodule
         if subset is None:
-            subset, total = sample_indices(len(dm.train_set), num_samples, seed), len(dm.train_set)
+            subset, total = fixed_subset(len(dm.train_set), num_samples, seed), len(dm.train_set)
         elif len(dm.train_set) != total:  # same data spec, yet other files on disk: not comparable
-            raise RecipeError(f"select: {path} sees {len(dm.train_set)} train images, the first checkpoint {total}")
+            raise DataError(f"select: {path} sees {len(dm.train_set)} train images, the first checkpoint {total}")
         loader = DataLoader(ImagesOnly(dm.train_set, subset), batch_size=dm.batch_size, num_workers=dm.num_workers)
         split = embed_split(module, loader, with_proj=True)
         knn = knn_probe(*embed_labelled(module, dm), dm.num_classes).top1 if with_labels else None

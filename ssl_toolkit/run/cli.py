@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 DATA_HELP = "data overrides, e.g. data.root=/moved/data data.num_workers=4 data.val_samples=1000"
 
 
@@ -60,19 +60,24 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(Path(args.dir).rglob("*.yaml")):
             print(path.relative_to(args.dir))
         return 0
-    if args.command == "fit":
-        return _fit(args.recipe, args.overrides, argv)
-    if args.command == "bench":
-        return _bench(args)
-    from ssl_toolkit.recipe import RecipeError  # heavy imports after parsing: `--help` stays instant
+    from ssl_toolkit.run.errors import TrainingStopped, UserError  # after parsing: --help stays instant
 
+    commands = {
+        "fit": _fit,
+        "bench": _bench,
+        "export": _export,
+        "probe": _evaluate,
+        "knn": _evaluate,
+        "select": _select,
+    }
     try:
-        if args.command == "export":
-            return _export(args)
-        return _select(args) if args.command == "select" else _evaluate(args)
-    except (RecipeError, ValueError, FileNotFoundError) as e:
+        return commands[args.command](args, argv)
+    except UserError as e:  # bad recipe, argument, checkpoint or data: one line, exit 2
         print(f"ssl-toolkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:  # NaN/Inf loss: one line naming the step and the last good checkpoint
+        print(f"ssl-toolkit: error: {e}", file=sys.stderr)
+        return 1
 
 
 def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
@@ -120,11 +125,11 @@ def _data_overrides(items: list[str]) -> dict[str, Any] | None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from ssl_toolkit.recipe import RecipeError
+    from ssl_toolkit.run.errors import ArgumentError, RecipeError
 
     for item in items:
         if not item.startswith("data.") or "=" not in item or item.startswith("data.="):
-            raise RecipeError(f"override {item!r}: expected data.KEY=VALUE")
+            raise ArgumentError(f"override {item!r}: expected data.KEY=VALUE")
     try:
         data = OmegaConf.to_container(OmegaConf.from_dotlist(items)).get("data")
     except OmegaConfBaseException as e:
@@ -132,10 +137,10 @@ def _data_overrides(items: list[str]) -> dict[str, Any] | None:
     return data or None
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(args: argparse.Namespace, argv: list[str] | None) -> int:
     """``export``: the checkpoint's backbone as safetensors; print how to load it."""
-    from ssl_toolkit.checkpoint import run_dir_of
-    from ssl_toolkit.export import export_backbone
+    from ssl_toolkit.run.export import export_backbone
+    from ssl_toolkit.run.run_folder import run_dir_of
 
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else run_dir_of(ckpt) / "export" / f"{ckpt.stem}.safetensors"
@@ -149,19 +154,20 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
     """``probe`` / ``knn``: embed both splits once, score, print, write a new ``<run>/eval/*.json``."""
     from dataclasses import asdict
 
     import torch
 
-    from ssl_toolkit.checkpoint import load_checkpoint, run_dir_of, write_new_json
-    from ssl_toolkit.probe import embed_labelled, knn_probe, linear_probe
-    from ssl_toolkit.recipe import RecipeError
+    from ssl_toolkit.eval.probe import embed_labelled, knn_probe, linear_probe
+    from ssl_toolkit.run.checkpoint import load_checkpoint
+    from ssl_toolkit.run.errors import ArgumentError
+    from ssl_toolkit.run.run_folder import run_dir_of, write_new_json
 
     for name in ("epochs", "k", "temperature"):  # fail before the (slow) embedding
         if getattr(args, name, 1) <= 0:
-            raise RecipeError(f"--{name}: must be positive, got {getattr(args, name)}")
+            raise ArgumentError(f"--{name}: must be positive, got {getattr(args, name)}")
     overrides = _data_overrides(args.overrides)
     loaded = load_checkpoint(args.checkpoint, overrides)
     loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -184,18 +190,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _select(args: argparse.Namespace) -> int:
+def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     """``select``: rank checkpoints by RankMe, print the table, write the choice (never over a file)."""
-    from ssl_toolkit.recipe import RecipeError
-    from ssl_toolkit.select import format_table, rank_checkpoints
+    from ssl_toolkit.eval.selection import format_table, rank_checkpoints
+    from ssl_toolkit.run.errors import ArgumentError
 
     out = Path(args.out)
     if out.exists() and not args.force:
-        raise RecipeError(f"--out: {out} exists; pass --force to overwrite it")
+        raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
     overrides = _data_overrides([i for i in args.items if "=" in i])
     runs = [Path(i) for i in args.items if "=" not in i]
     if not runs:
-        raise RecipeError("select: give at least one RUN_DIR")
+        raise ArgumentError("select: give at least one RUN_DIR")
     rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device)
     print(format_table(rows, args.with_labels))
     record = {"selected": rows[0].as_dict(), "criterion": "rankme (backbone features, highest)",
@@ -207,20 +213,12 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit(recipe_path: str, overrides: list[str], argv: list[str] | None) -> int:
-    # Heavy imports after argument parsing so `--help` is instant.
-    from ssl_toolkit.recipe import RecipeError, load_recipe
-    from ssl_toolkit.run import TrainingStopped, fit
+def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from ssl_toolkit.run.fit import fit
+    from ssl_toolkit.run.recipe import load_recipe
 
-    try:
-        recipe = load_recipe(recipe_path, overrides)
-        result = fit(recipe, argv=["ssl-toolkit", "fit", recipe_path, *overrides] if argv is None else argv)
-    except RecipeError as e:
-        print(f"ssl-toolkit: error: {e}", file=sys.stderr)
-        return 2
-    except TrainingStopped as e:  # NaN/Inf loss: one line naming the step and the last good checkpoint
-        print(f"ssl-toolkit: error: {e}", file=sys.stderr)
-        return 1
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = fit(recipe, argv=["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv)
     print(f"\nrun folder:       {result.run_dir}")
     print(f"checkpoint:       {result.checkpoint or '(none written)'}")
     print(f"resolved recipe:  {result.run_dir / 'recipe.yaml'}  (git commit in run.json)")
@@ -238,16 +236,11 @@ def _fit(recipe_path: str, overrides: list[str], argv: list[str] | None) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from ssl_toolkit.bench import bench, format_result
-    from ssl_toolkit.recipe import RecipeError, load_recipe
+def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from ssl_toolkit.run.bench import bench, format_result
+    from ssl_toolkit.run.recipe import load_recipe
 
-    try:
-        result = bench(load_recipe(args.recipe, args.overrides), steps=args.steps, warmup=args.warmup)
-    except (RecipeError, ValueError) as e:
-        print(f"ssl-toolkit: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(format_result(result))
+    print(format_result(bench(load_recipe(args.recipe, args.overrides), steps=args.steps, warmup=args.warmup)))
     return 0
 
 

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.recipe import build_parts
+from ssl_toolkit.run.errors import ArgumentError
+from ssl_toolkit.run.recipe import build_parts
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -64,7 +65,7 @@ def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3) -> BenchResu
         warmup: untimed iterations before them (allocator, cuDNN autotune, compile, workers).
     """
     if steps < 1 or warmup < 0:
-        raise ValueError(f"steps: need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
+        raise ArgumentError(f"--steps/--warmup: need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
     device = bench_device()
     pl.seed_everything(int(recipe.get("seed", 0)), verbose=False)
     parts = build_parts(recipe)
@@ -143,22 +144,16 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 
 def _backbone_throughput(module: SSLModule, views: list[Tensor], precision: str, steps: int, warmup: int) -> float:
-    """(a): backbone forward + backward, one call per resolution group, nothing else."""
-    backbone, device = module.backbone.train(), views[0].device
-    groups: dict[int, list[Tensor]] = {}
-    for v in views:
-        groups.setdefault(v.shape[-1], []).append(v)
-    inputs = [torch.cat(g) for g in groups.values()]
-    if module.channels_last:
-        inputs = [x.contiguous(memory_format=torch.channels_last) for x in inputs]
-    batch = views[0].shape[0]
+    """(a): backbone forward + backward, nothing else: ``SSLModule.forward_views`` (one backbone
+    call per resolution group, channels-last when the module uses it), as in a training step."""
+    module.backbone.train()
+    device, batch = views[0].device, views[0].shape[0]
 
     def step() -> None:
-        for x in inputs:
-            with _autocast(device, precision):
-                out = backbone(x)
-            out.float().sum().backward()
-        backbone.zero_grad(set_to_none=True)
+        with _autocast(device, precision):
+            feats = module.forward_views(views)
+        torch.cat(feats).float().sum().backward()
+        module.backbone.zero_grad(set_to_none=True)
 
     for _ in range(warmup):
         step()

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_toolkit.features import EmbeddedSplit, embed_split
-from ssl_toolkit.metrics import knn_scores
+from ssl_toolkit.embedding import EmbeddedSplit, embed_split
+from ssl_toolkit.metrics import knn_scores, topk_accuracy
+from ssl_toolkit.run.errors import ArgumentError, DataError
 
 
 @dataclass
@@ -33,16 +34,10 @@ def embed_labelled(module: nn.Module, datamodule: pl.LightningDataModule) -> tup
     return embed_split(module, datamodule.train_eval_dataloader()), embed_split(module, datamodule.val_dataloader())
 
 
-def topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> float:
-    """Fraction of rows of ``scores`` (N, C) whose ``labels`` (N,) are among the top min(k, C)."""
-    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
-    return float((top == labels.to(top.device)[:, None]).any(dim=1).float().mean())
-
-
 def _check_labels(split: EmbeddedSplit, num_classes: int, name: str) -> None:
     # Unlabelled folders carry -1: a probe on them would silently learn nothing.
     if split.labels.numel() == 0 or int(split.labels.min()) < 0 or int(split.labels.max()) >= num_classes:
-        raise ValueError(f"{name}: labels must lie in [0, {num_classes}); is this split labelled?")
+        raise DataError(f"{name}: labels must lie in [0, {num_classes}); is this split labelled?")
 
 
 def knn_probe(
@@ -99,9 +94,9 @@ def linear_probe(
         val top-1/top-5 and train top-1.
     """
     if method not in ("sgd", "lbfgs"):
-        raise ValueError(f"method: {method!r} must be 'sgd' or 'lbfgs'")
+        raise ArgumentError(f"--method: {method!r} must be 'sgd' or 'lbfgs'")
     if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+        raise ArgumentError(f"--epochs/batch_size: must be positive, got {epochs} and {batch_size}")
     _check_labels(train, num_classes, "train")
     _check_labels(val, num_classes, "val")
     x, y = train.feats.float(), train.labels.long().to(train.feats.device)

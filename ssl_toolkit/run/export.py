@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from ssl_toolkit.backbone import build_backbone
-from ssl_toolkit.checkpoint import CheckpointError, checkpoint_recipe, read_checkpoint
+from ssl_toolkit.run.checkpoint import checkpoint_recipe, read_checkpoint
+from ssl_toolkit.run.errors import CheckpointError
 
 PREFIX = "backbone."
 

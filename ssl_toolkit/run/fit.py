@@ -1,15 +1,17 @@
-"""``fit``: one training run from a validated recipe, with its outputs laid out in a run folder."""
+"""``fit``: one training run from a validated recipe, in one pass down.
+
+    validate and build the parts -> build the trainer -> prepare the run folder (new or resumed)
+    -> train -> summarize
+
+Every check happens in the first two steps, before anything is written.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import logging.handlers
 import math
-import platform
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -18,24 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger
-from omegaconf import OmegaConf
 
 from ssl_toolkit.callbacks.curves import Curves
 from ssl_toolkit.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
 from ssl_toolkit.callbacks.recipe_in_checkpoint import RecipeInCheckpoint
 from ssl_toolkit.callbacks.rng_state import RNGState
 from ssl_toolkit.callbacks.throughput import Throughput
-from ssl_toolkit.checkpoint import read_checkpoint
-from ssl_toolkit.checkpoint_io import AtomicCheckpointIO
-from ssl_toolkit.recipe import RecipeError, build_parts, build_trainer
-from ssl_toolkit.resume import ResumePoint, find_resume, newest_checkpoint
+from ssl_toolkit.run.checkpoint import read_checkpoint
+from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
+from ssl_toolkit.run.errors import RecipeError, TrainingStopped
+from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer
+from ssl_toolkit.run.resume import ResumePoint, find_resume, newest_checkpoint
+from ssl_toolkit.run.run_folder import fresh_run_dir, resume_name, write_run_files
 
 
 @dataclass
 class FitResult:
+    """What ``fit`` reports: where the run went, its last loss and speed, and the final ``val/`` metrics."""
+
     run_dir: Path
     checkpoint: Path | None
     final_loss: float
@@ -45,46 +49,17 @@ class FitResult:
     val_metrics: dict[str, float]
 
 
-def fresh_run_dir(out_dir: str | Path) -> Path:
-    """``out_dir`` if it is absent or empty, else the first free ``out_dir_1``, ``out_dir_2``, ...
-
-    A finished run's checkpoints and logs are never overwritten by a new run. Nothing is created.
-    """
-    base = Path(out_dir)
-    candidate, n = base, 0
-    while candidate.exists() and any(candidate.iterdir()):
-        n += 1
-        candidate = base.with_name(f"{base.name}_{n}")
-    return candidate
-
-
-class TrainingStopped(RuntimeError):
-    """Training stopped on a non-finite loss; the message is one line naming the step and the last
-    good checkpoint."""
-
-
-def git_commit() -> str:
-    """The commit of the ssl_toolkit checkout in use, with ``-dirty`` for uncommitted changes."""
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
-
-
 def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
-    """Build everything (all validation happens here, before anything is written), then ``trainer.fit``.
+    """Train from a validated recipe (``load_recipe``); see the module docstring for the order.
 
     ``recipe["resume"]`` (``none`` by default, ``auto``, a checkpoint or a run folder) continues a
     run in its own folder: optimizer, scheduler, EMA teacher, head buffers, callback states, RNG
     states and the loader position come from the checkpoint; earlier files are kept (the resumed
     part logs to ``csv/resume-N/``, the resume is recorded in ``resume-N.json``).
+
+    Raises:
+        RecipeError: anything wrong with the recipe, the data or the resume point (nothing written).
+        TrainingStopped: a non-finite loss; names the step and the last good checkpoint.
     """
     pl.seed_everything(int(recipe.get("seed", 0)), workers=True, verbose=False)
     parts = build_parts(recipe)
@@ -92,7 +67,17 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     run_dir = point.run_dir if point is not None else fresh_run_dir(recipe.get("out_dir", "runs/run"))
     resolved = {**recipe, "out_dir": str(run_dir)}
     throughput = Throughput()
-    extra = [throughput, RecipeInCheckpoint(resolved), Curves(run_dir / "curves.png"), RNGState()]
+    trainer = build_run_trainer(resolved, run_dir, parts, point, throughput)
+    prepare_run_folder(trainer, run_dir, resolved, argv, point, parts)
+    seconds = train(trainer, parts, point, run_dir)
+    return summarize(trainer, run_dir, seconds, throughput)
+
+
+def build_run_trainer(
+    recipe: dict[str, Any], run_dir: Path, parts: Parts, point: ResumePoint | None, throughput: Throughput
+) -> pl.Trainer:
+    """The recipe's trainer plus the callbacks every run has; checks that need the trainer."""
+    extra = [throughput, RecipeInCheckpoint(recipe), Curves(run_dir / "curves.png"), RNGState()]
     if "finite_loss" not in (recipe.get("callbacks") or {}):
         extra.append(FiniteLoss())
     with held_logs("lightning.pytorch"):  # Lightning's device banner only once the checks pass
@@ -100,6 +85,19 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
         check_batch_per_process(parts.datamodule, trainer)
         if point is not None:
             check_fits(parts.module, point)
+    trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer
+
+
+def prepare_run_folder(
+    trainer: pl.Trainer,
+    run_dir: Path,
+    resolved: dict[str, Any],
+    argv: list[str] | None,
+    point: ResumePoint | None,
+    parts: Parts,
+) -> None:
+    """Write the run folder's own files (rank 0 only) and point a resumed run's CSV at ``csv/resume-N/``."""
     if point is not None:
         # Lightning's CSV writer would replace csv/metrics.csv: the resumed part goes to csv/resume-N/.
         version = resume_name(run_dir)
@@ -107,9 +105,13 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
             CSVLogger(save_dir=str(run_dir), name="csv", version=version) if isinstance(lg, CSVLogger) else lg
             for lg in trainer.loggers
         ]
-    trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     if rank_zero_only.rank == 0:  # DDP: only rank 0 writes (loggers and checkpoints do the same)
-        write_run_files(run_dir, resolved, argv, point, getattr(parts.datamodule, "skipped", []))
+        resumed_from = None if point is None else (point.checkpoint, point.step, point.epoch)
+        write_run_files(run_dir, resolved, argv, resumed_from, getattr(parts.datamodule, "skipped", []))
+
+
+def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir: Path) -> float:
+    """``trainer.fit`` (from the resume point, if any); returns the wall time in seconds."""
     start = time.perf_counter()
     with warnings.catch_warnings():
         # SSLModule owns on_after_batch_transfer on purpose (augmentation on the device).
@@ -131,6 +133,11 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.finish()  # flush the offline run before the summary is printed
+    return seconds
+
+
+def summarize(trainer: pl.Trainer, run_dir: Path, seconds: float, throughput: Throughput) -> FitResult:
+    """The run's outcome as printed by ``ssl-toolkit fit``."""
     loss = trainer.callback_metrics.get("train/loss")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     return FitResult(
@@ -159,51 +166,13 @@ def held_logs(name: str) -> Iterator[None]:
         logger.handle(record)
 
 
-def write_run_files(
-    run_dir: Path,
-    resolved: dict[str, Any],
-    argv: list[str] | None,
-    point: ResumePoint | None,
-    skipped: list[tuple[str, str]],
-) -> None:
-    """The run folder's own files, written once every check has passed.
-
-    A new run gets ``recipe.yaml`` and ``run.json``; a resumed one ``resume-N.json`` (and a temporary
-    file of a save cut short by the crash is removed). Image files skipped as undecodable are listed
-    in ``bad_files.txt``.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "git_commit": git_commit(),
-        "command": argv if argv is not None else sys.argv,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": pl.__version__,
-    }
-    if point is None:
-        (run_dir / "recipe.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
-    else:
-        record = {**meta, "checkpoint": str(point.checkpoint), "step": point.step, "epoch": point.epoch,
-                  "recipe": resolved}  # fmt: skip
-        (run_dir / f"{resume_name(run_dir)}.json").write_text(json.dumps(record, indent=2) + "\n")
-        for tmp in (run_dir / "checkpoints").glob(".*.tmp"):
-            tmp.unlink()
-    if skipped and not (run_dir / "bad_files.txt").exists():
-        (run_dir / "bad_files.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))
-
-
-def resume_name(run_dir: Path) -> str:
-    """``resume-N`` for the first N without a ``resume-N.json`` in ``run_dir``."""
-    return next(f"resume-{n}" for n in range(1, 10**6) if not (run_dir / f"resume-{n}.json").exists())
-
-
 def check_batch_per_process(datamodule: pl.LightningDataModule, trainer: pl.Trainer) -> None:
     """``data.batch_size`` is per process: every process needs a full batch of its own each step (and
     gradients are accumulated over at least one batch)."""
     if trainer.accumulate_grad_batches < 1:  # Lightning would divide by it
-        raise RecipeError(f"trainer.accumulate_grad_batches: must be >= 1, got {trainer.accumulate_grad_batches}")
+        raise RecipeError(
+            f"trainer.accumulate_grad_batches: must be an int >= 1, got {trainer.accumulate_grad_batches}"
+        )
     processes = trainer.num_devices * trainer.num_nodes
     images, batch = datamodule.num_train_samples, datamodule.batch_size
     if images // processes < batch:

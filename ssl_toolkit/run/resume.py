@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssl_toolkit.checkpoint import CheckpointError, read_checkpoint, run_dir_of
-from ssl_toolkit.recipe import RecipeError
+from ssl_toolkit.run.checkpoint import read_checkpoint
+from ssl_toolkit.run.errors import CheckpointError, RecipeError
+from ssl_toolkit.run.run_folder import run_dir_of, run_folders
 
 
 @dataclass(frozen=True)
@@ -18,19 +18,6 @@ class ResumePoint:
     checkpoint: Path
     step: int
     epoch: int
-
-
-def run_folders(out_dir: str | Path) -> list[Path]:
-    """``out_dir``, ``out_dir_1``, ``out_dir_2``... that exist, oldest first (``fresh_run_dir`` order)."""
-    base = Path(out_dir)
-    found: list[tuple[int, Path]] = [(0, base)] if base.is_dir() else []
-    if base.parent.is_dir():
-        pattern = re.compile(re.escape(base.name) + r"_(\d+)")
-        for p in base.parent.iterdir():
-            m = pattern.fullmatch(p.name)
-            if m and p.is_dir():
-                found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
 
 
 def newest_checkpoint(run_dir: Path) -> ResumePoint | None:

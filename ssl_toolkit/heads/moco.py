@@ -1,4 +1,7 @@
-"""MoCo v2 head (momentum key encoder + queue) and MoCHi, the same head with hard-negative mixing."""
+"""MoCo v2 head (momentum key encoder + queue) and MoCHi, MoCo v2 plus hard-negative mixing.
+
+Method page: ``docs/methods/mocov2.md`` and ``docs/methods/mochi.md``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_toolkit.checks import check_int
 from ssl_toolkit.distributed import gather_no_grad
 from ssl_toolkit.ema import cosine_momentum, ema_update
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
@@ -15,43 +19,35 @@ from ssl_toolkit.heads.mlp import build_mlp
 from ssl_toolkit.losses.mochi import MoCHiLoss
 
 
-class MoCHiHead(SSLHead):
-    """MoCo v2 (Chen et al., 2020, arXiv 2003.04297) with MoCHi mixing (Kalantidis et al., 2020).
+class MoCoV2Head(SSLHead):
+    """MoCo v2 (Chen et al., 2020, arXiv 2003.04297): momentum key encoder and a queue of keys.
 
     Query q = g(f(x_1)) from the backbone f and projector g; key k = g_m(f_m(x_2)) from momentum
     copies, updated after every optimizer step as theta_m <- m theta_m + (1 - m) theta (MoCo Eq. 2).
     ``SSLModule`` keeps f_m (``uses_teacher``); this head keeps g_m, the queue and the loss::
 
-        L = CE([q.k+ | q.queue | q.H | q.H'] / t, 0)          (MoCo Eq. 1, MoCHi Sec. 4)
+        L = CE([q.k+ | q.queue] / t, 0)                                   (MoCo Eq. 1)
 
-    Decisions (methods.md 6):
-      * symmetric (solo-learn's MoCo V2+): both views serve as query and the two losses are averaged;
-        both keys are enqueued. ``symmetric=False`` is the original MoCo v2 (x_1 query, x_2 key).
-      * momentum follows BYOL's cosine schedule from ``base_momentum`` to ``final_momentum`` over the
-        run (solo-learn: 0.99 -> 1.0); ``final_momentum = base_momentum`` gives MoCo's constant 0.999.
-      * the queue (K, D) is a persistent buffer of unit rows, initialised at random like MoCo's. Keys
-        are gathered from every process before the enqueue, so all processes hold the same queue;
-        the write pointer wraps around, so K need not be a multiple of the global batch.
-      * ``queue_index`` remembers which sample each key came from; the current images' own older
-        keys are excluded from their negatives (``exclude_own_keys``), which matters when the queue
-        holds more keys than the data set has images.
-      * mixing (``num_hard`` > 0) starts at ``mix_start_step``: before that the loss is plain MoCo v2
-        (the queue is still random noise at the start). The paper's warm-up length is UNVERIFIED;
-        synco waits 10 of 200 epochs.
-      * no shuffle-BN: on one device the key encoder sees the same BatchNorm batch as ever (as in
-        solo-learn). Under DDP, BN statistics are per process unless ``trainer.sync_batchnorm``.
+    Defaults are solo-learn's MoCo V2+: symmetric (both views serve as query, the two losses are
+    averaged, both keys enqueued), momentum 0.99 -> 1.0 on BYOL's cosine schedule, t = 0.2,
+    queue 65536. The queue (K, D) is a persistent buffer of unit rows; keys are gathered from every
+    process before the enqueue, so all processes hold the queue of a 1-process run on the global
+    batch; the write pointer wraps, so K need not divide the global batch. No shuffle-BN (set
+    ``trainer.sync_batchnorm`` under DDP). Departures and reference numbers: ``docs/methods/mocov2.md``.
 
     Args:
         in_dim: backbone feature width F (filled in by the recipe builder).
         hidden_dim, out_dim, num_layers, batch_norm: projector (MoCo v2: 2048 -> 128, no BN).
         queue_size: K, keys kept as negatives.
-        temperature: t.
-        base_momentum, final_momentum: momentum m at the first and the last step.
-        symmetric: both views as queries.
-        num_hard, num_mixed, num_query_mixed, max_query_weight: MoCHi's N, s, s', and the bound of
-            beta (see ``MoCHiLoss``); ``num_hard=0`` is MoCo v2.
-        mix_start_step: optimizer steps before mixing starts.
-        exclude_own_keys: drop queue entries of the current images from their negatives.
+        temperature: t > 0.
+        base_momentum, final_momentum: momentum m at the first and the last step, in [0, 1];
+            ``final_momentum = base_momentum`` gives MoCo's constant momentum.
+        symmetric: both views as queries (``False``: the original MoCo v2, x_1 query, x_2 key).
+        exclude_own_keys: drop queue entries of the current images from their negatives (matters when
+            the queue holds more keys than the data set has images).
+
+    Raises:
+        ValueError: ``queue_size < 1`` or a momentum outside [0, 1].
 
     Shapes:
         views.feats / views.teacher: >= 2 tensors (B, F); the first two are x_1, x_2.
@@ -71,26 +67,18 @@ class MoCHiHead(SSLHead):
         base_momentum: float = 0.99,
         final_momentum: float = 1.0,
         symmetric: bool = True,
-        num_hard: int = 1024,
-        num_mixed: int = 1024,
-        num_query_mixed: int = 256,
-        max_query_weight: float = 0.5,
-        mix_start_step: int = 0,
         exclude_own_keys: bool = True,
     ) -> None:
         super().__init__()
-        if queue_size < 1:
-            raise ValueError(f"queue_size: must be >= 1, got {queue_size}")
+        check_int("queue_size", queue_size)
         for name, m in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
             if not 0.0 <= m <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {m}")
-        if mix_start_step < 0:
-            raise ValueError(f"mix_start_step: must be >= 0, got {mix_start_step}")
         self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm)
         self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        self.loss = MoCHiLoss(temperature, num_hard, num_mixed, num_query_mixed, max_query_weight)
+        self.loss = MoCHiLoss(temperature, num_hard=0, num_mixed=0, num_query_mixed=0)  # plain InfoNCE
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
-        self.symmetric, self.mix_start_step, self.exclude_own_keys = symmetric, mix_start_step, exclude_own_keys
+        self.symmetric, self.exclude_own_keys = symmetric, exclude_own_keys
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
         self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
@@ -103,6 +91,10 @@ class MoCHiHead(SSLHead):
 
     def after_step(self, step: int, total_steps: int) -> None:
         ema_update(self.momentum_projector, self.projector, self.teacher_momentum(step, total_steps))
+
+    def mixing(self, step: int) -> bool:
+        """Whether the loss mixes hard negatives at optimizer step ``step`` (never, for MoCo v2)."""
+        return False
 
     @torch.no_grad()
     def enqueue(self, keys: list[Tensor], index: Tensor) -> None:
@@ -122,14 +114,14 @@ class MoCHiHead(SSLHead):
 
     def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
         if len(views.feats) < 2 or views.teacher is None or len(views.teacher) < 2:
-            raise ValueError("MoCHiHead needs 2 views and the momentum backbone's features (views.teacher)")
+            raise ValueError(f"{type(self).__name__} needs 2 views and the momentum backbone's features")
         q1, q2 = self.projector(torch.cat(views.feats[:2])).chunk(2)
         with torch.no_grad():
             k1, k2 = self.momentum_projector(torch.cat(views.teacher[:2])).chunk(2)
         exclude = None
         if self.exclude_own_keys:
             exclude = self.queue_index[None, :] == batch.index[:, None].to(self.queue_index.device)  # (B, K)
-        mix = batch.step >= self.mix_start_step
+        mix = self.mixing(batch.step)
         queue = self.queue.clone()  # the enqueue below writes the buffer in place
         loss, logs = self.loss(q1, k2, queue, mix=mix, exclude=exclude)
         if self.symmetric:
@@ -140,15 +132,29 @@ class MoCHiHead(SSLHead):
         else:
             self.enqueue([k2], batch.index)
         logs["z_std"] = embedding_spread(q1)
-        logs["mixing"] = q1.new_zeros((), dtype=torch.float32) + float(mix and self.loss.num_hard > 0)  # no H2D copy
+        logs["mixing"] = q1.new_zeros((), dtype=torch.float32) + float(mix)  # no H2D copy
         return HeadOutput(loss=loss, logs=logs)
 
 
-class MoCoV2Head(MoCHiHead):
-    """MoCo v2 (Chen et al., 2020, arXiv 2003.04297): ``MoCHiHead`` without mixing.
+class MoCHiHead(MoCoV2Head):
+    """MoCHi (Kalantidis et al., NeurIPS 2020, arXiv 2010.01028): MoCo v2 plus hard-negative mixing.
 
-    Same arguments as ``MoCHiHead`` minus the mixing ones; defaults are solo-learn's MoCo V2+
-    (symmetric, momentum 0.99 -> 1.0, t = 0.2, queue 65536).
+    Adds to ``MoCoV2Head`` only the mixing: per query, ``num_mixed`` mixtures of pairs of its
+    ``num_hard`` hardest queue negatives and ``num_query_mixed`` mixtures of the query with one of
+    them (``MoCHiLoss``), from optimizer step ``mix_start_step`` on (before that the queue is still
+    noise and the loss is plain MoCo v2)::
+
+        L = CE([q.k+ | q.queue | q.H | q.H'] / t, 0)                      (MoCHi Sec. 4)
+
+    Args:
+        in_dim ... exclude_own_keys: as ``MoCoV2Head``.
+        num_hard, num_mixed, num_query_mixed, max_query_weight: MoCHi's N, s, s', and the bound w of
+            beta (see ``MoCHiLoss``); ``num_hard=0`` is MoCo v2.
+        mix_start_step: optimizer steps before mixing starts (>= 0). The paper's warm-up is
+            unverified; see ``docs/methods/mochi.md``.
+
+    Raises:
+        ValueError: as ``MoCoV2Head``, or ``mix_start_step < 0``.
     """
 
     def __init__(
@@ -164,7 +170,18 @@ class MoCoV2Head(MoCHiHead):
         final_momentum: float = 1.0,
         symmetric: bool = True,
         exclude_own_keys: bool = True,
+        num_hard: int = 1024,
+        num_mixed: int = 1024,
+        num_query_mixed: int = 256,
+        max_query_weight: float = 0.5,
+        mix_start_step: int = 0,
     ) -> None:
         super().__init__(in_dim, hidden_dim, out_dim, num_layers, batch_norm, queue_size, temperature,
-                         base_momentum, final_momentum, symmetric, num_hard=0, num_mixed=0, num_query_mixed=0,
-                         exclude_own_keys=exclude_own_keys)  # fmt: skip
+                         base_momentum, final_momentum, symmetric, exclude_own_keys)  # fmt: skip
+        if mix_start_step < 0:
+            raise ValueError(f"mix_start_step: must be >= 0, got {mix_start_step}")
+        self.loss = MoCHiLoss(temperature, num_hard, num_mixed, num_query_mixed, max_query_weight)
+        self.mix_start_step = mix_start_step
+
+    def mixing(self, step: int) -> bool:
+        return step >= self.mix_start_step and self.loss.num_hard > 0

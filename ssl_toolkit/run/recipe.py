@@ -27,12 +27,13 @@ from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.callbacks import CALLBACKS
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.heads import HEADS
-from ssl_toolkit.loggers import build_loggers
 from ssl_toolkit.losses import LOSSES
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import OPTIMIZERS, SCHEDULERS
+from ssl_toolkit.run.errors import RecipeError
+from ssl_toolkit.run.loggers import build_loggers
+from ssl_toolkit.run.typecheck import matches, type_name
 from ssl_toolkit.sync_batchnorm import SyncBatchNormPlugin
-from ssl_toolkit.typecheck import matches, type_name
 
 SECTIONS = ("seed", "out_dir", "backbone", "head", "augment", "data", "optimizer", "scheduler",
             "trainer", "callbacks", "logger", "resume", "module")  # fmt: skip
@@ -44,10 +45,6 @@ DERIVED = {"head": {"in_dim", "num_classes"}}  # worked out by the builder, neve
 NESTED = {"loss": LOSSES}  # a constructor keyword whose value is itself {name: ..., ...}
 MODULE_PARTS = {"backbone", "head", "augment", "optimizer", "scheduler"}  # built from their own sections
 MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
-
-
-class RecipeError(ValueError):
-    """A bad recipe or override; the message is one line and names the key or file."""
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:

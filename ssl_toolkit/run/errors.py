@@ -1,0 +1,33 @@
+"""The one error hierarchy of the command line: every problem a user can fix is a ``UserError``.
+
+The CLI catches ``UserError`` (and nothing broader), prints ``ssl-toolkit: error: <message>`` and
+exits with status 2; the message is one line that names the recipe key, the argument or the file.
+``TrainingStopped`` is different: the run started and stopped on its own (non-finite loss), exit 1.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message is one line naming the key, argument or file."""
+
+
+class RecipeError(UserError):
+    """A bad recipe or override (``<section>.<key>: ...``), found before any training."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read or rebuilt (names the file)."""
+
+
+class ArgumentError(UserError):
+    """A bad command-line argument of an offline tool (names the ``--option`` or the positional)."""
+
+
+class DataError(UserError):
+    """Data that cannot serve the request (an unlabelled split for a probe, different data sets)."""
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on a non-finite loss; the message is one line naming the step and the last
+    good checkpoint."""

@@ -36,7 +36,7 @@ class EmbeddedSplit:
 
 @torch.no_grad()
 def embed_split(module: torch.nn.Module, loader: DataLoader, with_proj: bool = False) -> EmbeddedSplit:
-    """Run ``module.embed`` (and ``module.head.embed`` if ``with_proj``) over ``loader`` in eval mode.
+    """Run ``module.embed`` (and ``module.project`` if ``with_proj``) over ``loader`` in eval mode.
 
     ``loader`` yields ``(uint8 images, labels, index)``. Features stay on the module's device; the
     module's train/eval mode is restored afterwards. Under torch.distributed, pass a loader with a
@@ -50,7 +50,7 @@ def embed_split(module: torch.nn.Module, loader: DataLoader, with_proj: bool = F
             f = module.embed(images)
             feats.append(f)
             if with_proj:
-                projs.append(module.head.embed(f))
+                projs.append(module.project(f))
             labels.append(torch.as_tensor(y).to(f.device))
             index.append(torch.as_tensor(idx).to(f.device))
     finally:

@@ -20,7 +20,7 @@ Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,),
 class SSLModule(pl.LightningModule):
     """Pairs a backbone with an SSL head; knows no method names.
 
-    One training step (DESIGN.md "Data flow"):
+    One training step (the data flow of README "Layout"):
       1. ``on_after_batch_transfer``: ``augment`` turns the uint8 batch into V float views on the
          training device (only while training; evaluation batches pass through untouched);
       2. the backbone runs once per resolution group (views of one size concatenated);
@@ -99,6 +99,20 @@ class SSLModule(pl.LightningModule):
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             return self.backbone(x)
+
+    def project(self, feats: Tensor) -> Tensor:
+        """Projector embeddings of backbone features (B, F) -> (B, D) (``head.embed``), no gradient.
+
+        The public entry point for callbacks that score the SSL embedding (RankMe on projections,
+        diagnostics); the caller sets train/eval mode.
+        """
+        with torch.no_grad():
+            return self.head.embed(feats)
+
+    @property
+    def feature_dim(self) -> int:
+        """F, the width of the backbone features that ``embed`` returns (the head's ``in_dim``)."""
+        return int(self.backbone.num_features)
 
     # --- training -------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

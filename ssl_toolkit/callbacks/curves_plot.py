@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.figure import Figure  # object API: no pyplot, no global backend switch
+from matplotlib.ticker import MaxNLocator
 
 ACCURACY_KEYS = ("val/knn_top1", "val/linear_top1")
 RANKME_KEYS = ("val/rankme", "val/rankme_proj")
@@ -32,7 +29,8 @@ def plot_curves(
         path: output PNG.
         title: figure title (e.g. the run folder name).
     """
-    fig, (ax_loss, ax_acc, ax_rank) = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    ax_loss, ax_acc, ax_rank = fig.subplots(1, 3)
     ax_loss.plot(loss_steps, losses, lw=1)
     ax_loss.set(title="train/loss", xlabel="step")
     for key in ACCURACY_KEYS:
@@ -57,5 +55,4 @@ def plot_curves(
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

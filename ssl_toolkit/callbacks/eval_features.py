@@ -88,14 +88,14 @@ def subset_features(module: nn.Module, datamodule: Any, indices: Tensor) -> Embe
 
 @torch.no_grad()
 def project(module: nn.Module, feats: Tensor, chunk_size: int = 1024) -> Tensor:
-    """Projector embeddings ``module.head.embed`` of backbone features (N, F) -> (N, D), eval mode.
+    """Projector embeddings ``module.project`` of backbone features (N, F) -> (N, D), eval mode.
 
     Chunked so a projector's wide hidden layer never holds all N rows at once.
     """
     was_training = module.training
     module.eval()
     try:
-        return torch.cat([module.head.embed(chunk) for chunk in feats.split(chunk_size)])
+        return torch.cat([module.project(chunk) for chunk in feats.split(chunk_size)])
     finally:
         module.train(was_training)
 

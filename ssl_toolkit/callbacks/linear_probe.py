@@ -103,7 +103,7 @@ class LinearProbe(EvalCallback):
         return loss.detach()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        width = getattr(getattr(pl_module, "backbone", None), "num_features", None)
+        width = getattr(pl_module, "feature_dim", None)
         if stage == "fit" and self.classifier is None and isinstance(width, int):
             self.build(width, int(datamodule_of(trainer, self).num_classes))  # before a checkpoint is restored
 
@@ -123,7 +123,7 @@ class LinearProbe(EvalCallback):
         if not isinstance(outputs, dict) or "feats" not in outputs:
             raise ValueError("outputs: LinearProbe needs training_step to return {'loss', 'feats'}")
         feats = outputs["feats"].detach()
-        if self.classifier is None:  # no backbone.num_features: infer the width from the batch
+        if self.classifier is None:  # no module.feature_dim: infer the width from the batch
             self.build(feats.shape[1], int(datamodule_of(trainer, self).num_classes), feats.device)
         loss = self.fit_batch(feats, batch[1])
         pl_module.log("train/linear_loss", loss, batch_size=feats.shape[0])

@@ -36,7 +36,7 @@ class RankMe(EvalCallback):
 
     Logs (every ``every_n_epochs`` epochs, at the training epoch end):
         ``val/rankme`` (backbone features ``module.embed``) and ``val/rankme_proj`` (projector
-        ``module.head.embed``; only when the module has a ``head``). Monitor ``val/rankme`` with
+        ``module.project``; only when the module has ``project``). Monitor ``val/rankme`` with
         ``ModelCheckpoint(monitor="val/rankme", mode="max")`` to keep checkpoints without labels.
 
     Args:
@@ -74,7 +74,7 @@ class RankMe(EvalCallback):
         """RankMe of ``module``'s features (and projections) on the subset of the train split.
 
         Args:
-            module: offers ``embed(uint8 images) -> (B, F)`` and optionally ``head.embed``.
+            module: offers ``embed(uint8 images) -> (B, F)`` and optionally ``project(feats) -> (B, D)``.
             datamodule: offers ``train_eval_dataloader()``.
             step: training step of the weights; whole-split features are shared per step.
             from_train_split: take the rows from the whole train split's features (memoized per
@@ -91,7 +91,7 @@ class RankMe(EvalCallback):
             feats = subset_features(module, datamodule, indices).feats
         # Fixed subset, rows in index order either way: the value does not depend on the path.
         metrics = {"val/rankme": rankme(feats, self.eps)}
-        if getattr(module, "head", None) is not None:
+        if hasattr(module, "project"):
             metrics["val/rankme_proj"] = rankme(project(module, feats), self.eps)
         return metrics
 

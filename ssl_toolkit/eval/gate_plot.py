@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
+import torch
+from matplotlib.figure import Figure  # object API: no pyplot, no global backend switch
+from torch import Tensor
 
 
 def gate_overlap(gates: Tensor, threshold: float = 0.5) -> Tensor:
@@ -44,9 +41,8 @@ def plot_gates(
     pairs = gates[rows, cols]  # (P, D), P = C (C + 1) / 2 unordered pairs incl. (c, c)
     order = (pairs > threshold).float().mean(dim=0).argsort(descending=True)
 
-    fig, (ax_pair, ax_dims) = plt.subplots(
-        1, 2, figsize=(13, 5.5), layout="constrained", gridspec_kw={"width_ratios": [1, 1.6]}
-    )
+    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    ax_pair, ax_dims = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
     image = ax_pair.imshow(gate_overlap(gates, threshold).numpy(), vmin=0, vmax=1, cmap="viridis")
     ax_pair.set_xticks(range(num_classes), names, rotation=90)
     ax_pair.set_yticks(range(num_classes), names)
@@ -63,5 +59,4 @@ def plot_gates(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -69,20 +69,23 @@ def eval_callbacks(inputs: dict, rank: int, world: int) -> dict:
     return evaluate_callbacks(module, SyntheticData(**inputs["data"]), inputs)
 
 
-def multi_view_loss(inputs: dict, rank: int, world: int) -> dict:
-    """LOSSES[inputs["name"]](**inputs["kwargs"]) (a MultiViewLoss) on this rank's rows of every
-    view in ``inputs["views"]`` (V > 2 views; the 2-view case is in the loss contract table)."""
+def multi_view_losses(inputs: dict, rank: int, world: int) -> dict:
+    """For each ``key: (name, kwargs, views)`` of ``inputs["cases"]``: LOSSES[name](**kwargs) (a
+    MultiViewLoss) on this rank's rows of every view; the loss and the local views' gradients."""
     from ssl_toolkit.losses import LOSSES
 
-    n = inputs["views"][0].shape[0] // world
-    views = [v[rank * n : (rank + 1) * n].clone().requires_grad_(True) for v in inputs["views"]]
-    loss = LOSSES[inputs["name"]](**inputs["kwargs"])(views)
-    loss.backward()
-    return {"loss": loss.detach(), "grads": [v.grad for v in views]}
+    out = {}
+    for key, (name, kwargs, global_views) in inputs["cases"].items():
+        n = global_views[0].shape[0] // world
+        views = [v[rank * n : (rank + 1) * n].clone().requires_grad_(True) for v in global_views]
+        loss = LOSSES[name](**kwargs)(views)
+        loss.backward()
+        out[key] = {"loss": loss.detach(), "grads": [v.grad for v in views]}
+    return out
 
 
 # The loss and head cases of the contract tables live in tests/contracts/ (one launch per table).
-CASES = {"eval_callbacks": eval_callbacks, "multi_view_loss": multi_view_loss}
+CASES = {"eval_callbacks": eval_callbacks, "multi_view_losses": multi_view_losses}
 
 
 def amcl(inputs: dict, rank: int, world: int) -> dict:

@@ -35,26 +35,35 @@ def run_two_ranks(case: str, inputs: dict, tmp_path: Path) -> list[dict]:
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
 
-@pytest.mark.distributed
-@pytest.mark.parametrize(
-    "name, kwargs, num_views",
-    [
-        ("mv_infonce", {"temperature": 0.2}, 4),
-        ("mv_dhel", {"temperature": 0.2}, 3),
-        ("groco", {"top_k_negatives": 3}, 3),
-        ("groco", {"top_k_negatives": 4, "stop_grad": False, "positive_views": 2}, 4),
-    ],
-    ids=["mv_infonce", "mv_dhel", "groco", "groco_no_stop_grad_multicrop"],
-)
-def test_multi_view_losses_two_processes_equal_one(name: str, kwargs: dict, num_views: int, tmp_path: Path) -> None:
-    """V > 2 views (2 views of every LOSSES entry are in tests/contracts/test_losses_contract.py)."""
-    g = torch.Generator().manual_seed(1)
-    views = [torch.randn(12, 16, generator=g) for _ in range(num_views)]  # global batch 12 -> 6 per rank
-    ranks = run_two_ranks("multi_view_loss", {"name": name, "kwargs": kwargs, "views": views}, tmp_path)
+# V > 2 views for the multi-view losses (2 views of every LOSSES entry: tests/contracts/test_losses_contract.py).
+MULTI_VIEW_CASES = {
+    "mv_infonce": ("mv_infonce", {"temperature": 0.2}, 4),
+    "mv_dhel": ("mv_dhel", {"temperature": 0.2}, 3),
+    "groco": ("groco", {"top_k_negatives": 3}, 3),
+    "groco_no_stop_grad_multicrop": ("groco", {"top_k_negatives": 4, "stop_grad": False, "positive_views": 2}, 4),
+}
 
-    local = [v.clone().requires_grad_(True) for v in views]
+
+def multi_view_inputs(num_views: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(num_views)
+    return [torch.randn(12, 16, generator=g) for _ in range(num_views)]  # global batch 12 -> 6 per rank
+
+
+@pytest.fixture(scope="module")
+def multi_view_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Every case of MULTI_VIEW_CASES on 2 gloo ranks, in one launch."""
+    cases = {key: (name, kwargs, multi_view_inputs(v)) for key, (name, kwargs, v) in MULTI_VIEW_CASES.items()}
+    return run_two_ranks("multi_view_losses", {"cases": cases}, tmp_path_factory.mktemp("multi_view"))
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("key", sorted(MULTI_VIEW_CASES))
+def test_multi_view_losses_two_processes_equal_one(key: str, multi_view_ranks: list[dict]) -> None:
+    name, kwargs, num_views = MULTI_VIEW_CASES[key]
+    local = [v.clone().requires_grad_(True) for v in multi_view_inputs(num_views)]
     loss = LOSSES[name](**kwargs)(local)
     loss.backward()
+    ranks = [r[key] for r in multi_view_ranks]
     torch.testing.assert_close(torch.stack([r["loss"] for r in ranks]).mean(), loss.detach())
     for v in range(num_views):  # DDP averages gradients: each rank's local gradient is 2 x dL/dz of its rows
         torch.testing.assert_close(torch.cat([r["grads"][v] for r in ranks]) / 2, local[v].grad, rtol=1e-5, atol=1e-7)

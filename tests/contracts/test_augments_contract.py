@@ -6,12 +6,11 @@ view drawn independently, reproducible under a seed; ``eval_view`` deterministic
 
 from __future__ import annotations
 
-import inspect
-import typing
 from typing import Any
 
 import pytest
 import torch
+from contracts.constructor import assert_plain_typed_constructor
 from torch import nn
 
 from ssl_toolkit.augment import AUGMENTS
@@ -38,9 +37,7 @@ def test_every_augment_has_exactly_one_row() -> None:
 def test_plain_typed_constructor(name: str) -> None:
     cls = AUGMENTS[name]
     assert issubclass(cls, nn.Module) and callable(getattr(cls, "eval_view", None))
-    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)  # no *args/**kwargs
-    assert {p.name for p in parameters} <= set(typing.get_type_hints(cls.__init__))
+    assert_plain_typed_constructor(cls, set(CASES[name]["kwargs"]))
 
 
 @pytest.mark.parametrize("name", sorted(AUGMENTS))

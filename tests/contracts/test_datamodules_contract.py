@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from contracts.constructor import assert_plain_typed_constructor
 from lightning.pytorch import LightningDataModule
 from PIL import Image
 
@@ -58,11 +57,8 @@ def test_batches_follow_the_contract(name: str, tmp_path: Path) -> None:
 def test_plain_typed_constructor(name: str) -> None:
     cls = DATAMODULES[name]
     assert issubclass(cls, LightningDataModule)
-    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)  # no *args/**kwargs
-    hints = typing.get_type_hints(cls.__init__)  # annotations resolve (recipe type checks need this)
-    assert {p.name for p in parameters} <= set(hints)
-    assert {"image_size", "batch_size", "num_workers"} <= {p.name for p in parameters}
+    names = assert_plain_typed_constructor(cls, set())
+    assert {"image_size", "batch_size", "num_workers"} <= set(names)
     for method in ("train_dataloader", "val_dataloader", "train_eval_dataloader", "setup"):
         assert callable(getattr(cls, method))
     assert isinstance(cls.num_classes, property) and isinstance(cls.num_train_samples, property)

@@ -8,15 +8,13 @@ across processes) 2 gloo processes giving the loss and gradients of 1 process.
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
-import sys
-import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from contracts.constructor import assert_plain_typed_constructor
+from contracts.two_ranks import run_two_ranks
 
 from ssl_toolkit.heads import HEADS, BatchInfo, SSLHead, Views
 
@@ -80,11 +78,7 @@ def test_every_head_has_exactly_one_row() -> None:
 def test_plain_typed_constructor(name: str) -> None:
     cls = HEADS[name]
     assert issubclass(cls, SSLHead)
-    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)  # no *args/**kwargs
-    assert parameters[0].name == "in_dim"
-    assert {p.name for p in parameters} <= set(typing.get_type_hints(cls.__init__))
-    assert set(CASES[name]["kwargs"]) <= {p.name for p in parameters}
+    assert assert_plain_typed_constructor(cls, set(CASES[name]["kwargs"]))[0] == "in_dim"
 
 
 @pytest.mark.parametrize("name", sorted(HEADS))
@@ -133,20 +127,7 @@ GATHERING = sorted(n for n, row in CASES.items() if row["gathers"])
 def two_process_heads(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """Every gathering head run once on 2 gloo ranks (one launch for the whole table)."""
     out = tmp_path_factory.mktemp("heads_2p")
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(r), "2", str(out / "init"), str(out), *GATHERING],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for r in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-4000:]
-    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+    return run_two_ranks(WORKER, out, GATHERING)
 
 
 @pytest.mark.distributed

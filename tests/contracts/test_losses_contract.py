@@ -8,16 +8,13 @@ loss gathers its negatives across processes with gradient).
 
 from __future__ import annotations
 
-import inspect
-import os
-import subprocess
-import sys
-import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from contracts.constructor import assert_plain_typed_constructor
+from contracts.two_ranks import run_two_ranks
 
 from ssl_toolkit.losses import LOSSES, MultiViewLoss
 
@@ -58,10 +55,7 @@ def test_every_loss_has_exactly_one_row() -> None:
 def test_plain_typed_constructor(name: str) -> None:
     cls = LOSSES[name]
     assert issubclass(cls, torch.nn.Module)
-    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)  # no *args/**kwargs
-    assert {p.name for p in parameters} <= set(typing.get_type_hints(cls.__init__))
-    assert set(CASES[name]) <= {p.name for p in parameters}
+    assert_plain_typed_constructor(cls, set(CASES[name]))
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -78,20 +72,7 @@ def test_finite_scalar_with_gradients_to_both_views(name: str) -> None:
 def two_process_losses(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """Every loss of the table run once on 2 gloo ranks (one launch for the whole table)."""
     out = tmp_path_factory.mktemp("losses_2p")
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(r), "2", str(out / "init"), str(out)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for r in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-4000:]
-    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+    return run_two_ranks(WORKER, out, [])
 
 
 @pytest.mark.distributed

@@ -11,6 +11,7 @@ from diffsort.functional import sort as diffsort_sort
 from diffsort.networks import get_sorting_network
 from torch import Tensor
 
+from ssl_toolkit.checks import check_int
 from ssl_toolkit.losses.multi_view import MultiViewLoss, multi_view_batch
 
 
@@ -118,12 +119,10 @@ class GroCoLoss(MultiViewLoss):
         positive_views: int | None = None,
     ) -> None:
         super().__init__()
-        if top_k_negatives < 1:
-            raise ValueError(f"top_k_negatives: must be >= 1, got {top_k_negatives}")
+        check_int("top_k_negatives", top_k_negatives)
         if steepness <= 0:
             raise ValueError(f"steepness: must be > 0, got {steepness}")
-        if positive_views is not None and positive_views < 2:
-            raise ValueError(f"positive_views: must be >= 2 (or null for all views), got {positive_views}")
+        check_int("positive_views", positive_views, minimum=2, optional=True)
         self.top_k_negatives = top_k_negatives
         self.steepness = steepness
         self.stop_grad = stop_grad

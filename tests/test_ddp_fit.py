@@ -72,10 +72,11 @@ def test_two_process_fit_with_syncbn_equals_one_process(name: str, fits: Path) -
         if a.numel() == 0:
             continue
         update = (a - start).abs().max().item()
-        allowed = RTOL.get(name, 0.02) * update + 1e-6 * max(a.abs().max().item(), 1e-3)  # << the step, ~ float noise
+        floor = 1e-6 * max(a.abs().max().item(), 1e-3)  # ~ float noise
+        allowed = RTOL.get(name, 0.02) * update + floor  # << the step
         assert (a - b).abs().max().item() <= allowed, f"{key}: 2 processes differ from 1"
-        updated += update > 10 * allowed
-    assert updated > len(one["state"]) // 4  # training moved the weights far beyond the tolerance
+        updated += update > 10 * (0.02 * update + floor)
+    assert updated > len(one["state"]) // 4  # training moved the weights far beyond the (2%) tolerance
 
 
 def test_sync_batchnorm_two_processes_equal_batchnorm_on_global_batch(tmp_path: Path) -> None:

@@ -69,8 +69,23 @@ def eval_callbacks(inputs: dict, rank: int, world: int) -> dict:
     return evaluate_callbacks(module, SyntheticData(**inputs["data"]), inputs)
 
 
+def multi_view_losses(inputs: dict, rank: int, world: int) -> dict:
+    """For each ``key: (name, kwargs, views)`` of ``inputs["cases"]``: LOSSES[name](**kwargs) (a
+    MultiViewLoss) on this rank's rows of every view; the loss and the local views' gradients."""
+    from ssl_toolkit.losses import LOSSES
+
+    out = {}
+    for key, (name, kwargs, global_views) in inputs["cases"].items():
+        n = global_views[0].shape[0] // world
+        views = [v[rank * n : (rank + 1) * n].clone().requires_grad_(True) for v in global_views]
+        loss = LOSSES[name](**kwargs)(views)
+        loss.backward()
+        out[key] = {"loss": loss.detach(), "grads": [v.grad for v in views]}
+    return out
+
+
 # The loss and head cases of the contract tables live in tests/contracts/ (one launch per table).
-CASES = {"eval_callbacks": eval_callbacks}
+CASES = {"eval_callbacks": eval_callbacks, "multi_view_losses": multi_view_losses}
 
 
 def amcl(inputs: dict, rank: int, world: int) -> dict:

@@ -77,7 +77,12 @@ def build_run_trainer(
     recipe: dict[str, Any], run_dir: Path, parts: Parts, point: ResumePoint | None, throughput: Throughput
 ) -> pl.Trainer:
     """The recipe's trainer plus the callbacks every run has; checks that need the trainer."""
-    extra = [throughput, RecipeInCheckpoint(recipe), Curves(run_dir / "curves.png"), RNGState()]
+    extra = [
+        throughput,
+        RecipeInCheckpoint(recipe),
+        Curves(run_dir / "curves.png"),
+        RNGState(int(recipe.get("seed", 0))),
+    ]
     if "finite_loss" not in (recipe.get("callbacks") or {}):
         extra.append(FiniteLoss())
     with held_logs("lightning.pytorch"):  # Lightning's device banner only once the checks pass

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(Path(args.dir).rglob("*.yaml")):
             print(path.relative_to(args.dir))
         return 0
-    from ssl_toolkit.run.errors import TrainingStopped, UserError  # after parsing: --help stays instant
+    from ssl_toolkit.run.errors import Preempted, TrainingStopped, UserError  # after parsing: --help stays instant
 
     commands = {
         "fit": _fit,
@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:  # NaN/Inf loss: one line naming the step and the last good checkpoint
         print(f"ssl-toolkit: error: {e}", file=sys.stderr)
         return 1
+    except Preempted as e:  # SIGTERM/SIGUSR1/Ctrl-C: checkpoint saved; 128 + signal so schedulers requeue
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            print(f"ssl-toolkit: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:

@@ -34,6 +34,7 @@ from ssl_toolkit.run.errors import RecipeError, TrainingStopped
 from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer
 from ssl_toolkit.run.resume import ResumePoint, find_resume, newest_checkpoint
 from ssl_toolkit.run.run_folder import fresh_run_dir, resume_name, write_run_files
+from ssl_toolkit.run.signals import Preemption, resume_command
 
 
 @dataclass
@@ -67,18 +68,20 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     run_dir = point.run_dir if point is not None else fresh_run_dir(recipe.get("out_dir", "runs/run"))
     resolved = {**recipe, "out_dir": str(run_dir)}
     throughput = Throughput()
-    trainer = build_run_trainer(resolved, run_dir, parts, point, throughput)
+    preemption = Preemption(run_dir / "checkpoints" / "last.ckpt", resume_command(argv, run_dir))
+    trainer = build_run_trainer(resolved, run_dir, parts, point, [throughput, preemption])
     prepare_run_folder(trainer, run_dir, resolved, argv, point, parts)
     seconds = train(trainer, parts, point, run_dir)
     return summarize(trainer, run_dir, seconds, throughput)
 
 
 def build_run_trainer(
-    recipe: dict[str, Any], run_dir: Path, parts: Parts, point: ResumePoint | None, throughput: Throughput
+    recipe: dict[str, Any], run_dir: Path, parts: Parts, point: ResumePoint | None, own: list[pl.Callback]
 ) -> pl.Trainer:
-    """The recipe's trainer plus the callbacks every run has; checks that need the trainer."""
+    """The recipe's trainer plus the callbacks every run has (and ``own``, those ``fit`` reads back:
+    throughput, preemption); checks that need the trainer."""
     extra = [
-        throughput,
+        *own,
         RecipeInCheckpoint(recipe),
         Curves(run_dir / "curves.png"),
         RNGState(int(recipe.get("seed", 0))),

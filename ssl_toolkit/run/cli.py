@@ -233,9 +233,8 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
         + (f", {result.run_dir / 'wandb'}" if (result.run_dir / "wandb").exists() else "")
     )
     print(f"final train/loss: {result.final_loss:.4f} after {result.steps} steps")
-    best = sorted((result.run_dir / "checkpoints").glob("best-rankme-*.ckpt"))
-    if best:
-        print(f"best RankMe ckpt: {best[-1]}  (chosen without labels)")
+    if "val/rankme" in result.best:  # the tracker's choice by score, not the newest file name
+        print(f"best RankMe ckpt: {result.best['val/rankme']}  (chosen without labels)")
     for key, value in result.val_metrics.items():
         print(f"{key + ':':<18}{value:.4f}")
     print(f"wall time:        {result.seconds:.1f} s, training throughput {result.images_per_sec:.1f} images/s")

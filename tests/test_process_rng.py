@@ -60,8 +60,10 @@ def test_two_processes_draw_different_crops_mixtures_and_partners_and_get_their_
     assert not all(torch.equal(a, b) for a, b in zip(r0["mixed"], r1["mixed"]))  # MoCHi mixtures
     assert not torch.equal(r0["partners"], r1["partners"])  # Hydra partner classes
 
-    # Rank 0 draws what one process drew before per-process streams (global RNG seeded with seed).
+    # Rank 0 draws what one process drew before per-process streams: the stream seed_everything
+    # started, continued after the model's initialization (not re-seeded).
     torch.manual_seed(inputs["seed"])
+    torch.randn(100)
     aug = SimCLRAugment(16, crop_scale=(0.2, 1.0), blur_p=0.0)
     mochi = MoCHiLoss(0.2, num_hard=4, num_mixed=3, num_query_mixed=2)
     hydra = HydraHead(in_dim=8, num_classes=4, hidden_dim=8, out_dim=4, label_dim=4, gate_hidden_dim=4)

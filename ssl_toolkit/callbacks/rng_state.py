@@ -50,10 +50,11 @@ def restore_rng(state: dict[str, Any]) -> None:
 class RNGState(pl.Callback):
     """Gives every process its own random stream and puts every process's stream in checkpoints.
 
-    At ``setup`` (the model is built, identically on every rank) each process re-seeds its global
-    generators with ``process_seed(seed, rank)`` (``ssl_toolkit.rng``): rank 0 keeps ``seed``, so a
-    1-process run is unchanged; other ranks draw other crops, jitter, MoCHi mixtures, Hydra partners
-    and dropout masks. With every checkpoint the states of all processes are gathered
+    At ``setup`` (the model is built, identically on every rank) every process of rank r > 0
+    re-seeds its global generators with ``process_seed(seed, r)`` (``ssl_toolkit.rng``); rank 0
+    goes on with the stream of ``seed_everything(seed)`` untouched, so a 1-process run draws exactly
+    what it drew before. Other ranks draw other crops, jitter, MoCHi mixtures, Hydra partners and
+    dropout masks. With every checkpoint the states of all processes are gathered
     (``checkpoint["callbacks"]["RNGState"]["ranks"][r]``) and, when ``fit`` resumes, each process
     gets its own state back at ``on_train_start``, i.e. after Lightning has built its data iterator
     and run the (RNG-isolated) sanity check, just before the next training batch. Together with the
@@ -73,7 +74,9 @@ class RNGState(pl.Callback):
         self._pending: dict[str, Any] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":
+        # Rank 0 goes on with the stream seed_everything(seed) started (a 1-process run draws what it
+        # drew before per-process streams); every other rank starts its own.
+        if stage == "fit" and trainer.global_rank > 0:
             seed_process(self.seed, trainer.global_rank)
 
     def state_dict(self) -> dict[str, Any]:

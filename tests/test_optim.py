@@ -83,7 +83,7 @@ def test_lars_at_weight_decay_zero_still_adapts_weights_but_not_biases_or_norms(
     (model(torch.randn(2, 3, 6, 6)) * torch.randn(2, 3)).sum().backward()
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
     lr, eta = 0.3, 0.02
-    opt = LARS(lr=lr, weight_decay=0.0, momentum=0.9, trust_coefficient=eta, trust_clip=True).build(
+    opt = LARSFactory(lr=lr, weight_decay=0.0, momentum=0.9, trust_coefficient=eta, trust_clip=True).build(
         param_groups(model, 0.0), global_batch_size=256
     )
     opt.step()

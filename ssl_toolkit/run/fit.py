@@ -1,9 +1,11 @@
 """``fit``: one training run from a validated recipe, in one pass down.
 
-    validate and build the parts -> build the trainer -> prepare the run folder (new or resumed)
-    -> train -> summarize
+    validate and build the parts -> build the trainer -> lock and prepare the run folder (new or
+    resumed) -> train -> summarize
 
-Every check happens in the first two steps, before anything is written.
+Every check happens in the first two steps, before anything is written. While training, the run
+folder is locked (``run/lock.py``); SIGTERM / SIGUSR1 / Ctrl-C save ``last.ckpt`` at the current
+step and stop (``run/signals.py``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     Raises:
         RecipeError: anything wrong with the recipe, the data or the resume point (nothing written).
         TrainingStopped: a non-finite loss; names the step and the last good checkpoint.
+        Preempted: a signal stopped training after saving ``last.ckpt``; names the resume command.
     """
     pl.seed_everything(int(recipe.get("seed", 0)), workers=True, verbose=False)
     check_out_dir(recipe.get("out_dir", "runs/run"))

@@ -57,6 +57,8 @@ class Preemption(Checkpoint):
         self.received = self.received or signum
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.received_sigterm:  # a SIGTERM during setup went to Lightning's handler: ours now
+            self.received = signal.SIGTERM
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handler)

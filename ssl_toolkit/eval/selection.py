@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import embed_split
-from ssl_toolkit.eval.probe import embed_labelled, knn_probe
+from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled
 from ssl_toolkit.metrics import rankme
 from ssl_toolkit.run.checkpoint import (
     LoadedCheckpoint,
@@ -171,7 +171,7 @@ def rank_checkpoints(
             raise DataError(f"select: {path} sees {len(dm.train_set)} train images, the first checkpoint {total}")
         loader = DataLoader(ImagesOnly(dm.train_set, subset), batch_size=dm.batch_size, num_workers=dm.num_workers)
         split = embed_split(module, loader, with_proj=True)
-        knn = knn_probe(*embed_labelled(module, dm), dm.num_classes).top1 if with_labels else None
+        knn = knn_probe(*embed_labelled(module, dm), labelled(dm).num_classes).top1 if with_labels else None
         rows.append(Row(run_dir, path, loaded.epoch, loaded.step, rankme(split.feats), rankme(split.proj), knn))
     return sorted(rows, key=lambda r: (math.isnan(r.rankme), -r.rankme))
 

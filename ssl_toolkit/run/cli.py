@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
     p_bench.add_argument("--steps", type=int, default=10, help="timed iterations (default: %(default)s)")
     p_bench.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: %(default)s)")
+    p_bench.add_argument("--loader-only", action="store_true", help="measure (c), the data loader, only")
     p_list = sub.add_parser("recipes", help="list the shipped recipes", description="List the shipped recipes.")
     p_list.add_argument("--dir", default=str(RECIPES_DIR), help="recipes folder (default: %(default)s)")
     p_export = sub.add_parser(
@@ -166,7 +167,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     import torch
 
-    from ssl_toolkit.eval.probe import embed_labelled, knn_probe, linear_probe
+    from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled, linear_probe
     from ssl_toolkit.run.checkpoint import load_checkpoint
     from ssl_toolkit.run.errors import ArgumentError
     from ssl_toolkit.run.run_folder import run_dir_of, write_new_json
@@ -178,7 +179,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
     loaded = load_checkpoint(args.checkpoint, overrides)
     loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train, val = embed_labelled(loaded.module, loaded.datamodule)
-    classes = loaded.datamodule.num_classes
+    classes = labelled(loaded.datamodule).num_classes
     if args.command == "probe":
         settings = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay}
         result = linear_probe(train, val, classes, args.method, args.epochs, args.lr, args.weight_decay)
@@ -245,7 +246,8 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.run.bench import bench, format_result
     from ssl_toolkit.run.recipe import load_recipe
 
-    print(format_result(bench(load_recipe(args.recipe, args.overrides), steps=args.steps, warmup=args.warmup)))
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(format_result(bench(recipe, steps=args.steps, warmup=args.warmup, loader_only=args.loader_only)))
     return 0
 
 

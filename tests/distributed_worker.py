@@ -287,6 +287,41 @@ def sync_scale_batchnorm(inputs: dict, rank: int, world: int) -> dict:
 CASES["sync_scale_batchnorm"] = sync_scale_batchnorm
 
 
+def process_streams(inputs: dict, rank: int, world: int) -> dict:
+    """What ``fit`` does on each process: model seed, then ``RNGState.setup`` re-seeds per rank; then
+    the draws of a step (SimCLR crops/jitter, MoCHi mixtures, Hydra partners) before and after a
+    checkpoint's gathered states are restored on this rank."""
+    from types import SimpleNamespace
+
+    from ssl_toolkit.augment import SimCLRAugment
+    from ssl_toolkit.callbacks.rng_state import RNGState
+    from ssl_toolkit.heads.hydra import HydraHead
+    from ssl_toolkit.losses.mochi import MoCHiLoss
+
+    torch.manual_seed(inputs["seed"])  # seed_everything(seed) on every rank
+    torch.randn(100)  # the model's initialization draws
+    callback = RNGState(seed=inputs["seed"])
+    trainer = SimpleNamespace(global_rank=rank, world_size=world)
+    callback.setup(trainer, None, "fit")
+    aug = SimCLRAugment(16, crop_scale=(0.2, 1.0), blur_p=0.0)
+    mochi = MoCHiLoss(0.2, num_hard=4, num_mixed=3, num_query_mixed=2)
+    hydra = HydraHead(in_dim=8, num_classes=4, hidden_dim=8, out_dim=4, label_dim=4, gate_hidden_dim=4)
+
+    def draw() -> dict:
+        return {"views": aug(inputs["images"]),
+                "mixed": mochi.synthetic_negatives(inputs["q"], inputs["queue"]),
+                "partners": hydra.partner_classes(inputs["labels"])}  # fmt: skip
+
+    saved = callback.state_dict()  # gathered from both ranks, as a checkpoint holds it
+    first = draw()
+    callback.load_state_dict(saved)
+    callback.on_train_start(trainer, None)
+    return {"first": first, "replayed": draw(), "saved_ranks": len(saved["ranks"])}
+
+
+CASES["process_streams"] = process_streams
+
+
 def main() -> None:
     case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(Path(args.dir).rglob("*.yaml")):
             print(path.relative_to(args.dir))
         return 0
-    from ssl_toolkit.run.errors import TrainingStopped, UserError  # after parsing: --help stays instant
+    from ssl_toolkit.run.errors import Preempted, TrainingStopped, UserError  # after parsing: --help stays instant
 
     commands = {
         "fit": _fit,
@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:  # NaN/Inf loss: one line naming the step and the last good checkpoint
         print(f"ssl-toolkit: error: {e}", file=sys.stderr)
         return 1
+    except Preempted as e:  # SIGTERM/SIGUSR1/Ctrl-C: checkpoint saved; 128 + signal so schedulers requeue
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            print(f"ssl-toolkit: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
@@ -252,9 +258,8 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
         + (f", {result.run_dir / 'wandb'}" if (result.run_dir / "wandb").exists() else "")
     )
     print(f"final train/loss: {result.final_loss:.4f} after {result.steps} steps")
-    best = sorted((result.run_dir / "checkpoints").glob("best-rankme-*.ckpt"))
-    if best:
-        print(f"best RankMe ckpt: {best[-1]}  (chosen without labels)")
+    if "val/rankme" in result.best:  # the tracker's choice by score, not the newest file name
+        print(f"best RankMe ckpt: {result.best['val/rankme']}  (chosen without labels)")
     for key, value in result.val_metrics.items():
         print(f"{key + ':':<18}{value:.4f}")
     print(f"wall time:        {result.seconds:.1f} s, training throughput {result.images_per_sec:.1f} images/s")

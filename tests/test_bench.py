@@ -41,6 +41,14 @@ def test_bench_prints_positive_throughputs_and_json(recipe: str, capsys: pytest.
     assert "(a) backbone" in out and "(b) training step" in out and "(c) data loader" in out
 
 
+def test_loader_only(recipe: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", recipe, "--loader-only", "--steps", "2", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    result = _json_line(out)
+    assert result["loader_img_s"] > 0 and result["step_img_s"] is None and result["backbone_img_s"] is None
+    assert "(c) data loader" in out and "(a) backbone" not in out and result["loader_workers"] == 0
+
+
 def test_bench_bad_steps_is_one_line_error(recipe: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", recipe, "--steps", "0"]) == 2
     assert "steps" in capsys.readouterr().err

@@ -16,19 +16,33 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from contracts.test_heads_contract import CASES
 from test_distributed import run_two_ranks
 from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("ddp_fit_worker.py")
-# recipes/fashion_mnist/<name>.yaml whose head or loss gathers across processes; one entry per head.
-GATHERING = ["simclr", "dcl", "dclw", "amcl", "mocov2", "mochi", "swav", "hydra"]
+# recipes/fashion_mnist/<name>.yaml whose head gathers across processes (the head contract table).
+GATHERING = sorted(
+    p.stem for p in (REPO / "recipes" / "fashion_mnist").glob("*.yaml")
+    if CASES[yaml.safe_load(p.read_text())["head"]["name"]]["gathers"]
+)  # fmt: skip
+
+
+# Allowed difference as a fraction of each tensor's update (default 2%). MV-InfoNCE's gradient is a
+# small residual of cancelling terms (its denominator holds the positives), so the float rounding of
+# the 2-process reductions grows over the 3 steps: measured, the weights agree to 3e-4 of the update
+# after 1 step and to 2-5% after 3 (a few near-zero biases). Its loss and gradients match 1 process
+# to 1e-5 (tests/contracts/test_losses_contract.py, tests/test_distributed.py); a wrong gather or
+# rank offset moves the weights by the size of the update itself.
+RTOL = {"mv_infonce": 0.1}
 
 
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp_fit")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
     commands = [
         [sys.executable, str(WORKER), str(out), "1", *GATHERING],
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -58,10 +72,11 @@ def test_two_process_fit_with_syncbn_equals_one_process(name: str, fits: Path) -
         if a.numel() == 0:
             continue
         update = (a - start).abs().max().item()
-        allowed = 0.02 * update + 1e-6 * max(a.abs().max().item(), 1e-3)  # << the step, ~ float noise
+        floor = 1e-6 * max(a.abs().max().item(), 1e-3)  # ~ float noise
+        allowed = RTOL.get(name, 0.02) * update + floor  # << the step
         assert (a - b).abs().max().item() <= allowed, f"{key}: 2 processes differ from 1"
-        updated += update > 10 * allowed
-    assert updated > len(one["state"]) // 4  # training moved the weights far beyond the tolerance
+        updated += update > 10 * (0.02 * update + floor)
+    assert updated > len(one["state"]) // 4  # training moved the weights far beyond the (2%) tolerance
 
 
 def test_sync_batchnorm_two_processes_equal_batchnorm_on_global_batch(tmp_path: Path) -> None:

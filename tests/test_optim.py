@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_toolkit.optim import LARS, SGD, AdamW, WarmupCosine, param_groups
+from ssl_toolkit.optim import AdamWFactory, LARSFactory, SGDFactory, WarmupCosine, param_groups
 
 
 def small_model() -> nn.Module:
@@ -23,9 +23,9 @@ def test_param_groups_exclude_bias_and_norm() -> None:
 
 
 def test_lr_scaled_per_256() -> None:
-    opt = SGD(lr=0.1).build(param_groups(small_model(), 0.0), global_batch_size=512)
+    opt = SGDFactory(lr=0.1).build(param_groups(small_model(), 0.0), global_batch_size=512)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
-    opt = AdamW(lr=1e-3).build(param_groups(small_model(), 0.05), global_batch_size=128)
+    opt = AdamWFactory(lr=1e-3).build(param_groups(small_model(), 0.05), global_batch_size=128)
     assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
     assert opt.param_groups[0]["weight_decay"] == 0.05 and opt.param_groups[1]["weight_decay"] == 0.0
 
@@ -36,7 +36,7 @@ def test_lars_adapts_weights_but_not_biases() -> None:
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     w0, b0 = model.weight.detach().clone(), model.bias.detach().clone()
-    factory = LARS(lr=0.5, weight_decay=1e-2, momentum=0.9, trust_coefficient=0.02, trust_clip=False)
+    factory = LARSFactory(lr=0.5, weight_decay=1e-2, momentum=0.9, trust_coefficient=0.02, trust_clip=False)
     opt = factory.build(param_groups(model, factory.weight_decay), global_batch_size=256)
     model(torch.randn(5, 4)).pow(2).sum().backward()
     gw, gb = model.weight.grad.clone(), model.bias.grad.clone()
@@ -48,9 +48,9 @@ def test_lars_adapts_weights_but_not_biases() -> None:
 
 def test_bad_values_name_the_argument() -> None:
     with pytest.raises(ValueError, match="lr"):
-        LARS(lr=-1.0)
+        LARSFactory(lr=-1.0)
     with pytest.raises(ValueError, match="weight_decay"):
-        SGD(weight_decay=-1.0)
+        SGDFactory(weight_decay=-1.0)
     with pytest.raises(ValueError, match="warmup_epochs"):
         WarmupCosine(warmup_epochs=-1)
 
@@ -73,3 +73,27 @@ def test_warmup_cosine_shape() -> None:
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # monotone decay after warm-up
     state = sched.state_dict()
     assert "lr_lambdas" in state and state["lr_lambdas"][0]["warmup"] == 10  # checkpointable
+
+
+def test_lars_at_weight_decay_zero_still_adapts_weights_but_not_biases_or_norms() -> None:
+    # timm's Lars adapts only groups with weight_decay != 0; at wd 0 it was plain SGD (lr 0.300).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3))
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    (model(torch.randn(2, 3, 6, 6)) * torch.randn(2, 3)).sum().backward()
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    lr, eta = 0.3, 0.02
+    opt = LARSFactory(lr=lr, weight_decay=0.0, momentum=0.9, trust_coefficient=eta, trust_clip=True).build(
+        param_groups(model, 0.0), global_batch_size=256
+    )
+    opt.step()
+    effective = {}
+    for name, p in model.named_parameters():  # first step from zero momentum: the step is lr_eff * grad
+        effective[name] = ((start[name] - p.detach()).norm() / grads[name].norm()).item()
+        if p.ndim > 1:  # conv and linear weights: lr * min(eta |w| / (|g| lr), 1) (LARS + LARC clip)
+            expected = min(eta * start[name].norm().item() / grads[name].norm().item(), lr)
+        else:  # BatchNorm weight/bias and the linear bias: excluded, plain lr
+            expected = lr
+        assert effective[name] == pytest.approx(expected, rel=1e-5), name
+    assert effective["0.weight"] < 0.5 * lr  # the adaptation matters for the conv layer
+    assert set(effective) == {"0.weight", "1.weight", "1.bias", "3.weight", "3.bias"}

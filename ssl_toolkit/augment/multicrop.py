@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from ssl_toolkit.augment.simclr import SimCLRAugment, _ordered_pair
@@ -40,7 +41,8 @@ class MultiCropAugment(nn.Module):
     Example:
         >>> aug = MultiCropAugment(size=224, num_global=2, local_size=96, num_local=6)
         >>> views = aug(torch.randint(0, 256, (4, 3, 256, 256), dtype=torch.uint8))
-        >>> [v.shape[-1] for v in views]  # [224, 224, 96, 96, 96, 96, 96, 96]
+        >>> [v.shape[-1] for v in views]
+        [224, 224, 96, 96, 96, 96, 96, 96]
     """
 
     def __init__(
@@ -82,11 +84,12 @@ class MultiCropAugment(nn.Module):
             self.local_crops = SimCLRAugment(local_size, num_local, crop_scale=scale, **shared)  # type: ignore[arg-type]
         self.size, self.num_global, self.num_local = int(size), int(num_global), int(num_local)
 
-    def forward(self, images: Tensor) -> list[Tensor]:
-        """(B, C, H, W) uint8 -> G global then L local float views (see class docstring)."""
-        views = self.global_crops(images)
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """(B, C, H, W) uint8 -> G global then L local float views (see class docstring); every
+        parameter is drawn from ``generator`` (a CPU generator; None: the global one)."""
+        views = self.global_crops(images, generator)
         if self.local_crops is not None:
-            views += self.local_crops(images)
+            views += self.local_crops(images, generator)
         return views
 
     def eval_view(self, images: Tensor) -> Tensor:

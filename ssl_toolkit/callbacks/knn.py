@@ -31,12 +31,14 @@ class KNNProbe(EvalCallback):
         chunk_size: queries scored at once; memory is chunk_size x train-split size.
 
     Example:
-        >>> trainer = pl.Trainer(callbacks=[KNNProbe(k=20)])
-        >>> trainer.fit(module, datamodule=data)  # module offers embed(uint8 images) -> (B, F)
-        >>> trainer.callback_metrics["val/knn_top1"]
+        >>> import lightning.pytorch as pl
+        >>> trainer = pl.Trainer(callbacks=[KNNProbe(k=20)])  # then trainer.fit(module, datamodule=data)
+        >>> [type(c).__name__ for c in trainer.callbacks if isinstance(c, KNNProbe)]
+        ['KNNProbe']
     """
 
     splits: tuple[Split, ...] = ("train", "val")
+    needs_labels = True
 
     def __init__(self, k: int = 200, temperature: float = 0.07, every_n_epochs: int = 1, chunk_size: int = 256) -> None:
         super().__init__(every_n_epochs)

@@ -84,6 +84,7 @@ class HydraHead(SSLHead):
 
     Example:
         >>> head = HydraHead(in_dim=512, num_classes=10, out_dim=128)
+        >>> batch = BatchInfo(labels=torch.arange(8) % 4, index=torch.arange(8), step=0, epoch=0)
         >>> out = head(Views([torch.randn(8, 512), torch.randn(8, 512)]), batch)
         >>> out.loss.backward()
     """
@@ -128,13 +129,14 @@ class HydraHead(SSLHead):
         """Ungated projection (B, F) -> (B, D)."""
         return self.projector(feats)
 
-    def partner_classes(self, y: Tensor) -> Tensor:
-        """y2 for every sample (B,), drawn with the torch RNG as set by ``pairing``."""
+    def partner_classes(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """y2 for every sample (B,), as set by ``pairing``, drawn from ``generator`` (on ``y``'s
+        device; None: the process's global generator of that device)."""
         if self.pairing == "identical":
             return y
         if self.pairing == "arbitrary":
-            return y[torch.randperm(y.shape[0], device=y.device)]
-        shift = torch.randint(1, self.num_classes, y.shape, device=y.device)
+            return y[torch.randperm(y.shape[0], device=y.device, generator=generator)]
+        shift = torch.randint(1, self.num_classes, y.shape, device=y.device, generator=generator)
         return (y + shift) % self.num_classes
 
     @torch.no_grad()
@@ -156,7 +158,7 @@ class HydraHead(SSLHead):
         # sync on an accelerator, so it only runs where it is free (CPU tensors).
         if y1.device.type == "cpu" and (bool((y1 < 0).any()) or bool((y1 >= self.num_classes).any())):
             raise ValueError(f"HydraHead needs class labels in [0, {self.num_classes}), got {y1.tolist()[:8]}...")
-        y2 = self.partner_classes(y1)
+        y2 = self.partner_classes(y1, batch.generator)
         gate = self.gate(y1, y2)  # (B, D)
         num_views = len(views.feats)
         z = self.projector(torch.cat(views.feats)).chunk(num_views)  # one call, split per view

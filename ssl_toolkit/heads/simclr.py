@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
+from ssl_toolkit.losses.multi_view import MultiViewLoss
 from ssl_toolkit.losses.ntxent import NTXentLoss
 
 
@@ -19,8 +20,10 @@ class SimCLRHead(SSLHead):
     ``projection_head``, v1): Linear -> BN -> ReLU -> Linear -> BN, BatchNorm on every layer, the
     output one with a scale and no shift, no Linear bias; ``num_layers=3`` is SimCLR v2 (``tf2/model.py``
     ``ProjectionHead``). solo-learn has no BN and lightly a shifted output BN (``last_norm``). The
-    loss is any two-view contrastive loss called as ``loss(z_a, z_b)`` (NT-Xent; DCL plugs in here).
-    With more than two views the loss is averaged over all view pairs.
+    loss is either a two-view loss called as ``loss(z_a, z_b)`` (NT-Xent, DCL, MW, ...), averaged
+    over all view pairs when there are more than two views, or a
+    :class:`~ssl_toolkit.losses.MultiViewLoss` (MV-InfoNCE, MV-DHEL, GroCo), called once with the
+    list of all V projections (global views first, then local crops).
 
     Args:
         in_dim: backbone feature width F (filled in by the recipe builder).
@@ -37,6 +40,7 @@ class SimCLRHead(SSLHead):
 
     Example:
         >>> head = SimCLRHead(in_dim=512, hidden_dim=2048, out_dim=128)
+        >>> batch = BatchInfo(labels=torch.arange(8) % 4, index=torch.arange(8), step=0, epoch=0)
         >>> out = head(Views([torch.randn(8, 512), torch.randn(8, 512)]), batch)
         >>> out.loss.backward()
     """
@@ -64,6 +68,9 @@ class SimCLRHead(SSLHead):
             raise ValueError(f"SimCLRHead needs at least 2 views, got {len(views.feats)}")
         # One projector call for all views (same batch size), then split back per view.
         z = self.projector(torch.cat(views.feats)).chunk(len(views.feats))
-        pairs = list(combinations(range(len(z)), 2))
-        loss = torch.stack([self.loss(z[i], z[j]) for i, j in pairs]).mean()
+        if isinstance(self.loss, MultiViewLoss):
+            loss = self.loss(list(z))
+        else:
+            pairs = list(combinations(range(len(z)), 2))
+            loss = torch.stack([self.loss(z[i], z[j]) for i, j in pairs]).mean()
         return HeadOutput(loss=loss, logs={"z_std": embedding_spread(z[0])})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -10,14 +11,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_toolkit.callbacks.eval_features import EvalCallback, Split, datamodule_of, split_features
+from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of
+from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.distributed import is_distributed, world_size
+from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import topk_accuracy
 
 
 class LinearProbe(EvalCallback):
     """``nn.Linear(F, C)`` trained on every training batch's view-0 backbone features (solo-learn's
-    online linear evaluation), evaluated on the un-augmented val split.
+    online linear evaluation), evaluated on the un-augmented held-out split in the validation loop.
 
     The probe is never part of the SSL loss or of the module's optimizer: it reads
     ``outputs["feats"]`` (detached) in ``on_train_batch_end`` and steps its own SGD (momentum 0.9).
@@ -29,18 +32,15 @@ class LinearProbe(EvalCallback):
 
     Logs:
         ``train/linear_loss`` every step; ``val/linear_top1`` (and ``val/linear_top5`` when the data
-        has more than 5 classes) every ``every_n_epochs`` epochs, at the training epoch end.
+        has more than 5 classes) whenever Lightning's validation loop runs.
 
     Args:
         lr: learning rate per 256 samples; SGD uses lr * global_batch / 256 (solo-learn's scaling).
         weight_decay: SGD weight decay.
-        every_n_epochs: evaluation period in epochs.
     """
 
-    splits: tuple[Split, ...] = ("val",)
-
-    def __init__(self, lr: float = 0.1, weight_decay: float = 0.0, every_n_epochs: int = 1) -> None:
-        super().__init__(every_n_epochs)
+    def __init__(self, lr: float = 0.1, weight_decay: float = 0.0) -> None:
+        super().__init__()
         if not lr > 0:
             raise ValueError(f"lr: must be > 0, got {lr!r}")
         if not weight_decay >= 0:
@@ -103,11 +103,16 @@ class LinearProbe(EvalCallback):
         return loss.detach()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         width = getattr(pl_module, "feature_dim", None)
         if stage == "fit" and self.classifier is None and isinstance(width, int):
             self.build(width, int(datamodule_of(trainer, self).num_classes))  # before a checkpoint is restored
 
+    def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
+        return {"val": None}
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
         if self.classifier is None:
             return
         # The module reaches its device after setup and after a checkpoint is restored; the
@@ -129,9 +134,13 @@ class LinearProbe(EvalCallback):
         pl_module.log("train/linear_loss", loss, batch_size=feats.shape[0])
 
     # --- evaluation --------------------------------------------------------------------------
+    def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
+        val = self.store.split("val")
+        return {} if val is None else self.score(val)
+
     @torch.no_grad()
-    def evaluate(self, module: nn.Module, datamodule: Any, step: int | None = None) -> dict[str, float]:
-        """Accuracy of the probe on ``datamodule``'s val split embedded by ``module.embed``.
+    def score(self, val: EmbeddedSplit) -> dict[str, float]:
+        """Accuracy of the probe on features (N, F) with labels (N,).
 
         Returns:
             ``{"val/linear_top1": float}`` (+ ``"val/linear_top5"`` with more than 5 classes), or
@@ -139,7 +148,6 @@ class LinearProbe(EvalCallback):
         """
         if self.classifier is None:
             return {}
-        val = split_features(module, datamodule, "val", step)
         weight = self.classifier.weight
         with torch.autocast(weight.device.type, enabled=False):
             logits = self.classifier(val.feats.to(weight.device, torch.float32))  # (N, C)

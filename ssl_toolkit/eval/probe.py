@@ -31,7 +31,7 @@ class ProbeResult:
 
 def embed_labelled(module: nn.Module, datamodule: pl.LightningDataModule) -> tuple[EmbeddedSplit, EmbeddedSplit]:
     """Backbone features of the whole labelled train split (fixed order) and the val split."""
-    return embed_split(module, datamodule.train_eval_dataloader()), embed_split(module, datamodule.val_dataloader())
+    return embed_split(module, datamodule.train_eval_dataloader()), embed_split(module, datamodule.heldout_dataloader())
 
 
 def _check_labels(split: EmbeddedSplit, num_classes: int, name: str) -> None:

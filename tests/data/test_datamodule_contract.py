@@ -20,7 +20,7 @@ def test_plain_typed_constructor(name: str) -> None:
     hints = typing.get_type_hints(cls.__init__)  # annotations resolve (recipe type checks need this)
     assert {p.name for p in parameters} <= set(hints)
     assert {"image_size", "batch_size", "num_workers"} <= {p.name for p in parameters}
-    for method in ("train_dataloader", "val_dataloader", "train_eval_dataloader", "setup"):
+    for method in ("train_dataloader", "val_dataloader", "heldout_dataloader", "train_eval_dataloader", "setup"):
         assert callable(getattr(cls, method))
     assert isinstance(cls.num_classes, property) and isinstance(cls.num_train_samples, property)
 

@@ -38,15 +38,26 @@ from ssl_toolkit.run.run_folder import fresh_run_dir, resume_name, write_run_fil
 
 @dataclass
 class FitResult:
-    """What ``fit`` reports: where the run went, its last loss and speed, and the final ``val/`` metrics."""
+    """What ``fit`` reports: where the run went, its last loss and speed, and the final ``val/`` metrics.
+
+    ``seconds`` is the whole ``trainer.fit``; ``train_seconds`` the training loop without
+    evaluation; ``eval_seconds`` the ``eval_runs`` validation loops (``sanity_seconds`` the sanity
+    check). ``images_per_sec`` (training, evaluation excluded) is None when no step after the
+    warm-up was measured (``measured_steps`` 0).
+    """
 
     run_dir: Path
     checkpoint: Path | None
     final_loss: float
     seconds: float
-    images_per_sec: float
+    images_per_sec: float | None
     steps: int
     val_metrics: dict[str, float]
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    eval_runs: int = 0
+    sanity_seconds: float = 0.0
+    measured_steps: int = 0
 
 
 def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
@@ -148,6 +159,11 @@ def summarize(trainer: pl.Trainer, run_dir: Path, seconds: float, throughput: Th
         images_per_sec=throughput.images_per_sec,
         steps=trainer.global_step,
         val_metrics={k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")},
+        train_seconds=throughput.train_seconds,
+        eval_seconds=throughput.eval_seconds,
+        eval_runs=throughput.eval_runs,
+        sanity_seconds=throughput.sanity_seconds,
+        measured_steps=throughput.measured_steps,
     )
 
 

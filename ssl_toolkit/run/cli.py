@@ -232,8 +232,25 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"best RankMe ckpt: {best[-1]}  (chosen without labels)")
     for key, value in result.val_metrics.items():
         print(f"{key + ':':<18}{value:.4f}")
-    print(f"wall time:        {result.seconds:.1f} s, training throughput {result.images_per_sec:.1f} images/s")
+    for line in timing_lines(result):
+        print(line)
     return 0
+
+
+def timing_lines(result: Any) -> list[str]:
+    """The summary's time lines: training (throughput without evaluation) and evaluation apart."""
+    lines = [f"wall time:        {result.seconds:.1f} s (trainer.fit, setup and checkpoints included)"]
+    if result.images_per_sec is None:
+        speed = f"throughput not measured: too few steps ({result.steps}; the first 2 are warm-up)"
+    else:
+        speed = f"{result.images_per_sec:.1f} images/s over {result.measured_steps} steps (evaluation excluded)"
+    lines.append(f"training:         {result.train_seconds:.1f} s, {speed}")
+    if result.eval_runs:
+        sanity = f" + sanity check {result.sanity_seconds:.1f} s" if result.sanity_seconds else ""
+        lines.append(f"evaluation:       {result.eval_seconds:.1f} s in {result.eval_runs} run(s){sanity}")
+    else:
+        lines.append("evaluation:       none ran (see trainer.limit_val_batches / val_check_interval)")
+    return lines
 
 
 def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:

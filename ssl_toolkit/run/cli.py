@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_fit.add_argument("recipe", help="path to a recipe YAML (see `ssl-toolkit recipes`)")
     p_fit.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
+    p_fit.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every third-party message (Lightning tips, deprecation warnings, wandb's console output)",
+    )
     p_bench = sub.add_parser(
         "bench",
         help="images/s of backbone, training step and loader",
@@ -110,7 +115,11 @@ def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
     p_sel.add_argument("--num-samples", type=int, default=25600, help="images in the subset (default: 25600)")
     p_sel.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
     p_sel.add_argument("--with-labels", action="store_true", help="also compute k-NN top-1 (reads labels)")
-    p_sel.add_argument("--out", default="selection.json", help="JSON to write (default: %(default)s)")
+    p_sel.add_argument(
+        "--out",
+        default=None,
+        help="JSON to write (default: selection.json in the run folder, or in the runs' common parent folder)",
+    )
     p_sel.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p_sel.add_argument("items", nargs="+", metavar="RUN_DIR|data.KEY=VALUE", help="run folders; " + DATA_HELP)
     for p in (p_probe, p_knn, p_sel):
@@ -178,6 +187,9 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
         result = linear_probe(train, val, classes, args.method, args.epochs, args.lr, args.weight_decay)
     else:
         settings = {"k": args.k, "temperature": args.temperature}
+        bank = int((train.labels >= 0).sum())
+        if args.k > bank:
+            print(f"note: --k {args.k} is larger than the bank ({bank} labelled train images); all {bank} vote")
         result = knn_probe(train, val, classes, args.k, args.temperature)
     ckpt = Path(args.checkpoint)
     record = {"checkpoint": str(ckpt.resolve()), "epoch": loaded.epoch, "step": loaded.step,
@@ -195,13 +207,13 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.eval.selection import format_table, rank_checkpoints
     from ssl_toolkit.run.errors import ArgumentError
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
     overrides = _data_overrides([i for i in args.items if "=" in i])
     runs = [Path(i) for i in args.items if "=" not in i]
     if not runs:
         raise ArgumentError("select: give at least one RUN_DIR")
+    out = Path(args.out) if args.out else selection_path(runs)
+    if out.exists() and not args.force:
+        raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
     rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device)
     print(format_table(rows, args.with_labels))
     record = {"selected": rows[0].as_dict(), "criterion": "rankme (backbone features, highest)",
@@ -213,12 +225,24 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+def selection_path(runs: list[Path]) -> Path:
+    """Where ``select`` writes without ``--out``: ``selection.json`` in the one run folder, or in the
+    deepest folder that holds every run (never the directory the user stands in)."""
+    import os
+
+    if len(runs) == 1:
+        return runs[0] / "selection.json"
+    return Path(os.path.commonpath([str(r.resolve()) for r in runs])) / "selection.json"
+
+
 def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.run.fit import fit
+    from ssl_toolkit.run.quiet import quiet
     from ssl_toolkit.run.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    result = fit(recipe, argv=["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv)
+    with quiet(verbose=args.verbose):
+        result = fit(recipe, argv=["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv)
     print(f"\nrun folder:       {result.run_dir}")
     print(f"checkpoint:       {result.checkpoint or '(none written)'}")
     print(f"resolved recipe:  {result.run_dir / 'recipe.yaml'}  (git commit in run.json)")

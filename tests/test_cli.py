@@ -52,12 +52,14 @@ def test_fit_synthetic_writes_checkpoint_recipe_and_logs(tmp_path: Path, capsys)
     assert (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before
 
 
-def test_issue_example_command_on_fashion_mnist(tmp_path: Path) -> None:
-    # The command from the foundation issue, as a user types it (wandb offline included), plus a
-    # data slice so the end-of-epoch evaluation callbacks stay fast in the test.
-    issue_command = ["backbone.name=resnet10t", "data.batch_size=32", "trainer.max_steps=3", "out_dir=runs/try"]
-    slice_ = ["data.num_workers=0", "data.train_samples=2048", "data.val_samples=512"]
-    res = run_cli("fit", str(DEMO), *issue_command, *slice_, cwd=tmp_path)
+def test_readme_quick_try_command_on_fashion_mnist(tmp_path: Path) -> None:
+    # README's quick-try command as a user types it (an evaluation after step 3 on 2 batches per
+    # loader), with wandb back on (offline) to check its console block stays hidden, and a data slice.
+    quick_try = ["backbone.name=resnet10t", "data.batch_size=32", "trainer.max_steps=3",
+                 "trainer.val_check_interval=3", "trainer.limit_val_batches=2", "logger.wandb=false",
+                 "out_dir=runs/try"]  # fmt: skip
+    slice_ = ["logger.wandb=true", "data.num_workers=0", "data.train_samples=2048", "data.val_samples=512"]
+    res = run_cli("fit", str(DEMO), *quick_try, *slice_, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "runs" / "try"
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "recipe.yaml").is_file()
@@ -67,6 +69,7 @@ def test_issue_example_command_on_fashion_mnist(tmp_path: Path) -> None:
     for noise in ("Tip:", "LeafSpec", "Total Flops", "Run history", "wandb:", "Loading `train_dataloader`"):
         assert noise not in res.stdout + res.stderr, noise
     assert "| backbone" in res.stdout + res.stderr  # the model summary itself stays
+    assert "evaluation 1 at step 3 (epoch 0)" in res.stdout and "val/knn_top1:" in res.stdout
 
 
 def test_fit_on_a_fashion_mnist_slice_with_tiny_model(tmp_path: Path) -> None:

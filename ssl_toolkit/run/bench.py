@@ -228,6 +228,7 @@ def _step_throughput(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        limit_val_batches=0,  # the step alone: no evaluation
         callbacks=[timer],
         **keep,
     )

@@ -186,3 +186,19 @@ def test_callback_switches_refuse_what_cannot_work(override: str, message: str, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("ssl-toolkit: error:") and message in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_summary_times_training_and_evaluation_apart_and_says_when_too_few_steps(tmp_path: Path) -> None:
+    from ssl_toolkit.run.cli import timing_lines
+    from ssl_toolkit.run.fit import FitResult
+
+    short = FitResult(tmp_path, None, 1.0, 9.0, None, 1, {}, train_seconds=2.0, measured_steps=0)
+    assert timing_lines(short)[1:] == [
+        "training:         2.0 s, throughput not measured: too few steps (1; the first 2 are warm-up)",
+        "evaluation:       none ran (see trainer.limit_val_batches / val_check_interval)",
+    ]
+    done = FitResult(tmp_path, None, 1.0, 9.0, 250.0, 12, {}, 6.0, 2.5, 2, 0.4, 10)
+    assert timing_lines(done)[1:] == [
+        "training:         6.0 s, 250.0 images/s over 10 step(s) (evaluation excluded)",
+        "evaluation:       2.5 s in 2 run(s) + sanity check 0.4 s",
+    ]

@@ -267,7 +267,7 @@ def timing_lines(result: Any) -> list[str]:
     if result.images_per_sec is None:
         speed = f"throughput not measured: too few steps ({result.steps}; the first 2 are warm-up)"
     else:
-        speed = f"{result.images_per_sec:.1f} images/s over {result.measured_steps} steps (evaluation excluded)"
+        speed = f"{result.images_per_sec:.1f} images/s over {result.measured_steps} step(s) (evaluation excluded)"
     lines.append(f"training:         {result.train_seconds:.1f} s, {speed}")
     if result.eval_runs:
         sanity = f" + sanity check {result.sanity_seconds:.1f} s" if result.sanity_seconds else ""

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ssl_toolkit.ema import ema_update
 from ssl_toolkit.heads.base import BatchInfo, SSLHead, Views
-from ssl_toolkit.optim import WarmupCosine, _OptimizerFactory, param_groups
+from ssl_toolkit.optim import OptimizerFactory, WarmupCosine, param_groups
 
 Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,), indices (B,)
 
@@ -52,7 +52,7 @@ class SSLModule(pl.LightningModule):
         backbone: nn.Module,
         head: SSLHead,
         augment: nn.Module,
-        optimizer: _OptimizerFactory,
+        optimizer: OptimizerFactory,
         scheduler: WarmupCosine | None = None,
         channels_last: bool = False,
         compile_backbone: bool = False,

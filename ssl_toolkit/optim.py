@@ -33,7 +33,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-class _OptimizerFactory:
+class OptimizerFactory:
+    """Base of the optimizer factories: the recipe's hyper-parameters, built into an optimizer once the
+    global batch is known (``build``). ``SSLModule`` takes any of them as ``optimizer``."""
+
     lr: float
     weight_decay: float
 
@@ -56,7 +59,7 @@ class _OptimizerFactory:
         raise NotImplementedError
 
 
-class LARS(_OptimizerFactory):
+class LARSFactory(OptimizerFactory):
     """LARS (You et al., 2017) through ``timm.optim.Lars``; solo-learn's eta = trust_coefficient.
 
     trust ratio = trust_coefficient * |w| / (|g| + weight_decay * |w|); with trust_clip it is
@@ -85,7 +88,7 @@ class LARS(_OptimizerFactory):
         )
 
 
-class SGD(_OptimizerFactory):
+class SGDFactory(OptimizerFactory):
     """``torch.optim.SGD`` with momentum (foreach implementation)."""
 
     def __init__(
@@ -100,7 +103,7 @@ class SGD(_OptimizerFactory):
         )
 
 
-class AdamW(_OptimizerFactory):
+class AdamWFactory(OptimizerFactory):
     """``torch.optim.AdamW`` (decoupled weight decay)."""
 
     def __init__(
@@ -116,7 +119,7 @@ class AdamW(_OptimizerFactory):
         return torch.optim.AdamW(params, lr=self.scaled_lr(global_batch_size), betas=self.betas)
 
 
-OPTIMIZERS = {"lars": LARS, "sgd": SGD, "adamw": AdamW}
+OPTIMIZERS = {"lars": LARSFactory, "sgd": SGDFactory, "adamw": AdamWFactory}
 
 
 class WarmupCosine:

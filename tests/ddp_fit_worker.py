@@ -24,20 +24,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from contracts.test_heads_contract import CASES  # noqa: E402
+
 from conftest import REPO, tiny_recipe  # noqa: E402
 from ssl_toolkit.run.recipe import build_parts, build_trainer  # noqa: E402
 from ssl_toolkit.sync_batchnorm import AllReduceBatchNorm  # noqa: E402
 
 STEPS, GLOBAL_BATCH, RANKS = 3, 16, 2
-# Per-recipe head settings that fit the tiny run: a queue of a few batches, SwAV's prototypes free
-# from the first step, and no per-process random draws (they cannot match one process): MoCHi's
-# mixing off (tests/losses/test_mochi.py covers it), Hydra's partner class = own class.
-HEAD_OVERRIDES = {
-    "mocov2": {"queue_size": 64},
-    "mochi": {"queue_size": 64, "num_hard": 16, "num_mixed": 8, "num_query_mixed": 4, "mix_start_step": 1000},
-    "swav": {"freeze_prototypes_steps": 1, "num_prototypes": 12},
-    "hydra": {"pairing": "identical"},
-}
 
 
 class FixedViews(nn.Module):
@@ -101,7 +94,7 @@ def _tensors(module: nn.Module) -> dict[str, Tensor]:
 
 def run(name: str, out_dir: Path, world: int) -> None:
     recipe = tiny_recipe(REPO / "recipes" / "fashion_mnist" / f"{name}.yaml", out_dir / f"{name}-world{world}", STEPS)
-    recipe["head"].update(HEAD_OVERRIDES.get(name, {}))
+    recipe["head"].update(CASES[recipe["head"]["name"]].get("fit_overrides", {}))
     recipe["data"]["batch_size"] = GLOBAL_BATCH // world
     recipe["callbacks"] = {}
     recipe["scheduler"] = None  # constant lr: updates large enough for the comparison to bite

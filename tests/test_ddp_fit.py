@@ -16,19 +16,24 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from contracts.test_heads_contract import CASES
 from test_distributed import run_two_ranks
 from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("ddp_fit_worker.py")
-# recipes/fashion_mnist/<name>.yaml whose head or loss gathers across processes; one entry per head.
-GATHERING = ["simclr", "dcl", "dclw", "amcl", "mocov2", "mochi", "swav", "hydra"]
+# recipes/fashion_mnist/<name>.yaml whose head gathers across processes (the head contract table).
+GATHERING = sorted(
+    p.stem for p in (REPO / "recipes" / "fashion_mnist").glob("*.yaml")
+    if CASES[yaml.safe_load(p.read_text())["head"]["name"]]["gathers"]
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp_fit")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
     commands = [
         [sys.executable, str(WORKER), str(out), "1", *GATHERING],
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -13,7 +13,7 @@ from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.heads import SimCLRHead
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.optim import LARS, WarmupCosine
+from ssl_toolkit.optim import LARSFactory, WarmupCosine
 
 
 def make_module(backbone: nn.Module | None = None) -> SSLModule:
@@ -22,7 +22,7 @@ def make_module(backbone: nn.Module | None = None) -> SSLModule:
         backbone=backbone,
         head=SimCLRHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16),
         augment=SimCLRAugment(size=32),
-        optimizer=LARS(lr=0.3),
+        optimizer=LARSFactory(lr=0.3),
         scheduler=WarmupCosine(warmup_epochs=0.5),
     )
 

@@ -15,7 +15,7 @@ from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.heads import SimCLRHead, SwAVHead
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.optim import LARS
+from ssl_toolkit.optim import LARSFactory
 
 NO_COLOUR = dict(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
@@ -77,7 +77,7 @@ def test_fit_runs_the_backbone_once_per_resolution(head_name: str, tmp_path: Pat
     f = backbone.num_features
     head = (SwAVHead(in_dim=f, hidden_dim=32, out_dim=16, num_prototypes=20) if head_name == "swav"
             else SimCLRHead(in_dim=f, hidden_dim=32, out_dim=16))  # fmt: skip
-    module = SSLModule(backbone, head, MultiCropAugment(size=32, local_size=16, num_local=3), LARS(lr=0.3))
+    module = SSLModule(backbone, head, MultiCropAugment(size=32, local_size=16, num_local=3), LARSFactory(lr=0.3))
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
                          limit_val_batches=0)  # fmt: skip

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_toolkit.optim import LARS, SGD, AdamW, WarmupCosine, param_groups
+from ssl_toolkit.optim import AdamWFactory, LARSFactory, SGDFactory, WarmupCosine, param_groups
 
 
 def small_model() -> nn.Module:
@@ -23,9 +23,9 @@ def test_param_groups_exclude_bias_and_norm() -> None:
 
 
 def test_lr_scaled_per_256() -> None:
-    opt = SGD(lr=0.1).build(param_groups(small_model(), 0.0), global_batch_size=512)
+    opt = SGDFactory(lr=0.1).build(param_groups(small_model(), 0.0), global_batch_size=512)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
-    opt = AdamW(lr=1e-3).build(param_groups(small_model(), 0.05), global_batch_size=128)
+    opt = AdamWFactory(lr=1e-3).build(param_groups(small_model(), 0.05), global_batch_size=128)
     assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
     assert opt.param_groups[0]["weight_decay"] == 0.05 and opt.param_groups[1]["weight_decay"] == 0.0
 
@@ -36,7 +36,7 @@ def test_lars_adapts_weights_but_not_biases() -> None:
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     w0, b0 = model.weight.detach().clone(), model.bias.detach().clone()
-    factory = LARS(lr=0.5, weight_decay=1e-2, momentum=0.9, trust_coefficient=0.02, trust_clip=False)
+    factory = LARSFactory(lr=0.5, weight_decay=1e-2, momentum=0.9, trust_coefficient=0.02, trust_clip=False)
     opt = factory.build(param_groups(model, factory.weight_decay), global_batch_size=256)
     model(torch.randn(5, 4)).pow(2).sum().backward()
     gw, gb = model.weight.grad.clone(), model.bias.grad.clone()
@@ -48,9 +48,9 @@ def test_lars_adapts_weights_but_not_biases() -> None:
 
 def test_bad_values_name_the_argument() -> None:
     with pytest.raises(ValueError, match="lr"):
-        LARS(lr=-1.0)
+        LARSFactory(lr=-1.0)
     with pytest.raises(ValueError, match="weight_decay"):
-        SGD(weight_decay=-1.0)
+        SGDFactory(weight_decay=-1.0)
     with pytest.raises(ValueError, match="warmup_epochs"):
         WarmupCosine(warmup_epochs=-1)
 

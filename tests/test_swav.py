@@ -17,7 +17,7 @@ from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.heads import BatchInfo, SwAVHead, Views
 from ssl_toolkit.losses import SwAVLoss, sinkhorn
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.optim import LARS
+from ssl_toolkit.optim import LARSFactory
 from ssl_toolkit.run.recipe import load_recipe
 
 
@@ -143,7 +143,7 @@ def test_prototypes_unit_norm_after_every_step_and_frozen_first(tmp_path: Path) 
     head = SwAVHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, num_prototypes=20,
                     freeze_prototypes_steps=2)  # fmt: skip
     augment = MultiCropAugment(size=32, local_size=16, num_local=2)
-    module = SSLModule(backbone, head, augment, LARS(lr=1.0, weight_decay=1e-4))
+    module = SSLModule(backbone, head, augment, LARSFactory(lr=1.0, weight_decay=1e-4))
     seen = [head.prototypes.weight.detach().clone()]
 
     class Record(pl.Callback):
@@ -205,7 +205,7 @@ def test_queue_survives_checkpoint_and_resume(tmp_path: Path) -> None:
         backbone = build_backbone(TINY_BACKBONE)
         head = SwAVHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, num_prototypes=20,
                         queue_length=32)  # fmt: skip
-        return SSLModule(backbone, head, MultiCropAugment(size=32, num_local=0), LARS(lr=0.3))
+        return SSLModule(backbone, head, MultiCropAugment(size=32, num_local=0), LARSFactory(lr=0.3))
 
     def trainer(steps: int, callbacks=()) -> pl.Trainer:
         return pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -40,7 +40,8 @@ class MultiCropAugment(nn.Module):
     Example:
         >>> aug = MultiCropAugment(size=224, num_global=2, local_size=96, num_local=6)
         >>> views = aug(torch.randint(0, 256, (4, 3, 256, 256), dtype=torch.uint8))
-        >>> [v.shape[-1] for v in views]  # [224, 224, 96, 96, 96, 96, 96, 96]
+        >>> [v.shape[-1] for v in views]
+        [224, 224, 96, 96, 96, 96, 96, 96]
     """
 
     def __init__(

@@ -41,9 +41,10 @@ class KNNProbe(EvalCallback):
         bank_seed: seed of the bank draw.
 
     Example:
-        >>> trainer = pl.Trainer(callbacks=[KNNProbe(k=20)])
-        >>> trainer.fit(module, datamodule=data)  # module has validation_step -> {"feats", "labels", "index"}
-        >>> trainer.callback_metrics["val/knn_top1"]
+        >>> import lightning.pytorch as pl
+        >>> trainer = pl.Trainer(callbacks=[KNNProbe(k=20)])  # then trainer.fit(module, datamodule=data)
+        >>> [type(c).__name__ for c in trainer.callbacks if isinstance(c, KNNProbe)]
+        ['KNNProbe']
     """
 
     def __init__(

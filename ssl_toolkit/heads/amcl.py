@@ -44,6 +44,7 @@ class AMCLHead(SSLHead):
 
     Example:
         >>> head = AMCLHead(in_dim=512, num_heads=3, hidden_dim=2048, out_dim=128)
+        >>> batch = BatchInfo(labels=torch.arange(8) % 4, index=torch.arange(8), step=0, epoch=0)
         >>> out = head(Views([torch.randn(8, 512), torch.randn(8, 512)]), batch)
         >>> out.loss.backward()
     """

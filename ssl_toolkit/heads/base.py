@@ -58,6 +58,17 @@ class SSLHead(nn.Module):
       re-normalization). ``step`` counts optimizer steps done before this one.
     * ``uses_labels = True``: the head reads ``batch.labels`` (weak supervision); the recipe builder
       refuses data without labels.
+
+    Builder conventions (``ssl_toolkit.run.recipe.build_parts``; the contract tests in
+    ``tests/contracts/test_heads_contract.py`` build heads the same way):
+
+    * ``in_dim`` is always the backbone's feature width F (``SSLModule.feature_dim``); a recipe
+      never writes it.
+    * ``num_classes``, when the constructor has that keyword, is the data's number of classes; a
+      recipe never writes it either.
+    * a keyword named ``loss`` whose recipe value is a mapping ``{name: ..., **kwargs}`` is built
+      from ``ssl_toolkit.losses.LOSSES`` and passed as the module; every other keyword is passed
+      as written.
     """
 
     uses_teacher: bool = False

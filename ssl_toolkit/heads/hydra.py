@@ -83,6 +83,7 @@ class HydraHead(SSLHead):
 
     Example:
         >>> head = HydraHead(in_dim=512, num_classes=10, out_dim=128)
+        >>> batch = BatchInfo(labels=torch.arange(8) % 4, index=torch.arange(8), step=0, epoch=0)
         >>> out = head(Views([torch.randn(8, 512), torch.randn(8, 512)]), batch)
         >>> out.loss.backward()
     """

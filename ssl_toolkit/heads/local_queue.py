@@ -24,9 +24,12 @@ class ProcessLocalQueue(nn.Module):
         dim: embedding width D.
 
     Example:
-        >>> queue = ProcessLocalQueue(num_queues=2, length=3840, dim=128)
-        >>> queue.push(z.unflatten(0, (2, batch_size)))  # (G, B, D)
-        >>> if queue.full: extra = queue.rows(torch.device("cuda"))[0]  # (L, D)
+        >>> queue = ProcessLocalQueue(num_queues=2, length=64, dim=128)
+        >>> z = torch.randn(2 * 32, 128)  # G = 2 code crops of B = 32 samples
+        >>> for _ in range(2):
+        ...     queue.push(z.unflatten(0, (2, 32)))  # (G, B, D)
+        >>> queue.full, queue.rows(torch.device("cpu"))[0].shape  # (L, D) of crop 0
+        (True, torch.Size([64, 128]))
     """
 
     def __init__(self, num_queues: int, length: int, dim: int) -> None:

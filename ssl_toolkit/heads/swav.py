@@ -60,6 +60,7 @@ class SwAVHead(SSLHead):
 
     Example:
         >>> head = SwAVHead(in_dim=512, num_prototypes=3000, num_global=2)
+        >>> batch = BatchInfo(labels=torch.arange(8) % 4, index=torch.arange(8), step=0, epoch=0)
         >>> out = head(Views([torch.randn(8, 512) for _ in range(8)]), batch)
         >>> out.loss.backward()
     """

@@ -25,7 +25,7 @@ class MoCHiLoss(nn.Module):
     With ``mix=False`` or s = s' = 0 this is exactly MoCo v2's loss. Logits are fp32 under autocast.
 
     Defaults: N=1024, s=1024, s'=256, t=0.2 (MoCo v2). N=1024 and 256 per synthetic type follow the
-    synco implementation; the paper's own (N, s, s') and its Table 1 are UNVERIFIED (methods.md 6.2).
+    synco implementation; the paper's own (N, s, s') and its Table 1 are unverified (docs/methods/mochi.md).
     The warm-up before mixing starts (paper value UNVERIFIED; synco uses 10 epochs) belongs to the
     head, which passes ``mix=False`` during warm-up.
 

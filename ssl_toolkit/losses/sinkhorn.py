@@ -39,7 +39,8 @@ def sinkhorn(scores: Tensor, iterations: int = 3, epsilon: float = 0.05) -> Tens
 
     Example:
         >>> q = sinkhorn(torch.randn(256, 3000))
-        >>> q.sum(dim=1)  # ones
+        >>> torch.allclose(q.sum(dim=1), torch.ones(256))
+        True
     """
     check_int("iterations", iterations)
     if not epsilon > 0:

@@ -26,9 +26,11 @@ class SwAVLoss(nn.Module):
         Returns a scalar, the mean over this process's samples.
 
     Example:
+        >>> from ssl_toolkit.losses import sinkhorn
         >>> loss = SwAVLoss(temperature=0.1)
         >>> p = [torch.randn(8, 30) for _ in range(4)]
-        >>> loss(p, [sinkhorn(p[0]), sinkhorn(p[1])])
+        >>> loss(p, [sinkhorn(p[0]), sinkhorn(p[1])]).shape
+        torch.Size([])
     """
 
     def __init__(self, temperature: float = 0.1) -> None:

@@ -111,7 +111,10 @@ def test_no_images(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"batch_size": 0}, "^batch_size: 0"), ({"image_size": 32, "resize_size": 16}, "^resize_size: 16")],
+    [
+        ({"batch_size": 0}, "^batch_size: must be an int >= 1, got 0"),
+        ({"image_size": 32, "resize_size": 16}, "^resize_size: 16"),
+    ],
 )
 def test_invalid_arguments(root: Path, kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):

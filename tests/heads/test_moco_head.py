@@ -17,7 +17,7 @@ from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.ema import cosine_momentum
 from ssl_toolkit.heads import BatchInfo, MoCHiHead, MoCoV2Head, Views
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.optim import SGD
+from ssl_toolkit.optim import SGDFactory
 
 
 def batch_info(b: int, step: int = 0, index: torch.Tensor | None = None) -> BatchInfo:
@@ -123,7 +123,7 @@ def _module(momentum: float) -> SSLModule:
     backbone = build_backbone(TINY_BACKBONE)
     head = MoCHiHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, queue_size=40, num_hard=8,
                      num_mixed=4, num_query_mixed=4, base_momentum=momentum, final_momentum=momentum)  # fmt: skip
-    return SSLModule(backbone, head, SimCLRAugment(size=32), SGD(lr=0.5, weight_decay=0.0, momentum=0.0))
+    return SSLModule(backbone, head, SimCLRAugment(size=32), SGDFactory(lr=0.5, weight_decay=0.0, momentum=0.0))
 
 
 def _trainer(tmp_path, steps: int) -> pl.Trainer:

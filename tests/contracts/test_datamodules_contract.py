@@ -1,0 +1,82 @@
+"""Contract shared by every entry of DATAMODULES (what recipes and callbacks rely on), driven by ``CASES``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from contracts.constructor import assert_plain_typed_constructor
+from lightning.pytorch import LightningDataModule
+from PIL import Image
+
+from ssl_toolkit.data import DATAMODULES, SyntheticData
+from ssl_toolkit.data.eval_plan import plan_evaluation
+
+
+def _tiny_folder(tmp: Path) -> dict[str, Any]:
+    for split, n in (("train", 4), ("val", 2)):
+        for c, colour in enumerate(((200, 20, 20), (20, 200, 20))):
+            for i in range(n):
+                path = tmp / split / f"class{c}" / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (20 + i, 18), colour).save(path)
+    return {"root": str(tmp)}
+
+
+# The contract table: per entry of DATAMODULES, a function of a scratch folder returning tiny
+# constructor keywords (a data module without a row fails test_every_datamodule_has_exactly_one_row).
+CASES: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "synthetic": lambda tmp: {"num_samples": 24, "num_val_samples": 8},
+    "fashion_mnist": lambda tmp: {"train_samples": 24, "val_samples": 8},
+    "image_folder": _tiny_folder,
+}
+BATCH, SIZE = 4, 16
+
+
+def test_every_datamodule_has_exactly_one_row() -> None:
+    assert set(CASES) == set(DATAMODULES), (
+        f"missing: {set(DATAMODULES) - set(CASES)}, extra: {set(CASES) - set(DATAMODULES)}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(DATAMODULES))
+def test_batches_follow_the_contract(name: str, tmp_path: Path) -> None:
+    data = DATAMODULES[name](**CASES[name](tmp_path), image_size=SIZE, batch_size=BATCH, num_workers=0)
+    data.setup("fit")
+    assert data.num_train_samples >= BATCH and data.batch_size == BATCH
+    assert data.val_dataloader() == []  # no evaluation planned: Lightning runs no validation loop
+    # The validation loaders follow the evaluation plan: held-out split, k-NN bank, RankMe rows.
+    rows = torch.tensor([1, 3, 4])
+    data.eval_plan = plan_evaluation([{"val": None, "bank": None}, {"rankme": rows}])
+    assert data.eval_plan.roles == ("val", "bank")  # the whole-split bank holds RankMe's rows
+    data.eval_plan = plan_evaluation([{"val": None, "bank": torch.tensor([0, 2])}, {"rankme": rows}])
+    val, bank, subset = data.val_dataloader()
+    assert torch.equal(torch.cat([b[2] for b in subset]), rows) and len(bank.dataset) == 2
+    loaders = (data.train_dataloader(), data.heldout_dataloader(), data.train_eval_dataloader(), val, bank, subset)
+    for loader in loaders:
+        images, labels, index = next(iter(loader))
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, SIZE, SIZE) and images.shape[0] <= BATCH
+        assert labels.shape == index.shape == images.shape[:1]
+        assert labels.dtype == index.dtype == torch.int64
+
+
+@pytest.mark.parametrize("name", sorted(DATAMODULES))
+def test_plain_typed_constructor(name: str) -> None:
+    cls = DATAMODULES[name]
+    assert issubclass(cls, LightningDataModule)
+    names = assert_plain_typed_constructor(cls, set())
+    assert {"image_size", "batch_size", "num_workers"} <= set(names)
+    for method in ("train_dataloader", "val_dataloader", "heldout_dataloader", "train_eval_dataloader", "setup"):
+        assert callable(getattr(cls, method))
+    assert isinstance(cls.num_classes, property) and isinstance(cls.num_train_samples, property)
+
+
+def test_setup_is_idempotent() -> None:
+    data = SyntheticData(num_samples=64, num_val_samples=16)
+    data.setup("fit")
+    train_set = data.train_set
+    data.setup("validate")
+    assert data.train_set is train_set

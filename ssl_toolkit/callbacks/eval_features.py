@@ -33,17 +33,24 @@ class FeatureStore:
 
     Args:
         roles: the loader roles whose batches are kept.
+        rows: role -> (M,) sample indices: of that role's batches only these rows are kept (RankMe
+            keeps its subset of the k-NN bank, not the whole bank); other roles keep every row.
     """
 
-    def __init__(self, roles: tuple[Role, ...] = ()) -> None:
+    def __init__(self, roles: tuple[Role, ...] = (), rows: Mapping[Role, Tensor] | None = None) -> None:
         self.roles = roles
+        self.rows = dict(rows or {})
         self._batches: dict[Role, list[tuple[Tensor, Tensor, Tensor]]] = {}
         self._gathered: dict[Role, EmbeddedSplit] = {}
 
     def add(self, role: Role, feats: Tensor, labels: Tensor, index: Tensor) -> None:
         """Keep one batch: feats (B, F), labels (B,), index (B,) (positions in the role's split)."""
-        if role in self.roles:
-            self._batches.setdefault(role, []).append((feats, labels.long(), index.long()))
+        if role not in self.roles:
+            return
+        if role in self.rows:
+            keep = torch.isin(index, self.rows[role].to(index.device))
+            feats, labels, index = feats[keep], labels[keep], index[keep]
+        self._batches.setdefault(role, []).append((feats, labels.long(), index.long()))
 
     def split(self, role: Role) -> EmbeddedSplit | None:
         """This role's rows of every process (``gather_split``: sorted by index), or None when the
@@ -128,7 +135,9 @@ class EvalCallback(pl.Callback):
         plan = plan_evaluation([cb.wanted(datamodule) for cb in callbacks])
         datamodule.eval_plan = plan  # the same plan from every callback: the loaders follow it
         self.plan = plan
-        self.store = FeatureStore(tuple(sorted({plan.sources[role] for role in self.wanted(datamodule)})))
+        wanted = self.wanted(datamodule)
+        rows = {plan.sources[role]: r for role, r in wanted.items() if r is not None and plan.sources[role] != role}
+        self.store = FeatureStore(tuple(sorted({plan.sources[role] for role in wanted})), rows)
         return plan
 
     def source(self, role: Role) -> Role:

@@ -88,3 +88,13 @@ def test_project_is_the_eval_mode_head_and_restores_train_mode() -> None:
 def test_fit_without_datamodule_is_a_one_line_error() -> None:
     with pytest.raises(ValueError, match="^datamodule: RankMe needs trainer.fit"):
         RankMe().setup(SimpleNamespace(datamodule=None, callbacks=[]), tiny_module(), "fit")
+
+
+def test_store_keeps_only_the_wanted_rows_of_a_shared_loader() -> None:
+    data = make_data()
+    rank_cb = RankMe(num_samples=20, seed=2)
+    plan_for([KNNProbe(), rank_cb], data)  # RankMe reads the (whole-split) bank
+    assert rank_cb.store.roles == ("bank",) and torch.equal(rank_cb.store.rows["bank"], rank_cb.indices)
+    for batch in data.val_dataloader()[1]:
+        rank_cb.store.add("bank", batch[0].flatten(1).float(), batch[1], batch[2])
+    assert len(rank_cb.store) == 20 and torch.equal(rank_cb.store.split("bank").index, rank_cb.indices)

@@ -12,7 +12,8 @@ Filtered (the list is ``WARNINGS`` and ``LOG_MESSAGES``):
   - the model summary's FLOPs column and "Total Flops" / "Modules in train|eval mode" lines (the
     summary table itself stays);
   - wandb's console output (``WANDB_SILENT``): the start banner and the end-of-run history/summary
-    block; the run folder's ``wandb/`` and the sync command are in ssl-toolkit's own summary.
+    block; the run folder's ``wandb/`` is in ssl-toolkit's own summary. (wandb's "anonymous setting
+    has no effect" warning is avoided at its source, in ``run/loggers.py``.)
 """
 
 from __future__ import annotations

@@ -127,8 +127,6 @@ def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir:
     with warnings.catch_warnings():
         # SSLModule owns on_after_batch_transfer on purpose (augmentation on the device).
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-        # The held-out split is there for evaluation callbacks; without them there is no val loop.
-        warnings.filterwarnings("ignore", message=".*have no `validation_step`.*")
         # The loader position is in the DataModule's checkpointed state (ResumableSampler), which
         # Lightning's mid-epoch warning does not know about; a resumed run reuses checkpoints/.
         warnings.filterwarnings("ignore", message=".*ended before the epoch ended.*")

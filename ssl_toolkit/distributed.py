@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
@@ -42,3 +44,17 @@ def gather_no_grad(x: Tensor) -> Tensor:
     out = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+@torch.no_grad()
+def all_reduce_sum(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """Sum each tensor over processes (copies; the inputs are untouched); identity on one process.
+
+    For the sufficient statistics of ``metrics_spectral`` / ``metrics_contrastive`` / ``metrics``.
+    """
+    if not is_distributed():
+        return list(tensors)
+    out = [t.detach().clone() for t in tensors]
+    for t in out:
+        dist.all_reduce(t)
+    return out

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from ssl_toolkit.backbone import BatchNormStats, feature_dim
 from ssl_toolkit.ema import ema_update
 from ssl_toolkit.heads.base import BatchInfo, SSLHead, Views
 from ssl_toolkit.optim import OptimizerFactory, WarmupCosine, param_groups
@@ -73,6 +74,15 @@ class SSLModule(pl.LightningModule):
                 if net is not None:
                     net.compile()
         self._total_steps = 0
+        # Gradient checkpointing runs BatchNorm layers again in the backward pass: their running
+        # statistics are put back to their value after the forward pass (one update per step).
+        self._bn_stats = BatchNormStats() if getattr(backbone, "recomputes_forward", False) else None
+
+    @property
+    def feature_dim(self) -> int:
+        """F, the width of the backbone features that ``embed`` returns (the head's ``in_dim``):
+        ``build_backbone``'s ``feature_dim``, decided once from what the backbone returns."""
+        return feature_dim(self.backbone)
 
     # --- features -------------------------------------------------------------------------
     def forward_views(self, views: list[Tensor], backbone: nn.Module | None = None) -> list[Tensor]:
@@ -112,11 +122,6 @@ class SSLModule(pl.LightningModule):
         with torch.no_grad():
             return self.head.embed(feats)
 
-    @property
-    def feature_dim(self) -> int:
-        """F, the width of the backbone features that ``embed`` returns (the head's ``in_dim``)."""
-        return int(self.backbone.num_features)
-
     # --- training -------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:
@@ -127,6 +132,8 @@ class SSLModule(pl.LightningModule):
     def training_step(self, batch: tuple[list[Tensor], Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         views, labels, index = batch
         feats = self.forward_views(views)
+        if self._bn_stats is not None:
+            self._bn_stats.save(self.backbone)
         teacher = None
         if self.teacher is not None:
             size = views[0].shape[-2:]
@@ -162,6 +169,8 @@ class SSLModule(pl.LightningModule):
         self._total_steps = int(total) if math.isfinite(total) else 0
 
     def on_after_backward(self) -> None:
+        if self._bn_stats is not None:
+            self._bn_stats.restore()
         self.head.after_backward(self.global_step)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:

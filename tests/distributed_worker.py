@@ -162,11 +162,11 @@ CASES["hydra"] = hydra
 
 
 def mocov2_head(inputs: dict, rank: int, world: int) -> dict:
-    """MoCoV2Head (symmetric) on this rank's rows: loss, feature gradients, and the queue after the
-    enqueue of the keys gathered from both ranks."""
-    from ssl_toolkit.heads import BatchInfo, MoCoV2Head, Views
+    """MoCoV2Head (symmetric; or ``inputs["name"]`` from HEADS) on this rank's rows: loss, feature
+    gradients, and the queue after the enqueue of the keys gathered from both ranks."""
+    from ssl_toolkit.heads import HEADS, BatchInfo, Views
 
-    head = MoCoV2Head(**inputs["kwargs"])
+    head = HEADS[inputs.get("name", "mocov2")](**inputs["kwargs"])
     head.load_state_dict(inputs["state"])
     n = inputs["index"].shape[0] // world
     rows = slice(rank * n, (rank + 1) * n)
@@ -238,6 +238,78 @@ def sync_batchnorm(inputs: dict, rank: int, world: int) -> dict:
 
 
 CASES["sync_batchnorm"] = sync_batchnorm
+
+
+def label_free_metrics(inputs: dict, rank: int, world: int) -> dict:
+    """Every metric by its documented distributed route on this rank's rows (all-reduced statistics,
+    or gathered inputs); each rank returns the global values."""
+    import torch.nn.functional as F
+
+    from ssl_toolkit.distributed import all_reduce_sum, gather_no_grad
+    from ssl_toolkit.metrics import (
+        ToleranceStatistics,
+        alignment,
+        tolerance_from_statistics,
+        tolerance_statistics,
+        uniformity,
+    )
+    from ssl_toolkit.metrics_contrastive import auc_from_count, mann_whitney_count, positive_ranks, split_scores
+    from ssl_toolkit.metrics_spectral import (
+        CovarianceStatistics,
+        LidarStatistics,
+        alpha_req_from_statistics,
+        covariance_statistics,
+        lidar_from_statistics,
+        lidar_statistics,
+    )
+
+    n = inputs["z1"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    z1, z2, labels, views = inputs["z1"][rows], inputs["z2"][rows], inputs["labels"][rows], inputs["views"][rows]
+    scores = F.normalize(z1, dim=1) @ F.normalize(gather_no_grad(z2), dim=1).T  # (n, N)
+    positive = torch.arange(n) + rank * n
+    pos, neg = split_scores(scores, positive)
+    ranks = positive_ranks(scores, positive)
+    twice_u, n_neg, rank_sum = all_reduce_sum(
+        [mann_whitney_count(gather_no_grad(pos), neg), torch.tensor(neg.numel()), ranks.sum()]
+    )
+    lid = LidarStatistics(*all_reduce_sum(lidar_statistics(views)))
+    cov = CovarianceStatistics(*all_reduce_sum(covariance_statistics(z1)))
+    tol = ToleranceStatistics(*all_reduce_sum(tolerance_statistics(z1, labels, inputs["num_classes"])))
+    z1_all, z2_all = gather_no_grad(z1), gather_no_grad(z2)
+    return {
+        "twice_u": twice_u,
+        "auc": auc_from_count(twice_u, world * n, int(n_neg)),
+        "mean_rank": float(rank_sum) / (world * n),
+        "lidar": lidar_from_statistics(lid),
+        "alpha_req": alpha_req_from_statistics(cov, 0, 8),
+        "tolerance": tolerance_from_statistics(tol),
+        "alignment": alignment(z1_all, z2_all),
+        "uniformity": uniformity(z1_all),
+    }
+
+
+CASES["label_free_metrics"] = label_free_metrics
+
+
+def sync_scale_batchnorm(inputs: dict, rank: int, world: int) -> dict:
+    """The projector's scale-only BN (SimCLR's output BN) swapped to AllReduceBatchNorm, (N, D) rows."""
+    from ssl_toolkit.heads.mlp import ScaleBatchNorm1d
+    from ssl_toolkit.sync_batchnorm import AllReduceBatchNorm, swap_batchnorm
+
+    n = inputs["x"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    bn = ScaleBatchNorm1d(inputs["x"].shape[1])
+    bn.load_state_dict(inputs["state"])
+    bn = swap_batchnorm(bn, ScaleBatchNorm1d, AllReduceBatchNorm)
+    x = inputs["x"][rows].clone().requires_grad_(True)
+    y = bn(x)
+    (inputs["w"][rows] * y).sum().backward()
+    return {"y": y.detach(), "grad_x": x.grad, "grad_weight": bn.weight.grad, "bias": bn.bias,
+            "kind": type(bn).__name__}  # fmt: skip
+
+
+CASES["sync_scale_batchnorm"] = sync_scale_batchnorm
 
 
 def main() -> None:

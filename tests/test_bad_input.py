@@ -149,7 +149,7 @@ def test_fit_writes_the_skipped_files_into_the_run_folder(tmp_path: Path) -> Non
     [
         ("bad", "data.max_bad_fraction: 4 of 11 image files in "),
         ("missing", "data.root: "),
-        ("flat", "has no class sub-folders in train/"),
+        ("flat", "data.labels: folders, but "),  # class folders asked for, none there
         ("empty", "holds no images with extensions"),
     ],
 )
@@ -164,7 +164,8 @@ def test_dataset_problems_fail_before_training_with_one_line(tmp_path, capsys, l
     elif layout == "empty":
         (root / "train" / "a").mkdir(parents=True)
         (root / "val" / "a").mkdir(parents=True)
-    assert main(["fit", str(_fit_recipe(tmp_path, root))]) == 2
+    labels = {"labels": "folders"} if layout == "flat" else {}
+    assert main(["fit", str(_fit_recipe(tmp_path, root, **labels))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ssl-toolkit: error: ") and message in err[0]
     assert not (tmp_path / "run").exists()  # nothing written

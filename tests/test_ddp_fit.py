@@ -92,3 +92,26 @@ def test_sync_batchnorm_two_processes_equal_batchnorm_on_global_batch(tmp_path: 
     for r in ranks:
         torch.testing.assert_close(r["running_mean"], bn.running_mean, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(r["running_var"], bn.running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_scale_only_batchnorm_two_processes_equal_one(tmp_path: Path) -> None:
+    """The SimCLR projector's output BN (scale, no shift) under CPU SyncBN: 2 x 6 rows = 12 rows."""
+    from ssl_toolkit.heads.mlp import ScaleBatchNorm1d
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(12, 5, generator=g) * 3 - 1
+    w = torch.randn(12, 5, generator=g)
+    bn = ScaleBatchNorm1d(5)
+    with torch.no_grad():
+        bn.weight.copy_(torch.linspace(0.5, 2.0, 5))
+    ranks = run_two_ranks("sync_scale_batchnorm", {"x": x, "w": w, "state": bn.state_dict()}, tmp_path)
+    assert all(r["kind"] == "AllReduceBatchNorm" and r["bias"] is None for r in ranks)
+    xx = x.clone().requires_grad_(True)
+    y = bn(xx)
+    (w * y).sum().backward()
+    # plain computation: (x - mean) / sqrt(biased var + eps) * scale, no shift
+    expected = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + bn.eps) * bn.weight.detach()
+    torch.testing.assert_close(y.detach(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), y.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat([r["grad_x"] for r in ranks]), xx.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sum(r["grad_weight"] for r in ranks), bn.weight.grad, rtol=1e-5, atol=1e-5)

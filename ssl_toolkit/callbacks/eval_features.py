@@ -16,15 +16,19 @@ Lightning).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
 from ssl_toolkit.data.eval_plan import EvalPlan, Role, plan_evaluation
 from ssl_toolkit.embedding import EmbeddedSplit, gather_split
+
+log = logging.getLogger(__name__)
 
 
 class FeatureStore:
@@ -87,6 +91,14 @@ def project(module: nn.Module, feats: Tensor, chunk_size: int = 1024) -> Tensor:
         module.train(was_training)
 
 
+def labelled_of(datamodule: Any) -> Any | None:
+    """The data label-needing evaluations read: ``datamodule.labelled_data()`` (the training data
+    when it has labels and a held-out split, else the recipe's ``eval_root`` data, else None), or
+    ``datamodule`` itself when it has no such method."""
+    pick = getattr(datamodule, "labelled_data", None)
+    return pick() if pick is not None else datamodule
+
+
 def datamodule_of(trainer: pl.Trainer, caller: object) -> Any:
     """``trainer.datamodule``, or a one-line error naming ``caller`` when the fit was given loaders."""
     if trainer.datamodule is None:
@@ -105,7 +117,13 @@ class EvalCallback(pl.Callback):
     At ``setup`` every evaluation callback of the trainer is asked what it wants and the merged
     plan (:func:`ssl_toolkit.data.eval_plan.plan_evaluation`) is given to the DataModule
     (``datamodule.eval_plan``), which turns it into the validation loaders.
+
+    ``needs_labels`` callbacks (k-NN, linear probe) read the ``val``/``bank`` roles of
+    :func:`labelled_of` (the training data, or the recipe's ``eval_root``); without labelled data
+    they want nothing and are skipped, named in one log line.
     """
+
+    needs_labels: bool = False
 
     def __init__(self) -> None:
         self.plan = EvalPlan()
@@ -122,23 +140,34 @@ class EvalCallback(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage in ("fit", "validate"):
             self.make_plan(trainer)
+            if self.skipped(datamodule_of(trainer, self)):
+                say_skipped(trainer, self)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.make_plan(trainer)  # again: a restored checkpoint may have brought other rows (RankMe)
 
     def make_plan(self, trainer: pl.Trainer) -> EvalPlan:
         """Plan the validation loaders for every evaluation callback of ``trainer`` and give the plan
-        to the DataModule; keep the roles this callback reads. The loaders are built when the
-        validation loop first runs, after ``on_fit_start``."""
+        to the DataModule; keep the roles (and rows) this callback reads. The loaders are built when
+        the validation loop first runs, after ``on_fit_start``."""
         datamodule = datamodule_of(trainer, self)
         callbacks = [cb for cb in trainer.callbacks if isinstance(cb, EvalCallback)]
-        plan = plan_evaluation([cb.wanted(datamodule) for cb in callbacks])
+        # RankMe may read the k-NN bank only when the bank is the training data's own train split.
+        plan = plan_evaluation([cb.wanted(datamodule) for cb in callbacks], labelled_of(datamodule) is datamodule)
         datamodule.eval_plan = plan  # the same plan from every callback: the loaders follow it
         self.plan = plan
         wanted = self.wanted(datamodule)
-        rows = {plan.sources[role]: r for role, r in wanted.items() if r is not None and plan.sources[role] != role}
+        rows = {}
+        for role, r in wanted.items():  # a loader with more rows than this callback reads: filter
+            source = plan.sources[role]
+            if r is not None and not (plan.rows.get(source) is not None and torch.equal(plan.rows[source], r)):
+                rows[source] = r
         self.store = FeatureStore(tuple(sorted({plan.sources[role] for role in wanted})), rows)
         return plan
+
+    def skipped(self, datamodule: Any) -> bool:
+        """Whether this callback needs labels and the data offers none."""
+        return self.needs_labels and labelled_of(datamodule) is None
 
     def source(self, role: Role) -> Role:
         """The loader role that carries ``role``'s images in this fit's plan."""
@@ -177,3 +206,16 @@ class EvalCallback(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.store.clear()
+
+
+@rank_zero_only
+def say_skipped(trainer: pl.Trainer, caller: EvalCallback) -> None:
+    """One log line naming every label-needing evaluation skipped (said by the first of them)."""
+    data = datamodule_of(trainer, caller)
+    skipped = [cb for cb in trainer.callbacks if isinstance(cb, EvalCallback) and cb.skipped(data)]
+    if skipped and skipped[0] is caller:
+        log.warning(
+            "evaluation: %s skipped: the training data has no labels or no held-out split "
+            "(set data.eval_root to a labelled train/<class>, val/<class> folder to run them); RankMe still runs",
+            " and ".join(type(cb).__name__ for cb in skipped),
+        )

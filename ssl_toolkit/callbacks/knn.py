@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from ssl_toolkit.callbacks.eval_features import EvalCallback
+from ssl_toolkit.callbacks.eval_features import EvalCallback, labelled_of
 from ssl_toolkit.checks import check_int
 from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.data.subset import fixed_subset
@@ -26,7 +26,8 @@ class KNNProbe(EvalCallback):
     (:func:`ssl_toolkit.metrics.knn_scores`, scored by :func:`ssl_toolkit.metrics.topk_accuracy`:
     the same code as ``ssl-toolkit knn``). Both splits are embedded by the validation loop
     (``SSLModule.validation_step``, eval mode) and gathered over processes, so every process logs
-    the same values. Train samples labelled -1 (unknown) are left out of the bank.
+    the same values. Train samples labelled -1 (unknown) are left out of the bank. Without labelled
+    data (no labels or no held-out split, and no ``data.eval_root``) it is skipped (one log line).
 
     Logs (when Lightning's validation loop runs: ``val_check_interval``, ``check_val_every_n_epoch``):
         ``val/knn_top1``, and ``val/knn_top5`` when the data has more than 5 classes.
@@ -46,6 +47,8 @@ class KNNProbe(EvalCallback):
         >>> [type(c).__name__ for c in trainer.callbacks if isinstance(c, KNNProbe)]
         ['KNNProbe']
     """
+
+    needs_labels = True
 
     def __init__(
         self,
@@ -72,13 +75,16 @@ class KNNProbe(EvalCallback):
         return fixed_subset(num_train, self.bank_size, self.bank_seed)
 
     def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
-        return {"val": None, "bank": self.bank_rows(int(datamodule.num_train_samples))}
+        data = labelled_of(datamodule)  # the training data, or the recipe's eval_root
+        if data is None:
+            return {}  # skipped: no labels
+        return {"val": None, "bank": self.bank_rows(int(data.num_train_samples))}
 
     def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
         bank, query = self.store.split("bank"), self.store.split("val")
         if bank is None or query is None:
             return {}
-        return self.score(bank, query, int(datamodule.num_classes))
+        return self.score(bank, query, int(labelled_of(datamodule).num_classes))
 
     @torch.no_grad()
     def score(self, bank: EmbeddedSplit, query: EmbeddedSplit, num_classes: int) -> dict[str, float]:

@@ -11,7 +11,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of
+from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of, labelled_of
+from ssl_toolkit.checks import check_int
 from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.distributed import is_distributed, world_size
 from ssl_toolkit.embedding import EmbeddedSplit
@@ -30,6 +31,13 @@ class LinearProbe(EvalCallback):
     the callback state in checkpoints; resuming continues the probe exactly. Needs labels >= 0
     (label -1 is ignored).
 
+    Without labels in the training data it is skipped (one log line), unless the data names a
+    separate labelled ``eval_root``: the probe then cannot learn from the training batches and
+    instead trains at each evaluation for ``heldout_epochs`` passes (SGD, batches of the data's
+    batch size, a private seeded order) over the frozen features of ``eval_root``'s train split
+    (the validation loop's ``bank`` loader), continuing from the previous evaluation's weights,
+    then scores ``eval_root``'s val split.
+
     Logs:
         ``train/linear_loss`` every step; ``val/linear_top1`` (and ``val/linear_top5`` when the data
         has more than 5 classes) whenever Lightning's validation loop runs.
@@ -37,10 +45,16 @@ class LinearProbe(EvalCallback):
     Args:
         lr: learning rate per 256 samples; SGD uses lr * global_batch / 256 (solo-learn's scaling).
         weight_decay: SGD weight decay.
+        heldout_epochs: passes over ``eval_root``'s train features per evaluation (only with a
+            separate labelled ``eval_root``).
     """
 
-    def __init__(self, lr: float = 0.1, weight_decay: float = 0.0) -> None:
+    needs_labels = True
+
+    def __init__(self, lr: float = 0.1, weight_decay: float = 0.0, heldout_epochs: int = 10) -> None:
         super().__init__()
+        check_int("heldout_epochs", heldout_epochs)
+        self.heldout_epochs = heldout_epochs
         if not lr > 0:
             raise ValueError(f"lr: must be > 0, got {lr!r}")
         if not weight_decay >= 0:
@@ -49,6 +63,7 @@ class LinearProbe(EvalCallback):
         self.classifier: nn.Linear | None = None
         self.optimizer: torch.optim.SGD | None = None
         self._optimizer_state: dict[str, Any] | None = None  # restored; applied when the optimizer is built
+        self._online: bool | None = None  # trains on the training batches (their data has labels)
 
     # --- building ----------------------------------------------------------------------------
     def build(self, in_dim: int, num_classes: int, device: torch.device | str = "cpu") -> nn.Linear:
@@ -104,12 +119,17 @@ class LinearProbe(EvalCallback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        data = labelled_of(datamodule_of(trainer, self))
+        self._online = data is datamodule_of(trainer, self)
         width = getattr(pl_module, "feature_dim", None)
-        if stage == "fit" and self.classifier is None and isinstance(width, int):
-            self.build(width, int(datamodule_of(trainer, self).num_classes))  # before a checkpoint is restored
+        if stage == "fit" and self.classifier is None and isinstance(width, int) and data is not None:
+            self.build(width, int(data.num_classes))  # before a checkpoint is restored
 
     def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
-        return {"val": None}
+        data = labelled_of(datamodule)
+        if data is None:
+            return {}  # skipped: no labels
+        return {"val": None} if data is datamodule else {"val": None, "bank": None}  # eval_root: train on its bank
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
@@ -125,6 +145,10 @@ class LinearProbe(EvalCallback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if self._online is None:  # decided once per fit: the data does not change
+            self._online = labelled_of(datamodule_of(trainer, self)) is datamodule_of(trainer, self)
+        if not self._online:  # skipped, or trained on eval_root at evaluation
+            return
         if not isinstance(outputs, dict) or "feats" not in outputs:
             raise ValueError("outputs: LinearProbe needs training_step to return {'loss', 'feats'}")
         feats = outputs["feats"].detach()
@@ -136,7 +160,33 @@ class LinearProbe(EvalCallback):
     # --- evaluation --------------------------------------------------------------------------
     def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
         val = self.store.split("val")
-        return {} if val is None else self.score(val)
+        if val is None:
+            return {}
+        data = labelled_of(datamodule)
+        if data is not None and data is not datamodule:  # a separate labelled eval_root: train on it first
+            train = self.store.split("bank")
+            if train is not None:
+                self.fit_heldout(train, int(data.num_classes), int(data.batch_size), pl_module.global_step)
+        return self.score(val)
+
+    def fit_heldout(self, train: EmbeddedSplit, num_classes: int, batch: int, step: int = 0) -> None:
+        """``heldout_epochs`` SGD passes over frozen features ``train`` (N, F) with labels (N,).
+
+        The features are gathered (the same rows on every process) and the batch order comes from a
+        generator seeded with ``step``, so every process takes the same steps.
+        """
+        known = (train.labels >= 0).nonzero().squeeze(1)
+        if self.classifier is None:
+            self.build(train.feats.shape[1], num_classes, train.feats.device)
+        if self.optimizer is None:
+            self._build_optimizer(batch)
+        generator = torch.Generator().manual_seed(step)
+        with torch.inference_mode(False):  # out of the validation loop's inference mode
+            feats, labels = train.feats.clone(), train.labels.clone()
+            for _ in range(self.heldout_epochs):
+                order = known[torch.randperm(len(known), generator=generator).to(known.device)]
+                for rows in order.split(batch):
+                    self.fit_batch(feats[rows], labels[rows])  # the same rows on every process
 
     @torch.no_grad()
     def score(self, val: EmbeddedSplit) -> dict[str, float]:

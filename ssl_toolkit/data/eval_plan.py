@@ -14,9 +14,11 @@ callback asks for are present, so ``dataloader_idx`` i of the loop is ``plan.rol
     ``rankme``   train        RankMe's ``num_samples`` random rows          RankMe
     ===========  ===========  ============================================  ===================
 
-``rankme`` is left out when the bank already holds RankMe's rows (the whole train split, or the
-same seeded draw); RankMe then takes its rows from the ``bank`` features, so no image is embedded
-twice in one evaluation.
+``val`` and ``bank`` come from the DataModule's ``labelled_data()`` (the training data, or the
+recipe's separate labelled ``eval_root``), ``rankme`` from the training data. ``rankme`` is left
+out when the bank already holds RankMe's rows (the bank is the training data's whole train split,
+or the same seeded draw); RankMe then takes its rows from the ``bank`` features, so no image is
+embedded twice in one evaluation.
 """
 
 from __future__ import annotations
@@ -53,37 +55,34 @@ class EvalPlan:
         return self.roles[dataloader_idx]
 
 
-def plan_evaluation(wanted: list[Mapping[Role, Tensor | None]]) -> EvalPlan:
+def plan_evaluation(wanted: list[Mapping[Role, Tensor | None]], share_bank: bool = True) -> EvalPlan:
     """Merge what each evaluation callback wants into one plan.
 
     Args:
         wanted: per callback, role -> rows of the role's split it needs (None: the whole split).
+            Callbacks wanting different rows of one role share one loader of the union of the rows
+            (None wins); each keeps only its own rows (``FeatureStore`` ``rows``).
+        share_bank: whether the bank is the training data's train split (not a separate labelled
+            ``eval_root``), so RankMe may read its rows from it.
 
     Returns:
         The plan (see the module docstring for the order and the ``rankme`` -> ``bank`` sharing).
-
-    Raises:
-        ValueError: two callbacks want different rows for the same role.
     """
     rows: dict[Role, Tensor | None] = {}
     for wants in wanted:
         for role, r in wants.items():
             if role not in ROLE_SPLIT:
                 raise ValueError(f"role: unknown evaluation role {role!r} (known: {', '.join(ROLES)})")
-            if role in rows and not _same_rows(rows[role], r):
-                split = ROLE_SPLIT[role]
-                raise ValueError(f"{role}: two evaluation callbacks want different rows of the {split} split")
-            rows[role] = r
+            if role not in rows:
+                rows[role] = r
+            elif rows[role] is not None:
+                rows[role] = None if r is None else torch.unique(torch.cat([rows[role], r]))  # sorted
     sources: dict[Role, Role] = {role: role for role in rows}
-    if "rankme" in rows and "bank" in rows and _covers(rows["bank"], rows["rankme"]):
+    if share_bank and "rankme" in rows and "bank" in rows and _covers(rows["bank"], rows["rankme"]):
         sources["rankme"] = "bank"
         del rows["rankme"]
     roles = tuple(role for role in ROLES if role in rows)
     return EvalPlan(roles=roles, rows=rows, sources=sources)
-
-
-def _same_rows(a: Tensor | None, b: Tensor | None) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
 
 
 def _covers(bank: Tensor | None, rows: Tensor | None) -> bool:

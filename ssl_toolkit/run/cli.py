@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
     p_bench.add_argument("--steps", type=int, default=10, help="timed iterations (default: %(default)s)")
     p_bench.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: %(default)s)")
+    p_bench.add_argument("--loader-only", action="store_true", help="measure (c), the data loader, only")
     p_list = sub.add_parser("recipes", help="list the shipped recipes", description="List the shipped recipes.")
     p_list.add_argument("--dir", default=str(RECIPES_DIR), help="recipes folder (default: %(default)s)")
     p_export = sub.add_parser(
@@ -108,13 +109,28 @@ def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
     p_knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(cos/T) (default: 0.07)")
     p_sel = sub.add_parser(
         "select",
-        help="pick a checkpoint without labels (RankMe)",
-        description="Rank every checkpoint of one or more runs of the same method by RankMe (Garrido et al., "
-        "ICML 2023) on one random subset of unlabelled train images; print the table and write the choice.",
+        help="pick a checkpoint without labels (RankMe, LiDAR, alpha-ReQ, ROC-AUC, ...)",
+        description="Rank every checkpoint of one or more runs of the same method by label-free metrics (default "
+        "RankMe, Garrido et al., ICML 2023) on one random subset of unlabelled train images; print the table and "
+        "each metric's choice, and write the choice of the first metric.",
     )
     p_sel.add_argument("--num-samples", type=int, default=25600, help="images in the subset (default: 25600)")
     p_sel.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
-    p_sel.add_argument("--with-labels", action="store_true", help="also compute k-NN top-1 (reads labels)")
+    p_sel.add_argument(
+        "--metric",
+        nargs="+",
+        default=["rankme"],
+        metavar="NAME",
+        help="one or more of rankme, rankme_proj, lidar, lidar_proj, alpha_req, alpha_req_proj, auc, "
+        "alignment, uniformity; the first decides (default: rankme)",
+    )
+    p_sel.add_argument("--view-images", type=int, default=1000, help="images for the view metrics (default: 1000)")
+    p_sel.add_argument("--views", type=int, default=8, help="augmented views per image (default: 8)")
+    p_sel.add_argument(
+        "--with-labels",
+        action="store_true",
+        help="also compute k-NN top-1 (reads labels), and each metric's Spearman and regret",
+    )
     p_sel.add_argument(
         "--out",
         default=None,
@@ -154,12 +170,15 @@ def _export(args: argparse.Namespace, argv: list[str] | None) -> int:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else run_dir_of(ckpt) / "export" / f"{ckpt.stem}.safetensors"
     result = export_backbone(ckpt, out, force=args.force)
-    print(f"written: {result.path} ({result.num_tensors} tensors of {result.model_name})")
+    print(f"written: {result.path} ({result.num_tensors} tensors of {result.model_name}, "
+          f"{result.feature_dim} features)")  # fmt: skip
+    extra = "".join(f", {k}={v!r}" for k, v in result.timm_kwargs.items())
     if result.small_image_stem:
-        print("load: build_backbone(name, small_image_stem=True).load_state_dict(safetensors.torch.load_file(PATH))")
+        print(f"load: build_backbone({result.model_name!r}, small_image_stem=True, <the recipe's other backbone "
+              "keys>).load_state_dict(safetensors.torch.load_file(PATH))")  # fmt: skip
     else:
         print(f"load: timm.create_model({result.model_name!r}, pretrained=True, "
-              f"pretrained_cfg_overlay=dict(file={str(result.path)!r}, num_classes=0))")  # fmt: skip
+              f"pretrained_cfg_overlay=dict(file={str(result.path)!r}, num_classes=0){extra})")  # fmt: skip
     return 0
 
 
@@ -169,7 +188,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     import torch
 
-    from ssl_toolkit.eval.probe import embed_labelled, knn_probe, linear_probe
+    from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled, linear_probe
     from ssl_toolkit.run.checkpoint import load_checkpoint
     from ssl_toolkit.run.errors import ArgumentError
     from ssl_toolkit.run.run_folder import run_dir_of, write_new_json
@@ -181,7 +200,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
     loaded = load_checkpoint(args.checkpoint, overrides)
     loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train, val = embed_labelled(loaded.module, loaded.datamodule)
-    classes = loaded.datamodule.num_classes
+    classes = labelled(loaded.datamodule).num_classes
     if args.command == "probe":
         settings = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay}
         result = linear_probe(train, val, classes, args.method, args.epochs, args.lr, args.weight_decay)
@@ -203,8 +222,10 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
-    """``select``: rank checkpoints by RankMe, print the table, write the choice (never over a file)."""
-    from ssl_toolkit.eval.selection import format_table, rank_checkpoints
+    """``select``: rank checkpoints by label-free metrics, print the table and each metric's choice,
+    write the choice of the first metric (never over a file)."""
+    from ssl_toolkit.eval.label_free import METRICS
+    from ssl_toolkit.eval.selection import format_report, format_table, metric_report, rank_checkpoints
     from ssl_toolkit.run.errors import ArgumentError
 
     overrides = _data_overrides([i for i in args.items if "=" in i])
@@ -214,9 +235,13 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     out = Path(args.out) if args.out else selection_path(runs)
     if out.exists() and not args.force:
         raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
-    rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device)
-    print(format_table(rows, args.with_labels))
-    record = {"selected": rows[0].as_dict(), "criterion": "rankme (backbone features, highest)",
+    rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device,
+                            args.metric, args.view_images, args.views)  # fmt: skip
+    report = metric_report(rows)
+    print(format_table(rows, args.with_labels) + "\n\n" + format_report(report))
+    first = METRICS[args.metric[0]]
+    criterion = f"{args.metric[0]} ({first.description}; {first.better} is better)"
+    record = {"selected": rows[0].as_dict(), "criterion": criterion, "metrics": report,
               "num_samples": args.num_samples, "seed": args.seed, "with_labels": args.with_labels,
               "data_overrides": overrides, "table": [r.as_dict() for r in rows]}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -281,7 +306,8 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.run.bench import bench, format_result
     from ssl_toolkit.run.recipe import load_recipe
 
-    print(format_result(bench(load_recipe(args.recipe, args.overrides), steps=args.steps, warmup=args.warmup)))
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(format_result(bench(recipe, steps=args.steps, warmup=args.warmup, loader_only=args.loader_only)))
     return 0
 
 

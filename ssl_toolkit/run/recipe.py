@@ -41,7 +41,8 @@ FAMILIES: dict[str, Mapping[str, Callable[..., Any]]] = {
     "head": HEADS, "augment": AUGMENTS, "data": DATAMODULES, "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS,
 }  # fmt: skip
-DERIVED = {"head": {"in_dim", "num_classes"}}  # worked out by the builder, never written in a recipe
+# Worked out by the builder, never written in a recipe.
+DERIVED = {"head": {"in_dim", "num_classes"}, "backbone": {"input_sizes"}}
 NESTED = {"loss": LOSSES}  # a constructor keyword whose value is itself {name: ..., ...}
 MODULE_PARTS = {"backbone", "head", "augment", "optimizer", "scheduler"}  # built from their own sections
 MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
@@ -159,7 +160,7 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
             f"data.batch_size: {datamodule.batch_size} is larger than the "
             f"{datamodule.num_train_samples} training images"
         )
-    backbone = _guard("backbone", lambda: build_backbone(**recipe["backbone"]))
+    backbone = _guard("backbone", lambda: build_backbone(**backbone_kwargs(recipe)))
     head_cfg = _kwargs(recipe["head"])
     if isinstance(head_cfg.get("loss"), dict):
         head_cfg["loss"] = _construct("head.loss", LOSSES, head_cfg["loss"])
@@ -170,13 +171,32 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
         )
     if "num_classes" in inspect.signature(head_cls).parameters:
         head_cfg["num_classes"] = datamodule.num_classes
-    head = _guard("head", lambda: head_cls(in_dim=backbone.num_features, **head_cfg))
+    head = _guard("head", lambda: head_cls(in_dim=backbone.feature_dim, **head_cfg))
     augment = _construct("augment", AUGMENTS, recipe["augment"])
     optimizer = _construct("optimizer", OPTIMIZERS, recipe["optimizer"])
     sched = recipe.get("scheduler")
     scheduler = _construct("scheduler", SCHEDULERS, sched) if sched is not None else None
     module = SSLModule(backbone, head, augment, optimizer, scheduler, **_section(recipe, "module", required=False))
     return Parts(module=module, datamodule=datamodule)
+
+
+def backbone_kwargs(recipe: Mapping[str, Any], pretrained: bool | None = None) -> dict[str, Any]:
+    """``build_backbone`` keywords: the ``backbone`` section plus the view sizes the augmentation
+    produces (``augment.size``, and ``augment.local_size`` when there are local crops), so that
+    fixed-size models are built for them and sizes they cannot run at are refused here.
+
+    ``pretrained`` replaces the recipe's flag (the offline tools pass False: the checkpoint holds
+    the weights, nothing is downloaded)."""
+    spec = dict(recipe["backbone"])
+    if pretrained is not None:
+        spec["pretrained"] = pretrained
+    augment = recipe["augment"]
+    defaults = {k: p.default for k, p in inspect.signature(_pick("augment", AUGMENTS, augment)).parameters.items()}
+    size, local_size = augment.get("size", defaults.get("size")), augment.get("local_size", defaults.get("local_size"))
+    sizes = {"augment.size": size} if isinstance(size, int) else {}
+    if isinstance(local_size, int) and augment.get("num_local", defaults.get("num_local")):
+        sizes["augment.local_size"] = local_size
+    return {**spec, "input_sizes": sizes}
 
 
 def enabled_callbacks(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:

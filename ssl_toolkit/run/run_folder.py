@@ -127,4 +127,6 @@ def write_run_files(
         for tmp in (run_dir / "checkpoints").glob(".*.tmp"):
             tmp.unlink()
     if skipped and not (run_dir / "bad_files.txt").exists():
-        (run_dir / "bad_files.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))
+        # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes
+        lines = "".join(f"{path}\t{why}\n" for path, why in skipped)
+        (run_dir / "bad_files.txt").write_text(lines, encoding="utf-8", errors="surrogateescape")

@@ -46,8 +46,12 @@ def test_plan_roles_in_fixed_order_and_rankme_shares_the_bank() -> None:
     assert torch.equal(index, rank_cb.indices) and torch.equal(torch.cat([b[2] for b in loaders[1]]),
                                                                fixed_subset(64, 30, 0))  # fmt: skip
     assert rank_cb.store.roles == ("rankme",)
-    with pytest.raises(ValueError, match="^bank: two evaluation callbacks"):
-        plan_evaluation([{"bank": None}, {"bank": torch.arange(3)}])
+    # Different rows of one role: one loader of the union (None = whole split wins).
+    assert plan_evaluation([{"bank": None}, {"bank": torch.arange(3)}]).rows["bank"] is None
+    union = plan_evaluation([{"bank": torch.tensor([4, 1])}, {"bank": torch.tensor([1, 2])}]).rows["bank"]
+    assert torch.equal(union, torch.tensor([1, 2, 4]))
+    # A separate labelled eval_root bank never serves RankMe (other images).
+    assert plan_evaluation([{"bank": None}, {"rankme": torch.arange(3)}], share_bank=False).roles == ("bank", "rankme")
 
 
 def test_eval_loaders_never_draw_from_the_global_rng() -> None:

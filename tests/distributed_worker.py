@@ -36,15 +36,44 @@ def tiny_module(seed: int = 0) -> SSLModule:
     return SSLModule(backbone, head, SimCLRAugment(size=32), LARSFactory(lr=0.3))
 
 
+def run_validation(module: SSLModule, data: ImageDataModule, callbacks: list) -> dict:
+    """One evaluation as Lightning's validation loop runs it (plan -> loaders -> validation_step ->
+    on_validation_batch_end -> compute), each process on its DistributedSampler shard."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from ssl_toolkit.distributed import is_distributed
+
+    trainer = SimpleNamespace(callbacks=callbacks, datamodule=data)
+    for cb in callbacks:
+        cb.make_plan(trainer)
+    module.eval()
+    with torch.inference_mode():  # as in Lightning's loop
+        for idx, loader in enumerate(data.val_dataloader()):
+            if is_distributed():  # what Lightning's use_distributed_sampler does
+                sampler = DistributedSampler(loader.dataset, shuffle=False)
+                loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler)
+            for batch_idx, batch in enumerate(loader):
+                out = module.validation_step(batch, batch_idx, idx)
+                for cb in callbacks:
+                    cb.on_validation_batch_end(trainer, module, out, batch, batch_idx, idx)
+        metrics = {}
+        for cb in callbacks:
+            metrics.update(cb.compute(module, data))
+    for cb in callbacks:
+        cb.store.clear()
+    return metrics
+
+
 def evaluate_callbacks(module: SSLModule, data: ImageDataModule, inputs: dict) -> dict:
     """KNNProbe, RankMe and LinearProbe evaluation on ``data`` (run the same in 1 and 2 processes).
 
-    The callbacks share the per-step feature cache (as at an epoch end); RankMe also embeds its
-    subset alone (``subset/`` keys). The probe first takes two SGD steps on this process's slice
-    of ``inputs["feats"]`` / ``inputs["labels"]`` (the global batch).
+    RankMe reads its rows from the k-NN bank (the whole train split) and, alone, from a loader of
+    its own (``subset/`` keys). The probe first takes two SGD steps on this process's slice of
+    ``inputs["feats"]`` / ``inputs["labels"]`` (the global batch).
     """
     from ssl_toolkit.callbacks import KNNProbe, LinearProbe, RankMe
-    from ssl_toolkit.callbacks.eval_features import clear_cache
     from ssl_toolkit.distributed import rank, world_size
 
     knn, rankme, probe = KNNProbe(k=10), RankMe(num_samples=21, seed=3), LinearProbe(lr=0.5)
@@ -52,10 +81,11 @@ def evaluate_callbacks(module: SSLModule, data: ImageDataModule, inputs: dict) -
     rows = slice(rank() * n, (rank() + 1) * n)
     probe.build(inputs["feats"].shape[1], data.num_classes)
     losses = [probe.fit_batch(inputs["feats"][rows], inputs["labels"][rows]) for _ in range(2)]
-    out = {**knn.evaluate(module, data, step=0), **rankme.evaluate(module, data, step=0, from_train_split=True)}
-    out.update(probe.evaluate(module, data, step=0))
-    clear_cache()
-    out.update({f"subset/{k}": v for k, v in rankme.evaluate(module, data).items()})
+    out = run_validation(module, data, [knn, rankme, probe])
+    out["roles"] = data.eval_plan.roles
+    alone = run_validation(module, data, [RankMe(num_samples=21, seed=3)])
+    out["subset_roles"] = data.eval_plan.roles
+    out.update({f"subset/{k}": v for k, v in alone.items()})
     out["probe_weight"] = probe.classifier.weight.detach().clone()
     out["probe_loss"] = float(losses[0])
     return out
@@ -69,8 +99,33 @@ def eval_callbacks(inputs: dict, rank: int, world: int) -> dict:
     return evaluate_callbacks(module, SyntheticData(**inputs["data"]), inputs)
 
 
+def multi_view_losses(inputs: dict, rank: int, world: int) -> dict:
+    """For each ``key: (name, kwargs, views)`` of ``inputs["cases"]``: LOSSES[name](**kwargs) (a
+    MultiViewLoss) on this rank's rows of every view; the loss and the local views' gradients."""
+    from ssl_toolkit.losses import LOSSES
+
+    out = {}
+    for key, (name, kwargs, global_views) in inputs["cases"].items():
+        n = global_views[0].shape[0] // world
+        views = [v[rank * n : (rank + 1) * n].clone().requires_grad_(True) for v in global_views]
+        loss = LOSSES[name](**kwargs)(views)
+        loss.backward()
+        out[key] = {"loss": loss.detach(), "grads": [v.grad for v in views]}
+    return out
+
+
+def gather_int64(inputs: dict, rank: int, world: int) -> dict:
+    """gather_split of this rank's rows (strided, as a DistributedSampler deals them)."""
+    from ssl_toolkit.embedding import EmbeddedSplit, gather_split
+
+    mine = slice(rank, None, world)
+    local = EmbeddedSplit(inputs["feats"][mine], None, inputs["labels"][mine], inputs["index"][mine])
+    out = gather_split(local)
+    return {"feats": out.feats, "labels": out.labels, "index": out.index}
+
+
 # The loss and head cases of the contract tables live in tests/contracts/ (one launch per table).
-CASES = {"eval_callbacks": eval_callbacks}
+CASES = {"eval_callbacks": eval_callbacks, "multi_view_losses": multi_view_losses, "gather_int64": gather_int64}
 
 
 def amcl(inputs: dict, rank: int, world: int) -> dict:
@@ -122,11 +177,11 @@ CASES["hydra"] = hydra
 
 
 def mocov2_head(inputs: dict, rank: int, world: int) -> dict:
-    """MoCoV2Head (symmetric) on this rank's rows: loss, feature gradients, and the queue after the
-    enqueue of the keys gathered from both ranks."""
-    from ssl_toolkit.heads import BatchInfo, MoCoV2Head, Views
+    """MoCoV2Head (symmetric; or ``inputs["name"]`` from HEADS) on this rank's rows: loss, feature
+    gradients, and the queue after the enqueue of the keys gathered from both ranks."""
+    from ssl_toolkit.heads import HEADS, BatchInfo, Views
 
-    head = MoCoV2Head(**inputs["kwargs"])
+    head = HEADS[inputs.get("name", "mocov2")](**inputs["kwargs"])
     head.load_state_dict(inputs["state"])
     n = inputs["index"].shape[0] // world
     rows = slice(rank * n, (rank + 1) * n)
@@ -198,6 +253,78 @@ def sync_batchnorm(inputs: dict, rank: int, world: int) -> dict:
 
 
 CASES["sync_batchnorm"] = sync_batchnorm
+
+
+def label_free_metrics(inputs: dict, rank: int, world: int) -> dict:
+    """Every metric by its documented distributed route on this rank's rows (all-reduced statistics,
+    or gathered inputs); each rank returns the global values."""
+    import torch.nn.functional as F
+
+    from ssl_toolkit.distributed import all_reduce_sum, gather_no_grad
+    from ssl_toolkit.metrics import (
+        ToleranceStatistics,
+        alignment,
+        tolerance_from_statistics,
+        tolerance_statistics,
+        uniformity,
+    )
+    from ssl_toolkit.metrics_contrastive import auc_from_count, mann_whitney_count, positive_ranks, split_scores
+    from ssl_toolkit.metrics_spectral import (
+        CovarianceStatistics,
+        LidarStatistics,
+        alpha_req_from_statistics,
+        covariance_statistics,
+        lidar_from_statistics,
+        lidar_statistics,
+    )
+
+    n = inputs["z1"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    z1, z2, labels, views = inputs["z1"][rows], inputs["z2"][rows], inputs["labels"][rows], inputs["views"][rows]
+    scores = F.normalize(z1, dim=1) @ F.normalize(gather_no_grad(z2), dim=1).T  # (n, N)
+    positive = torch.arange(n) + rank * n
+    pos, neg = split_scores(scores, positive)
+    ranks = positive_ranks(scores, positive)
+    twice_u, n_neg, rank_sum = all_reduce_sum(
+        [mann_whitney_count(gather_no_grad(pos), neg), torch.tensor(neg.numel()), ranks.sum()]
+    )
+    lid = LidarStatistics(*all_reduce_sum(lidar_statistics(views)))
+    cov = CovarianceStatistics(*all_reduce_sum(covariance_statistics(z1)))
+    tol = ToleranceStatistics(*all_reduce_sum(tolerance_statistics(z1, labels, inputs["num_classes"])))
+    z1_all, z2_all = gather_no_grad(z1), gather_no_grad(z2)
+    return {
+        "twice_u": twice_u,
+        "auc": auc_from_count(twice_u, world * n, int(n_neg)),
+        "mean_rank": float(rank_sum) / (world * n),
+        "lidar": lidar_from_statistics(lid),
+        "alpha_req": alpha_req_from_statistics(cov, 0, 8),
+        "tolerance": tolerance_from_statistics(tol),
+        "alignment": alignment(z1_all, z2_all),
+        "uniformity": uniformity(z1_all),
+    }
+
+
+CASES["label_free_metrics"] = label_free_metrics
+
+
+def sync_scale_batchnorm(inputs: dict, rank: int, world: int) -> dict:
+    """The projector's scale-only BN (SimCLR's output BN) swapped to AllReduceBatchNorm, (N, D) rows."""
+    from ssl_toolkit.heads.mlp import ScaleBatchNorm1d
+    from ssl_toolkit.sync_batchnorm import AllReduceBatchNorm, swap_batchnorm
+
+    n = inputs["x"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    bn = ScaleBatchNorm1d(inputs["x"].shape[1])
+    bn.load_state_dict(inputs["state"])
+    bn = swap_batchnorm(bn, ScaleBatchNorm1d, AllReduceBatchNorm)
+    x = inputs["x"][rows].clone().requires_grad_(True)
+    y = bn(x)
+    (inputs["w"][rows] * y).sum().backward()
+    return {"y": y.detach(), "grad_x": x.grad, "grad_weight": bn.weight.grad, "bias": bn.bias,
+            "kind": type(bn).__name__}  # fmt: skip
+
+
+CASES["sync_scale_batchnorm"] = sync_scale_batchnorm
 
 
 def process_streams(inputs: dict, rank: int, world: int) -> dict:

@@ -103,7 +103,7 @@ def test_moved_or_copied_run_folder_goes_on_in_last_ckpt(tmp_path: Path, capsys,
 
 def test_best_rankme_tracker_survives_resume_one_file_chosen_by_score(tmp_path: Path, capsys) -> None:
     callbacks = {
-        "rankme": {"num_samples": 32, "every_n_epochs": 1},
+        "rankme": {"num_samples": 32},
         "checkpoint": {"every_n_epochs": 1, "save_top_k": -1},
         "rankme_checkpoint": {"monitor": "val/rankme", "mode": "max", "save_top_k": 1,
                               "filename": "best-rankme-{epoch}", "every_n_epochs": 1},

@@ -40,10 +40,14 @@ class LastCheckpoint(Checkpoint):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        # The loader position (``loader_position``) counts from ``current_epoch``, which Lightning has
-        # already moved past the last epoch when training ends (also when max_steps cut it short).
+        # ``epoch`` and the loader position (``loader_position``) count from ``current_epoch``, which
+        # Lightning has already moved past the last epoch when training ends (also when max_steps
+        # cut it short): name the epoch of the last batch, as the periodic checkpoints do.
+        if not self._ending:
+            return
+        checkpoint["epoch"] = max(int(checkpoint.get("epoch", 0)) - 1, 0)
         position = checkpoint.get(type(trainer.datamodule).__qualname__) if trainer.datamodule else None
-        if self._ending and isinstance(position, dict) and "epoch" in position:
+        if isinstance(position, dict) and "epoch" in position:
             position["epoch"] -= 1
 
     def on_load_checkpoint(

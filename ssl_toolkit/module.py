@@ -21,6 +21,9 @@ Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,),
 class SSLModule(pl.LightningModule):
     """Pairs a backbone with an SSL head; knows no method names.
 
+    ``validation_step`` embeds the evaluation images (no loss): the k-NN, linear-probe and RankMe
+    callbacks compute their ``val/`` metrics from its outputs inside Lightning's validation loop.
+
     One training step (the data flow of README "Layout"):
       1. ``on_after_batch_transfer``: ``augment`` turns the uint8 batch into V float views on the
          training device (only while training; evaluation batches pass through untouched);
@@ -145,6 +148,21 @@ class SSLModule(pl.LightningModule):
         if out.logs:
             self.log_dict({f"train/{k}": v for k, v in out.logs.items()}, batch_size=batch_size)
         return {"loss": out.loss, "feats": feats[0].detach()}
+
+    # --- evaluation -----------------------------------------------------------------------
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Embed one batch of a validation loader for the evaluation callbacks.
+
+        The loaders are the DataModule's ``val_dataloader()``: held-out split, k-NN bank, RankMe
+        subset (``ssl_toolkit.data.eval_plan``: ``dataloader_idx`` i is ``eval_plan.roles[i]``).
+
+        Returns:
+            ``{"feats": (B, F) backbone features of the un-augmented images (``embed``, eval mode),
+            "labels": (B,) int64, "index": (B,) int64 positions in the loader's split}``; the
+            callbacks collect them in ``on_validation_batch_end``.
+        """
+        images, labels, index = batch
+        return {"feats": self.embed(images), "labels": labels.long(), "index": index.long()}
 
     def on_train_start(self) -> None:
         total = self.trainer.estimated_stepping_batches

@@ -36,15 +36,44 @@ def tiny_module(seed: int = 0) -> SSLModule:
     return SSLModule(backbone, head, SimCLRAugment(size=32), LARSFactory(lr=0.3))
 
 
+def run_validation(module: SSLModule, data: ImageDataModule, callbacks: list) -> dict:
+    """One evaluation as Lightning's validation loop runs it (plan -> loaders -> validation_step ->
+    on_validation_batch_end -> compute), each process on its DistributedSampler shard."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from ssl_toolkit.distributed import is_distributed
+
+    trainer = SimpleNamespace(callbacks=callbacks, datamodule=data)
+    for cb in callbacks:
+        cb.make_plan(trainer)
+    module.eval()
+    with torch.inference_mode():  # as in Lightning's loop
+        for idx, loader in enumerate(data.val_dataloader()):
+            if is_distributed():  # what Lightning's use_distributed_sampler does
+                sampler = DistributedSampler(loader.dataset, shuffle=False)
+                loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler)
+            for batch_idx, batch in enumerate(loader):
+                out = module.validation_step(batch, batch_idx, idx)
+                for cb in callbacks:
+                    cb.on_validation_batch_end(trainer, module, out, batch, batch_idx, idx)
+        metrics = {}
+        for cb in callbacks:
+            metrics.update(cb.compute(module, data))
+    for cb in callbacks:
+        cb.store.clear()
+    return metrics
+
+
 def evaluate_callbacks(module: SSLModule, data: ImageDataModule, inputs: dict) -> dict:
     """KNNProbe, RankMe and LinearProbe evaluation on ``data`` (run the same in 1 and 2 processes).
 
-    The callbacks share the per-step feature cache (as at an epoch end); RankMe also embeds its
-    subset alone (``subset/`` keys). The probe first takes two SGD steps on this process's slice
-    of ``inputs["feats"]`` / ``inputs["labels"]`` (the global batch).
+    RankMe reads its rows from the k-NN bank (the whole train split) and, alone, from a loader of
+    its own (``subset/`` keys). The probe first takes two SGD steps on this process's slice of
+    ``inputs["feats"]`` / ``inputs["labels"]`` (the global batch).
     """
     from ssl_toolkit.callbacks import KNNProbe, LinearProbe, RankMe
-    from ssl_toolkit.callbacks.eval_features import clear_cache
     from ssl_toolkit.distributed import rank, world_size
 
     knn, rankme, probe = KNNProbe(k=10), RankMe(num_samples=21, seed=3), LinearProbe(lr=0.5)
@@ -52,10 +81,11 @@ def evaluate_callbacks(module: SSLModule, data: ImageDataModule, inputs: dict) -
     rows = slice(rank() * n, (rank() + 1) * n)
     probe.build(inputs["feats"].shape[1], data.num_classes)
     losses = [probe.fit_batch(inputs["feats"][rows], inputs["labels"][rows]) for _ in range(2)]
-    out = {**knn.evaluate(module, data, step=0), **rankme.evaluate(module, data, step=0, from_train_split=True)}
-    out.update(probe.evaluate(module, data, step=0))
-    clear_cache()
-    out.update({f"subset/{k}": v for k, v in rankme.evaluate(module, data).items()})
+    out = run_validation(module, data, [knn, rankme, probe])
+    out["roles"] = data.eval_plan.roles
+    alone = run_validation(module, data, [RankMe(num_samples=21, seed=3)])
+    out["subset_roles"] = data.eval_plan.roles
+    out.update({f"subset/{k}": v for k, v in alone.items()})
     out["probe_weight"] = probe.classifier.weight.detach().clone()
     out["probe_loss"] = float(losses[0])
     return out
@@ -84,8 +114,18 @@ def multi_view_losses(inputs: dict, rank: int, world: int) -> dict:
     return out
 
 
+def gather_int64(inputs: dict, rank: int, world: int) -> dict:
+    """gather_split of this rank's rows (strided, as a DistributedSampler deals them)."""
+    from ssl_toolkit.embedding import EmbeddedSplit, gather_split
+
+    mine = slice(rank, None, world)
+    local = EmbeddedSplit(inputs["feats"][mine], None, inputs["labels"][mine], inputs["index"][mine])
+    out = gather_split(local)
+    return {"feats": out.feats, "labels": out.labels, "index": out.index}
+
+
 # The loss and head cases of the contract tables live in tests/contracts/ (one launch per table).
-CASES = {"eval_callbacks": eval_callbacks, "multi_view_losses": multi_view_losses}
+CASES = {"eval_callbacks": eval_callbacks, "multi_view_losses": multi_view_losses, "gather_int64": gather_int64}
 
 
 def amcl(inputs: dict, rank: int, world: int) -> dict:

@@ -253,11 +253,12 @@ def _step_throughput(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        limit_val_batches=0,  # the step alone: no evaluation
         callbacks=[timer],
         **keep,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-        warnings.filterwarnings("ignore", message=".*(num_workers|have no `validation_step`|log_every_n_steps).*")
+        warnings.filterwarnings("ignore", message=".*(num_workers|have no `val_dataloader`|log_every_n_steps).*")
         trainer.fit(module, datamodule=_CachedBatches(batch, warmup + steps))
     return _rate(timer.stamps, timer.batch_size, device)

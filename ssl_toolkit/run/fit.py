@@ -45,15 +45,26 @@ from ssl_toolkit.run.signals import Preemption, resume_command
 
 @dataclass
 class FitResult:
-    """What ``fit`` reports: where the run went, its last loss and speed, and the final ``val/`` metrics."""
+    """What ``fit`` reports: where the run went, its last loss and speed, and the final ``val/`` metrics.
+
+    ``seconds`` is the whole ``trainer.fit``; ``train_seconds`` the training loop without
+    evaluation; ``eval_seconds`` the ``eval_runs`` validation loops (``sanity_seconds`` the sanity
+    check). ``images_per_sec`` (training, evaluation excluded) is None when no step after the
+    warm-up was measured (``measured_steps`` 0).
+    """
 
     run_dir: Path
     checkpoint: Path | None
     final_loss: float
     seconds: float
-    images_per_sec: float
+    images_per_sec: float | None
     steps: int
     val_metrics: dict[str, float]
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    eval_runs: int = 0
+    sanity_seconds: float = 0.0
+    measured_steps: int = 0
     best: dict[str, Path] = field(default_factory=dict)  # monitored metric -> its best checkpoint, by score
 
 
@@ -145,8 +156,6 @@ def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir:
     with warnings.catch_warnings():
         # SSLModule owns on_after_batch_transfer on purpose (augmentation on the device).
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-        # The held-out split is there for evaluation callbacks; without them there is no val loop.
-        warnings.filterwarnings("ignore", message=".*have no `validation_step`.*")
         # The loader position is in the DataModule's checkpointed state (ResumableSampler), which
         # Lightning's mid-epoch warning does not know about; a resumed run reuses checkpoints/.
         warnings.filterwarnings("ignore", message=".*ended before the epoch ended.*")
@@ -185,6 +194,11 @@ def summarize(trainer: pl.Trainer, run_dir: Path, seconds: float, throughput: Th
             for cb in trainer.checkpoint_callbacks
             if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path
         },
+        train_seconds=throughput.train_seconds,
+        eval_seconds=throughput.eval_seconds,
+        eval_runs=throughput.eval_runs,
+        sanity_seconds=throughput.sanity_seconds,
+        measured_steps=throughput.measured_steps,
     )
 
 

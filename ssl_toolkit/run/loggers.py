@@ -38,9 +38,13 @@ def build_loggers(
     if wandb:
         from lightning.pytorch.loggers import WandbLogger
 
-        loggers.append(WandbLogger(project=wandb_project, entity=wandb_entity, name=run_name or run_dir.name,
-                                   save_dir=str(run_dir), offline=wandb_mode == "offline",
-                                   mode=wandb_mode))  # fmt: skip
+        logger = WandbLogger(project=wandb_project, entity=wandb_entity, name=run_name or run_dir.name,
+                             save_dir=str(run_dir), offline=wandb_mode == "offline", mode=wandb_mode)  # fmt: skip
+        # Lightning always passes wandb.init(anonymous=None), and wandb (0.31 here) warns on every run
+        # that the setting has no effect; leaving the key out is the same init without the warning.
+        if getattr(logger, "_wandb_init", {}).get("anonymous", "unset") is None:
+            del logger._wandb_init["anonymous"]
+        loggers.append(logger)
     return loggers
 
 

@@ -48,6 +48,9 @@ DERIVED = {"head": {"in_dim", "num_classes"}, "backbone": {"input_sizes"}}
 NESTED = {"loss": LOSSES}  # a constructor keyword whose value is itself {name: ..., ...}
 MODULE_PARTS = {"backbone", "head", "augment", "optimizer", "scheduler"}  # built from their own sections
 MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
+# A monitored metric -> the callback that logs it (a checkpoint monitoring it needs that callback on).
+METRIC_SOURCES = {"val/knn_": "knn", "val/linear_": "linear_probe", "val/rankme": "rankme"}
+ALWAYS_ON = {"checkpoint"}  # fit, resume and the summary need last.ckpt
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -103,9 +106,17 @@ def validate(recipe: dict[str, Any]) -> None:
             "float32); use 32-true, 16-mixed or bf16-mixed"
         )
     check_call("module", SSLModule, _section(recipe, "module", required=False), derived=MODULE_PARTS)
-    for name, kwargs in _section(recipe, "callbacks", required=False).items():
-        cls = _pick(f"callbacks.{name}", CALLBACKS, {"name": name})
-        check_call(f"callbacks.{name}", cls, kwargs or {}, derived={"dirpath"})
+    callbacks = enabled_callbacks(recipe)
+    for name, kwargs in callbacks.items():
+        check_call(f"callbacks.{name}", CALLBACKS[name], kwargs, derived={"dirpath"})
+    for name, kwargs in callbacks.items():
+        monitor = kwargs.get("monitor")
+        needs = next((cb for prefix, cb in METRIC_SOURCES.items() if str(monitor).startswith(prefix)), None)
+        if CALLBACKS[name] is ModelCheckpoint and needs is not None and needs not in callbacks:
+            raise RecipeError(
+                f"callbacks.{name}: monitors {monitor} but callbacks.{needs} is off; "
+                f"turn this one off too (callbacks.{name}=null)"
+            )
     check_call("logger", build_loggers, _section(recipe, "logger", required=False), derived={"run_dir"})
     callbacks = _section(recipe, "callbacks", required=False)
     check_monitors(callbacks, {name: issubclass(CALLBACKS[name], ModelCheckpoint) for name in callbacks})
@@ -204,15 +215,42 @@ def backbone_kwargs(recipe: Mapping[str, Any], pretrained: bool | None = None) -
     return {**spec, "input_sizes": sizes}
 
 
+def enabled_callbacks(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``callbacks`` section without the ones turned off: name -> constructor keywords.
+
+    ``callbacks.NAME: null`` or ``false`` turns NAME off (``callbacks.knn=null`` on the command
+    line); ``{}`` or ``true`` keeps it on with its defaults.
+
+    Raises:
+        RecipeError: an unknown name, a value that is not a mapping / null / bool, or
+            ``checkpoint`` turned off.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, kwargs in _section(recipe, "callbacks", required=False).items():
+        _pick(f"callbacks.{name}", CALLBACKS, {"name": name})
+        if kwargs is None or kwargs is False:
+            if name in ALWAYS_ON:
+                raise RecipeError(f"callbacks.{name}: cannot be turned off (resume and the summary need last.ckpt)")
+            continue
+        if kwargs is True:
+            kwargs = {}
+        if not isinstance(kwargs, dict):
+            raise RecipeError(
+                f"callbacks.{name}: expected a mapping of keywords, or null/false to turn it off, got {kwargs!r}"
+            )
+        out[name] = kwargs
+    return out
+
+
 def build_callbacks(recipe: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
-    """The recipe's callbacks; ``checkpoint`` (always present) writes to ``run_dir/checkpoints``."""
-    specs = dict(_section(recipe, "callbacks", required=False))
+    """The recipe's callbacks that are on; ``checkpoint`` (always present) writes to ``run_dir/checkpoints``."""
+    specs = enabled_callbacks(recipe)
     # ``checkpoint`` (it writes last.ckpt) last: Lightning runs checkpoint callbacks in list order,
     # so last.ckpt then holds the other trackers' (best RankMe...) state of the same step.
     specs["checkpoint"] = specs.pop("checkpoint", None) or {}
     out = []
     for name, kwargs in specs.items():
-        kwargs = dict(kwargs or {})
+        kwargs = dict(kwargs)
         if name == "checkpoint":
             kwargs = {"save_last": True, **kwargs}
         if issubclass(CALLBACKS[name], ModelCheckpoint):

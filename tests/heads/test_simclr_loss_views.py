@@ -14,7 +14,7 @@ def _batch(n: int) -> BatchInfo:
 
 def test_multi_view_loss_gets_all_views_at_once() -> None:
     torch.manual_seed(0)
-    head = SimCLRHead(in_dim=12, hidden_dim=16, out_dim=8, loss=MVDHELLoss(0.5))
+    head = SimCLRHead(in_dim=12, hidden_dim=16, out_dim=8, batch_norm=False, last_norm="none", loss=MVDHELLoss(0.5))
     feats = [torch.randn(6, 12) for _ in range(4)]
     out = head(Views(feats), _batch(6))
     z = [head.embed(f) for f in feats]
@@ -23,7 +23,7 @@ def test_multi_view_loss_gets_all_views_at_once() -> None:
 
 def test_two_view_loss_is_averaged_over_pairs() -> None:
     torch.manual_seed(0)
-    head = SimCLRHead(in_dim=12, hidden_dim=16, out_dim=8, loss=NTXentLoss(0.5))
+    head = SimCLRHead(in_dim=12, hidden_dim=16, out_dim=8, batch_norm=False, last_norm="none", loss=NTXentLoss(0.5))
     feats = [torch.randn(6, 12) for _ in range(3)]
     z = [head.embed(f) for f in feats]
     expected = (NTXentLoss(0.5)(z[0], z[1]) + NTXentLoss(0.5)(z[0], z[2]) + NTXentLoss(0.5)(z[1], z[2])) / 3

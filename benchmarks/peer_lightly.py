@@ -324,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table([RunResult(**json.loads(line)) for line in args.out.read_text().splitlines() if line]))
         return 0
     s = Settings(root=args.root, train_samples=args.train_samples, val_samples=args.val_samples)
+    if s.train_samples // s.batch_size * s.epochs <= s.skip_steps:
+        print(f"--train-samples: {s.train_samples} gives at most {s.skip_steps} steps of {s.batch_size}, all of "
+              f"them warm-up; use at least {(s.skip_steps + 1) * s.batch_size}", file=sys.stderr)  # fmt: skip
+        return 2
     data = load_data(s)
     print(f"settings: {asdict(s)}; torch threads {torch.get_num_threads()}", flush=True)
     results = []

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_toolkit.heads import AMCLHead, HydraHead, MoCHiHead, MoCoV2Head, SimCLRHead, SwAVHead
+from ssl_toolkit.heads import AMCLHead, HydraHead, MoCHiHead, MoCoV2FTHead, MoCoV2Head, SimCLRHead, SwAVHead
 from ssl_toolkit.heads.mlp import ScaleBatchNorm1d, build_mlp
 from ssl_toolkit.losses.dcl import DCLLoss
 
@@ -57,6 +57,7 @@ CASES = {
     "dcl": (lambda: [SimCLRHead(F, hidden_dim=H, out_dim=D, loss=DCLLoss(0.1)).projector], SIMCLR_V1),
     "mocov2": (lambda: [MoCoV2Head(F, hidden_dim=H, out_dim=D, queue_size=16).projector], MOCO_V2),
     "mochi": (lambda: [MoCHiHead(F, hidden_dim=H, out_dim=D, queue_size=16).projector], MOCO_V2),
+    "mocov2_ft": (lambda: [MoCoV2FTHead(F, hidden_dim=H, out_dim=D, queue_size=16).projector], MOCO_V2),
     "swav": (lambda: [SwAVHead(F, hidden_dim=H, out_dim=D, num_prototypes=10).projector], SWAV),
     "amcl": (lambda: list(AMCLHead(F, num_heads=2, hidden_dim=H, out_dim=D).projectors), AMCL),
     "hydra": (lambda: [HydraHead(F, num_classes=3, hidden_dim=H, out_dim=D).projector], HYDRA),

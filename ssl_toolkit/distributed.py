@@ -23,6 +23,18 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad.contiguous()
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """All-gather ``x`` (B, ...) from every process into (W*B, ...), rank-ordered, with autograd.
 
@@ -30,10 +42,14 @@ def gather_with_grad(x: Tensor) -> Tensor:
     (``torch.distributed.nn`` does reduce-scatter on NCCL and all-to-all + sum elsewhere), so the
     gradient that other ranks' anchors send through this rank's keys is kept. A plain
     ``dist.all_gather`` would silently drop it. Every rank must pass the same shape.
+
+    The gradient reaching each gathered piece is made contiguous first: torch's backward allocates
+    its receive buffers with ``empty_like`` of that gradient, so a strided gradient (e.g. when the
+    caller transposes the gathered tensor) would come back in the wrong layout.
     """
     if not is_distributed():
         return x
-    return torch.cat(dist_nn.all_gather(x), dim=0)
+    return torch.cat([_ContiguousGrad.apply(t) for t in dist_nn.all_gather(x)], dim=0)
 
 
 @torch.no_grad()

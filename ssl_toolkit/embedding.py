@@ -63,26 +63,17 @@ def embed_split(module: torch.nn.Module, loader: DataLoader, with_proj: bool = F
 def gather_split(split: EmbeddedSplit) -> EmbeddedSplit:
     """All-gather a split embedded in shards by every process; drop the duplicate rows that a
     padding ``DistributedSampler`` adds, and sort by sample index, so every process ends with the
-    same rows as one process embedding the whole split. A no-op without torch.distributed."""
+    same rows as one process embedding the whole split. A no-op without torch.distributed.
+
+    Features keep their dtype; labels and sample indices are gathered as int64 tensors of their
+    own (exact for any index, not only below 2**24 as a float32 column would be).
+    """
     if is_distributed():
-        parts = [split.feats, split.labels[:, None].to(split.feats.dtype), split.index[:, None].to(split.feats.dtype)]
-        if split.proj is not None:
-            parts.insert(1, split.proj)
-        local = torch.cat([p.float() if p.dtype != torch.float64 else p for p in parts], dim=1)
-        sizes = [torch.zeros(1, dtype=torch.long, device=local.device) for _ in range(dist.get_world_size())]
-        dist.all_gather(sizes, torch.tensor([local.shape[0]], device=local.device))
-        most = int(max(s.item() for s in sizes))
-        padded = torch.zeros(most, local.shape[1], dtype=local.dtype, device=local.device)
-        padded[: local.shape[0]] = local
-        chunks = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(chunks, padded)
-        table = torch.cat([c[: int(s.item())] for c, s in zip(chunks, sizes)])
-        f, d = split.feats.shape[1], 0 if split.proj is None else split.proj.shape[1]
         split = EmbeddedSplit(
-            feats=table[:, :f].to(split.feats.dtype),
-            proj=table[:, f : f + d].to(split.proj.dtype) if split.proj is not None else None,
-            labels=table[:, f + d].round().long(),
-            index=table[:, f + d + 1].round().long(),
+            feats=_all_gather_rows(split.feats),
+            proj=_all_gather_rows(split.proj) if split.proj is not None else None,
+            labels=_all_gather_rows(split.labels.long()),
+            index=_all_gather_rows(split.index.long()),
         )
     # Unique sorted indices; keep the first occurrence of each (padding repeats rows).
     order = torch.argsort(split.index, stable=True)
@@ -90,3 +81,16 @@ def gather_split(split: EmbeddedSplit) -> EmbeddedSplit:
     keep = torch.ones_like(idx, dtype=torch.bool)
     keep[1:] = idx[1:] != idx[:-1]
     return split.rows(order[keep])
+
+
+def _all_gather_rows(local: Tensor) -> Tensor:
+    """Concatenate every process's (n_r, ...) tensor in rank order; the n_r may differ."""
+    count = torch.tensor([local.shape[0]], dtype=torch.long, device=local.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    most = int(max(int(c) for c in counts))
+    padded = local.new_zeros((most, *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    chunks = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(chunks, padded.contiguous())
+    return torch.cat([c[: int(n)] for c, n in zip(chunks, counts)])

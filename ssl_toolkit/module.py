@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from ssl_toolkit.backbone import BatchNormStats, feature_dim
 from ssl_toolkit.ema import ema_update
 from ssl_toolkit.heads.base import BatchInfo, SSLHead, Views
 from ssl_toolkit.optim import OptimizerFactory, WarmupCosine, param_groups
@@ -19,6 +20,9 @@ Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,),
 
 class SSLModule(pl.LightningModule):
     """Pairs a backbone with an SSL head; knows no method names.
+
+    ``validation_step`` embeds the evaluation images (no loss): the k-NN, linear-probe and RankMe
+    callbacks compute their ``val/`` metrics from its outputs inside Lightning's validation loop.
 
     One training step (the data flow of README "Layout"):
       1. ``on_after_batch_transfer``: ``augment`` turns the uint8 batch into V float views on the
@@ -70,6 +74,15 @@ class SSLModule(pl.LightningModule):
                 if net is not None:
                     net.compile()
         self._total_steps = 0
+        # Gradient checkpointing runs BatchNorm layers again in the backward pass: their running
+        # statistics are put back to their value after the forward pass (one update per step).
+        self._bn_stats = BatchNormStats() if getattr(backbone, "recomputes_forward", False) else None
+
+    @property
+    def feature_dim(self) -> int:
+        """F, the width of the backbone features that ``embed`` returns (the head's ``in_dim``):
+        ``build_backbone``'s ``feature_dim``, decided once from what the backbone returns."""
+        return feature_dim(self.backbone)
 
     # --- features -------------------------------------------------------------------------
     def forward_views(self, views: list[Tensor], backbone: nn.Module | None = None) -> list[Tensor]:
@@ -109,11 +122,6 @@ class SSLModule(pl.LightningModule):
         with torch.no_grad():
             return self.head.embed(feats)
 
-    @property
-    def feature_dim(self) -> int:
-        """F, the width of the backbone features that ``embed`` returns (the head's ``in_dim``)."""
-        return int(self.backbone.num_features)
-
     # --- training -------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:
@@ -124,6 +132,8 @@ class SSLModule(pl.LightningModule):
     def training_step(self, batch: tuple[list[Tensor], Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         views, labels, index = batch
         feats = self.forward_views(views)
+        if self._bn_stats is not None:
+            self._bn_stats.save(self.backbone)
         teacher = None
         if self.teacher is not None:
             size = views[0].shape[-2:]
@@ -139,11 +149,28 @@ class SSLModule(pl.LightningModule):
             self.log_dict({f"train/{k}": v for k, v in out.logs.items()}, batch_size=batch_size)
         return {"loss": out.loss, "feats": feats[0].detach()}
 
+    # --- evaluation -----------------------------------------------------------------------
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Embed one batch of a validation loader for the evaluation callbacks.
+
+        The loaders are the DataModule's ``val_dataloader()``: held-out split, k-NN bank, RankMe
+        subset (``ssl_toolkit.data.eval_plan``: ``dataloader_idx`` i is ``eval_plan.roles[i]``).
+
+        Returns:
+            ``{"feats": (B, F) backbone features of the un-augmented images (``embed``, eval mode),
+            "labels": (B,) int64, "index": (B,) int64 positions in the loader's split}``; the
+            callbacks collect them in ``on_validation_batch_end``.
+        """
+        images, labels, index = batch
+        return {"feats": self.embed(images), "labels": labels.long(), "index": index.long()}
+
     def on_train_start(self) -> None:
         total = self.trainer.estimated_stepping_batches
         self._total_steps = int(total) if math.isfinite(total) else 0
 
     def on_after_backward(self) -> None:
+        if self._bn_stats is not None:
+            self._bn_stats.restore()
         self.head.after_backward(self.global_step)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:

@@ -36,15 +36,44 @@ def tiny_module(seed: int = 0) -> SSLModule:
     return SSLModule(backbone, head, SimCLRAugment(size=32), LARSFactory(lr=0.3))
 
 
+def run_validation(module: SSLModule, data: ImageDataModule, callbacks: list) -> dict:
+    """One evaluation as Lightning's validation loop runs it (plan -> loaders -> validation_step ->
+    on_validation_batch_end -> compute), each process on its DistributedSampler shard."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from ssl_toolkit.distributed import is_distributed
+
+    trainer = SimpleNamespace(callbacks=callbacks, datamodule=data)
+    for cb in callbacks:
+        cb.make_plan(trainer)
+    module.eval()
+    with torch.inference_mode():  # as in Lightning's loop
+        for idx, loader in enumerate(data.val_dataloader()):
+            if is_distributed():  # what Lightning's use_distributed_sampler does
+                sampler = DistributedSampler(loader.dataset, shuffle=False)
+                loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler)
+            for batch_idx, batch in enumerate(loader):
+                out = module.validation_step(batch, batch_idx, idx)
+                for cb in callbacks:
+                    cb.on_validation_batch_end(trainer, module, out, batch, batch_idx, idx)
+        metrics = {}
+        for cb in callbacks:
+            metrics.update(cb.compute(module, data))
+    for cb in callbacks:
+        cb.store.clear()
+    return metrics
+
+
 def evaluate_callbacks(module: SSLModule, data: ImageDataModule, inputs: dict) -> dict:
     """KNNProbe, RankMe and LinearProbe evaluation on ``data`` (run the same in 1 and 2 processes).
 
-    The callbacks share the per-step feature cache (as at an epoch end); RankMe also embeds its
-    subset alone (``subset/`` keys). The probe first takes two SGD steps on this process's slice
-    of ``inputs["feats"]`` / ``inputs["labels"]`` (the global batch).
+    RankMe reads its rows from the k-NN bank (the whole train split) and, alone, from a loader of
+    its own (``subset/`` keys). The probe first takes two SGD steps on this process's slice of
+    ``inputs["feats"]`` / ``inputs["labels"]`` (the global batch).
     """
     from ssl_toolkit.callbacks import KNNProbe, LinearProbe, RankMe
-    from ssl_toolkit.callbacks.eval_features import clear_cache
     from ssl_toolkit.distributed import rank, world_size
 
     knn, rankme, probe = KNNProbe(k=10), RankMe(num_samples=21, seed=3), LinearProbe(lr=0.5)
@@ -52,10 +81,11 @@ def evaluate_callbacks(module: SSLModule, data: ImageDataModule, inputs: dict) -
     rows = slice(rank() * n, (rank() + 1) * n)
     probe.build(inputs["feats"].shape[1], data.num_classes)
     losses = [probe.fit_batch(inputs["feats"][rows], inputs["labels"][rows]) for _ in range(2)]
-    out = {**knn.evaluate(module, data, step=0), **rankme.evaluate(module, data, step=0, from_train_split=True)}
-    out.update(probe.evaluate(module, data, step=0))
-    clear_cache()
-    out.update({f"subset/{k}": v for k, v in rankme.evaluate(module, data).items()})
+    out = run_validation(module, data, [knn, rankme, probe])
+    out["roles"] = data.eval_plan.roles
+    alone = run_validation(module, data, [RankMe(num_samples=21, seed=3)])
+    out["subset_roles"] = data.eval_plan.roles
+    out.update({f"subset/{k}": v for k, v in alone.items()})
     out["probe_weight"] = probe.classifier.weight.detach().clone()
     out["probe_loss"] = float(losses[0])
     return out
@@ -69,8 +99,33 @@ def eval_callbacks(inputs: dict, rank: int, world: int) -> dict:
     return evaluate_callbacks(module, SyntheticData(**inputs["data"]), inputs)
 
 
+def multi_view_losses(inputs: dict, rank: int, world: int) -> dict:
+    """For each ``key: (name, kwargs, views)`` of ``inputs["cases"]``: LOSSES[name](**kwargs) (a
+    MultiViewLoss) on this rank's rows of every view; the loss and the local views' gradients."""
+    from ssl_toolkit.losses import LOSSES
+
+    out = {}
+    for key, (name, kwargs, global_views) in inputs["cases"].items():
+        n = global_views[0].shape[0] // world
+        views = [v[rank * n : (rank + 1) * n].clone().requires_grad_(True) for v in global_views]
+        loss = LOSSES[name](**kwargs)(views)
+        loss.backward()
+        out[key] = {"loss": loss.detach(), "grads": [v.grad for v in views]}
+    return out
+
+
+def gather_int64(inputs: dict, rank: int, world: int) -> dict:
+    """gather_split of this rank's rows (strided, as a DistributedSampler deals them)."""
+    from ssl_toolkit.embedding import EmbeddedSplit, gather_split
+
+    mine = slice(rank, None, world)
+    local = EmbeddedSplit(inputs["feats"][mine], None, inputs["labels"][mine], inputs["index"][mine])
+    out = gather_split(local)
+    return {"feats": out.feats, "labels": out.labels, "index": out.index}
+
+
 # The loss and head cases of the contract tables live in tests/contracts/ (one launch per table).
-CASES = {"eval_callbacks": eval_callbacks}
+CASES = {"eval_callbacks": eval_callbacks, "multi_view_losses": multi_view_losses, "gather_int64": gather_int64}
 
 
 def amcl(inputs: dict, rank: int, world: int) -> dict:
@@ -250,6 +305,61 @@ def label_free_metrics(inputs: dict, rank: int, world: int) -> dict:
 
 
 CASES["label_free_metrics"] = label_free_metrics
+
+
+def sync_scale_batchnorm(inputs: dict, rank: int, world: int) -> dict:
+    """The projector's scale-only BN (SimCLR's output BN) swapped to AllReduceBatchNorm, (N, D) rows."""
+    from ssl_toolkit.heads.mlp import ScaleBatchNorm1d
+    from ssl_toolkit.sync_batchnorm import AllReduceBatchNorm, swap_batchnorm
+
+    n = inputs["x"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    bn = ScaleBatchNorm1d(inputs["x"].shape[1])
+    bn.load_state_dict(inputs["state"])
+    bn = swap_batchnorm(bn, ScaleBatchNorm1d, AllReduceBatchNorm)
+    x = inputs["x"][rows].clone().requires_grad_(True)
+    y = bn(x)
+    (inputs["w"][rows] * y).sum().backward()
+    return {"y": y.detach(), "grad_x": x.grad, "grad_weight": bn.weight.grad, "bias": bn.bias,
+            "kind": type(bn).__name__}  # fmt: skip
+
+
+CASES["sync_scale_batchnorm"] = sync_scale_batchnorm
+
+
+def process_streams(inputs: dict, rank: int, world: int) -> dict:
+    """What ``fit`` does on each process: model seed, then ``RNGState.setup`` re-seeds per rank; then
+    the draws of a step (SimCLR crops/jitter, MoCHi mixtures, Hydra partners) before and after a
+    checkpoint's gathered states are restored on this rank."""
+    from types import SimpleNamespace
+
+    from ssl_toolkit.augment import SimCLRAugment
+    from ssl_toolkit.callbacks.rng_state import RNGState
+    from ssl_toolkit.heads.hydra import HydraHead
+    from ssl_toolkit.losses.mochi import MoCHiLoss
+
+    torch.manual_seed(inputs["seed"])  # seed_everything(seed) on every rank
+    torch.randn(100)  # the model's initialization draws
+    callback = RNGState(seed=inputs["seed"])
+    trainer = SimpleNamespace(global_rank=rank, world_size=world)
+    callback.setup(trainer, None, "fit")
+    aug = SimCLRAugment(16, crop_scale=(0.2, 1.0), blur_p=0.0)
+    mochi = MoCHiLoss(0.2, num_hard=4, num_mixed=3, num_query_mixed=2)
+    hydra = HydraHead(in_dim=8, num_classes=4, hidden_dim=8, out_dim=4, label_dim=4, gate_hidden_dim=4)
+
+    def draw() -> dict:
+        return {"views": aug(inputs["images"]),
+                "mixed": mochi.synthetic_negatives(inputs["q"], inputs["queue"]),
+                "partners": hydra.partner_classes(inputs["labels"])}  # fmt: skip
+
+    saved = callback.state_dict()  # gathered from both ranks, as a checkpoint holds it
+    first = draw()
+    callback.load_state_dict(saved)
+    callback.on_train_start(trainer, None)
+    return {"first": first, "replayed": draw(), "saved_ranks": len(saved["ranks"])}
+
+
+CASES["process_streams"] = process_streams
 
 
 def main() -> None:

@@ -36,6 +36,8 @@ def test_bench_prints_positive_throughputs_and_json(recipe: str, capsys: pytest.
         assert result[key] > 0, key
     assert result["overhead_ratio"] == pytest.approx(result["backbone_img_s"] / result["step_img_s"])
     assert result["batch_size"] == 16 and result["views"] == "2x32px"
+    assert result["views_per_image"] == 2
+    assert result["step_views_s"] == pytest.approx(2 * result["step_img_s"])
     assert "(a) backbone" in out and "(b) training step" in out and "(c) data loader" in out
 
 

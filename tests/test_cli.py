@@ -52,17 +52,24 @@ def test_fit_synthetic_writes_checkpoint_recipe_and_logs(tmp_path: Path, capsys)
     assert (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before
 
 
-def test_issue_example_command_on_fashion_mnist(tmp_path: Path) -> None:
-    # The command from the foundation issue, as a user types it (wandb offline included), plus a
-    # data slice so the end-of-epoch evaluation callbacks stay fast in the test.
-    issue_command = ["backbone.name=resnet10t", "data.batch_size=32", "trainer.max_steps=3", "out_dir=runs/try"]
-    slice_ = ["data.num_workers=0", "data.train_samples=2048", "data.val_samples=512"]
-    res = run_cli("fit", str(DEMO), *issue_command, *slice_, cwd=tmp_path)
+def test_readme_quick_try_command_on_fashion_mnist(tmp_path: Path) -> None:
+    # README's quick-try command as a user types it (an evaluation after step 3 on 2 batches per
+    # loader), with wandb back on (offline) to check its console block stays hidden, and a data slice.
+    quick_try = ["backbone.name=resnet10t", "data.batch_size=32", "trainer.max_steps=3",
+                 "trainer.val_check_interval=3", "trainer.limit_val_batches=2", "logger.wandb=false",
+                 "out_dir=runs/try"]  # fmt: skip
+    slice_ = ["logger.wandb=true", "data.num_workers=0", "data.train_samples=2048", "data.val_samples=512"]
+    res = run_cli("fit", str(DEMO), *quick_try, *slice_, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "runs" / "try"
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "recipe.yaml").is_file()
     assert any((run / "wandb").glob("offline-run-*"))
     assert "final train/loss" in res.stdout
+    # Quiet by default: none of the third-party noise (run/quiet.py lists what is filtered).
+    for noise in ("Tip:", "LeafSpec", "Total Flops", "Run history", "wandb:", "Loading `train_dataloader`"):
+        assert noise not in res.stdout + res.stderr, noise
+    assert "| backbone" in res.stdout + res.stderr  # the model summary itself stays
+    assert "evaluation 1 at step 3 (epoch 0)" in res.stdout and "val/knn_top1:" in res.stdout
 
 
 def test_fit_on_a_fashion_mnist_slice_with_tiny_model(tmp_path: Path) -> None:
@@ -94,6 +101,104 @@ def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(args: list[str],
 
 def test_help_and_recipes_list() -> None:
     res = subprocess.run([str(CLI), "fit", "--help"], capture_output=True, text=True)
-    assert res.returncode == 0 and "key=value" in res.stdout
+    assert res.returncode == 0 and "key=value" in res.stdout and "--verbose" in res.stdout
     res = subprocess.run([str(CLI), "recipes"], capture_output=True, text=True)
     assert "fashion_mnist/simclr.yaml" in res.stdout.split()
+
+
+def eval_recipe(tmp_path: Path, *overrides: str) -> Path:
+    """The demo recipe's callbacks (k-NN, linear probe, RankMe, best-RankMe checkpoint) on one
+    synthetic epoch of 4 steps, no sanity check (as in the recipe), plus ``key=value`` overrides."""
+    recipe = tiny_recipe(DEMO, tmp_path, steps=-1)
+    recipe["trainer"]["num_sanity_val_steps"] = 0
+    merged = OmegaConf.merge(OmegaConf.create(recipe), OmegaConf.from_dotlist(list(overrides)))
+    path = tmp_path / "eval.yaml"
+    path.write_text(OmegaConf.to_yaml(merged))
+    return path
+
+
+def val_rows(run: Path) -> list[dict[str, str]]:
+    rows = csv.DictReader((run / "csv" / "metrics.csv").open())
+    return [{k: v for k, v in r.items() if v and k.startswith("val/") or k == "step"} for r in rows if any(
+        v and k.startswith("val/") for k, v in r.items())]  # fmt: skip
+
+
+@pytest.fixture
+def validation_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Global steps at which SSLModule.validation_step ran (one entry per embedded batch)."""
+    from ssl_toolkit.module import SSLModule
+
+    calls: list[int] = []
+    inner = SSLModule.validation_step
+
+    def spy(self, batch, batch_idx, dataloader_idx=0):  # type: ignore[no-untyped-def]
+        calls.append(self.global_step)
+        return inner(self, batch, batch_idx, dataloader_idx)
+
+    monkeypatch.setattr(SSLModule, "validation_step", spy)
+    return calls
+
+
+def test_limit_val_batches_0_runs_no_evaluation(tmp_path: Path, capsys, validation_calls: list[int]) -> None:
+    assert main(["fit", str(eval_recipe(tmp_path)), "trainer.limit_val_batches=0"]) == 0
+    out = capsys.readouterr().out
+    header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert validation_calls == [] and "val/" not in header and "val/" not in out  # nothing embedded
+    assert "evaluation:       none ran" in out and "train/linear_loss" in header  # the probe still trained
+
+
+def test_val_check_interval_evaluates_every_n_steps(tmp_path: Path, capsys, validation_calls: list[int]) -> None:
+    assert main(["fit", str(eval_recipe(tmp_path)), "trainer.val_check_interval=2"]) == 0
+    out = capsys.readouterr().out
+    # 4 steps: evaluations after steps 2 and 4; each embeds 1 val + 4 bank batches of 16 (RankMe
+    # reads the bank: the whole train split).
+    assert sorted(set(validation_calls)) == [2, 4] and len(validation_calls) == 2 * 5
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("evaluation ")] == [
+        "evaluation 1 at step 2 (epoch 0)", "evaluation 2 at step 4 (epoch 0)"]  # fmt: skip
+    rows = val_rows(tmp_path / "run")
+    assert len(rows) == 2 and all({"val/knn_top1", "val/linear_top1", "val/rankme"} <= r.keys() for r in rows)
+    assert "evaluation:       " in out and "in 2 run(s)" in out
+    assert next((tmp_path / "run" / "checkpoints").glob("best-rankme-*.ckpt")).is_file()
+
+
+@pytest.mark.parametrize("off", ["null", "false"])
+def test_callbacks_knn_off_runs_without_knn(off: str, tmp_path: Path, capsys, validation_calls: list[int]) -> None:
+    assert main(["fit", str(eval_recipe(tmp_path)), f"callbacks.knn={off}"]) == 0
+    out = capsys.readouterr().out
+    (row,) = val_rows(tmp_path / "run")
+    assert not any(k.startswith("val/knn") for k in row) and "val/knn" not in out
+    assert {"val/linear_top1", "val/rankme"} <= row.keys()
+    # No k-NN bank: RankMe embeds only its own rows (all 64 here), the probe the 16 val images.
+    assert len(validation_calls) == 1 + 4
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("callbacks.rankme=null", "callbacks.rankme_checkpoint: monitors val/rankme but callbacks.rankme is off"),
+        ("callbacks.checkpoint=false", "callbacks.checkpoint: cannot be turned off"),
+        ("callbacks.knn=3", "callbacks.knn: expected a mapping of keywords, or null/false to turn it off"),
+        ("callbacks.knn.every_n_epochs=2", "callbacks.knn.every_n_epochs: unknown key"),
+    ],
+)
+def test_callback_switches_refuse_what_cannot_work(override: str, message: str, tmp_path: Path, capsys) -> None:
+    assert main(["fit", str(DEMO), override, f"out_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ssl-toolkit: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_summary_times_training_and_evaluation_apart_and_says_when_too_few_steps(tmp_path: Path) -> None:
+    from ssl_toolkit.run.cli import timing_lines
+    from ssl_toolkit.run.fit import FitResult
+
+    short = FitResult(tmp_path, None, 1.0, 9.0, None, 1, {}, train_seconds=2.0, measured_steps=0)
+    assert timing_lines(short)[1:] == [
+        "training:         2.0 s, throughput not measured: too few steps (1; the first 2 are warm-up)",
+        "evaluation:       none ran (see trainer.limit_val_batches / val_check_interval)",
+    ]
+    done = FitResult(tmp_path, None, 1.0, 9.0, 250.0, 12, {}, 6.0, 2.5, 2, 0.4, 10)
+    assert timing_lines(done)[1:] == [
+        "training:         6.0 s, 250.0 images/s over 10 step(s) (evaluation excluded)",
+        "evaluation:       2.5 s in 2 run(s) + sanity check 0.4 s",
+    ]

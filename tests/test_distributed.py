@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssl_toolkit.losses import LOSSES
+
 WORKER = Path(__file__).with_name("distributed_worker.py")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,6 +33,41 @@ def run_two_ranks(case: str, inputs: dict, tmp_path: Path) -> list[dict]:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+
+
+# V > 2 views for the multi-view losses (2 views of every LOSSES entry: tests/contracts/test_losses_contract.py).
+MULTI_VIEW_CASES = {
+    "mv_infonce": ("mv_infonce", {"temperature": 0.2}, 4),
+    "mv_dhel": ("mv_dhel", {"temperature": 0.2}, 3),
+    "groco": ("groco", {"top_k_negatives": 3}, 3),
+    "groco_no_stop_grad_multicrop": ("groco", {"top_k_negatives": 4, "stop_grad": False, "positive_views": 2}, 4),
+}
+
+
+def multi_view_inputs(num_views: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(num_views)
+    return [torch.randn(12, 16, generator=g) for _ in range(num_views)]  # global batch 12 -> 6 per rank
+
+
+@pytest.fixture(scope="module")
+def multi_view_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Every case of MULTI_VIEW_CASES on 2 gloo ranks, in one launch."""
+    cases = {key: (name, kwargs, multi_view_inputs(v)) for key, (name, kwargs, v) in MULTI_VIEW_CASES.items()}
+    return run_two_ranks("multi_view_losses", {"cases": cases}, tmp_path_factory.mktemp("multi_view"))
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("key", sorted(MULTI_VIEW_CASES))
+def test_multi_view_losses_two_processes_equal_one(key: str, multi_view_ranks: list[dict]) -> None:
+    name, kwargs, num_views = MULTI_VIEW_CASES[key]
+    local = [v.clone().requires_grad_(True) for v in multi_view_inputs(num_views)]
+    loss = LOSSES[name](**kwargs)(local)
+    loss.backward()
+    ranks = [r[key] for r in multi_view_ranks]
+    torch.testing.assert_close(torch.stack([r["loss"] for r in ranks]).mean(), loss.detach())
+    for v in range(num_views):  # DDP averages gradients: each rank's local gradient is 2 x dL/dz of its rows
+        torch.testing.assert_close(torch.cat([r["grads"][v] for r in ranks]) / 2, local[v].grad, rtol=1e-5, atol=1e-7)
+    assert not torch.isclose(ranks[0]["loss"], ranks[1]["loss"])  # each rank scores its own images
 
 
 @pytest.mark.distributed

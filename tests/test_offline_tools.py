@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -328,3 +329,74 @@ def test_tool_scripts() -> None:
     for script in ("linear_probe.py", "knn.py", "select_checkpoint.py"):
         res = subprocess.run([sys.executable, str(tools / script), "--help"], capture_output=True, text=True)
         assert res.returncode == 0 and "data.KEY=VALUE" in res.stdout
+
+
+def test_online_knn_equals_offline_knn_on_the_same_checkpoint(tmp_path: Path) -> None:
+    # One whole epoch (64 / 16 = 4 steps): the validation loop runs at its end, then last.ckpt is
+    # written with the same weights; `ssl-toolkit knn` on it must give the logged value exactly.
+    recipe = tiny_recipe(REPO / "recipes" / "fashion_mnist" / "simclr.yaml", tmp_path, steps=-1)
+    recipe["data"].update(num_classes=8, seed=3)
+    recipe["callbacks"] = {"knn": {"k": 20, "temperature": 0.1}, "checkpoint": {}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(OmegaConf.to_yaml(recipe))
+    assert main(["fit", str(path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    online = [(float(r["val/knn_top1"]), float(r["val/knn_top5"])) for r in rows if r.get("val/knn_top1")]
+    assert len(online) == 1
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert main(["knn", str(ckpt), "--k", "20", "--temperature", "0.1"]) == 0
+    offline = json.loads((tmp_path / "run" / "eval" / "knn-last.json").read_text())
+    assert offline["num_train"] == 64 and offline["num_val"] == 16
+    assert online[0] == pytest.approx((offline["top1"], offline["top5"]), abs=1e-7)
+    assert 0.0 < offline["top1"] < offline["top5"]  # not a trivial 0 or 1
+
+
+def test_knn_k_larger_than_the_bank_says_so(tiny_run: TinyRun, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["knn", str(tiny_run.path / "checkpoints" / "last.ckpt"), "--k", "100"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: --k 100 is larger than the bank ({N_TRAIN} labelled train images); all {N_TRAIN} vote"]
+
+
+def test_select_writes_next_to_the_runs_it_ranked(
+    tiny_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # never where the user stands
+    runs = tmp_path / "runs"
+    a, b = shutil.copytree(tiny_run.path, runs / "a"), shutil.copytree(tiny_run.path, runs / "b")
+    assert main(["select", str(a), "--num-samples", "8"]) == 0
+    assert (a / "selection.json").is_file()
+    assert main(["select", str(a), str(b), "--num-samples", "8"]) == 0
+    record = json.loads((runs / "selection.json").read_text())
+    assert len(record["table"]) == 4 and not (tmp_path / "selection.json").exists()
+
+
+def test_tools_never_download_for_a_pretrained_run(
+    tiny_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run trained with backbone.pretrained=true: knn, probe, select and export work with no network."""
+
+    def edit(ckpt: dict) -> None:
+        ckpt["recipe"]["backbone"]["pretrained"] = True
+
+    run = rewrite(tiny_run.path, tmp_path / "pretrained_run", edit)
+    ckpt = run / "checkpoints" / "last.ckpt"
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise OSError("network access attempted")
+
+    import socket
+
+    import timm.models._builder
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(timm.models._builder, "load_pretrained", no_network)  # fails fast, no hub retries
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["knn", str(ckpt), "--k", "5"]) == 0
+    assert main(["probe", str(ckpt), "--epochs", "5"]) == 0
+    assert main(["select", str(run), "--num-samples", "16", "--out", str(tmp_path / "sel.json")]) == 0
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "b.safetensors")]) == 0
+    assert "error" not in capsys.readouterr().err
+    # The same checkpoint built as the recipe says (pretrained=true) does try to download.
+    with pytest.raises(RecipeError, match="backbone.pretrained: cannot load the pretrained weights"):
+        run_module.build_parts(torch.load(ckpt, weights_only=True)["recipe"])

@@ -32,7 +32,7 @@ def main() -> None:
     torch.manual_seed(int(recipe.get("seed", 0)))
     parts = build_parts(recipe)
     dm, module = parts.datamodule, parts.module.eval()
-    train, val = embed_split(module, dm.train_eval_dataloader()), embed_split(module, dm.val_dataloader())
+    train, val = embed_split(module, dm.train_eval_dataloader()), embed_split(module, dm.heldout_dataloader())
     top1, rank = scores(train.feats, train.labels, val.feats, val.labels)
     print(f"random-init {recipe['backbone']['name']}: k-NN top-1 {top1:.4f}, RankMe {rank:.1f}")
 
@@ -40,7 +40,7 @@ def main() -> None:
         x, y = zip(*[(module.augment.eval_view(images).flatten(1), labels) for images, labels, _ in loader])
         return torch.cat(x), torch.cat(y)
 
-    (tx, ty), (vx, vy) = pixels(dm.train_eval_dataloader()), pixels(dm.val_dataloader())
+    (tx, ty), (vx, vy) = pixels(dm.train_eval_dataloader()), pixels(dm.heldout_dataloader())
     top1, rank = scores(tx, ty, vx, vy)
     print(f"raw pixels: k-NN top-1 {top1:.4f}, RankMe {rank:.1f}")
 

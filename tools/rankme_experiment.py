@@ -92,7 +92,7 @@ def main() -> None:
 def labelled_scores(module: torch.nn.Module, dm: object) -> tuple[float, float, float]:
     """RankMe of the whole train split, k-NN top-1 and linear top-1, from one embedding of each split."""
     train_split = embed_split(module, dm.train_eval_dataloader())
-    val_split = embed_split(module, dm.val_dataloader())
+    val_split = embed_split(module, dm.heldout_dataloader())
     predicted = knn_classify(train_split.feats, train_split.labels, val_split.feats, k=200, temperature=0.07)
     knn = float((predicted == val_split.labels).float().mean())
     return rankme(train_split.feats), knn, linear_probe(train_split, val_split, dm.num_classes, method="lbfgs").top1

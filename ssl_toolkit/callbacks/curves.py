@@ -12,7 +12,10 @@ from ssl_toolkit.callbacks.curves_plot import ACCURACY_KEYS, RANKME_KEYS, plot_c
 
 
 class Curves(pl.Callback):
-    """Records train/loss per step and the evaluation metrics per epoch, draws ``path``.
+    """Records train/loss per step and the evaluation metrics after every evaluation, draws ``path``.
+
+    An evaluation's metrics are plotted against the epochs trained when it ran (1.0 at the end of
+    the first epoch; 0.5 for an evaluation in its middle with ``val_check_interval``).
 
     The per-step losses are kept as device tensors and copied to the host once per epoch, so
     the training loop is not synced every step. Runs on global rank 0 only; when a wandb logger
@@ -26,7 +29,7 @@ class Curves(pl.Callback):
         self.path = Path(path)
         self.loss_steps: list[int] = []
         self.losses: list[float] = []
-        self.epoch_metrics: dict[str, list[tuple[int, float]]] = {}
+        self.epoch_metrics: dict[str, list[tuple[float, float]]] = {}
         self._pending: list[tuple[int, torch.Tensor]] = []
 
     def on_train_batch_end(
@@ -35,19 +38,22 @@ class Curves(pl.Callback):
         if trainer.is_global_zero and isinstance(outputs, dict) and "loss" in outputs:
             self._pending.append((trainer.global_step, outputs["loss"].detach()))
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        batches = trainer.num_training_batches
+        if isinstance(batches, (int, float)) and 0 < batches < float("inf"):
+            epochs = trainer.global_step * trainer.accumulate_grad_batches / batches
+        else:
+            epochs = float(trainer.current_epoch + 1)
+        for key in ACCURACY_KEYS + RANKME_KEYS:
+            if key in trainer.callback_metrics:
+                self.epoch_metrics.setdefault(key, []).append((round(epochs, 3), float(trainer.callback_metrics[key])))
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         self._flush()  # one sync per epoch
-        for key in ACCURACY_KEYS + RANKME_KEYS:
-            if key not in trainer.callback_metrics:
-                continue
-            value = float(trainer.callback_metrics[key])
-            history = self.epoch_metrics.setdefault(key, [])
-            # callback_metrics keeps a metric's last value on epochs where it was not evaluated
-            # (every_n_epochs > 1); an exactly repeated float means "not re-evaluated".
-            if not history or history[-1][1] != value:
-                history.append((trainer.current_epoch, value))
         plot_curves(self.loss_steps, self.losses, self.epoch_metrics, self.path, title=self.path.parent.name)
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":

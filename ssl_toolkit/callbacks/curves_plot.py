@@ -1,4 +1,4 @@
-"""Training curves as one PNG: train loss per step, k-NN / linear accuracy and RankMe per epoch."""
+"""Training curves as one PNG: train loss per step, k-NN / linear accuracy and RankMe per evaluation."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ RANKME_KEYS = ("val/rankme", "val/rankme_proj")
 def plot_curves(
     loss_steps: Sequence[int],
     losses: Sequence[float],
-    epoch_metrics: Mapping[str, Sequence[tuple[int, float]]],
+    epoch_metrics: Mapping[str, Sequence[tuple[float, float]]],
     path: Path,
     title: str = "",
 ) -> Path:
@@ -23,7 +23,7 @@ def plot_curves(
 
     Args:
         loss_steps, losses: train/loss against the optimizer step.
-        epoch_metrics: metric name -> [(epoch, value), ...]; the ``val/*_top1`` keys go to the
+        epoch_metrics: metric name -> [(epochs trained, value), ...]; the ``val/*_top1`` keys go to the
             accuracy panel, ``val/rankme*`` to the RankMe panel (backbone and projector on separate
             y axes, since their scales differ).
         path: output PNG.
@@ -37,8 +37,8 @@ def plot_curves(
         if epoch_metrics.get(key):
             epochs, values = zip(*epoch_metrics[key])
             ax_acc.plot(epochs, values, marker="o", label=key)
-    ax_acc.set(title="accuracy (labels)", xlabel="epoch", ylim=(0, 1))
-    ax_rank.set(title="RankMe (no labels)", xlabel="epoch")
+    ax_acc.set(title="accuracy (labels)", xlabel="epochs trained", ylim=(0, 1))
+    ax_rank.set(title="RankMe (no labels)", xlabel="epochs trained")
     ax_proj = ax_rank.twinx()
     for ax, key, color in ((ax_rank, RANKME_KEYS[0], "C2"), (ax_proj, RANKME_KEYS[1], "C3")):
         if epoch_metrics.get(key):
@@ -51,7 +51,7 @@ def plot_curves(
     last_epoch = max((e for values in epoch_metrics.values() for e, _ in values), default=0)
     for ax in (ax_acc, ax_rank):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(-0.5, max(last_epoch, 1) + 0.5)  # readable with a single evaluated epoch too
+        ax.set_xlim(0, max(last_epoch, 1) + 0.5)  # readable with a single evaluation too
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

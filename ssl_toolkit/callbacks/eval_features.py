@@ -1,92 +1,80 @@
-"""Evaluation features shared by KNNProbe, LinearProbe and RankMe, computed once per training step.
+"""Evaluation inside Lightning's validation loop: the base of KNNProbe, LinearProbe and RankMe.
 
-When several evaluation callbacks run at the same epoch end they need the same forward passes
-(k-NN and the linear probe both embed the val split; RankMe's subset is part of the k-NN bank).
-:func:`split_features` memoizes a split's features on ``(module, datamodule, split, step)``; the
-cache holds one step at a time and :class:`EvalCallback` empties it when the next epoch starts, so
-the features never outlive the epoch end that needed them.
+``SSLModule.validation_step`` embeds every batch of the validation loaders (held-out split, k-NN
+bank, RankMe subset; see ``ssl_toolkit.data.eval_plan``) and returns ``{"feats", "labels",
+"index"}``. Each evaluation callback keeps the batches of the roles it reads in its own
+:class:`FeatureStore` (``on_validation_batch_end``), gathers them over processes and computes its
+metrics once the loop has seen every batch (``on_validation_epoch_end``), then empties the store
+(``on_validation_end``). Every image is embedded once per evaluation whatever the number of
+callbacks; the stores hold references to the same output tensors.
+
+So Lightning's knobs decide when and how much: ``limit_val_batches=0`` evaluates never,
+``val_check_interval=N`` every N steps, ``check_val_every_n_epoch`` spaces evaluations,
+``num_sanity_val_steps`` runs a short check before training (its metrics are discarded by
+Lightning).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ssl_toolkit.checks import check_int
-from ssl_toolkit.distributed import is_distributed
-from ssl_toolkit.embedding import EmbeddedSplit, embed_split, gather_split
+from ssl_toolkit.data.eval_plan import EvalPlan, Role, plan_evaluation
+from ssl_toolkit.embedding import EmbeddedSplit, gather_split
 
-Split = Literal["train", "val"]
 log = logging.getLogger(__name__)
 
-# (id(module), id(datamodule), split, step) -> features; entries of one step only.
-_CACHE: dict[tuple[int, int, str, int], EmbeddedSplit] = {}
 
-
-def split_loader(datamodule: Any, split: Split, indices: Tensor | None = None) -> DataLoader:
-    """The un-augmented ``train`` (``train_eval_dataloader``) or ``val`` loader of ``datamodule``.
+class FeatureStore:
+    """Validation outputs of the roles one callback reads, kept from the first batch of an
+    evaluation until :meth:`clear` (the callback calls it when the validation loop ends).
 
     Args:
-        datamodule: offers ``train_eval_dataloader()`` and ``val_dataloader()``.
-        split: which split.
-        indices: (M,) sample positions to keep (a ``Subset``), or None for the whole split.
-
-    Returns:
-        A loader in a fixed order; under torch.distributed each process gets its shard through a
-        ``DistributedSampler(shuffle=False)`` (gather the result with ``gather_split``).
+        roles: the loader roles whose batches are kept.
+        rows: role -> (M,) sample indices: of that role's batches only these rows are kept (RankMe
+            keeps its subset of the k-NN bank, not the whole bank); other roles keep every row.
     """
-    base = datamodule.train_eval_dataloader() if split == "train" else datamodule.val_dataloader()
-    if indices is None and not is_distributed():
-        return base
-    dataset = base.dataset if indices is None else Subset(base.dataset, indices.tolist())
-    sampler = DistributedSampler(dataset, shuffle=False) if is_distributed() else None
-    return DataLoader(
-        dataset,
-        batch_size=base.batch_size,
-        sampler=sampler,
-        num_workers=base.num_workers,
-        collate_fn=base.collate_fn,
-        pin_memory=base.pin_memory,
-    )
 
+    def __init__(self, roles: tuple[Role, ...] = (), rows: Mapping[Role, Tensor] | None = None) -> None:
+        self.roles = roles
+        self.rows = dict(rows or {})
+        self._batches: dict[Role, list[tuple[Tensor, Tensor, Tensor]]] = {}
+        self._gathered: dict[Role, EmbeddedSplit] = {}
 
-def split_features(module: nn.Module, datamodule: Any, split: Split, step: int | None = None) -> EmbeddedSplit:
-    """Backbone features ``module.embed`` of a whole split, gathered over processes (rows by index).
+    def add(self, role: Role, feats: Tensor, labels: Tensor, index: Tensor) -> None:
+        """Keep one batch: feats (B, F), labels (B,), index (B,) (positions in the role's split)."""
+        if role not in self.roles:
+            return
+        if role in self.rows:
+            keep = torch.isin(index, self.rows[role].to(index.device))
+            feats, labels, index = feats[keep], labels[keep], index[keep]
+        self._batches.setdefault(role, []).append((feats, labels.long(), index.long()))
 
-    Args:
-        module: offers ``embed(uint8 images) -> (B, F)``.
-        datamodule: see :func:`split_loader`.
-        split: ``"train"`` or ``"val"``.
-        step: the training step the weights belong to; memoized when given (one step kept).
+    def split(self, role: Role) -> EmbeddedSplit | None:
+        """This role's rows of every process (``gather_split``: sorted by index), or None when the
+        loop produced none. Gathered once per evaluation; every process must call it."""
+        if role not in self._gathered:
+            parts = self._batches.get(role)
+            if not parts:
+                return None
+            feats, labels, index = (torch.cat(p) for p in zip(*parts))
+            self._gathered[role] = gather_split(EmbeddedSplit(feats, None, labels, index))
+        return self._gathered[role]
 
-    Returns:
-        EmbeddedSplit with feats (N, F), labels (N,), index (N,) == arange(N); proj is None.
-    """
-    key = (id(module), id(datamodule), split, -1 if step is None else step)
-    if step is not None and key in _CACHE:
-        return _CACHE[key]
-    out = gather_split(embed_split(module, split_loader(datamodule, split)))
-    if step is not None:
-        for stale in [k for k in _CACHE if k[:2] != key[:2] or k[3] != key[3]]:
-            del _CACHE[stale]
-        _CACHE[key] = out
-    return out
+    def clear(self) -> None:
+        """Drop every kept batch and gathered split (frees the feature memory)."""
+        self._batches.clear()
+        self._gathered.clear()
 
-
-def is_cached(module: nn.Module, datamodule: Any, split: Split, step: int) -> bool:
-    """Whether :func:`split_features` already holds ``split`` for this module and step."""
-    return (id(module), id(datamodule), split, step) in _CACHE
-
-
-def subset_features(module: nn.Module, datamodule: Any, indices: Tensor) -> EmbeddedSplit:
-    """Backbone features of the train rows ``indices`` (M,) only, gathered; rows sorted by index."""
-    return gather_split(embed_split(module, split_loader(datamodule, "train", indices)))
+    def __len__(self) -> int:
+        """Rows kept on this process."""
+        return sum(b[0].shape[0] for parts in self._batches.values() for b in parts)
 
 
 @torch.no_grad()
@@ -103,6 +91,14 @@ def project(module: nn.Module, feats: Tensor, chunk_size: int = 1024) -> Tensor:
         module.train(was_training)
 
 
+def labelled_of(datamodule: Any) -> Any | None:
+    """The data label-needing evaluations read: ``datamodule.labelled_data()`` (the training data
+    when it has labels and a held-out split, else the recipe's ``eval_root`` data, else None), or
+    ``datamodule`` itself when it has no such method."""
+    pick = getattr(datamodule, "labelled_data", None)
+    return pick() if pick is not None else datamodule
+
+
 def datamodule_of(trainer: pl.Trainer, caller: object) -> Any:
     """``trainer.datamodule``, or a one-line error naming ``caller`` when the fit was given loaders."""
     if trainer.datamodule is None:
@@ -110,88 +106,113 @@ def datamodule_of(trainer: pl.Trainer, caller: object) -> Any:
     return trainer.datamodule
 
 
-def clear_cache() -> None:
-    """Drop every memoized split (frees the feature memory)."""
-    _CACHE.clear()
-
-
 class EvalCallback(pl.Callback):
-    """Base of the evaluation callbacks: schedule, logging, cache lifetime and RNG isolation.
+    """Base of the evaluation callbacks: which loaders they need, collection, logging.
 
-    Subclasses set ``splits`` (the splits whose full features they read from the cache) and
-    ``needs_labels`` (k-NN, linear probe: they read ``datamodule.labelled_data()`` -- the training
-    data when it is labelled and has a held-out split, else the recipe's ``eval_root`` data -- and
-    are skipped, named in one log line, when there is none), and implement
-    ``evaluate(module, datamodule, step) -> {name: value}``; the values must already be
-    identical on every process (they are computed from gathered features), so they are logged
-    without a sync and a ``ModelCheckpoint`` can monitor them.
+    Subclasses implement :meth:`wanted` (role -> rows of the split they read) and
+    :meth:`compute` (metrics from ``self.store``); the metric values must be identical on every
+    process (they are computed from gathered features), so they are logged without a sync and a
+    ``ModelCheckpoint`` can monitor them.
 
-    Args:
-        every_n_epochs: evaluate when ``(current_epoch + 1) % every_n_epochs == 0``.
+    At ``setup`` every evaluation callback of the trainer is asked what it wants and the merged
+    plan (:func:`ssl_toolkit.data.eval_plan.plan_evaluation`) is given to the DataModule
+    (``datamodule.eval_plan``), which turns it into the validation loaders.
+
+    ``needs_labels`` callbacks (k-NN, linear probe) read the ``val``/``bank`` roles of
+    :func:`labelled_of` (the training data, or the recipe's ``eval_root``); without labelled data
+    they want nothing and are skipped, named in one log line.
     """
 
-    splits: tuple[Split, ...] = ()
     needs_labels: bool = False
 
-    def __init__(self, every_n_epochs: int = 1) -> None:
-        check_int("every_n_epochs", every_n_epochs)
-        self.every_n_epochs = every_n_epochs
+    def __init__(self) -> None:
+        self.plan = EvalPlan()
+        self.store = FeatureStore()
 
-    def eval_data(self, trainer: pl.Trainer) -> Any | None:
-        """The data this callback evaluates on; None when it needs labels and there are none."""
-        data = datamodule_of(trainer, self)
-        labelled = getattr(data, "labelled_data", None)
-        return labelled() if self.needs_labels and labelled is not None else data
-
-    def due(self, trainer: pl.Trainer) -> bool:
-        """Whether this callback evaluates at the end of the current epoch (never when skipped)."""
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0 and self.eval_data(trainer) is not None
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and self.eval_data(trainer) is None:
-            say_skipped(trainer, self)
-
-    def evaluate(self, module: nn.Module, datamodule: Any, step: int | None = None) -> dict[str, float]:
-        """Metric name -> value for ``module`` on ``datamodule``; ``step`` keys the shared features."""
+    def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
+        """Role -> (M,) positions of the role's split this callback reads (None: all of it)."""
         raise NotImplementedError
 
-    def epoch_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        """The metrics of this epoch end (override to use what other callbacks compute)."""
-        return self.evaluate(pl_module, self.eval_data(trainer), step=trainer.global_step)
+    def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
+        """Metric name -> value from the features in ``self.store`` (``{}`` when there are none)."""
+        raise NotImplementedError
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        clear_cache()
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage in ("fit", "validate"):
+            self.make_plan(trainer)
+            if self.skipped(datamodule_of(trainer, self)):
+                say_skipped(trainer, self)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.due(trainer):
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.make_plan(trainer)  # again: a restored checkpoint may have brought other rows (RankMe)
+
+    def make_plan(self, trainer: pl.Trainer) -> EvalPlan:
+        """Plan the validation loaders for every evaluation callback of ``trainer`` and give the plan
+        to the DataModule; keep the roles (and rows) this callback reads. The loaders are built when
+        the validation loop first runs, after ``on_fit_start``."""
+        datamodule = datamodule_of(trainer, self)
+        callbacks = [cb for cb in trainer.callbacks if isinstance(cb, EvalCallback)]
+        # RankMe may read the k-NN bank only when the bank is the training data's own train split.
+        plan = plan_evaluation([cb.wanted(datamodule) for cb in callbacks], labelled_of(datamodule) is datamodule)
+        datamodule.eval_plan = plan  # the same plan from every callback: the loaders follow it
+        self.plan = plan
+        wanted = self.wanted(datamodule)
+        rows = {}
+        for role, r in wanted.items():  # a loader with more rows than this callback reads: filter
+            source = plan.sources[role]
+            if r is not None and not (plan.rows.get(source) is not None and torch.equal(plan.rows[source], r)):
+                rows[source] = r
+        self.store = FeatureStore(tuple(sorted({plan.sources[role] for role in wanted})), rows)
+        return plan
+
+    def skipped(self, datamodule: Any) -> bool:
+        """Whether this callback needs labels and the data offers none."""
+        return self.needs_labels and labelled_of(datamodule) is None
+
+    def source(self, role: Role) -> Role:
+        """The loader role that carries ``role``'s images in this fit's plan."""
+        return self.plan.sources.get(role, role)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.store.clear()
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not self.plan.roles:
             return
-        # Loaders draw a base seed from the global CPU generator even without shuffling; forking
-        # keeps the training run (augmentations, shuffling) identical with or without evaluation.
-        with torch.random.fork_rng(devices=[]):
-            metrics = self.epoch_metrics(trainer, pl_module)
-        if metrics:
-            pl_module.log_dict(metrics, sync_dist=False, rank_zero_only=False)
+        role = self.plan.role(dataloader_idx)
+        if role not in self.store.roles:
+            return
+        if not isinstance(outputs, dict) or not {"feats", "labels", "index"} <= outputs.keys():
+            raise ValueError(
+                f"outputs: {type(self).__name__} needs validation_step to return {{'feats', 'labels', 'index'}}"
+            )
+        self.store.add(role, outputs["feats"], outputs["labels"], outputs["index"])
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        clear_cache()
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = self.compute(pl_module, datamodule_of(trainer, self))
+        if metrics:
+            pl_module.log_dict(metrics, sync_dist=False, rank_zero_only=False, add_dataloader_idx=False)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.store.clear()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        clear_cache()
-
-
-def others_need(trainer: pl.Trainer, caller: EvalCallback, split: Split) -> bool:
-    """Whether another evaluation callback reads the full ``split`` of the caller's data at this epoch end."""
-    return any(
-        isinstance(cb, EvalCallback) and cb is not caller and split in cb.splits and cb.due(trainer)
-        and cb.eval_data(trainer) is caller.eval_data(trainer)
-        for cb in trainer.callbacks
-    )  # fmt: skip
+        self.store.clear()
 
 
 @rank_zero_only
 def say_skipped(trainer: pl.Trainer, caller: EvalCallback) -> None:
     """One log line naming every label-needing evaluation skipped (said by the first of them)."""
-    skipped = [cb for cb in trainer.callbacks if isinstance(cb, EvalCallback) and cb.eval_data(trainer) is None]
+    data = datamodule_of(trainer, caller)
+    skipped = [cb for cb in trainer.callbacks if isinstance(cb, EvalCallback) and cb.skipped(data)]
     if skipped and skipped[0] is caller:
         log.warning(
             "evaluation: %s skipped: the training data has no labels or no held-out split "

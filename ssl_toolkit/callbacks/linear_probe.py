@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -10,15 +11,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_toolkit.callbacks.eval_features import EvalCallback, Split, datamodule_of, split_features
+from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of, labelled_of
 from ssl_toolkit.checks import check_int
+from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.distributed import is_distributed, world_size
+from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import topk_accuracy
 
 
 class LinearProbe(EvalCallback):
     """``nn.Linear(F, C)`` trained on every training batch's view-0 backbone features (solo-learn's
-    online linear evaluation), evaluated on the un-augmented val split.
+    online linear evaluation), evaluated on the un-augmented held-out split in the validation loop.
 
     The probe is never part of the SSL loss or of the module's optimizer: it reads
     ``outputs["feats"]`` (detached) in ``on_train_batch_end`` and steps its own SGD (momentum 0.9).
@@ -31,28 +34,25 @@ class LinearProbe(EvalCallback):
     Without labels in the training data it is skipped (one log line), unless the data names a
     separate labelled ``eval_root``: the probe then cannot learn from the training batches and
     instead trains at each evaluation for ``heldout_epochs`` passes (SGD, batches of the data's
-    batch size, a private seeded order) over the frozen features of ``eval_root``'s train split,
-    continuing from the previous evaluation's weights, then scores ``eval_root``'s val split.
+    batch size, a private seeded order) over the frozen features of ``eval_root``'s train split
+    (the validation loop's ``bank`` loader), continuing from the previous evaluation's weights,
+    then scores ``eval_root``'s val split.
 
     Logs:
         ``train/linear_loss`` every step; ``val/linear_top1`` (and ``val/linear_top5`` when the data
-        has more than 5 classes) every ``every_n_epochs`` epochs, at the training epoch end.
+        has more than 5 classes) whenever Lightning's validation loop runs.
 
     Args:
         lr: learning rate per 256 samples; SGD uses lr * global_batch / 256 (solo-learn's scaling).
         weight_decay: SGD weight decay.
-        every_n_epochs: evaluation period in epochs.
         heldout_epochs: passes over ``eval_root``'s train features per evaluation (only with a
             separate labelled ``eval_root``).
     """
 
-    splits: tuple[Split, ...] = ("val",)
     needs_labels = True
 
-    def __init__(
-        self, lr: float = 0.1, weight_decay: float = 0.0, every_n_epochs: int = 1, heldout_epochs: int = 10
-    ) -> None:
-        super().__init__(every_n_epochs)
+    def __init__(self, lr: float = 0.1, weight_decay: float = 0.0, heldout_epochs: int = 10) -> None:
+        super().__init__()
         check_int("heldout_epochs", heldout_epochs)
         self.heldout_epochs = heldout_epochs
         if not lr > 0:
@@ -119,13 +119,20 @@ class LinearProbe(EvalCallback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        data = self.eval_data(trainer)
+        data = labelled_of(datamodule_of(trainer, self))
         self._online = data is datamodule_of(trainer, self)
         width = getattr(pl_module, "feature_dim", None)
         if stage == "fit" and self.classifier is None and isinstance(width, int) and data is not None:
             self.build(width, int(data.num_classes))  # before a checkpoint is restored
 
+    def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
+        data = labelled_of(datamodule)
+        if data is None:
+            return {}  # skipped: no labels
+        return {"val": None} if data is datamodule else {"val": None, "bank": None}  # eval_root: train on its bank
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
         if self.classifier is None:
             return
         # The module reaches its device after setup and after a checkpoint is restored; the
@@ -139,7 +146,7 @@ class LinearProbe(EvalCallback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self._online is None:  # decided once per fit: the data does not change
-            self._online = self.eval_data(trainer) is datamodule_of(trainer, self)
+            self._online = labelled_of(datamodule_of(trainer, self)) is datamodule_of(trainer, self)
         if not self._online:  # skipped, or trained on eval_root at evaluation
             return
         if not isinstance(outputs, dict) or "feats" not in outputs:
@@ -151,9 +158,39 @@ class LinearProbe(EvalCallback):
         pl_module.log("train/linear_loss", loss, batch_size=feats.shape[0])
 
     # --- evaluation --------------------------------------------------------------------------
+    def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
+        val = self.store.split("val")
+        if val is None:
+            return {}
+        data = labelled_of(datamodule)
+        if data is not None and data is not datamodule:  # a separate labelled eval_root: train on it first
+            train = self.store.split("bank")
+            if train is not None:
+                self.fit_heldout(train, int(data.num_classes), int(data.batch_size), pl_module.global_step)
+        return self.score(val)
+
+    def fit_heldout(self, train: EmbeddedSplit, num_classes: int, batch: int, step: int = 0) -> None:
+        """``heldout_epochs`` SGD passes over frozen features ``train`` (N, F) with labels (N,).
+
+        The features are gathered (the same rows on every process) and the batch order comes from a
+        generator seeded with ``step``, so every process takes the same steps.
+        """
+        known = (train.labels >= 0).nonzero().squeeze(1)
+        if self.classifier is None:
+            self.build(train.feats.shape[1], num_classes, train.feats.device)
+        if self.optimizer is None:
+            self._build_optimizer(batch)
+        generator = torch.Generator().manual_seed(step)
+        with torch.inference_mode(False):  # out of the validation loop's inference mode
+            feats, labels = train.feats.clone(), train.labels.clone()
+            for _ in range(self.heldout_epochs):
+                order = known[torch.randperm(len(known), generator=generator).to(known.device)]
+                for rows in order.split(batch):
+                    self.fit_batch(feats[rows], labels[rows])  # the same rows on every process
+
     @torch.no_grad()
-    def evaluate(self, module: nn.Module, datamodule: Any, step: int | None = None) -> dict[str, float]:
-        """Accuracy of the probe on ``datamodule``'s val split embedded by ``module.embed``.
+    def score(self, val: EmbeddedSplit) -> dict[str, float]:
+        """Accuracy of the probe on features (N, F) with labels (N,).
 
         Returns:
             ``{"val/linear_top1": float}`` (+ ``"val/linear_top5"`` with more than 5 classes), or
@@ -161,7 +198,6 @@ class LinearProbe(EvalCallback):
         """
         if self.classifier is None:
             return {}
-        val = split_features(module, datamodule, "val", step)
         weight = self.classifier.weight
         with torch.autocast(weight.device.type, enabled=False):
             logits = self.classifier(val.feats.to(weight.device, torch.float32))  # (N, C)
@@ -169,31 +205,6 @@ class LinearProbe(EvalCallback):
         if logits.shape[1] > 5:
             metrics["val/linear_top5"] = topk_accuracy(logits, val.labels, 5)
         return metrics
-
-    def epoch_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        data = self.eval_data(trainer)
-        if data is not datamodule_of(trainer, self):  # a separate labelled eval_root: train on it first
-            self.fit_heldout(pl_module, data, trainer.global_step)
-        return self.evaluate(pl_module, data, step=trainer.global_step)
-
-    def fit_heldout(self, module: nn.Module, datamodule: Any, step: int | None = None) -> None:
-        """``heldout_epochs`` SGD passes over the frozen features of ``datamodule``'s train split.
-
-        The features are gathered (the same rows on every process) and the batch order comes from a
-        generator seeded with ``step``, so every process takes the same steps.
-        """
-        train = split_features(module, datamodule, "train", step)
-        known = (train.labels >= 0).nonzero().squeeze(1)
-        if self.classifier is None:
-            self.build(train.feats.shape[1], int(datamodule.num_classes), train.feats.device)
-        batch = int(datamodule.batch_size)
-        if self.optimizer is None:
-            self._build_optimizer(batch)
-        generator = torch.Generator().manual_seed(0 if step is None else step)
-        for _ in range(self.heldout_epochs):
-            order = known[torch.randperm(len(known), generator=generator).to(known.device)]
-            for rows in order.split(batch):
-                self.fit_batch(train.feats[rows], train.labels[rows])  # the same rows on every process
 
     # --- checkpoint state --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ssl_toolkit.callbacks.eval_features import (
-    EvalCallback,
-    datamodule_of,
-    is_cached,
-    others_need,
-    project,
-    split_features,
-    subset_features,
-)
+from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of, project
 from ssl_toolkit.checks import check_int
+from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.data.subset import fixed_subset
+from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import rankme
 
 
@@ -30,11 +25,12 @@ class RankMe(EvalCallback):
     singular values of the raw N x D matrix (:func:`ssl_toolkit.metrics.rankme`). No labels are
     used. The ``min(num_samples, N)`` rows are drawn once, at random (not the first rows, which
     a class-sorted split would bias), kept in the callback state and restored on resume, so every
-    evaluation of a run scores the same images. When another evaluation callback embeds the whole
-    train split at the same epoch end, RankMe takes its rows from those features instead of
-    running the backbone again. Compare values only between runs of the same method.
+    evaluation of a run scores the same images. The rows are a validation loader of their own
+    (role ``rankme``), unless the k-NN bank already holds them (the whole train split, or the same
+    seeded draw): then RankMe takes them from the bank's features and no image is embedded twice.
+    Compare values only between runs of the same method.
 
-    Logs (every ``every_n_epochs`` epochs, at the training epoch end):
+    Logs (whenever Lightning's validation loop runs):
         ``val/rankme`` (backbone features ``module.embed``) and ``val/rankme_proj`` (projector
         ``module.project``; only when the module has ``project``). Monitor ``val/rankme`` with
         ``ModelCheckpoint(monitor="val/rankme", mode="max")`` to keep checkpoints without labels.
@@ -42,12 +38,11 @@ class RankMe(EvalCallback):
     Args:
         num_samples: rows N of Z (25,600 in the paper).
         eps: the paper's 1e-7 for float32.
-        every_n_epochs: evaluation period in epochs.
         seed: seed of the subset draw.
     """
 
-    def __init__(self, num_samples: int = 25600, eps: float = 1e-7, every_n_epochs: int = 1, seed: int = 0) -> None:
-        super().__init__(every_n_epochs)
+    def __init__(self, num_samples: int = 25600, eps: float = 1e-7, seed: int = 0) -> None:
+        super().__init__()
         check_int("num_samples", num_samples)
         if not eps > 0:  # p_k = 0 would give 0 * log 0 = nan
             raise ValueError(f"eps: must be > 0, got {eps!r}")
@@ -64,41 +59,38 @@ class RankMe(EvalCallback):
         return self.indices
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":  # drawn before a checkpoint is restored, which then overrides it
-            self.draw(len(datamodule_of(trainer, self).train_eval_dataloader().dataset))
+        # Drawn before a checkpoint is restored, which then overrides it (the plan follows the
+        # restored rows: on_load_checkpoint comes after setup, see load_state_dict).
+        self.draw(int(datamodule_of(trainer, self).num_train_samples))
+        super().setup(trainer, pl_module, stage)
+
+    def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
+        return {"rankme": self.draw(int(datamodule.num_train_samples))}
+
+    def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
+        split = self.store.split(self.source("rankme"))
+        if split is None:
+            return {}
+        return self.score(pl_module, split)
 
     @torch.no_grad()
-    def evaluate(
-        self, module: nn.Module, datamodule: Any, step: int | None = None, from_train_split: bool = False
-    ) -> dict[str, float]:
-        """RankMe of ``module``'s features (and projections) on the subset of the train split.
+    def score(self, module: Any, split: EmbeddedSplit) -> dict[str, float]:
+        """RankMe of the subset's rows of ``split`` (train-split features sorted by index).
 
         Args:
-            module: offers ``embed(uint8 images) -> (B, F)`` and optionally ``project(feats) -> (B, D)``.
-            datamodule: offers ``train_eval_dataloader()``.
-            step: training step of the weights; whole-split features are shared per step.
-            from_train_split: take the rows from the whole train split's features (memoized per
-                step) instead of embedding only the subset; set when another callback needs them.
+            module: offers ``project(feats) -> (B, D)`` for ``val/rankme_proj`` (optional).
+            split: features of the subset or of a superset (the k-NN bank); rows not in the subset
+                are ignored, so the value does not depend on where the rows came from.
 
         Returns:
-            ``{"val/rankme": float, "val/rankme_proj": float}`` (no ``_proj`` without a head).
+            ``{"val/rankme": float, "val/rankme_proj": float}`` (no ``_proj`` without ``project``).
         """
-        indices = self.draw(len(datamodule.train_eval_dataloader().dataset))
-        if from_train_split or (step is not None and is_cached(module, datamodule, "train", step)):
-            split = split_features(module, datamodule, "train", step)
-            feats = split.feats[torch.searchsorted(split.index, indices.to(split.index.device))]
-        else:
-            feats = subset_features(module, datamodule, indices).feats
-        # Fixed subset, rows in index order either way: the value does not depend on the path.
+        assert self.indices is not None
+        feats = split.feats[torch.isin(split.index, self.indices.to(split.index.device))]
         metrics = {"val/rankme": rankme(feats, self.eps)}
         if hasattr(module, "project"):
             metrics["val/rankme_proj"] = rankme(project(module, feats), self.eps)
         return metrics
-
-    def epoch_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        share = others_need(trainer, self, "train")
-        datamodule = datamodule_of(trainer, self)
-        return self.evaluate(pl_module, datamodule, step=trainer.global_step, from_train_split=share)
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.indices is None else {"indices": self.indices.clone()}

@@ -11,10 +11,12 @@ import abc
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_toolkit.checks import check_int
 from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
+from ssl_toolkit.data.eval_plan import ROLE_SPLIT, EvalPlan
 from ssl_toolkit.data.resumable import ResumableSampler, loader_position
 
 
@@ -54,7 +56,13 @@ class TensorImageDataset(Dataset):
 
 
 class ImageDataModule(LightningDataModule, abc.ABC):
-    """Base for every toolkit DataModule: split bookkeeping and the three dataloaders.
+    """Base for every toolkit DataModule: split bookkeeping and the dataloaders.
+
+    ``val_dataloader()`` returns the validation loop's loaders, one per role of ``eval_plan``
+    (``ssl_toolkit.data.eval_plan``: held-out split, k-NN bank, RankMe subset, in that order);
+    the evaluation callbacks set ``eval_plan`` when a fit starts. Without them it is empty and
+    Lightning runs no validation. ``heldout_dataloader()`` and ``train_eval_dataloader()`` are the
+    plain un-augmented splits for offline tools.
 
     Subclasses validate their arguments in ``__init__`` and implement ``_build`` (the heavy loading,
     run once by ``setup``), ``num_classes`` and ``num_train_samples``.
@@ -83,6 +91,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         self.val_set: Dataset | None = None  # stays None for data without a held-out split
         self.eval_data: ImageDataModule | None = None  # labelled data for k-NN / probe (``eval_root``)
         self._built = False
+        self.eval_plan = EvalPlan()  # set by the evaluation callbacks' setup
 
     @property
     @abc.abstractmethod
@@ -169,8 +178,23 @@ class ImageDataModule(LightningDataModule, abc.ABC):
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume_at = dict(state_dict) or None  # used by the next train_dataloader()
 
-    def val_dataloader(self) -> DataLoader:
-        """Held-out labelled split in a fixed order.
+    def val_dataloader(self) -> list[DataLoader]:
+        """The validation loop's loaders: ``eval_plan.roles[i]`` is ``dataloader_idx`` i (may be empty).
+
+        ``val`` and ``bank`` come from ``labelled_data()`` (this data, or the recipe's ``eval_root``),
+        ``rankme`` from this data's train split.
+        """
+        self.setup()
+        plan, loaders = self.eval_plan, []
+        for role in plan.roles:
+            source = self if role == "rankme" else self.labelled_data()
+            if source is None:
+                raise ValueError(f"{role}: no labelled data for this evaluation loader (see data.eval_root)")
+            loaders.append(source.split_dataloader(ROLE_SPLIT[role], plan.rows.get(role)))
+        return loaders
+
+    def heldout_dataloader(self) -> DataLoader:
+        """Held-out labelled split in a fixed order (queries of k-NN and linear probes).
 
         Raises:
             ValueError: the data has no held-out split.
@@ -178,17 +202,43 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         self.setup()
         if self.val_set is None:
             raise ValueError(f"val_dir: {type(self).__name__} has no held-out split")
-        return self._loader(self.val_set, shuffle=False, drop_last=False)
+        return self.split_dataloader("val")
 
     def train_eval_dataloader(self) -> DataLoader:
         """Labelled train split in a fixed order with every sample (k-NN banks, linear probes)."""
+        return self.split_dataloader("train")
+
+    def split_dataloader(self, split: str, rows: Tensor | None = None) -> DataLoader:
+        """Un-augmented ``"train"`` or ``"val"`` split in a fixed order, optionally only ``rows``.
+
+        Args:
+            split: which split.
+            rows: (M,) positions to keep (a ``Subset``; each sample keeps its split index), or None.
+
+        The loader has its own seeded generator (iterating it never draws from the global RNG, so
+        evaluating leaves the training run's augmentations unchanged) and no persistent workers
+        (they exist only while an evaluation runs). Under DDP Lightning gives it a
+        ``DistributedSampler(shuffle=False)`` itself.
+        """
         self.setup()
-        return self._loader(self.train_set, shuffle=False, drop_last=False)
+        if split not in ("train", "val"):
+            raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
+        dataset = self.train_set if split == "train" else self.val_set
+        if rows is not None:
+            dataset = Subset(dataset, rows.tolist())
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            drop_last=False,
+            generator=torch.Generator().manual_seed(0),
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def _loader(
         self, dataset: Dataset, shuffle: bool, drop_last: bool, sampler: ResumableSampler | None = None
     ) -> DataLoader:
-        # Eval loaders have no sampler: under DDP Lightning gives them a DistributedSampler itself.
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -50,7 +50,7 @@ def embed_labelled(module: nn.Module, datamodule: pl.LightningDataModule) -> tup
     """Backbone features of the whole labelled train split (fixed order) and the val split of
     ``labelled(datamodule)``."""
     data = labelled(datamodule)
-    return embed_split(module, data.train_eval_dataloader()), embed_split(module, data.val_dataloader())
+    return embed_split(module, data.train_eval_dataloader()), embed_split(module, data.heldout_dataloader())
 
 
 def _check_labels(split: EmbeddedSplit, num_classes: int, name: str) -> None:

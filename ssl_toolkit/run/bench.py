@@ -15,6 +15,10 @@ median step time, which a burst of other work on a shared machine does not move:
 
 ``overhead_ratio`` = time of (b) / time of (a) = ``backbone_img_s / step_img_s`` (1.0 = the toolkit
 costs nothing beyond the backbone).
+
+``views_per_image`` = augmented views made of each image (all crops, any size), and
+``step_views_s = step_img_s * views_per_image``: the training throughput in views/s and images/s, as
+the peer side-by-side (``benchmarks/peer_lightly.py``, BENCHMARKS.md) reports it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class BenchResult:
     step_img_s: float | None
     loader_img_s: float
     overhead_ratio: float | None
+    step_views_s: float | None
+    views_per_image: int | None
     device: str
     batch_size: int
     views: str  # e.g. "2x32px" or "2x224px+6x96px"; "" when loader only
@@ -77,10 +83,13 @@ def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3, loader_only:
     loader_img_s, batch = _loader_throughput(data.train_dataloader(), steps, warmup)
     workers = int(getattr(data, "num_workers", 0))
     if loader_only:
-        return BenchResult(None, None, loader_img_s, None, "cpu", int(batch[0].shape[0]), "", precision, workers)
+        return BenchResult(backbone_img_s=None, step_img_s=None, loader_img_s=loader_img_s, overhead_ratio=None,
+                           step_views_s=None, views_per_image=None, device="cpu", batch_size=int(batch[0].shape[0]),
+                           views="", precision=precision, loader_workers=workers)  # fmt: skip
     module.to(device)
     views = module.augment(batch[0].to(device))
     shapes = "+".join(f"{n}x{s}px" for s, n in _count(v.shape[-1] for v in views))
+    views_per_image = len(views)
     if device.type == "cuda":  # as the real loader does (pin_memory on CUDA)
         batch = tuple(t.pin_memory() for t in batch)
     backbone_img_s = _backbone_throughput(module, views, precision, steps, warmup)
@@ -90,6 +99,8 @@ def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3, loader_only:
         step_img_s=step_img_s,
         loader_img_s=loader_img_s,
         overhead_ratio=backbone_img_s / step_img_s,
+        step_views_s=step_img_s * views_per_image,
+        views_per_image=views_per_image,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         batch_size=int(batch[0].shape[0]),
         views=shapes,
@@ -111,7 +122,8 @@ def format_result(result: BenchResult) -> str:
     lines = [
         f"device {result.device}, batch {result.batch_size}, views {result.views}, precision {result.precision}",
         f"(a) backbone fwd+bwd : {result.backbone_img_s:10.1f} images/s",
-        f"(b) training step    : {result.step_img_s:10.1f} images/s",
+        f"(b) training step    : {result.step_img_s:10.1f} images/s = {result.step_views_s:.1f} views/s"
+        f" ({result.views_per_image} views per image)",
         loader,
         f"overhead (b)/(a)     : {result.overhead_ratio:10.3f}  (time per image of the step / of the backbone)",
     ]
@@ -241,11 +253,12 @@ def _step_throughput(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        limit_val_batches=0,  # the step alone: no evaluation
         callbacks=[timer],
         **keep,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-        warnings.filterwarnings("ignore", message=".*(num_workers|have no `validation_step`|log_every_n_steps).*")
+        warnings.filterwarnings("ignore", message=".*(num_workers|have no `val_dataloader`|log_every_n_steps).*")
         trainer.fit(module, datamodule=_CachedBatches(batch, warmup + steps))
     return _rate(timer.stamps, timer.batch_size, device)

@@ -106,6 +106,9 @@ def load_checkpoint(
 ) -> LoadedCheckpoint:
     """Rebuild module and data from a checkpoint and load its weights strictly.
 
+    The backbone is built with ``pretrained=False`` whatever the recipe says (its weights come from
+    the checkpoint), so loading works without network access.
+
     Args:
         path: a ``.ckpt`` file.
         data_overrides: merged into ``recipe["data"]`` before building (the data moved, fewer
@@ -122,8 +125,8 @@ def load_checkpoint(
     recipe = apply_data_overrides(checkpoint_recipe(ckpt, path), data_overrides)
     if reuse is not None and reuse.recipe == recipe:
         module, datamodule = reuse.module, reuse.datamodule
-    else:
-        parts = build_parts(recipe)
+    else:  # pretrained=False: the checkpoint holds the weights, so nothing is downloaded
+        parts = build_parts({**recipe, "backbone": {**recipe["backbone"], "pretrained": False}})
         module, datamodule = parts.module, parts.datamodule
     try:
         module.load_state_dict(ckpt["state_dict"], strict=True)

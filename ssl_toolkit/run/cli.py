@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_fit.add_argument("recipe", help="path to a recipe YAML (see `ssl-toolkit recipes`)")
     p_fit.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
+    p_fit.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every third-party message (Lightning tips, deprecation warnings, wandb's console output)",
+    )
     p_bench = sub.add_parser(
         "bench",
         help="images/s of backbone, training step and loader",
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(Path(args.dir).rglob("*.yaml")):
             print(path.relative_to(args.dir))
         return 0
-    from ssl_toolkit.run.errors import TrainingStopped, UserError  # after parsing: --help stays instant
+    from ssl_toolkit.run.errors import Preempted, TrainingStopped, UserError  # after parsing: --help stays instant
 
     commands = {
         "fit": _fit,
@@ -79,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:  # NaN/Inf loss: one line naming the step and the last good checkpoint
         print(f"ssl-toolkit: error: {e}", file=sys.stderr)
         return 1
+    except Preempted as e:  # SIGTERM/SIGUSR1/Ctrl-C: checkpoint saved; 128 + signal so schedulers requeue
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            print(f"ssl-toolkit: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
@@ -126,7 +137,11 @@ def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
         action="store_true",
         help="also compute k-NN top-1 (reads labels), and each metric's Spearman and regret",
     )
-    p_sel.add_argument("--out", default="selection.json", help="JSON to write (default: %(default)s)")
+    p_sel.add_argument(
+        "--out",
+        default=None,
+        help="JSON to write (default: selection.json in the run folder, or in the runs' common parent folder)",
+    )
     p_sel.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p_sel.add_argument("items", nargs="+", metavar="RUN_DIR|data.KEY=VALUE", help="run folders; " + DATA_HELP)
     for p in (p_probe, p_knn, p_sel):
@@ -161,12 +176,15 @@ def _export(args: argparse.Namespace, argv: list[str] | None) -> int:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else run_dir_of(ckpt) / "export" / f"{ckpt.stem}.safetensors"
     result = export_backbone(ckpt, out, force=args.force)
-    print(f"written: {result.path} ({result.num_tensors} tensors of {result.model_name})")
+    print(f"written: {result.path} ({result.num_tensors} tensors of {result.model_name}, "
+          f"{result.feature_dim} features)")  # fmt: skip
+    extra = "".join(f", {k}={v!r}" for k, v in result.timm_kwargs.items())
     if result.small_image_stem:
-        print("load: build_backbone(name, small_image_stem=True).load_state_dict(safetensors.torch.load_file(PATH))")
+        print(f"load: build_backbone({result.model_name!r}, small_image_stem=True, <the recipe's other backbone "
+              "keys>).load_state_dict(safetensors.torch.load_file(PATH))")  # fmt: skip
     else:
         print(f"load: timm.create_model({result.model_name!r}, pretrained=True, "
-              f"pretrained_cfg_overlay=dict(file={str(result.path)!r}, num_classes=0))")  # fmt: skip
+              f"pretrained_cfg_overlay=dict(file={str(result.path)!r}, num_classes=0){extra})")  # fmt: skip
     return 0
 
 
@@ -194,6 +212,9 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
         result = linear_probe(train, val, classes, args.method, args.epochs, args.lr, args.weight_decay)
     else:
         settings = {"k": args.k, "temperature": args.temperature}
+        bank = int((train.labels >= 0).sum())
+        if args.k > bank:
+            print(f"note: --k {args.k} is larger than the bank ({bank} labelled train images); all {bank} vote")
         result = knn_probe(train, val, classes, args.k, args.temperature)
     ckpt = Path(args.checkpoint)
     record = {"checkpoint": str(ckpt.resolve()), "epoch": loaded.epoch, "step": loaded.step,
@@ -213,13 +234,13 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.eval.selection import format_report, format_table, metric_report, rank_checkpoints
     from ssl_toolkit.run.errors import ArgumentError
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
     overrides = _data_overrides([i for i in args.items if "=" in i])
     runs = [Path(i) for i in args.items if "=" not in i]
     if not runs:
         raise ArgumentError("select: give at least one RUN_DIR")
+    out = Path(args.out) if args.out else selection_path(runs)
+    if out.exists() and not args.force:
+        raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
     rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device,
                             args.metric, args.view_images, args.views)  # fmt: skip
     report = metric_report(rows)
@@ -235,12 +256,24 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+def selection_path(runs: list[Path]) -> Path:
+    """Where ``select`` writes without ``--out``: ``selection.json`` in the one run folder, or in the
+    deepest folder that holds every run (never the directory the user stands in)."""
+    import os
+
+    if len(runs) == 1:
+        return runs[0] / "selection.json"
+    return Path(os.path.commonpath([str(r.resolve()) for r in runs])) / "selection.json"
+
+
 def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.run.fit import fit
+    from ssl_toolkit.run.quiet import quiet
     from ssl_toolkit.run.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    result = fit(recipe, argv=["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv)
+    with quiet(verbose=args.verbose):
+        result = fit(recipe, argv=["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv)
     print(f"\nrun folder:       {result.run_dir}")
     print(f"checkpoint:       {result.checkpoint or '(none written)'}")
     print(f"resolved recipe:  {result.run_dir / 'recipe.yaml'}  (git commit in run.json)")
@@ -249,13 +282,29 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
         + (f", {result.run_dir / 'wandb'}" if (result.run_dir / "wandb").exists() else "")
     )
     print(f"final train/loss: {result.final_loss:.4f} after {result.steps} steps")
-    best = sorted((result.run_dir / "checkpoints").glob("best-rankme-*.ckpt"))
-    if best:
-        print(f"best RankMe ckpt: {best[-1]}  (chosen without labels)")
+    if "val/rankme" in result.best:  # the tracker's choice by score, not the newest file name
+        print(f"best RankMe ckpt: {result.best['val/rankme']}  (chosen without labels)")
     for key, value in result.val_metrics.items():
         print(f"{key + ':':<18}{value:.4f}")
-    print(f"wall time:        {result.seconds:.1f} s, training throughput {result.images_per_sec:.1f} images/s")
+    for line in timing_lines(result):
+        print(line)
     return 0
+
+
+def timing_lines(result: Any) -> list[str]:
+    """The summary's time lines: training (throughput without evaluation) and evaluation apart."""
+    lines = [f"wall time:        {result.seconds:.1f} s (trainer.fit, setup and checkpoints included)"]
+    if result.images_per_sec is None:
+        speed = f"throughput not measured: too few steps ({result.steps}; the first 2 are warm-up)"
+    else:
+        speed = f"{result.images_per_sec:.1f} images/s over {result.measured_steps} step(s) (evaluation excluded)"
+    lines.append(f"training:         {result.train_seconds:.1f} s, {speed}")
+    if result.eval_runs:
+        sanity = f" + sanity check {result.sanity_seconds:.1f} s" if result.sanity_seconds else ""
+        lines.append(f"evaluation:       {result.eval_seconds:.1f} s in {result.eval_runs} run(s){sanity}")
+    else:
+        lines.append("evaluation:       none ran (see trainer.limit_val_batches / val_check_interval)")
+    return lines
 
 
 def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:

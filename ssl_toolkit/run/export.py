@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -11,6 +13,7 @@ from safetensors.torch import save_file
 from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.run.checkpoint import checkpoint_recipe, read_checkpoint
 from ssl_toolkit.run.errors import CheckpointError
+from ssl_toolkit.run.recipe import backbone_kwargs
 
 PREFIX = "backbone."
 
@@ -23,18 +26,23 @@ class ExportResult:
     model_name: str
     num_tensors: int
     small_image_stem: bool
+    timm_kwargs: dict[str, Any]
+    feature_dim: int
 
 
 def export_backbone(checkpoint: str | Path, out: str | Path, force: bool = False) -> ExportResult:
     """Write the ``backbone.*`` weights of ``checkpoint`` to ``out`` (safetensors, prefix removed).
 
     The checkpoint is read with ``weights_only=True``. Before anything is written the weights are
-    loaded strictly into the recipe's backbone (``build_backbone`` with the same arguments), so a
-    file that would not load is never produced. A standard-stem backbone then loads with
-    ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=out, num_classes=0))``;
-    a ``small_image_stem`` one has a different first conv, so it loads into
-    ``build_backbone(name, small_image_stem=True)`` (``safetensors.torch.load_file`` +
-    ``load_state_dict``). The file's metadata names the model, the stem and the source checkpoint.
+    loaded strictly into the recipe's backbone (``build_backbone`` with the same arguments and
+    the recipe's view sizes, ``pretrained=False``: nothing is downloaded), so a file that would not
+    load is never produced. A standard-stem backbone then loads with
+    ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=out, num_classes=0),
+    **timm_kwargs)`` (``timm_kwargs``: e.g. ``img_size``/``dynamic_img_size`` of a ViT trained at
+    32 px, ``model_kwargs``; empty for most CNNs); a ``small_image_stem`` one has a different first
+    conv, so it loads into ``build_backbone(name, small_image_stem=True, ...)``
+    (``safetensors.torch.load_file`` + ``load_state_dict``). The file's metadata names the model,
+    the stem, ``timm_kwargs`` (JSON), the feature width and the source checkpoint.
 
     Raises:
         CheckpointError: unreadable checkpoint, no backbone weights, weights that do not fit the
@@ -44,11 +52,11 @@ def export_backbone(checkpoint: str | Path, out: str | Path, force: bool = False
     if out.exists() and not force:
         raise CheckpointError(f"--out: {out} exists; choose another path or pass --force")
     ckpt = read_checkpoint(checkpoint)
-    spec = dict(checkpoint_recipe(ckpt, checkpoint)["backbone"])
+    recipe = checkpoint_recipe(ckpt, checkpoint)
     weights = {k[len(PREFIX) :]: v.contiguous() for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)}
     if not weights:
         raise CheckpointError(f"checkpoint: {checkpoint} has no backbone.* weights")
-    spec["pretrained"] = False
+    spec = backbone_kwargs(recipe, pretrained=False)
     model = build_backbone(**spec)
     try:
         model.load_state_dict(weights, strict=True)
@@ -57,9 +65,11 @@ def export_backbone(checkpoint: str | Path, out: str | Path, force: bool = False
         raise CheckpointError(f"checkpoint: {checkpoint} backbone does not fit {spec['name']!r} ({detail})") from None
     small = bool(spec.get("small_image_stem", False))
     metadata = {"model_name": spec["name"], "small_image_stem": str(small), "source": str(checkpoint.resolve()),
-                "format": "pt", "step": str(int(ckpt.get("global_step", -1)))}  # fmt: skip
+                "format": "pt", "step": str(int(ckpt.get("global_step", -1))),
+                "timm_kwargs": json.dumps(model.timm_kwargs), "feature_dim": str(model.feature_dim)}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in weights.items()}, tmp, metadata)
     tmp.replace(out)
-    return ExportResult(path=out, model_name=spec["name"], num_tensors=len(weights), small_image_stem=small)
+    return ExportResult(path=out, model_name=spec["name"], num_tensors=len(weights), small_image_stem=small,
+                        timm_kwargs=dict(model.timm_kwargs), feature_dim=int(model.feature_dim))  # fmt: skip

@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ssl_toolkit.augment import AUGMENTS
 from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.callbacks import CALLBACKS
+from ssl_toolkit.callbacks.finite_loss import FiniteLoss
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.heads import HEADS
 from ssl_toolkit.losses import LOSSES
@@ -32,7 +33,8 @@ from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import OPTIMIZERS, SCHEDULERS
 from ssl_toolkit.run.errors import RecipeError
 from ssl_toolkit.run.loggers import build_loggers
-from ssl_toolkit.run.typecheck import matches, type_name
+from ssl_toolkit.run.monitors import check_monitors
+from ssl_toolkit.run.typecheck import matches, non_finite, type_name
 from ssl_toolkit.sync_batchnorm import SyncBatchNormPlugin
 
 SECTIONS = ("seed", "out_dir", "backbone", "head", "augment", "data", "optimizer", "scheduler",
@@ -41,10 +43,14 @@ FAMILIES: dict[str, Mapping[str, Callable[..., Any]]] = {
     "head": HEADS, "augment": AUGMENTS, "data": DATAMODULES, "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS,
 }  # fmt: skip
-DERIVED = {"head": {"in_dim", "num_classes"}}  # worked out by the builder, never written in a recipe
+# Worked out by the builder, never written in a recipe.
+DERIVED = {"head": {"in_dim", "num_classes"}, "backbone": {"input_sizes"}}
 NESTED = {"loss": LOSSES}  # a constructor keyword whose value is itself {name: ..., ...}
 MODULE_PARTS = {"backbone", "head", "augment", "optimizer", "scheduler"}  # built from their own sections
 MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
+# A monitored metric -> the callback that logs it (a checkpoint monitoring it needs that callback on).
+METRIC_SOURCES = {"val/knn_": "knn", "val/linear_": "linear_probe", "val/rankme": "rankme"}
+ALWAYS_ON = {"checkpoint"}  # fit, resume and the summary need last.ckpt
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -94,11 +100,26 @@ def validate(recipe: dict[str, Any]) -> None:
     for key in MANAGED_TRAINER_KEYS & trainer.keys():
         raise RecipeError(f"trainer.{key}: set by ssl-toolkit (use the logger/callbacks sections or out_dir)")
     check_call("trainer", pl.Trainer, trainer)
+    if str(trainer.get("precision")) in ("64", "64-true", "double"):  # views and heads are float32
+        raise RecipeError(
+            f"trainer.precision: {trainer['precision']} is not supported (augmentation and heads compute in "
+            "float32); use 32-true, 16-mixed or bf16-mixed"
+        )
     check_call("module", SSLModule, _section(recipe, "module", required=False), derived=MODULE_PARTS)
-    for name, kwargs in _section(recipe, "callbacks", required=False).items():
-        cls = _pick(f"callbacks.{name}", CALLBACKS, {"name": name})
-        check_call(f"callbacks.{name}", cls, kwargs or {}, derived={"dirpath"})
+    callbacks = enabled_callbacks(recipe)
+    for name, kwargs in callbacks.items():
+        check_call(f"callbacks.{name}", CALLBACKS[name], kwargs, derived={"dirpath"})
+    for name, kwargs in callbacks.items():
+        monitor = kwargs.get("monitor")
+        needs = next((cb for prefix, cb in METRIC_SOURCES.items() if str(monitor).startswith(prefix)), None)
+        if CALLBACKS[name] is ModelCheckpoint and needs is not None and needs not in callbacks:
+            raise RecipeError(
+                f"callbacks.{name}: monitors {monitor} but callbacks.{needs} is off; "
+                f"turn this one off too (callbacks.{name}=null)"
+            )
     check_call("logger", build_loggers, _section(recipe, "logger", required=False), derived={"run_dir"})
+    callbacks = _section(recipe, "callbacks", required=False)
+    check_monitors(callbacks, {name: issubclass(CALLBACKS[name], ModelCheckpoint) for name in callbacks})
 
 
 def check_call(
@@ -119,6 +140,8 @@ def check_call(
         if key in NESTED and isinstance(value, dict):
             nested = NESTED[key]
             check_call(f"{section}.{key}", _pick(f"{section}.{key}", nested, value), _kwargs(value))
+        elif non_finite(value) is not None:  # before the type: "expected float, got float nan" misleads
+            raise RecipeError(f"{section}.{key}: must be a finite number, got {non_finite(value)}")
         elif key in hints and not matches(value, hints[key]):
             raise RecipeError(
                 f"{section}.{key}: expected {type_name(hints[key])}, got {type(value).__name__} {value!r}"
@@ -148,7 +171,12 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
             f"data.batch_size: {datamodule.batch_size} is larger than the "
             f"{datamodule.num_train_samples} training images"
         )
-    backbone = _guard("backbone", lambda: build_backbone(**recipe["backbone"]))
+    per_batch = getattr(datamodule, "classes_per_batch", None)
+    if per_batch is not None and per_batch > datamodule.num_classes:
+        raise RecipeError(
+            f"data.classes_per_batch: {per_batch} classes per batch, but the data has {datamodule.num_classes} classes"
+        )
+    backbone = _guard("backbone", lambda: build_backbone(**backbone_kwargs(recipe)))
     head_cfg = _kwargs(recipe["head"])
     if isinstance(head_cfg.get("loss"), dict):
         head_cfg["loss"] = _construct("head.loss", LOSSES, head_cfg["loss"])
@@ -159,7 +187,7 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
         )
     if "num_classes" in inspect.signature(head_cls).parameters:
         head_cfg["num_classes"] = datamodule.num_classes
-    head = _guard("head", lambda: head_cls(in_dim=backbone.num_features, **head_cfg))
+    head = _guard("head", lambda: head_cls(in_dim=backbone.feature_dim, **head_cfg))
     augment = _construct("augment", AUGMENTS, recipe["augment"])
     optimizer = _construct("optimizer", OPTIMIZERS, recipe["optimizer"])
     sched = recipe.get("scheduler")
@@ -168,16 +196,64 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
     return Parts(module=module, datamodule=datamodule)
 
 
+def backbone_kwargs(recipe: Mapping[str, Any], pretrained: bool | None = None) -> dict[str, Any]:
+    """``build_backbone`` keywords: the ``backbone`` section plus the view sizes the augmentation
+    produces (``augment.size``, and ``augment.local_size`` when there are local crops), so that
+    fixed-size models are built for them and sizes they cannot run at are refused here.
+
+    ``pretrained`` replaces the recipe's flag (the offline tools pass False: the checkpoint holds
+    the weights, nothing is downloaded)."""
+    spec = dict(recipe["backbone"])
+    if pretrained is not None:
+        spec["pretrained"] = pretrained
+    augment = recipe["augment"]
+    defaults = {k: p.default for k, p in inspect.signature(_pick("augment", AUGMENTS, augment)).parameters.items()}
+    size, local_size = augment.get("size", defaults.get("size")), augment.get("local_size", defaults.get("local_size"))
+    sizes = {"augment.size": size} if isinstance(size, int) else {}
+    if isinstance(local_size, int) and augment.get("num_local", defaults.get("num_local")):
+        sizes["augment.local_size"] = local_size
+    return {**spec, "input_sizes": sizes}
+
+
+def enabled_callbacks(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``callbacks`` section without the ones turned off: name -> constructor keywords.
+
+    ``callbacks.NAME: null`` or ``false`` turns NAME off (``callbacks.knn=null`` on the command
+    line); ``{}`` or ``true`` keeps it on with its defaults.
+
+    Raises:
+        RecipeError: an unknown name, a value that is not a mapping / null / bool, or
+            ``checkpoint`` turned off.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, kwargs in _section(recipe, "callbacks", required=False).items():
+        _pick(f"callbacks.{name}", CALLBACKS, {"name": name})
+        if kwargs is None or kwargs is False:
+            if name in ALWAYS_ON:
+                raise RecipeError(f"callbacks.{name}: cannot be turned off (resume and the summary need last.ckpt)")
+            continue
+        if kwargs is True:
+            kwargs = {}
+        if not isinstance(kwargs, dict):
+            raise RecipeError(
+                f"callbacks.{name}: expected a mapping of keywords, or null/false to turn it off, got {kwargs!r}"
+            )
+        out[name] = kwargs
+    return out
+
+
 def build_callbacks(recipe: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
-    """The recipe's callbacks; ``checkpoint`` (always present) writes to ``run_dir/checkpoints``."""
-    specs = dict(_section(recipe, "callbacks", required=False))
-    specs.setdefault("checkpoint", {})
+    """The recipe's callbacks that are on; ``checkpoint`` (always present) writes to ``run_dir/checkpoints``."""
+    specs = enabled_callbacks(recipe)
+    # ``checkpoint`` (it writes last.ckpt) last: Lightning runs checkpoint callbacks in list order,
+    # so last.ckpt then holds the other trackers' (best RankMe...) state of the same step.
+    specs["checkpoint"] = specs.pop("checkpoint", None) or {}
     out = []
     for name, kwargs in specs.items():
-        kwargs = dict(kwargs or {})
+        kwargs = dict(kwargs)
         if name == "checkpoint":
             kwargs = {"save_last": True, **kwargs}
-        if CALLBACKS[name] is ModelCheckpoint:
+        if issubclass(CALLBACKS[name], ModelCheckpoint):
             kwargs["dirpath"] = str(run_dir / "checkpoints")
         out.append(_guard(f"callbacks.{name}", lambda cls=CALLBACKS[name], kw=kwargs: cls(**kw)))
     return out
@@ -186,6 +262,9 @@ def build_callbacks(recipe: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
 def build_trainer(recipe: dict[str, Any], run_dir: Path, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     loggers = build_loggers(run_dir=run_dir, **_section(recipe, "logger", required=False))
     callbacks = build_callbacks(recipe, run_dir) + list(extra_callbacks)
+    # The finite check first: its epoch-end and validation-start checks run before any evaluation
+    # callback embeds data with weights a non-finite step has broken (RankMe's SVD would raise).
+    callbacks.sort(key=lambda cb: not isinstance(cb, FiniteLoss))
     kwargs = dict(_section(recipe, "trainer", required=False))
     if kwargs.get("sync_batchnorm"):  # torch's SyncBatchNorm is GPU-only; ours also runs on CPU (gloo)
         kwargs["plugins"] = [*(kwargs.get("plugins") or []), SyncBatchNormPlugin()]

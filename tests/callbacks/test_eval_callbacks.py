@@ -1,5 +1,5 @@
-"""KNNProbe + LinearProbe + RankMe in one fit: values equal an independent computation, forward
-passes are shared, ModelCheckpoint can monitor RankMe, and state survives resume."""
+"""KNNProbe + LinearProbe + RankMe in one fit (Lightning's validation loop): values equal an
+independent computation, forward passes are shared, ModelCheckpoint can monitor RankMe, and state survives resume."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def make_trainer(root: Path, callbacks: list[pl.Callback], max_epochs: int) -> p
     # Two training steps per epoch keep it fast; the evaluation still embeds all 64 + 32 images.
     return pl.Trainer(max_epochs=max_epochs, limit_train_batches=2, accelerator="cpu", devices=1, logger=False,
                       enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
-                      default_root_dir=root)  # fmt: skip
+                      default_root_dir=root, num_sanity_val_steps=0)  # fmt: skip
 
 
 class Record(pl.Callback):
@@ -87,8 +87,8 @@ def test_rankme_is_a_fixed_random_subset_and_equals_direct_rankme(run: dict[str,
 
 
 def test_each_split_is_embedded_once_per_epoch(run: dict[str, Any]) -> None:
-    # Train bank (64) + val (32) per epoch: RankMe took its rows from the k-NN bank and the probe
-    # reused the k-NN val features, although RankMe ran first.
+    # Train bank (64) + val (32) per epoch, by the validation loop: RankMe took its rows from the
+    # k-NN bank and the probe read the same val outputs as k-NN, although RankMe is listed first.
     for epoch in (0, 1):
         assert sorted(n for e, n in run["embedded"] if e == epoch) == [16] * 6
 

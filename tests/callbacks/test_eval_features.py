@@ -1,4 +1,4 @@
-"""The per-step feature cache, the projector pass, and the evaluation schedule."""
+"""The validation-loop plumbing: the plan of loaders, the DataModule's loaders, the feature store."""
 
 from __future__ import annotations
 
@@ -9,23 +9,75 @@ import torch
 from distributed_worker import tiny_module
 
 from ssl_toolkit.callbacks import KNNProbe, LinearProbe, RankMe
-from ssl_toolkit.callbacks.eval_features import clear_cache, is_cached, others_need, project, split_features
+from ssl_toolkit.callbacks.eval_features import FeatureStore, project
 from ssl_toolkit.data import SyntheticData
+from ssl_toolkit.data.eval_plan import plan_evaluation
+from ssl_toolkit.data.subset import fixed_subset
 
 
-def test_split_features_are_memoized_for_one_step_only() -> None:
-    module, data = tiny_module(seed=0), SyntheticData(num_samples=24, num_val_samples=16, batch_size=8)
-    try:
-        val = split_features(module, data, "val", step=3)
-        assert val.feats.shape == (16, module.backbone.num_features) and torch.equal(val.index, torch.arange(16))
-        assert split_features(module, data, "val", step=3) is val and is_cached(module, data, "val", 3)
-        assert split_features(module, data, "val") is not val  # no step: never cached
-        train = split_features(module, data, "train", step=4)  # a new step evicts the old one
-        assert not is_cached(module, data, "val", 3) and is_cached(module, data, "train", 4)
-        torch.testing.assert_close(train.feats, module.eval().embed(data.train_set.images))
-    finally:
-        clear_cache()
-    assert not is_cached(module, data, "train", 4)
+def make_data() -> SyntheticData:
+    return SyntheticData(num_samples=64, num_val_samples=16, batch_size=8)
+
+
+def plan_for(callbacks: list, data: SyntheticData) -> SimpleNamespace:
+    trainer = SimpleNamespace(callbacks=callbacks, datamodule=data)
+    for cb in callbacks:
+        cb.make_plan(trainer)
+    return data.eval_plan
+
+
+def test_plan_roles_in_fixed_order_and_rankme_shares_the_bank() -> None:
+    data = make_data()
+    data.setup()
+    assert data.val_dataloader() == []  # no evaluation callback: no validation loop
+    # Whole-split bank: RankMe reads its rows from it, no loader of its own.
+    plan = plan_for([RankMe(num_samples=20), KNNProbe(), LinearProbe()], data)
+    assert plan.roles == ("val", "bank") and plan.sources["rankme"] == "bank" and plan.rows["bank"] is None
+    # A bank subset that is RankMe's own draw (same size and seed): shared too.
+    plan = plan_for([KNNProbe(bank_size=20, bank_seed=4), RankMe(num_samples=20, seed=4)], data)
+    assert plan.roles == ("val", "bank") and plan.sources["rankme"] == "bank"
+    # Another draw: a third loader, after the first two whatever the callback order.
+    rank_cb = RankMe(num_samples=20, seed=5)
+    plan = plan_for([rank_cb, KNNProbe(bank_size=30)], data)
+    assert plan.roles == ("val", "bank", "rankme") and plan.role(2) == "rankme"
+    loaders = data.val_dataloader()
+    assert [len(loader.dataset) for loader in loaders] == [16, 30, 20]
+    index = torch.cat([b[2] for b in loaders[2]])
+    assert torch.equal(index, rank_cb.indices) and torch.equal(torch.cat([b[2] for b in loaders[1]]),
+                                                               fixed_subset(64, 30, 0))  # fmt: skip
+    assert rank_cb.store.roles == ("rankme",)
+    # Different rows of one role: one loader of the union (None = whole split wins).
+    assert plan_evaluation([{"bank": None}, {"bank": torch.arange(3)}]).rows["bank"] is None
+    union = plan_evaluation([{"bank": torch.tensor([4, 1])}, {"bank": torch.tensor([1, 2])}]).rows["bank"]
+    assert torch.equal(union, torch.tensor([1, 2, 4]))
+    # A separate labelled eval_root bank never serves RankMe (other images).
+    assert plan_evaluation([{"bank": None}, {"rankme": torch.arange(3)}], share_bank=False).roles == ("bank", "rankme")
+
+
+def test_eval_loaders_never_draw_from_the_global_rng() -> None:
+    data = make_data()
+    plan_for([KNNProbe()], data)
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    for loader in data.val_dataloader():
+        for _ in loader:
+            pass
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_store_keeps_only_its_roles_gathers_sorted_and_clears() -> None:
+    store = FeatureStore(("val",))
+    feats = torch.arange(12.0).reshape(6, 2)
+    store.add("val", feats[3:], torch.tensor([0, 1, 2]), torch.tensor([5, 3, 4]))
+    store.add("val", feats[:3], torch.tensor([3, 4, 5]), torch.tensor([2, 0, 1]))
+    store.add("bank", feats, torch.zeros(6), torch.arange(6))  # not one of its roles
+    assert len(store) == 6 and store.split("bank") is None
+    split = store.split("val")
+    assert torch.equal(split.index, torch.arange(6)) and split.labels.dtype == torch.long
+    torch.testing.assert_close(split.feats, feats[[1, 2, 0, 4, 5, 3]])
+    assert store.split("val") is split  # gathered once per evaluation
+    store.clear()
+    assert len(store) == 0 and store.split("val") is None
 
 
 def test_project_is_the_eval_mode_head_and_restores_train_mode() -> None:
@@ -37,19 +89,16 @@ def test_project_is_the_eval_mode_head_and_restores_train_mode() -> None:
     torch.testing.assert_close(out, module.head.embed(feats))
 
 
-def test_schedule_and_who_needs_the_whole_train_split() -> None:
-    knn, probe, rank_cb = KNNProbe(every_n_epochs=2), LinearProbe(), RankMe()
-    data = SyntheticData(num_samples=24, num_val_samples=16, batch_size=8)
-    trainer = SimpleNamespace(current_epoch=0, callbacks=[rank_cb, knn, probe], datamodule=data)
-    assert not knn.due(trainer) and probe.due(trainer)
-    assert not others_need(trainer, rank_cb, "train") and others_need(trainer, rank_cb, "val")
-    trainer.current_epoch = 1
-    assert knn.due(trainer) and others_need(trainer, rank_cb, "train") and not others_need(trainer, knn, "train")
-    data.train_set.labels[:] = -1  # unlabelled: the label-needing callbacks are never due
-    assert rank_cb.due(trainer) and not knn.due(trainer) and not probe.due(trainer)
-    assert not others_need(trainer, rank_cb, "train")
-
-
 def test_fit_without_datamodule_is_a_one_line_error() -> None:
     with pytest.raises(ValueError, match="^datamodule: RankMe needs trainer.fit"):
-        RankMe().setup(SimpleNamespace(datamodule=None), tiny_module(), "fit")
+        RankMe().setup(SimpleNamespace(datamodule=None, callbacks=[]), tiny_module(), "fit")
+
+
+def test_store_keeps_only_the_wanted_rows_of_a_shared_loader() -> None:
+    data = make_data()
+    rank_cb = RankMe(num_samples=20, seed=2)
+    plan_for([KNNProbe(), rank_cb], data)  # RankMe reads the (whole-split) bank
+    assert rank_cb.store.roles == ("bank",) and torch.equal(rank_cb.store.rows["bank"], rank_cb.indices)
+    for batch in data.val_dataloader()[1]:
+        rank_cb.store.add("bank", batch[0].flatten(1).float(), batch[1], batch[2])
+    assert len(rank_cb.store) == 20 and torch.equal(rank_cb.store.split("bank").index, rank_cb.indices)

@@ -1,14 +1,15 @@
-"""RankMe: the subset draw, its state, embedding only the subset, modules without a head."""
+"""RankMe: the subset draw, its state, embedding only the subset (or reading the k-NN bank), modules without a head."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from distributed_worker import tiny_module
+from distributed_worker import run_validation, tiny_module
 from torch import Tensor, nn
 
-from ssl_toolkit.callbacks import CALLBACKS, RankMe
+from ssl_toolkit.callbacks import CALLBACKS, KNNProbe, RankMe
 from ssl_toolkit.data import SyntheticData
+from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import rankme
 
 
@@ -38,7 +39,7 @@ def test_state_roundtrip_and_a_stored_subset_too_large_for_the_data() -> None:
         other.draw(10)
 
 
-def test_alone_it_embeds_only_its_subset_with_the_same_values_as_from_the_whole_split() -> None:
+def test_alone_it_embeds_only_its_subset_with_the_same_values_as_from_the_k_nn_bank() -> None:
     module, data = tiny_module(seed=0), make_data()
     rows: list[int] = []
     inner = module.embed
@@ -49,11 +50,11 @@ def test_alone_it_embeds_only_its_subset_with_the_same_values_as_from_the_whole_
 
     module.embed = spy  # type: ignore[method-assign]
     cb = RankMe(num_samples=20, seed=0)
-    alone = cb.evaluate(module, data)
-    assert sum(rows) == 20
-    shared = cb.evaluate(module, data, from_train_split=True)
-    assert sum(rows) == 20 + 64
-    assert alone == pytest.approx(shared, rel=1e-5)
+    alone = run_validation(module, data, [cb])
+    assert sum(rows) == 20 and data.eval_plan.roles == ("rankme",)
+    shared = run_validation(module, data, [RankMe(num_samples=20, seed=0), KNNProbe(k=5)])
+    assert sum(rows) == 20 + 64 + 32 and data.eval_plan.roles == ("val", "bank")  # no third loader
+    assert alone == pytest.approx({k: v for k, v in shared.items() if "rankme" in k}, rel=1e-5)
     module.eval()
     feats = inner(data.train_set.images[cb.indices])
     assert alone["val/rankme"] == pytest.approx(rankme(feats), rel=1e-5)
@@ -72,13 +73,18 @@ class PlainEmbedder(nn.Module):
 
 
 def test_a_module_without_head_gets_backbone_rankme_only() -> None:
-    metrics = RankMe(num_samples=30).evaluate(PlainEmbedder(), make_data())
+    cb, data = RankMe(num_samples=30), make_data()
+    data.setup()
+    cb.draw(64)
+    images, labels = data.train_set.images, data.train_set.labels
+    split = EmbeddedSplit(PlainEmbedder().embed(images), None, labels, torch.arange(64))
+    metrics = cb.score(PlainEmbedder(), split)
     assert set(metrics) == {"val/rankme"} and 1.0 <= metrics["val/rankme"] <= 8.0
 
 
 def test_rankme_rejects_bad_arguments_and_is_in_the_recipe_table() -> None:
     assert CALLBACKS["rankme"] is RankMe
     for kwargs, name in [({"num_samples": 0}, "num_samples"), ({"eps": 0.0}, "eps"), ({"seed": 1.5}, "seed"),
-                         ({"every_n_epochs": -1}, "every_n_epochs")]:  # fmt: skip
+                         ({"seed": -1}, "seed")]:  # fmt: skip
         with pytest.raises(ValueError, match=f"^{name}: "):
             RankMe(**kwargs)

@@ -13,6 +13,7 @@ from lightning.pytorch import LightningDataModule
 from PIL import Image
 
 from ssl_toolkit.data import DATAMODULES, SyntheticData
+from ssl_toolkit.data.eval_plan import plan_evaluation
 from ssl_toolkit.data.shard_writer import write_shards
 
 
@@ -65,7 +66,16 @@ def test_batches_follow_the_contract(name: str, tmp_path: Path) -> None:
     data = DATAMODULES[name](**CASES[name](tmp_path), image_size=SIZE, batch_size=BATCH, num_workers=0)
     data.setup("fit")
     assert data.num_train_samples >= BATCH and data.batch_size == BATCH
-    for loader in (data.train_dataloader(), data.val_dataloader(), data.train_eval_dataloader()):
+    assert data.val_dataloader() == []  # no evaluation planned: Lightning runs no validation loop
+    # The validation loaders follow the evaluation plan: held-out split, k-NN bank, RankMe rows.
+    rows = torch.tensor([1, 3, 4])
+    data.eval_plan = plan_evaluation([{"val": None, "bank": None}, {"rankme": rows}])
+    assert data.eval_plan.roles == ("val", "bank")  # the whole-split bank holds RankMe's rows
+    data.eval_plan = plan_evaluation([{"val": None, "bank": torch.tensor([0, 2])}, {"rankme": rows}])
+    val, bank, subset = data.val_dataloader()
+    assert torch.equal(torch.cat([b[2] for b in subset]), rows) and len(bank.dataset) == 2
+    loaders = (data.train_dataloader(), data.heldout_dataloader(), data.train_eval_dataloader(), val, bank, subset)
+    for loader in loaders:
         images, labels, index = next(iter(loader))
         assert images.dtype == torch.uint8 and images.shape[1:] == (3, SIZE, SIZE) and images.shape[0] <= BATCH
         assert labels.shape == index.shape == images.shape[:1]
@@ -78,7 +88,7 @@ def test_plain_typed_constructor(name: str) -> None:
     assert issubclass(cls, LightningDataModule)
     names = assert_plain_typed_constructor(cls, set())
     assert {"image_size", "batch_size", "num_workers"} <= set(names)
-    for method in ("train_dataloader", "val_dataloader", "train_eval_dataloader", "setup"):
+    for method in ("train_dataloader", "val_dataloader", "heldout_dataloader", "train_eval_dataloader", "setup"):
         assert callable(getattr(cls, method))
     assert isinstance(cls.num_classes, property) and isinstance(cls.num_train_samples, property)
 

@@ -33,7 +33,8 @@ WORKER = Path(__file__).with_name("heads_distributed_worker.py")
 FEATURE_DIM, NUM_CLASSES, BATCH = 12, 4, 8
 
 CASES: dict[str, dict[str, Any]] = {
-    "simclr": {"kwargs": {"hidden_dim": 16, "out_dim": 8}, "views": 2, "gathers": True},
+    "simclr": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "batch_norm": False, "last_norm": "none"}, "views": 2,
+               "gathers": True},
     "amcl": {"kwargs": {"num_heads": 2, "hidden_dim": 16, "out_dim": 8, "temperature_hidden_dim": 8},
              "views": 2, "gathers": True},
     "hydra": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "label_dim": 8, "gate_hidden_dim": 8, "batch_norm": False,

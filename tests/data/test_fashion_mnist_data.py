@@ -46,7 +46,7 @@ def test_val_split_is_t10k() -> None:
     images, labels = read_idx(ROOT / FILES["val"][0], 2051), read_idx(ROOT / FILES["val"][1], 2049)
     assert len(module.val_set) == 10000
     assert np.array_equal(module.val_set.images[:, 0].numpy(), images)  # 28 px: no resize
-    val_images, val_labels, val_index = next(iter(module.val_dataloader()))
+    val_images, val_labels, val_index = next(iter(module.heldout_dataloader()))
     assert torch.equal(val_index, torch.arange(len(val_index)))
     assert np.array_equal(val_labels.numpy(), labels[: len(val_labels)])
 

@@ -43,7 +43,7 @@ def test_csv_with_class_names_and_a_val_list(tmp_path: Path, caplog) -> None:
     images, labels = _read_all(data)
     assert labels.tolist() == [0, 1, 0, 1, 0, 1]
     assert all(int(img.float().mean((1, 2)).argmax()) == (0 if y == 0 else 2) for img, y in zip(images, labels))
-    _, val_labels, _ = next(iter(data.val_dataloader()))
+    _, val_labels, _ = next(iter(data.heldout_dataloader()))
     assert val_labels.tolist() == [1] and data.labelled_data() is data
 
 

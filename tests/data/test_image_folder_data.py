@@ -56,13 +56,13 @@ def test_val_uses_train_mapping(tmp_path: Path) -> None:
         _write(tmp_path / "train" / name / "a.jpg", (20, 20), COLOURS[name])
     _write(tmp_path / "val" / "cow" / "b.png", (20, 24), COLOURS["cow"])  # val has only a subset
     data = ImageFolderData(str(tmp_path), image_size=8, batch_size=2, num_workers=0)
-    images, labels, index = next(iter(data.val_dataloader()))
+    images, labels, index = next(iter(data.heldout_dataloader()))
     assert labels.tolist() == [2] and index.tolist() == [0] and images.shape == (1, 3, 8, 8)
 
 
 def test_workers_and_resize_size(root: Path) -> None:
     data = ImageFolderData(str(root), image_size=16, batch_size=2, num_workers=1, resize_size=20)
-    images, labels, _ = next(iter(data.val_dataloader()))
+    images, labels, _ = next(iter(data.heldout_dataloader()))
     assert images.shape == (2, 3, 16, 16) and labels.tolist() == [0, 1]
 
 

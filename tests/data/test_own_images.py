@@ -53,7 +53,7 @@ def test_flat_unlabelled_folder_without_val(tmp_path: Path, caplog: pytest.LogCa
     images, labels, _ = next(iter(data.train_dataloader()))
     assert images.shape == (2, 3, 8, 8) and labels.tolist() == [-1, -1]
     with pytest.raises(ValueError, match="^val_dir: ImageFolderData has no held-out split"):
-        data.val_dataloader()
+        data.heldout_dataloader()
 
 
 def test_nested_unlabelled_and_the_auto_choice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -15,7 +15,7 @@ def data() -> SyntheticData:
     return module
 
 
-@pytest.mark.parametrize("loader", ["train_dataloader", "val_dataloader", "train_eval_dataloader"])
+@pytest.mark.parametrize("loader", ["train_dataloader", "heldout_dataloader", "train_eval_dataloader"])
 def test_batch_contract(data: SyntheticData, loader: str) -> None:
     images, labels, index = next(iter(getattr(data, loader)()))
     assert images.shape == (16, 3, 24, 24) and images.dtype == torch.uint8
@@ -29,7 +29,7 @@ def test_loader_lengths_and_order(data: SyntheticData) -> None:
     assert len(data.train_dataloader()) == 256 // 16
     indices = torch.cat([batch[2] for batch in data.train_eval_dataloader()])
     assert torch.equal(indices, torch.arange(256))  # fixed order, every sample once
-    val = torch.cat([batch[1] for batch in data.val_dataloader()])
+    val = torch.cat([batch[1] for batch in data.heldout_dataloader()])
     assert torch.equal(val, data.val_set.labels)
     assert len(val) == 64
 

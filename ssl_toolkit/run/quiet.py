@@ -1,0 +1,97 @@
+"""Quiet by default: the run's own lines are what ``ssl-toolkit fit`` shows.
+
+Third-party messages that say nothing about the user's run are filtered, each by its exact
+message (and category for warnings); ``ssl-toolkit fit --verbose`` shows everything.
+
+Filtered (the list is ``WARNINGS`` and ``LOG_MESSAGES``):
+  - Lightning's "Tip: For seamless cloud logging ... litlogger" and "... uploads ... litmodels"
+    advertisements, and "Loading `train_dataloader` to estimate number of stepping batches";
+  - torch's FutureWarning "`isinstance(treespec, LeafSpec)` is deprecated" raised inside Lightning;
+  - Lightning's "Total length of `list` across ranks is zero" when no evaluation callback is on
+    (no validation loaders, on purpose);
+  - the model summary's FLOPs column and "Total Flops" / "Modules in train|eval mode" lines (the
+    summary table itself stays);
+  - wandb's console output (``WANDB_SILENT``): the start banner and the end-of-run history/summary
+    block; the run folder's ``wandb/`` is in ssl-toolkit's own summary. (wandb's "anonymous setting
+    has no effect" warning is avoided at its source, in ``run/loggers.py``.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator
+
+# (message regex, category) pairs: only these warnings are hidden.
+WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    (r"Total length of `list` across ranks is zero", UserWarning),
+)
+# Lightning log records (logger name prefix, message regex) that are dropped.
+LOG_MESSAGES: tuple[tuple[str, str], ...] = (
+    ("lightning.pytorch", r"^💡 Tip: For seamless cloud"),
+    ("lightning.pytorch", r"^Loading `train_dataloader` to estimate number of stepping batches"),
+)
+_SUMMARY_DROP = ("Total Flops", "Modules in train mode", "Modules in eval mode")
+
+
+class _LightningNoise(logging.Filter):
+    """Drops ``LOG_MESSAGES`` and trims the model summary's FLOPs column on Lightning's loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(record.name.startswith(name) and re.search(pattern, message) for name, pattern in LOG_MESSAGES):
+            return False
+        if "Total Flops" in message:
+            record.msg, record.args = trim_model_summary(message), None
+        return True
+
+
+def trim_model_summary(table: str) -> str:
+    """Lightning's model summary without the FLOPs column and the FLOPs / module-mode totals.
+
+    Args:
+        table: the summary as Lightning logs it (rows ``i | Name | Type | Params | Mode | FLOPs``).
+    """
+    lines = [line for line in table.split("\n") if not line.rstrip().endswith(_SUMMARY_DROP)]
+    header = next((line for line in lines if line.rstrip().endswith("FLOPs")), None)
+    if header is None:
+        return "\n".join(lines)
+    cut = header.rstrip().rfind("|")
+    out = []
+    for line in lines:
+        if "|" in line and len(line) > cut:
+            line = line[:cut].rstrip()
+        elif set(line.strip()) == {"-"}:
+            line = line[:cut]
+        out.append(line)
+    return "\n".join(out)
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool = False) -> Iterator[None]:
+    """Within the block, hide the third-party noise listed in the module docstring (nothing when ``verbose``)."""
+    if verbose:
+        yield
+        return
+    noise = _LightningNoise()
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    # Lightning's records propagate from child loggers to these handlers: filter at the handlers.
+    handlers = [h for lg in loggers for h in lg.handlers]
+    saved = os.environ.get("WANDB_SILENT")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    for h in handlers:
+        h.addFilter(noise)
+    try:
+        with warnings.catch_warnings():
+            for pattern, category in WARNINGS:
+                warnings.filterwarnings("ignore", message=f".*{pattern}", category=category)
+            yield
+    finally:
+        for h in handlers:
+            h.removeFilter(noise)
+        if saved is None:
+            os.environ.pop("WANDB_SILENT", None)

@@ -26,8 +26,8 @@ test: setup data
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check ssl_toolkit tests tools
-	$(VENV)/bin/ruff format --check ssl_toolkit tests tools
+	$(VENV)/bin/ruff check ssl_toolkit tests tools benchmarks
+	$(VENV)/bin/ruff format --check ssl_toolkit tests tools benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

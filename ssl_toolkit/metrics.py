@@ -1,6 +1,9 @@
-"""Representation metrics as pure functions: RankMe, weighted k-NN, top-k accuracy, alignment, uniformity."""
+"""Representation metrics as pure functions: RankMe, weighted k-NN, top-k accuracy, alignment,
+uniformity, tolerance."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -117,3 +120,55 @@ def uniformity(x: Tensor, t: float = 2.0) -> float:
     """
     x = F.normalize(x.float(), dim=1)
     return float(torch.pdist(x).pow(2).mul(-t).exp().mean().log())
+
+
+class ToleranceStatistics(NamedTuple):
+    """Per-class sums (float64, all-reducible) of the normalized features x^ = x / ||x||."""
+
+    sums: Tensor  # (C, D): Sum_{i in c} x^_i
+    counts: Tensor  # (C,): n_c
+    sq_norms: Tensor  # (C,): Sum_{i in c} ||x^_i||^2 (1 up to rounding; kept for exactness)
+
+
+@torch.no_grad()
+def tolerance_statistics(x: Tensor, labels: Tensor, num_classes: int) -> ToleranceStatistics:
+    """Sufficient statistics of :func:`tolerance` for ``x`` (N, D) with ``labels`` (N,) in [0, C)."""
+    if x.ndim != 2 or labels.shape != (x.shape[0],):
+        raise ValueError(f"x (N, D) and labels (N,): got {tuple(x.shape)}, {tuple(labels.shape)}")
+    xn = F.normalize(x.detach().double(), dim=1)
+    idx = labels.to(xn.device).long()
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
+        raise ValueError(f"labels: must lie in [0, {num_classes}), got [{int(idx.min())}, {int(idx.max())}]")
+    sums = xn.new_zeros(num_classes, xn.shape[1]).index_add_(0, idx, xn)
+    counts = xn.new_zeros(num_classes).index_add_(0, idx, torch.ones_like(xn[:, 0]))
+    sq = xn.new_zeros(num_classes).index_add_(0, idx, xn.pow(2).sum(dim=1))
+    return ToleranceStatistics(sums, counts, sq)
+
+
+def tolerance_from_statistics(stats: ToleranceStatistics) -> float:
+    """Mean cosine over same-class pairs i != j from (summed) ``ToleranceStatistics``.
+
+    Sum over same-class pairs of x^_i . x^_j = Sum_c (||Sum_{i in c} x^_i||^2 - Sum_{i in c} ||x^_i||^2),
+    divided by Sum_c n_c (n_c - 1).
+    """
+    pairs = float((stats.counts * (stats.counts - 1)).sum())
+    if pairs <= 0:
+        raise ValueError("tolerance: no class has 2 samples")
+    return float((stats.sums.pow(2).sum(dim=1) - stats.sq_norms).sum()) / pairs
+
+
+def tolerance(x: Tensor, labels: Tensor, num_classes: int | None = None) -> float:
+    """Wang & Liu (CVPR 2021, Eq. 11): mean cosine similarity of same-class pairs; a diagnostic.
+
+    Eq. 11 reads T = E_{x,y}[f(x)^T f(y) I(l(x) = l(y))]; taken literally over all pairs it is
+    scaled by P(same class) ~ 1/C, which cannot give the paper's CIFAR-100 values (0.27-0.34), so
+    this is the paper's wording, "the mean similarities of samples [that] belong to the same class":
+    the mean over ordered pairs i != j with equal labels. Higher = more tolerant to semantically
+    similar samples; a total collapse maximises it (1), so read it with uniformity.
+
+    Args:
+        x: (N, D) features (normalized here); labels: (N,) ints in [0, C).
+        num_classes: C (default: max label + 1).
+    """
+    classes = num_classes or int(labels.max()) + 1
+    return tolerance_from_statistics(tolerance_statistics(x, labels, classes))

@@ -20,16 +20,16 @@ from torch.optim.lr_scheduler import LambdaLR
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weights with decay, and biases / norm parameters (ndim <= 1) without.
 
-    The no-decay group also skips LARS adaptation (timm's Lars adapts only where weight_decay != 0),
-    which is solo-learn's ``exclude_bias_n_norm``.
+    The no-decay group also skips LARS adaptation (``lars_adapt``; solo-learn's
+    ``exclude_bias_n_norm``); the weights are adapted whatever ``weight_decay`` is, 0 included.
     """
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": weight_decay, "lars_adapt": True},
+        {"params": no_decay, "weight_decay": 0.0, "lars_adapt": False},
     ]
 
 
@@ -63,7 +63,9 @@ class LARSFactory(OptimizerFactory):
     """LARS (You et al., 2017) through ``timm.optim.Lars``; solo-learn's eta = trust_coefficient.
 
     trust ratio = trust_coefficient * |w| / (|g| + weight_decay * |w|); with trust_clip it is
-    min(ratio / lr, 1) (LARC clipping, solo-learn's ``clip_lr``).
+    min(ratio / lr, 1) (LARC clipping, solo-learn's ``clip_lr``). Every group with ``lars_adapt``
+    (``param_groups``: the weights, not biases and norms) is adapted, also at weight_decay 0: timm's
+    ``Lars`` by itself adapts only groups with weight_decay != 0, which made LARS plain SGD there.
     """
 
     def __init__(
@@ -79,8 +81,10 @@ class LARSFactory(OptimizerFactory):
         self._check()
 
     def build(self, params: Iterable[dict], global_batch_size: int) -> Optimizer:
+        # timm reads always_adapt per group; groups without lars_adapt keep timm's rule (wd != 0).
+        groups = [{**g, "always_adapt": bool(g.get("lars_adapt", False))} for g in params]
         return timm.optim.Lars(
-            params,
+            groups,
             lr=self.scaled_lr(global_batch_size),
             momentum=self.momentum,
             trust_coeff=self.trust_coefficient,

@@ -61,8 +61,10 @@ class AllReduceBatchNorm(_BatchNorm):
         centered = input - mean.view(shape)
         var = dist_nn.all_reduce(centered.square().sum(dims)) / count  # (C,), biased
         out = centered * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
+        if self.weight is not None:
+            out = out * self.weight.view(shape)
+        if self.bias is not None:  # None for a scale-only BN (heads.mlp.ScaleBatchNorm1d)
+            out = out + self.bias.view(shape)
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), factor)

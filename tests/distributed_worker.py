@@ -69,8 +69,23 @@ def eval_callbacks(inputs: dict, rank: int, world: int) -> dict:
     return evaluate_callbacks(module, SyntheticData(**inputs["data"]), inputs)
 
 
+def multi_view_losses(inputs: dict, rank: int, world: int) -> dict:
+    """For each ``key: (name, kwargs, views)`` of ``inputs["cases"]``: LOSSES[name](**kwargs) (a
+    MultiViewLoss) on this rank's rows of every view; the loss and the local views' gradients."""
+    from ssl_toolkit.losses import LOSSES
+
+    out = {}
+    for key, (name, kwargs, global_views) in inputs["cases"].items():
+        n = global_views[0].shape[0] // world
+        views = [v[rank * n : (rank + 1) * n].clone().requires_grad_(True) for v in global_views]
+        loss = LOSSES[name](**kwargs)(views)
+        loss.backward()
+        out[key] = {"loss": loss.detach(), "grads": [v.grad for v in views]}
+    return out
+
+
 # The loss and head cases of the contract tables live in tests/contracts/ (one launch per table).
-CASES = {"eval_callbacks": eval_callbacks}
+CASES = {"eval_callbacks": eval_callbacks, "multi_view_losses": multi_view_losses}
 
 
 def amcl(inputs: dict, rank: int, world: int) -> dict:
@@ -122,11 +137,11 @@ CASES["hydra"] = hydra
 
 
 def mocov2_head(inputs: dict, rank: int, world: int) -> dict:
-    """MoCoV2Head (symmetric) on this rank's rows: loss, feature gradients, and the queue after the
-    enqueue of the keys gathered from both ranks."""
-    from ssl_toolkit.heads import BatchInfo, MoCoV2Head, Views
+    """MoCoV2Head (symmetric; or ``inputs["name"]`` from HEADS) on this rank's rows: loss, feature
+    gradients, and the queue after the enqueue of the keys gathered from both ranks."""
+    from ssl_toolkit.heads import HEADS, BatchInfo, Views
 
-    head = MoCoV2Head(**inputs["kwargs"])
+    head = HEADS[inputs.get("name", "mocov2")](**inputs["kwargs"])
     head.load_state_dict(inputs["state"])
     n = inputs["index"].shape[0] // world
     rows = slice(rank * n, (rank + 1) * n)
@@ -198,6 +213,113 @@ def sync_batchnorm(inputs: dict, rank: int, world: int) -> dict:
 
 
 CASES["sync_batchnorm"] = sync_batchnorm
+
+
+def label_free_metrics(inputs: dict, rank: int, world: int) -> dict:
+    """Every metric by its documented distributed route on this rank's rows (all-reduced statistics,
+    or gathered inputs); each rank returns the global values."""
+    import torch.nn.functional as F
+
+    from ssl_toolkit.distributed import all_reduce_sum, gather_no_grad
+    from ssl_toolkit.metrics import (
+        ToleranceStatistics,
+        alignment,
+        tolerance_from_statistics,
+        tolerance_statistics,
+        uniformity,
+    )
+    from ssl_toolkit.metrics_contrastive import auc_from_count, mann_whitney_count, positive_ranks, split_scores
+    from ssl_toolkit.metrics_spectral import (
+        CovarianceStatistics,
+        LidarStatistics,
+        alpha_req_from_statistics,
+        covariance_statistics,
+        lidar_from_statistics,
+        lidar_statistics,
+    )
+
+    n = inputs["z1"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    z1, z2, labels, views = inputs["z1"][rows], inputs["z2"][rows], inputs["labels"][rows], inputs["views"][rows]
+    scores = F.normalize(z1, dim=1) @ F.normalize(gather_no_grad(z2), dim=1).T  # (n, N)
+    positive = torch.arange(n) + rank * n
+    pos, neg = split_scores(scores, positive)
+    ranks = positive_ranks(scores, positive)
+    twice_u, n_neg, rank_sum = all_reduce_sum(
+        [mann_whitney_count(gather_no_grad(pos), neg), torch.tensor(neg.numel()), ranks.sum()]
+    )
+    lid = LidarStatistics(*all_reduce_sum(lidar_statistics(views)))
+    cov = CovarianceStatistics(*all_reduce_sum(covariance_statistics(z1)))
+    tol = ToleranceStatistics(*all_reduce_sum(tolerance_statistics(z1, labels, inputs["num_classes"])))
+    z1_all, z2_all = gather_no_grad(z1), gather_no_grad(z2)
+    return {
+        "twice_u": twice_u,
+        "auc": auc_from_count(twice_u, world * n, int(n_neg)),
+        "mean_rank": float(rank_sum) / (world * n),
+        "lidar": lidar_from_statistics(lid),
+        "alpha_req": alpha_req_from_statistics(cov, 0, 8),
+        "tolerance": tolerance_from_statistics(tol),
+        "alignment": alignment(z1_all, z2_all),
+        "uniformity": uniformity(z1_all),
+    }
+
+
+CASES["label_free_metrics"] = label_free_metrics
+
+
+def sync_scale_batchnorm(inputs: dict, rank: int, world: int) -> dict:
+    """The projector's scale-only BN (SimCLR's output BN) swapped to AllReduceBatchNorm, (N, D) rows."""
+    from ssl_toolkit.heads.mlp import ScaleBatchNorm1d
+    from ssl_toolkit.sync_batchnorm import AllReduceBatchNorm, swap_batchnorm
+
+    n = inputs["x"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    bn = ScaleBatchNorm1d(inputs["x"].shape[1])
+    bn.load_state_dict(inputs["state"])
+    bn = swap_batchnorm(bn, ScaleBatchNorm1d, AllReduceBatchNorm)
+    x = inputs["x"][rows].clone().requires_grad_(True)
+    y = bn(x)
+    (inputs["w"][rows] * y).sum().backward()
+    return {"y": y.detach(), "grad_x": x.grad, "grad_weight": bn.weight.grad, "bias": bn.bias,
+            "kind": type(bn).__name__}  # fmt: skip
+
+
+CASES["sync_scale_batchnorm"] = sync_scale_batchnorm
+
+
+def process_streams(inputs: dict, rank: int, world: int) -> dict:
+    """What ``fit`` does on each process: model seed, then ``RNGState.setup`` re-seeds per rank; then
+    the draws of a step (SimCLR crops/jitter, MoCHi mixtures, Hydra partners) before and after a
+    checkpoint's gathered states are restored on this rank."""
+    from types import SimpleNamespace
+
+    from ssl_toolkit.augment import SimCLRAugment
+    from ssl_toolkit.callbacks.rng_state import RNGState
+    from ssl_toolkit.heads.hydra import HydraHead
+    from ssl_toolkit.losses.mochi import MoCHiLoss
+
+    torch.manual_seed(inputs["seed"])  # seed_everything(seed) on every rank
+    torch.randn(100)  # the model's initialization draws
+    callback = RNGState(seed=inputs["seed"])
+    trainer = SimpleNamespace(global_rank=rank, world_size=world)
+    callback.setup(trainer, None, "fit")
+    aug = SimCLRAugment(16, crop_scale=(0.2, 1.0), blur_p=0.0)
+    mochi = MoCHiLoss(0.2, num_hard=4, num_mixed=3, num_query_mixed=2)
+    hydra = HydraHead(in_dim=8, num_classes=4, hidden_dim=8, out_dim=4, label_dim=4, gate_hidden_dim=4)
+
+    def draw() -> dict:
+        return {"views": aug(inputs["images"]),
+                "mixed": mochi.synthetic_negatives(inputs["q"], inputs["queue"]),
+                "partners": hydra.partner_classes(inputs["labels"])}  # fmt: skip
+
+    saved = callback.state_dict()  # gathered from both ranks, as a checkpoint holds it
+    first = draw()
+    callback.load_state_dict(saved)
+    callback.on_train_start(trainer, None)
+    return {"first": first, "replayed": draw(), "saved_ranks": len(saved["ranks"])}
+
+
+CASES["process_streams"] = process_streams
 
 
 def main() -> None:

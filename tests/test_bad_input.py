@@ -1,10 +1,13 @@
-"""Bad files in image folders: odd modes converted, undecodable files skipped and reported, a clear
-error above ``max_bad_fraction``; missing or empty datasets fail before training."""
+"""Bad input: bad files in image folders (odd modes converted, undecodable files skipped and
+reported, a clear error above ``max_bad_fraction``; missing or empty datasets fail before training),
+and settings that used to end in a traceback or a half-written run folder (one line, exit 2,
+nothing written)."""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +152,7 @@ def test_fit_writes_the_skipped_files_into_the_run_folder(tmp_path: Path) -> Non
     [
         ("bad", "data.max_bad_fraction: 4 of 11 image files in "),
         ("missing", "data.root: "),
-        ("flat", "has no class sub-folders in train/"),
+        ("flat", "data.labels: folders, but "),  # class folders asked for, none there
         ("empty", "holds no images with extensions"),
     ],
 )
@@ -164,7 +167,66 @@ def test_dataset_problems_fail_before_training_with_one_line(tmp_path, capsys, l
     elif layout == "empty":
         (root / "train" / "a").mkdir(parents=True)
         (root / "val" / "a").mkdir(parents=True)
-    assert main(["fit", str(_fit_recipe(tmp_path, root))]) == 2
+    labels = {"labels": "folders"} if layout == "flat" else {}
+    assert main(["fit", str(_fit_recipe(tmp_path, root, **labels))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ssl-toolkit: error: ") and message in err[0]
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def _setting_recipe(tmp_path: Path, name: str = "simclr", **changes: dict) -> Path:
+    recipe = tiny_recipe(REPO / "recipes" / "fashion_mnist" / f"{name}.yaml", tmp_path, steps=2)
+    recipe["callbacks"] = {}
+    for section, values in changes.items():
+        recipe[section] = {**(recipe.get(section) or {}), **values}
+    path = tmp_path / "r.yaml"
+    path.write_text(OmegaConf.to_yaml(recipe))
+    return path
+
+
+# (recipe changes, overrides, the start of the message after "ssl-toolkit: error: ")
+CASES = {
+    "out_dir is a file": ({}, ["out_dir={tmp}/afile"], "out_dir: {tmp}/afile is a file"),
+    "out_dir under a file": ({}, ["out_dir={tmp}/afile/run"], "out_dir: cannot create {tmp}/afile/run"),
+    "wandb online without login": ({"logger": {"wandb": True, "wandb_mode": "online"}}, [],
+                                   "logger.wandb_mode: online needs a wandb login"),
+    "precision 64": ({}, ["trainer.precision=64"], "trainer.precision: 64"),
+    "precision 64-true": ({}, ["trainer.precision=64-true"], "trainer.precision: 64-true"),
+    "hydra classes_per_batch": ({"data": {"num_classes": 4, "classes_per_batch": 8}}, [],
+                                "data.classes_per_batch: 8 classes per batch, but the data has 4 classes"),
+    "monitor nobody logs": ({"callbacks": {"rankme": {"num_samples": 32},
+                                           "rankme_checkpoint": {"monitor": "val/rank_me", "mode": "max"}}}, [],
+                            "callbacks.rankme_checkpoint.monitor: 'val/rank_me' is logged by no enabled callback"),
+    "monitor of a disabled callback": ({"callbacks": {"rankme_checkpoint": {"monitor": "val/rankme"}}}, [],
+                                       "callbacks.rankme_checkpoint.monitor: 'val/rankme' is logged by no enabled "
+                                       "callback (enable callbacks.rankme)"),
+    "nan lr": ({}, ["optimizer.lr=.nan"], "optimizer.lr: must be a finite number, got nan"),
+    "inf temperature": ({}, ["head.loss.temperature=.inf"], "head.loss.temperature: must be a finite number"),
+    "nan in a list": ({}, ["augment.crop_scale=[.nan,1.0]"], "augment.crop_scale: must be a finite number"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_setting_is_one_line_exit_2_and_nothing_written(case: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    changes, overrides, message = CASES[case]
+    name = "hydra" if "hydra" in case else "simclr"
+    path = _setting_recipe(tmp_path, name, **changes)
+    (tmp_path / "afile").write_text("not a folder")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))  # no stored login
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(["fit", str(path), *(o.format(tmp=tmp_path) for o in overrides)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("ssl-toolkit: error: " + message.format(tmp=tmp_path)), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_dir_in_a_folder_without_write_permission(tmp_path: Path, capsys) -> None:
+    (tmp_path / "locked").mkdir(mode=0o500)
+    if os.access(tmp_path / "locked", os.W_OK):
+        pytest.skip("this user (root) may write into read-only folders")
+    assert main(["fit", str(_setting_recipe(tmp_path)), f"out_dir={tmp_path}/locked/run"]) == 2
+    assert capsys.readouterr().err.startswith(f"ssl-toolkit: error: out_dir: cannot create {tmp_path}/locked/run")

@@ -36,7 +36,17 @@ def test_bench_prints_positive_throughputs_and_json(recipe: str, capsys: pytest.
         assert result[key] > 0, key
     assert result["overhead_ratio"] == pytest.approx(result["backbone_img_s"] / result["step_img_s"])
     assert result["batch_size"] == 16 and result["views"] == "2x32px"
+    assert result["views_per_image"] == 2
+    assert result["step_views_s"] == pytest.approx(2 * result["step_img_s"])
     assert "(a) backbone" in out and "(b) training step" in out and "(c) data loader" in out
+
+
+def test_loader_only(recipe: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", recipe, "--loader-only", "--steps", "2", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    result = _json_line(out)
+    assert result["loader_img_s"] > 0 and result["step_img_s"] is None and result["backbone_img_s"] is None
+    assert "(c) data loader" in out and "(a) backbone" not in out and result["loader_workers"] == 0
 
 
 def test_bench_bad_steps_is_one_line_error(recipe: str, capsys: pytest.CaptureFixture[str]) -> None:

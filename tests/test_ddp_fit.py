@@ -30,6 +30,15 @@ GATHERING = sorted(
 )  # fmt: skip
 
 
+# Allowed difference as a fraction of each tensor's update (default 2%). MV-InfoNCE's gradient is a
+# small residual of cancelling terms (its denominator holds the positives), so the float rounding of
+# the 2-process reductions grows over the 3 steps: measured, the weights agree to 3e-4 of the update
+# after 1 step and to 2-5% after 3 (a few near-zero biases). Its loss and gradients match 1 process
+# to 1e-5 (tests/contracts/test_losses_contract.py, tests/test_distributed.py); a wrong gather or
+# rank offset moves the weights by the size of the update itself.
+RTOL = {"mv_infonce": 0.1}
+
+
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp_fit")
@@ -63,10 +72,11 @@ def test_two_process_fit_with_syncbn_equals_one_process(name: str, fits: Path) -
         if a.numel() == 0:
             continue
         update = (a - start).abs().max().item()
-        allowed = 0.02 * update + 1e-6 * max(a.abs().max().item(), 1e-3)  # << the step, ~ float noise
+        floor = 1e-6 * max(a.abs().max().item(), 1e-3)  # ~ float noise
+        allowed = RTOL.get(name, 0.02) * update + floor  # << the step
         assert (a - b).abs().max().item() <= allowed, f"{key}: 2 processes differ from 1"
-        updated += update > 10 * allowed
-    assert updated > len(one["state"]) // 4  # training moved the weights far beyond the tolerance
+        updated += update > 10 * (0.02 * update + floor)
+    assert updated > len(one["state"]) // 4  # training moved the weights far beyond the (2%) tolerance
 
 
 def test_sync_batchnorm_two_processes_equal_batchnorm_on_global_batch(tmp_path: Path) -> None:
@@ -92,3 +102,26 @@ def test_sync_batchnorm_two_processes_equal_batchnorm_on_global_batch(tmp_path: 
     for r in ranks:
         torch.testing.assert_close(r["running_mean"], bn.running_mean, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(r["running_var"], bn.running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_scale_only_batchnorm_two_processes_equal_one(tmp_path: Path) -> None:
+    """The SimCLR projector's output BN (scale, no shift) under CPU SyncBN: 2 x 6 rows = 12 rows."""
+    from ssl_toolkit.heads.mlp import ScaleBatchNorm1d
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(12, 5, generator=g) * 3 - 1
+    w = torch.randn(12, 5, generator=g)
+    bn = ScaleBatchNorm1d(5)
+    with torch.no_grad():
+        bn.weight.copy_(torch.linspace(0.5, 2.0, 5))
+    ranks = run_two_ranks("sync_scale_batchnorm", {"x": x, "w": w, "state": bn.state_dict()}, tmp_path)
+    assert all(r["kind"] == "AllReduceBatchNorm" and r["bias"] is None for r in ranks)
+    xx = x.clone().requires_grad_(True)
+    y = bn(xx)
+    (w * y).sum().backward()
+    # plain computation: (x - mean) / sqrt(biased var + eps) * scale, no shift
+    expected = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + bn.eps) * bn.weight.detach()
+    torch.testing.assert_close(y.detach(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), y.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.cat([r["grad_x"] for r in ranks]), xx.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sum(r["grad_weight"] for r in ranks), bn.weight.grad, rtol=1e-5, atol=1e-5)

@@ -7,7 +7,17 @@ import math
 import pytest
 import torch
 
-from ssl_toolkit.metrics import alignment, knn_classify, knn_scores, rankme, uniformity
+from ssl_toolkit.metrics import (
+    ToleranceStatistics,
+    alignment,
+    knn_classify,
+    knn_scores,
+    rankme,
+    tolerance,
+    tolerance_from_statistics,
+    tolerance_statistics,
+    uniformity,
+)
 
 
 def with_spectrum(n: int, d: int, s: list[float], seed: int = 0) -> torch.Tensor:
@@ -146,3 +156,26 @@ def test_alignment_of_identical_inputs_is_zero_and_antipodal_uniformity() -> Non
     pair = torch.tensor([[2.0, 0.0], [-1.0, 0.0]])  # antipodal on the unit circle: ||x_0 - x_1||^2 = 4
     for t in (1.0, 2.0):
         assert uniformity(pair, t=t) == pytest.approx(math.log(math.exp(-t * 4)), rel=1e-6)
+
+
+def test_tolerance_is_the_mean_cosine_of_same_class_pairs() -> None:
+    g = torch.Generator().manual_seed(7)
+    x, labels = torch.randn(15, 4, generator=g), torch.randint(0, 3, (15,), generator=g)
+    xn = [v / v.norm() for v in x.double()]
+    sims = [float(xn[i] @ xn[j]) for i in range(15) for j in range(15) if i != j and labels[i] == labels[j]]
+    assert tolerance(x, labels) == pytest.approx(sum(sims) / len(sims), rel=1e-9)
+    # Wang & Liu: a collapse maximises tolerance; antipodal classes-mates give -1
+    assert tolerance(torch.ones(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])) == pytest.approx(1.0)
+    assert tolerance(torch.tensor([[1.0, 0.0], [-2.0, 0.0]]), torch.tensor([0, 0])) == pytest.approx(-1.0)
+
+
+def test_tolerance_statistics_add_over_splits_and_reject_bad_labels() -> None:
+    g = torch.Generator().manual_seed(8)
+    x, labels = torch.randn(20, 5, generator=g), torch.randint(0, 4, (20,), generator=g)
+    parts = [tolerance_statistics(x[:9], labels[:9], 4), tolerance_statistics(x[9:], labels[9:], 4)]
+    summed = ToleranceStatistics(*(a + b for a, b in zip(*parts)))
+    assert tolerance_from_statistics(summed) == pytest.approx(tolerance(x, labels, 4), rel=1e-12)
+    with pytest.raises(ValueError, match="labels"):
+        tolerance_statistics(x, labels, 3 if int(labels.max()) == 3 else 2)
+    with pytest.raises(ValueError, match="no class"):
+        tolerance(torch.randn(3, 2), torch.tensor([0, 1, 2]))

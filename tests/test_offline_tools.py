@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -231,6 +232,45 @@ def test_select_reads_labels_only_with_labels(tiny_run: TinyRun, monkeypatch: py
     assert [(r.checkpoint, r.rankme, r.rankme_proj) for r in labelled] == [
         (r.checkpoint, r.rankme, r.rankme_proj) for r in rows
     ]
+
+
+def test_select_with_several_metrics_ranks_by_the_first_and_reports_each(
+    tiny_run: TinyRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torch.utils.data import DataLoader
+
+    from ssl_toolkit.eval.label_free import embed_views, selection_key
+    from ssl_toolkit.eval.selection import ImagesOnly
+    from ssl_toolkit.metrics_spectral import lidar
+
+    out = tmp_path / "metrics.json"
+    metrics = ["lidar", "rankme", "alpha_req", "auc", "alignment", "uniformity"]
+    argv = ["select", str(tiny_run.path), "--num-samples", "16", "--metric", *metrics, "--view-images", "8",
+            "--views", "3", "--with-labels", "--out", str(out), "data.num_workers=0"]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads(out.read_text())
+    table = record["table"]
+    keys = [selection_key("lidar", r["scores"]["lidar"]) for r in table]
+    assert keys == sorted(keys) and record["criterion"].startswith("lidar") and record["selected"] == table[0]
+    assert all(set(r["scores"]) == set(metrics) and r["scores"]["rankme"] == r["rankme"] for r in table)
+    best_knn = max(r["knn_top1"] for r in table)
+    for entry in record["metrics"]:  # regret = best k-NN - k-NN of the metric's choice
+        chosen = next(r for r in table if r["checkpoint"] == entry["selected"])
+        assert entry["regret_knn"] == pytest.approx(best_knn - chosen["knn_top1"])
+        assert math.isnan(entry["spearman_knn"]) or -1.0 <= entry["spearman_knn"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "Spearman with k-NN" in printed and "alpha_req" in printed
+    # LiDAR by hand: the first 8 images of the sorted random subset, 3 views drawn with seed 0.
+    loaded = load_checkpoint(table[0]["checkpoint"], {"num_workers": 0})
+    subset = torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(0))[:16].sort().values[:8]
+    loader = DataLoader(ImagesOnly(loaded.datamodule.train_set, subset), batch_size=loaded.datamodule.batch_size)
+    views = embed_views(loaded.module, loader, 3, seed=0)
+    assert views.feats.shape[:2] == (8, 3)
+    assert table[0]["scores"]["lidar"] == pytest.approx(lidar(views.feats), rel=1e-6)
+    again = embed_views(loaded.module, loader, 3, seed=0)  # the same draw every time
+    assert torch.equal(again.feats, views.feats) and not torch.equal(views.feats[:, 0], views.feats[:, 1])
+    assert main(["select", str(tiny_run.path), "--metric", "nope", "--out", str(tmp_path / "x.json")]) == 2
+    assert "--metric: 'nope' is not one of" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("values, best_step", [([1.0, 5.0], 2), ([5.0, 1.0], 1), ([float("nan"), 3.0], 2)])

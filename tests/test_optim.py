@@ -73,3 +73,27 @@ def test_warmup_cosine_shape() -> None:
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # monotone decay after warm-up
     state = sched.state_dict()
     assert "lr_lambdas" in state and state["lr_lambdas"][0]["warmup"] == 10  # checkpointable
+
+
+def test_lars_at_weight_decay_zero_still_adapts_weights_but_not_biases_or_norms() -> None:
+    # timm's Lars adapts only groups with weight_decay != 0; at wd 0 it was plain SGD (lr 0.300).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3))
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    (model(torch.randn(2, 3, 6, 6)) * torch.randn(2, 3)).sum().backward()
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    lr, eta = 0.3, 0.02
+    opt = LARSFactory(lr=lr, weight_decay=0.0, momentum=0.9, trust_coefficient=eta, trust_clip=True).build(
+        param_groups(model, 0.0), global_batch_size=256
+    )
+    opt.step()
+    effective = {}
+    for name, p in model.named_parameters():  # first step from zero momentum: the step is lr_eff * grad
+        effective[name] = ((start[name] - p.detach()).norm() / grads[name].norm()).item()
+        if p.ndim > 1:  # conv and linear weights: lr * min(eta |w| / (|g| lr), 1) (LARS + LARC clip)
+            expected = min(eta * start[name].norm().item() / grads[name].norm().item(), lr)
+        else:  # BatchNorm weight/bias and the linear bias: excluded, plain lr
+            expected = lr
+        assert effective[name] == pytest.approx(expected, rel=1e-5), name
+    assert effective["0.weight"] < 0.5 * lr  # the adaptation matters for the conv layer
+    assert set(effective) == {"0.weight", "1.weight", "1.bias", "3.weight", "3.bias"}

@@ -109,12 +109,13 @@ class RandomOrderColorJitter(nn.Module):
     def extra_repr(self) -> str:
         return f"low={self.low}, high={self.high}, p={self.p}"
 
-    def sample_params(self, batch_size: int) -> JitterParams:
-        """Draw independent factors, orders and coin flips for ``batch_size`` samples (global CPU RNG)."""
+    def sample_params(self, batch_size: int, generator: torch.Generator | None = None) -> JitterParams:
+        """Draw independent factors, orders and coin flips for ``batch_size`` samples from
+        ``generator`` (a CPU generator; None: torch's global CPU generator)."""
         low, high = torch.tensor(self.low), torch.tensor(self.high)
-        factors = low + (high - low) * torch.rand(batch_size, 4)
-        order = torch.rand(batch_size, 4).argsort(dim=1)  # uniform random permutation per row
-        applied = torch.rand(batch_size) < self.p
+        factors = low + (high - low) * torch.rand(batch_size, 4, generator=generator)
+        order = torch.rand(batch_size, 4, generator=generator).argsort(dim=1)  # uniform random permutation per row
+        applied = torch.rand(batch_size, generator=generator) < self.p
         return JitterParams(factors, order, applied)
 
     def forward(self, images: Tensor, params: JitterParams | None = None) -> Tensor:

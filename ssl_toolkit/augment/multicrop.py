@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from ssl_toolkit.augment.simclr import SimCLRAugment, _ordered_pair
@@ -83,11 +84,12 @@ class MultiCropAugment(nn.Module):
             self.local_crops = SimCLRAugment(local_size, num_local, crop_scale=scale, **shared)  # type: ignore[arg-type]
         self.size, self.num_global, self.num_local = int(size), int(num_global), int(num_local)
 
-    def forward(self, images: Tensor) -> list[Tensor]:
-        """(B, C, H, W) uint8 -> G global then L local float views (see class docstring)."""
-        views = self.global_crops(images)
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """(B, C, H, W) uint8 -> G global then L local float views (see class docstring); every
+        parameter is drawn from ``generator`` (a CPU generator; None: the global one)."""
+        views = self.global_crops(images, generator)
         if self.local_crops is not None:
-            views += self.local_crops(images)
+            views += self.local_crops(images, generator)
         return views
 
     def eval_view(self, images: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ from torchvision.ops import roi_align
 
 from ssl_toolkit.augment.color import RandomOrderColorJitter
 from ssl_toolkit.checks import check_int
+from ssl_toolkit.rng import drawing_from
 
 
 class _AntialiasedResizedCrop(K.RandomResizedCrop):
@@ -136,17 +137,20 @@ class SimCLRAugment(nn.Module):
             raise ValueError(f"std must be > 0, got {std!r}")
         self.normalize = K.Normalize(mean=_floats("mean", mean, 3), std=_floats("std", std, 3))
 
-    def forward(self, images: Tensor) -> list[Tensor]:
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """Draw ``num_views`` independent views.
 
         Args:
             images: (B, C, H, W) uint8 with C in {1, 3}, on any device.
+            generator: CPU generator every random parameter is drawn from (crop boxes, flips, jitter
+                factors and order, grayscale/blur/solarize coins); None: torch's global CPU
+                generator, which ``fit`` seeds per process (``ssl_toolkit.rng``).
 
         Returns:
             ``num_views`` float32 tensors (B, 3, size, size), normalized.
         """
         # One pipeline call over (V * B) samples: per-view Python overhead is paid once.
-        with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False):
+        with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False), drawing_from(generator):
             views = self.normalize(self.pipeline(self._to_rgb_float(images, self.num_views)))
         return list(views.split(images.shape[0]))
 

@@ -1,18 +1,20 @@
 """Lightning callbacks; ``CALLBACKS`` is the one name -> class table for recipes."""
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 
 from ssl_toolkit.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
 from ssl_toolkit.callbacks.knn import KNNProbe
 from ssl_toolkit.callbacks.linear_probe import LinearProbe
 from ssl_toolkit.callbacks.rankme import RankMe
 from ssl_toolkit.callbacks.rng_state import RNGState
+from ssl_toolkit.callbacks.run_checkpoint import RunCheckpoint
 from ssl_toolkit.callbacks.throughput import Throughput
 
 CALLBACKS = {
-    "checkpoint": ModelCheckpoint,
-    # A second ModelCheckpoint for the label-free choice: monitor val/rankme, mode max.
-    "rankme_checkpoint": ModelCheckpoint,
+    # Lightning's ModelCheckpoint keywords; RunCheckpoint also survives a moved run folder.
+    "checkpoint": RunCheckpoint,
+    # A second checkpoint callback for the label-free choice: monitor val/rankme, mode max.
+    "rankme_checkpoint": RunCheckpoint,
     "lr_monitor": LearningRateMonitor,
     "throughput": Throughput,
     "knn": KNNProbe,

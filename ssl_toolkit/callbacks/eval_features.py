@@ -9,10 +9,12 @@ the features never outlive the epoch end that needed them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
@@ -21,6 +23,7 @@ from ssl_toolkit.distributed import is_distributed
 from ssl_toolkit.embedding import EmbeddedSplit, embed_split, gather_split
 
 Split = Literal["train", "val"]
+log = logging.getLogger(__name__)
 
 # (id(module), id(datamodule), split, step) -> features; entries of one step only.
 _CACHE: dict[tuple[int, int, str, int], EmbeddedSplit] = {}
@@ -116,7 +119,10 @@ class EvalCallback(pl.Callback):
     """Base of the evaluation callbacks: schedule, logging, cache lifetime and RNG isolation.
 
     Subclasses set ``splits`` (the splits whose full features they read from the cache) and
-    implement ``evaluate(module, datamodule, step) -> {name: value}``; the values must already be
+    ``needs_labels`` (k-NN, linear probe: they read ``datamodule.labelled_data()`` -- the training
+    data when it is labelled and has a held-out split, else the recipe's ``eval_root`` data -- and
+    are skipped, named in one log line, when there is none), and implement
+    ``evaluate(module, datamodule, step) -> {name: value}``; the values must already be
     identical on every process (they are computed from gathered features), so they are logged
     without a sync and a ``ModelCheckpoint`` can monitor them.
 
@@ -125,14 +131,25 @@ class EvalCallback(pl.Callback):
     """
 
     splits: tuple[Split, ...] = ()
+    needs_labels: bool = False
 
     def __init__(self, every_n_epochs: int = 1) -> None:
         check_int("every_n_epochs", every_n_epochs)
         self.every_n_epochs = every_n_epochs
 
+    def eval_data(self, trainer: pl.Trainer) -> Any | None:
+        """The data this callback evaluates on; None when it needs labels and there are none."""
+        data = datamodule_of(trainer, self)
+        labelled = getattr(data, "labelled_data", None)
+        return labelled() if self.needs_labels and labelled is not None else data
+
     def due(self, trainer: pl.Trainer) -> bool:
-        """Whether this callback evaluates at the end of the current epoch."""
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        """Whether this callback evaluates at the end of the current epoch (never when skipped)."""
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0 and self.eval_data(trainer) is not None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.eval_data(trainer) is None:
+            say_skipped(trainer, self)
 
     def evaluate(self, module: nn.Module, datamodule: Any, step: int | None = None) -> dict[str, float]:
         """Metric name -> value for ``module`` on ``datamodule``; ``step`` keys the shared features."""
@@ -140,7 +157,7 @@ class EvalCallback(pl.Callback):
 
     def epoch_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         """The metrics of this epoch end (override to use what other callbacks compute)."""
-        return self.evaluate(pl_module, datamodule_of(trainer, self), step=trainer.global_step)
+        return self.evaluate(pl_module, self.eval_data(trainer), step=trainer.global_step)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         clear_cache()
@@ -162,9 +179,22 @@ class EvalCallback(pl.Callback):
         clear_cache()
 
 
-def others_need(trainer: pl.Trainer, caller: pl.Callback, split: Split) -> bool:
-    """Whether another evaluation callback reads the full ``split`` at this epoch end."""
+def others_need(trainer: pl.Trainer, caller: EvalCallback, split: Split) -> bool:
+    """Whether another evaluation callback reads the full ``split`` of the caller's data at this epoch end."""
     return any(
         isinstance(cb, EvalCallback) and cb is not caller and split in cb.splits and cb.due(trainer)
+        and cb.eval_data(trainer) is caller.eval_data(trainer)
         for cb in trainer.callbacks
-    )
+    )  # fmt: skip
+
+
+@rank_zero_only
+def say_skipped(trainer: pl.Trainer, caller: EvalCallback) -> None:
+    """One log line naming every label-needing evaluation skipped (said by the first of them)."""
+    skipped = [cb for cb in trainer.callbacks if isinstance(cb, EvalCallback) and cb.eval_data(trainer) is None]
+    if skipped and skipped[0] is caller:
+        log.warning(
+            "evaluation: %s skipped: the training data has no labels or no held-out split "
+            "(set data.eval_root to a labelled train/<class>, val/<class> folder to run them); RankMe still runs",
+            " and ".join(type(cb).__name__ for cb in skipped),
+        )

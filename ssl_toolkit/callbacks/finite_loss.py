@@ -16,16 +16,18 @@ class NonFiniteLossError(RuntimeError):
     """Raised by ``FiniteLoss``; ``step`` is the optimizer step whose loss was not finite (1-based,
     as in checkpoint names ``step=N``), ``value`` the loss ("nan", "inf" or "-inf")."""
 
-    def __init__(self, step: int, epoch: int, value: str) -> None:
-        super().__init__(f"train/loss is {value} at step {step} (epoch {epoch}); training stopped")
+    def __init__(self, step: int, epoch: int, value: str, what: str = "train/loss") -> None:
+        super().__init__(f"{what} is {value} at step {step} (epoch {epoch}); training stopped")
         self.step, self.epoch, self.value = step, epoch, value
 
 
 class FiniteLoss(pl.Callback):
-    """Watches ``train/loss`` and raises ``NonFiniteLossError`` naming the first bad step.
+    """Watches ``train/loss`` and the step's backbone features and raises ``NonFiniteLossError``
+    naming the first bad step.
 
     The check costs one host sync, so it runs every ``check_every_n_steps`` steps, and always
-    before a checkpoint is written, at the end of each epoch and at the end of training. A
+    before a checkpoint is written, before validation, at the end of each epoch (``fit`` puts this
+    callback first, so before any evaluation callback) and at the end of training. A
     checkpoint is therefore never written after a non-finite loss: the newest checkpoint on disk is
     the last good one. Under DDP the first bad step is reduced over processes (min), so every
     process stops at the same check.
@@ -37,16 +39,24 @@ class FiniteLoss(pl.Callback):
     def __init__(self, check_every_n_steps: int = 10) -> None:
         check_int("check_every_n_steps", check_every_n_steps)
         self.check_every_n_steps = check_every_n_steps
-        self._pending: list[tuple[int, int, torch.Tensor]] = []  # (step, epoch, loss) not yet checked
+        # (step, epoch, loss, features finite) not yet checked; tensors stay on the device until check()
+        self._pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        feats = outputs.get("feats") if isinstance(outputs, dict) else None
         if isinstance(loss, torch.Tensor):
-            self._pending.append((trainer.global_step, trainer.current_epoch, loss.detach().float().reshape(-1)[:1]))
+            feats_ok = torch.isfinite(feats).all() if isinstance(feats, torch.Tensor) else torch.ones((), dtype=bool)
+            self._pending.append(
+                (trainer.global_step, trainer.current_epoch, loss.detach().float().reshape(-1)[:1], feats_ok)
+            )
         if trainer.global_step % self.check_every_n_steps == 0:
             self.check(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer)  # before any evaluation embeds data with the current weights
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -62,7 +72,12 @@ class FiniteLoss(pl.Callback):
     def check(self, trainer: pl.Trainer) -> None:
         """Raise ``NonFiniteLossError`` if any loss since the last check was NaN or infinite."""
         pending, self._pending = self._pending, []
-        flags = (~torch.isfinite(torch.cat([loss for _, _, loss in pending]))).tolist() if pending else []  # 1 sync
+        if pending:  # one host sync for all of them
+            bad_loss = ~torch.isfinite(torch.cat([loss for _, _, loss, _ in pending]))
+            bad_feats = ~torch.stack([ok.to(bad_loss.device) for _, _, _, ok in pending])
+            flags = (bad_loss | bad_feats).tolist()
+        else:
+            flags = []
         first = next((i for i, bad in enumerate(flags) if bad), None)
         step = pending[first][0] if first is not None else _NONE
         if trainer.world_size > 1:
@@ -71,6 +86,10 @@ class FiniteLoss(pl.Callback):
             )
         if step == _NONE:
             return
-        mine = [(e, loss) for s, e, loss in pending if s == step]
-        epoch, value = (mine[0][0], str(float(mine[0][1]))) if mine else (trainer.current_epoch, "not finite")
-        raise NonFiniteLossError(step, epoch, value)
+        mine = [(e, loss) for s, e, loss, _ in pending if s == step]
+        if not mine:  # another process's bad step
+            raise NonFiniteLossError(step, trainer.current_epoch, "not finite")
+        epoch, loss = mine[0]
+        if torch.isfinite(loss).all():  # the loss is finite, the backbone features are not
+            raise NonFiniteLossError(step, epoch, "not finite", what="the backbone features")
+        raise NonFiniteLossError(step, epoch, str(float(loss)))

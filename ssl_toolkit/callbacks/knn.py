@@ -38,6 +38,7 @@ class KNNProbe(EvalCallback):
     """
 
     splits: tuple[Split, ...] = ("train", "val")
+    needs_labels = True
 
     def __init__(self, k: int = 200, temperature: float = 0.07, every_n_epochs: int = 1, chunk_size: int = 256) -> None:
         super().__init__(every_n_epochs)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, Split, datamodule_of, split_features
+from ssl_toolkit.checks import check_int
 from ssl_toolkit.distributed import is_distributed, world_size
 from ssl_toolkit.metrics import topk_accuracy
 
@@ -27,6 +28,12 @@ class LinearProbe(EvalCallback):
     the callback state in checkpoints; resuming continues the probe exactly. Needs labels >= 0
     (label -1 is ignored).
 
+    Without labels in the training data it is skipped (one log line), unless the data names a
+    separate labelled ``eval_root``: the probe then cannot learn from the training batches and
+    instead trains at each evaluation for ``heldout_epochs`` passes (SGD, batches of the data's
+    batch size, a private seeded order) over the frozen features of ``eval_root``'s train split,
+    continuing from the previous evaluation's weights, then scores ``eval_root``'s val split.
+
     Logs:
         ``train/linear_loss`` every step; ``val/linear_top1`` (and ``val/linear_top5`` when the data
         has more than 5 classes) every ``every_n_epochs`` epochs, at the training epoch end.
@@ -35,12 +42,19 @@ class LinearProbe(EvalCallback):
         lr: learning rate per 256 samples; SGD uses lr * global_batch / 256 (solo-learn's scaling).
         weight_decay: SGD weight decay.
         every_n_epochs: evaluation period in epochs.
+        heldout_epochs: passes over ``eval_root``'s train features per evaluation (only with a
+            separate labelled ``eval_root``).
     """
 
     splits: tuple[Split, ...] = ("val",)
+    needs_labels = True
 
-    def __init__(self, lr: float = 0.1, weight_decay: float = 0.0, every_n_epochs: int = 1) -> None:
+    def __init__(
+        self, lr: float = 0.1, weight_decay: float = 0.0, every_n_epochs: int = 1, heldout_epochs: int = 10
+    ) -> None:
         super().__init__(every_n_epochs)
+        check_int("heldout_epochs", heldout_epochs)
+        self.heldout_epochs = heldout_epochs
         if not lr > 0:
             raise ValueError(f"lr: must be > 0, got {lr!r}")
         if not weight_decay >= 0:
@@ -49,6 +63,7 @@ class LinearProbe(EvalCallback):
         self.classifier: nn.Linear | None = None
         self.optimizer: torch.optim.SGD | None = None
         self._optimizer_state: dict[str, Any] | None = None  # restored; applied when the optimizer is built
+        self._online: bool | None = None  # trains on the training batches (their data has labels)
 
     # --- building ----------------------------------------------------------------------------
     def build(self, in_dim: int, num_classes: int, device: torch.device | str = "cpu") -> nn.Linear:
@@ -103,9 +118,12 @@ class LinearProbe(EvalCallback):
         return loss.detach()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        data = self.eval_data(trainer)
+        self._online = data is datamodule_of(trainer, self)
         width = getattr(pl_module, "feature_dim", None)
-        if stage == "fit" and self.classifier is None and isinstance(width, int):
-            self.build(width, int(datamodule_of(trainer, self).num_classes))  # before a checkpoint is restored
+        if stage == "fit" and self.classifier is None and isinstance(width, int) and data is not None:
+            self.build(width, int(data.num_classes))  # before a checkpoint is restored
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.classifier is None:
@@ -120,6 +138,10 @@ class LinearProbe(EvalCallback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if self._online is None:  # decided once per fit: the data does not change
+            self._online = self.eval_data(trainer) is datamodule_of(trainer, self)
+        if not self._online:  # skipped, or trained on eval_root at evaluation
+            return
         if not isinstance(outputs, dict) or "feats" not in outputs:
             raise ValueError("outputs: LinearProbe needs training_step to return {'loss', 'feats'}")
         feats = outputs["feats"].detach()
@@ -147,6 +169,31 @@ class LinearProbe(EvalCallback):
         if logits.shape[1] > 5:
             metrics["val/linear_top5"] = topk_accuracy(logits, val.labels, 5)
         return metrics
+
+    def epoch_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        data = self.eval_data(trainer)
+        if data is not datamodule_of(trainer, self):  # a separate labelled eval_root: train on it first
+            self.fit_heldout(pl_module, data, trainer.global_step)
+        return self.evaluate(pl_module, data, step=trainer.global_step)
+
+    def fit_heldout(self, module: nn.Module, datamodule: Any, step: int | None = None) -> None:
+        """``heldout_epochs`` SGD passes over the frozen features of ``datamodule``'s train split.
+
+        The features are gathered (the same rows on every process) and the batch order comes from a
+        generator seeded with ``step``, so every process takes the same steps.
+        """
+        train = split_features(module, datamodule, "train", step)
+        known = (train.labels >= 0).nonzero().squeeze(1)
+        if self.classifier is None:
+            self.build(train.feats.shape[1], int(datamodule.num_classes), train.feats.device)
+        batch = int(datamodule.batch_size)
+        if self.optimizer is None:
+            self._build_optimizer(batch)
+        generator = torch.Generator().manual_seed(0 if step is None else step)
+        for _ in range(self.heldout_epochs):
+            order = known[torch.randperm(len(known), generator=generator).to(known.device)]
+            for rows in order.split(batch):
+                self.fit_batch(train.feats[rows], train.labels[rows])  # the same rows on every process
 
     # --- checkpoint state --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -8,6 +8,10 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_warn
+
+from ssl_toolkit.rng import seed_process
 
 
 def capture_rng() -> dict[str, Any]:
@@ -44,26 +48,59 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 class RNGState(pl.Callback):
-    """Saves the RNG states with every checkpoint and restores them when ``fit`` resumes from one.
+    """Gives every process its own random stream and puts every process's stream in checkpoints.
 
-    Together with the checkpointed loader position (``ResumableSampler``) this makes a resumed run
-    draw the same augmentations as an uninterrupted one. The states are taken when the checkpoint
-    is written (after the step's optimizer update) and put back at ``on_train_start`` of the
-    resumed run, i.e. after Lightning has built its data iterator and run the (RNG-isolated)
-    sanity check, just before the next training batch. Under DDP the states of rank 0 are kept;
-    every rank was seeded alike and has drawn alike.
+    At ``setup`` (the model is built, identically on every rank) every process of rank r > 0
+    re-seeds its global generators with ``process_seed(seed, r)`` (``ssl_toolkit.rng``); rank 0
+    goes on with the stream of ``seed_everything(seed)`` untouched, so a 1-process run draws exactly
+    what it drew before. Other ranks draw other crops, jitter, MoCHi mixtures, Hydra partners and
+    dropout masks. With every checkpoint the states of all processes are gathered
+    (``checkpoint["callbacks"]["RNGState"]["ranks"][r]``) and, when ``fit`` resumes, each process
+    gets its own state back at ``on_train_start``, i.e. after Lightning has built its data iterator
+    and run the (RNG-isolated) sanity check, just before the next training batch. Together with the
+    checkpointed loader position (``ResumableSampler``) a resumed run draws exactly what an
+    uninterrupted one would have drawn.
+
+    Resuming with a different number of processes keeps the fresh per-process seeds (a warning says
+    so). Checkpoints written before per-process streams (one state, rank 0's) restore that state on
+    every process, as they did then.
+
+    Args:
+        seed: the recipe's ``seed``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
         self._pending: dict[str, Any] | None = None
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Rank 0 goes on with the stream seed_everything(seed) started (a 1-process run draws what it
+        # drew before per-process streams); every other rank starts its own.
+        if stage == "fit" and trainer.global_rank > 0:
+            seed_process(self.seed, trainer.global_rank)
+
     def state_dict(self) -> dict[str, Any]:
-        return capture_rng()
+        # Called on every process while a checkpoint is assembled (all at the same step): gather.
+        mine = capture_rng()
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return {"ranks": [mine]}
+        states: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(states, mine)
+        return {"ranks": states}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._pending is not None:
-            restore_rng(self._pending)
-            self._pending = None
+        if self._pending is None:
+            return
+        pending, self._pending = self._pending, None
+        if "ranks" not in pending:  # written before per-process streams: rank 0's state for all
+            restore_rng(pending)
+        elif len(pending["ranks"]) == trainer.world_size:
+            restore_rng(pending["ranks"][trainer.global_rank])
+        else:
+            rank_zero_warn(
+                f"resume: the checkpoint holds the random states of {len(pending['ranks'])} processes, this run has "
+                f"{trainer.world_size}; every process goes on with a fresh stream (seed {self.seed}, rank)"
+            )

@@ -80,7 +80,9 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
+        self.val_set: Dataset | None = None  # stays None for data without a held-out split
+        self.eval_data: ImageDataModule | None = None  # labelled data for k-NN / probe (``eval_root``)
+        self._built = False
 
     @property
     @abc.abstractmethod
@@ -93,13 +95,27 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         """Size of the train split (before any distributed sharding)."""
 
     @abc.abstractmethod
-    def _build(self) -> tuple[Dataset, Dataset]:
-        """Load the data; returns ``(train_set, val_set)``."""
+    def _build(self) -> tuple[Dataset, Dataset | None]:
+        """Load the data; returns ``(train_set, val_set)`` (``val_set`` None: no held-out split)."""
 
     @property
     def has_labels(self) -> bool:
         """Whether any train sample has a class label (labels are -1 where unknown); loads the data."""
         return bool((self.train_labels() >= 0).any())
+
+    @property
+    def has_val(self) -> bool:
+        """Whether the data has a held-out split; loads the data."""
+        self.setup()
+        return self.val_set is not None
+
+    def labelled_data(self) -> ImageDataModule | None:
+        """The data that label-needing evaluations (k-NN, linear probe) read: ``eval_data`` when the
+        recipe names one (``eval_root``), else this data when its train split has labels and it has
+        a held-out split, else None (those evaluations are skipped)."""
+        if self.eval_data is not None:
+            return self.eval_data
+        return self if self.has_labels and self.has_val else None
 
     def train_labels(self) -> torch.Tensor:
         """(N,) int64 labels of the train split, read without decoding images (the dataset's ``labels``)."""
@@ -113,8 +129,11 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         """Load both splits once; later calls (every Lightning stage, every loader) are no-ops."""
         # Both splits are loaded whatever the stage: the labelled train split also serves the k-NN
         # bank during validation, and loading twice would cost more than it saves.
-        if self.train_set is None or self.val_set is None:
+        if not self._built:
             self.train_set, self.val_set = self._build()
+            self._built = True
+            if self.eval_data is not None:  # a bad eval_root fails here, before training
+                self.eval_data.setup(stage)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled train split with full batches only (SSL losses assume a fixed batch size); P x K
@@ -151,8 +170,14 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         self._resume_at = dict(state_dict) or None  # used by the next train_dataloader()
 
     def val_dataloader(self) -> DataLoader:
-        """Held-out labelled split in a fixed order."""
+        """Held-out labelled split in a fixed order.
+
+        Raises:
+            ValueError: the data has no held-out split.
+        """
         self.setup()
+        if self.val_set is None:
+            raise ValueError(f"val_dir: {type(self).__name__} has no held-out split")
         return self._loader(self.val_set, shuffle=False, drop_last=False)
 
     def train_eval_dataloader(self) -> DataLoader:

@@ -29,9 +29,28 @@ class ProbeResult:
     train_top1: float | None = None
 
 
+def labelled(datamodule: pl.LightningDataModule) -> pl.LightningDataModule:
+    """The data a probe reads: ``datamodule.labelled_data()`` (the data itself when it has labels
+    and a held-out split, else the recipe's ``eval_root``), or ``datamodule`` when it has no such method.
+
+    Raises:
+        DataError: the data has no labels or no held-out split, and the recipe names no ``eval_root``.
+    """
+    pick = getattr(datamodule, "labelled_data", None)
+    data = pick() if pick is not None else datamodule
+    if data is None:
+        raise DataError(
+            "data: the run's data has no labels or no held-out split; add "
+            "data.eval_root=/path/to/labelled (train/<class>/, val/<class>/)"
+        )
+    return data
+
+
 def embed_labelled(module: nn.Module, datamodule: pl.LightningDataModule) -> tuple[EmbeddedSplit, EmbeddedSplit]:
-    """Backbone features of the whole labelled train split (fixed order) and the val split."""
-    return embed_split(module, datamodule.train_eval_dataloader()), embed_split(module, datamodule.val_dataloader())
+    """Backbone features of the whole labelled train split (fixed order) and the val split of
+    ``labelled(datamodule)``."""
+    data = labelled(datamodule)
+    return embed_split(module, data.train_eval_dataloader()), embed_split(module, data.val_dataloader())
 
 
 def _check_labels(split: EmbeddedSplit, num_classes: int, name: str) -> None:

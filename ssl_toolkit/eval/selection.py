@@ -1,15 +1,16 @@
-"""Label-free checkpoint selection by RankMe (Garrido et al., ICML 2023, Eq. 1).
+"""Label-free checkpoint selection: RankMe (Garrido et al., ICML 2023, Eq. 1) by default, or any
+metric of ``ssl_toolkit.eval.label_free.METRICS`` (LiDAR, alpha-ReQ, ROC-AUC, alignment, uniformity).
 
-Every checkpoint of the given runs embeds the *same* random subset of unlabelled train images; the
-one whose backbone features have the highest RankMe is selected. RankMe only ranks runs of one
-method (its value depends on the loss and projector), so runs of different heads are refused.
+Every checkpoint of the given runs embeds the *same* random subset of unlabelled train images (and,
+for the metrics that need them, the same augmented views of its first images); the best by the
+first metric is selected. These metrics only rank runs of one method (their values depend on the
+loss and projector), so runs of different heads are refused.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import embed_split
-from ssl_toolkit.eval.probe import embed_labelled, knn_probe
+from ssl_toolkit.eval.label_free import METRICS, compute, embed_views, selection_key, spearman
+from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled
 from ssl_toolkit.metrics import rankme
 from ssl_toolkit.run.checkpoint import (
     LoadedCheckpoint,
@@ -37,7 +39,8 @@ _LOADER_KEYS = ("batch_size", "num_workers")
 
 @dataclass
 class Row:
-    """One checkpoint's scores; ``knn_top1`` (val top-1, k=200, T=0.07) only with labels."""
+    """One checkpoint's scores; ``knn_top1`` (val top-1, k=200, T=0.07) only with labels;
+    ``scores`` holds the ``--metric`` values by name."""
 
     run: Path
     checkpoint: Path
@@ -46,6 +49,7 @@ class Row:
     rankme: float
     rankme_proj: float
     knn_top1: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (paths as strings)."""
@@ -137,27 +141,42 @@ def rank_checkpoints(
     with_labels: bool = False,
     data_overrides: dict[str, Any] | None = None,
     device: str | None = None,
+    metrics: list[str] | None = None,
+    num_view_images: int = 1000,
+    num_views: int = 8,
 ) -> list[Row]:
-    """Score every checkpoint of ``run_dirs`` by RankMe; best first (the selected checkpoint).
+    """Score every checkpoint of ``run_dirs``; best by the first of ``metrics`` first (the selection).
 
-    RankMe is computed on the backbone features (N, F) and the projector embeddings (N, D) of the
-    same ``min(num_samples, N_train)`` train images for every checkpoint (:func:`fixed_subset`);
-    the paper uses N = 25,600. Labels are never read unless ``with_labels``, which adds the k-NN
-    top-1 (k=200, T=0.07, full train split as bank, val split as queries) for comparison.
+    RankMe is always computed on the backbone features (N, F) and the projector embeddings (N, D) of
+    the same ``min(num_samples, N_train)`` train images for every checkpoint (:func:`fixed_subset`);
+    the paper uses N = 25,600. ``metrics`` (default ``["rankme"]``) are names of
+    ``label_free.METRICS``; those that need augmented views (LiDAR, ROC-AUC, alignment, uniformity)
+    embed ``num_views`` training-augmentation views of the first ``num_view_images`` images of the
+    subset, with the same augmentation draw for every checkpoint. Labels are never read unless
+    ``with_labels``, which adds the k-NN top-1 (k=200, T=0.07, full train split as bank, val split
+    as queries) for comparison.
 
     Args:
         run_dirs: run folders, each with ``checkpoints/*.ckpt``, all of one method.
-        num_samples: images in the RankMe subset.
-        seed: seeds the subset.
+        num_samples: images in the subset.
+        seed: seeds the subset and the augmentation draw.
         with_labels: also compute the (labelled) k-NN accuracy.
         data_overrides: merged into every recipe's ``data`` section (see ``load_checkpoint``).
         device: where to embed (default: CUDA when available).
+        metrics: metric names; the first decides the order.
+        num_view_images, num_views: LiDAR's n images x q views (the paper: 1000 x 50).
 
     Returns:
-        rows sorted by RankMe, highest first (NaN last).
+        rows sorted by the first metric, best first (NaN last).
     """
+    metrics = list(metrics or ["rankme"])
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ArgumentError(f"--metric: {unknown[0]!r} is not one of {', '.join(METRICS)}")
     if num_samples < 1:
         raise ArgumentError(f"--num-samples: must be positive, got {num_samples}")
+    if num_view_images < 2 or num_views < 2:
+        raise ArgumentError(f"--view-images, --views: must be >= 2, got {num_view_images}, {num_views}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows: list[Row] = []
     loaded: LoadedCheckpoint | None = None
@@ -171,22 +190,59 @@ def rank_checkpoints(
             raise DataError(f"select: {path} sees {len(dm.train_set)} train images, the first checkpoint {total}")
         loader = DataLoader(ImagesOnly(dm.train_set, subset), batch_size=dm.batch_size, num_workers=dm.num_workers)
         split = embed_split(module, loader, with_proj=True)
-        knn = knn_probe(*embed_labelled(module, dm), dm.num_classes).top1 if with_labels else None
-        rows.append(Row(run_dir, path, loaded.epoch, loaded.step, rankme(split.feats), rankme(split.proj), knn))
-    return sorted(rows, key=lambda r: (math.isnan(r.rankme), -r.rankme))
+        views = None
+        if any(METRICS[m].needs_views for m in metrics):
+            few = ImagesOnly(dm.train_set, subset[:num_view_images])
+            views = embed_views(module, DataLoader(few, batch_size=dm.batch_size), num_views, seed)
+        ranks = {"rankme": rankme(split.feats), "rankme_proj": rankme(split.proj)}
+        scores = {m: ranks[m] if m in ranks else compute(m, split.feats, split.proj, views) for m in metrics}
+        knn = knn_probe(*embed_labelled(module, dm), labelled(dm).num_classes).top1 if with_labels else None
+        rows.append(Row(run_dir, path, loaded.epoch, loaded.step, ranks["rankme"], ranks["rankme_proj"], knn, scores))
+    return sorted(rows, key=lambda r: selection_key(metrics[0], r.scores[metrics[0]]))
+
+
+def metric_report(rows: list[Row]) -> list[dict[str, Any]]:
+    """Per metric: the checkpoint it selects and, when ``rows`` have k-NN accuracies, the Spearman
+    correlation of its "better" direction with k-NN top-1 over all rows and its regret (the best
+    k-NN top-1 minus that of its choice)."""
+    report = []
+    knn = [r.knn_top1 for r in rows]
+    labelled = all(v is not None for v in knn)
+    for name in rows[0].scores:
+        best = min(rows, key=lambda r: selection_key(name, r.scores[name]))
+        entry: dict[str, Any] = {"metric": name, "better": METRICS[name].better, "selected": str(best.checkpoint)}
+        if labelled and len(rows) >= 2:
+            goodness = [-selection_key(name, r.scores[name]) for r in rows]
+            entry["spearman_knn"] = spearman(goodness, [float(v) for v in knn])  # type: ignore[arg-type]
+            entry["regret_knn"] = max(knn) - best.knn_top1  # type: ignore[type-var, operator]
+        report.append(entry)
+    return report
 
 
 def format_table(rows: list[Row], with_labels: bool = False) -> str:
-    """A plain-text table of ``rows``; ``*`` marks the selected (first) row."""
-    header = ["", "run", "checkpoint", "epoch", "step", "RankMe", "RankMe(proj)"] + (
+    """A plain-text table of ``rows``; ``*`` marks the selected (first) row. Metrics other than
+    RankMe get a column each."""
+    extra = [m for m in (rows[0].scores if rows else {}) if m not in ("rankme", "rankme_proj")]
+    header = ["", "run", "checkpoint", "epoch", "step", "RankMe", "RankMe(proj)", *extra] + (
         ["k-NN top-1"] if with_labels else []
     )
     lines = [header]
     for i, r in enumerate(rows):
         line = ["*" if i == 0 else "", str(r.run), r.checkpoint.name, str(r.epoch), str(r.step)]
-        line += [f"{r.rankme:.2f}", f"{r.rankme_proj:.2f}"]
+        line += [f"{r.rankme:.2f}", f"{r.rankme_proj:.2f}", *(f"{r.scores[m]:.4g}" for m in extra)]
         if with_labels:
             line.append("-" if r.knn_top1 is None else f"{r.knn_top1:.4f}")
         lines.append(line)
     widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def format_report(report: list[dict[str, Any]]) -> str:
+    """One line per metric: its choice, and with labels its Spearman with k-NN and its regret."""
+    lines = []
+    for e in report:
+        line = f"{e['metric']} ({e['better']} is better): selects {Path(e['selected']).name}"
+        if "spearman_knn" in e:
+            line += f"; Spearman with k-NN {e['spearman_knn']:+.2f}, regret {100 * e['regret_knn']:.2f} points"
+        lines.append(line)
+    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from ssl_toolkit.heads.amcl import AMCLHead
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
+from ssl_toolkit.heads.ft import MoCoV2FTHead
 from ssl_toolkit.heads.hydra import HydraHead
 from ssl_toolkit.heads.moco import MoCHiHead, MoCoV2Head
 from ssl_toolkit.heads.simclr import SimCLRHead
@@ -13,6 +14,7 @@ HEADS = {
     "hydra": HydraHead,
     "mocov2": MoCoV2Head,
     "mochi": MoCHiHead,
+    "mocov2_ft": MoCoV2FTHead,
     "swav": SwAVHead,
 }
 
@@ -21,6 +23,7 @@ __all__ = [
     "AMCLHead",
     "HydraHead",
     "MoCHiHead",
+    "MoCoV2FTHead",
     "MoCoV2Head",
     "BatchInfo",
     "HeadOutput",

@@ -29,10 +29,12 @@ class AMCLHead(SSLHead):
     Args:
         in_dim: backbone feature width F (filled in by the recipe builder).
         num_heads: C (the official code and README figure use 3; the paper's choice is UNVERIFIED).
-        hidden_dim: projector hidden width.
+        hidden_dim: projector hidden width (the official code: 512).
         out_dim: projection width D per head.
         num_layers: Linear layers per projector.
-        batch_norm: BN in the projectors' hidden layers.
+        batch_norm: BN in the projectors' hidden layers (the official code: none).
+        last_norm: norm on each projector's output (``build_mlp``; the official code: ``none``).
+        bias: bias on Linear layers without a BN after them (the official code: yes).
         tau_min, tau_max: bounds of every pair temperature.
         tau_init: the pair temperatures at initialization.
         reg_weight: β, the weight of Ω(τ) (code default 0.1).
@@ -53,10 +55,12 @@ class AMCLHead(SSLHead):
         self,
         in_dim: int,
         num_heads: int = 3,
-        hidden_dim: int = 2048,
+        hidden_dim: int = 512,
         out_dim: int = 128,
         num_layers: int = 2,
         batch_norm: bool = False,
+        last_norm: str = "none",
+        bias: bool = True,
         tau_min: float = 0.02,
         tau_max: float = 2.0,
         tau_init: float = 0.2,
@@ -66,7 +70,7 @@ class AMCLHead(SSLHead):
         super().__init__()
         check_int("num_heads", num_heads)
         self.projectors = nn.ModuleList(
-            [build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm) for _ in range(num_heads)]
+            [build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm, last_norm, bias) for _ in range(num_heads)]
         )
         self.temperatures = nn.ModuleList(
             [PairTemperature(out_dim, temperature_hidden_dim, tau_min, tau_max, tau_init) for _ in range(num_heads)]

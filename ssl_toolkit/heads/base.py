@@ -24,12 +24,15 @@ class Views:
 
 @dataclass(frozen=True)
 class BatchInfo:
-    """What else a head may need about the batch: labels (B,), sample indices (B,), progress."""
+    """What else a head may need about the batch: labels (B,), sample indices (B,), progress, and
+    the generator of its random draws (on the features' device; None: the process's global
+    generator, seeded per process by ``fit``, see ``ssl_toolkit.rng``)."""
 
     labels: Tensor
     index: Tensor
     step: int
     epoch: int
+    generator: torch.Generator | None = None
 
 
 @dataclass

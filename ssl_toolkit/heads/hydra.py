@@ -67,6 +67,7 @@ class HydraHead(SSLHead):
         num_layers: Linear layers in the projector (code: 2).
         batch_norm: BN in the projector's hidden layers (code: yes).
         layer_norm: LayerNorm on the projection (code's ``last_norm='ln'``).
+        bias: bias on Linear layers without a BN after them (code: none on the output Linear).
         pairing: ``arbitrary`` (default, the paper's setting), ``distinct`` or ``identical``.
         temperature: initial τ of the learnable scale s = 1 / τ (code: 0.1).
         learn_scale: learn s (code: yes).
@@ -99,6 +100,7 @@ class HydraHead(SSLHead):
         num_layers: int = 2,
         batch_norm: bool = True,
         layer_norm: bool = True,
+        bias: bool = False,
         pairing: str = "arbitrary",
         temperature: float = 0.1,
         learn_scale: bool = True,
@@ -116,8 +118,9 @@ class HydraHead(SSLHead):
         if simclr_weight < 0:
             raise ValueError(f"simclr_weight: must be >= 0, got {simclr_weight}")
         self.num_classes, self.pairing, self.simclr_weight = num_classes, pairing, simclr_weight
-        projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm)
-        self.projector = nn.Sequential(*projector, nn.LayerNorm(out_dim)) if layer_norm else projector
+        # erow/FastSSL layers/operation.py build_head(2, F, 2048, 256, last_norm='ln') (docs/methods/hydra.md)
+        last_norm = "ln" if layer_norm else "none"
+        self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm, last_norm, bias)
         self.gate = PairGate(num_classes, out_dim, label_dim, gate_hidden_dim, gate_combine)
         self.loss = HydraLoss(temperature=temperature, learn_scale=learn_scale)
         self.simclr = NTXentLoss(temperature=simclr_temperature) if simclr_weight > 0 else None
@@ -126,13 +129,14 @@ class HydraHead(SSLHead):
         """Ungated projection (B, F) -> (B, D)."""
         return self.projector(feats)
 
-    def partner_classes(self, y: Tensor) -> Tensor:
-        """y2 for every sample (B,), drawn with the torch RNG as set by ``pairing``."""
+    def partner_classes(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """y2 for every sample (B,), as set by ``pairing``, drawn from ``generator`` (on ``y``'s
+        device; None: the process's global generator of that device)."""
         if self.pairing == "identical":
             return y
         if self.pairing == "arbitrary":
-            return y[torch.randperm(y.shape[0], device=y.device)]
-        shift = torch.randint(1, self.num_classes, y.shape, device=y.device)
+            return y[torch.randperm(y.shape[0], device=y.device, generator=generator)]
+        shift = torch.randint(1, self.num_classes, y.shape, device=y.device, generator=generator)
         return (y + shift) % self.num_classes
 
     @torch.no_grad()
@@ -154,7 +158,7 @@ class HydraHead(SSLHead):
         # sync on an accelerator, so it only runs where it is free (CPU tensors).
         if y1.device.type == "cpu" and (bool((y1 < 0).any()) or bool((y1 >= self.num_classes).any())):
             raise ValueError(f"HydraHead needs class labels in [0, {self.num_classes}), got {y1.tolist()[:8]}...")
-        y2 = self.partner_classes(y1)
+        y2 = self.partner_classes(y1, batch.generator)
         gate = self.gate(y1, y2)  # (B, D)
         num_views = len(views.feats)
         z = self.projector(torch.cat(views.feats)).chunk(num_views)  # one call, split per view

@@ -123,9 +123,9 @@ class MoCoV2Head(SSLHead):
             exclude = self.queue_index[None, :] == batch.index[:, None].to(self.queue_index.device)  # (B, K)
         mix = self.mixing(batch.step)
         queue = self.queue.clone()  # the enqueue below writes the buffer in place
-        loss, logs = self.loss(q1, k2, queue, mix=mix, exclude=exclude)
+        loss, logs = self.loss(q1, k2, queue, mix=mix, exclude=exclude, generator=batch.generator)
         if self.symmetric:
-            loss2, logs2 = self.loss(q2, k1, queue, mix=mix, exclude=exclude)
+            loss2, logs2 = self.loss(q2, k1, queue, mix=mix, exclude=exclude, generator=batch.generator)
             loss = (loss + loss2) / 2
             logs = {key: (value + logs2[key]) / 2 for key, value in logs.items()}
             self.enqueue([k1, k2], batch.index)

@@ -45,6 +45,8 @@ class SwAVHead(SSLHead):
         out_dim: embedding width D (SwAV: 128).
         num_layers: Linear layers in the projector.
         batch_norm: BN in the projector's hidden layers (SwAV: yes).
+        last_norm: norm on the projector's output (``build_mlp``; SwAV: ``none``).
+        bias: bias on Linear layers without a BN after them (SwAV: yes).
         num_prototypes: K (SwAV: 3000). Keep K > out_dim: otherwise the embeddings can move into
             the prototypes' orthogonal complement, where every score is 0 and the loss sits at ln K.
         temperature: τ of the swapped prediction (SwAV: 0.1).
@@ -72,6 +74,8 @@ class SwAVHead(SSLHead):
         out_dim: int = 128,
         num_layers: int = 2,
         batch_norm: bool = True,
+        last_norm: str = "none",
+        bias: bool = True,
         num_prototypes: int = 3000,
         temperature: float = 0.1,
         epsilon: float = 0.05,
@@ -91,7 +95,8 @@ class SwAVHead(SSLHead):
                 raise ValueError(f"{name}: must be >= {low}, got {value}")
         if not epsilon > 0:
             raise ValueError(f"epsilon: must be > 0, got {epsilon}")
-        self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm)
+        # facebookresearch/swav src/resnet50.py: Linear -> BN -> ReLU -> Linear (docs/methods/swav.md)
+        self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm, last_norm, bias)
         self.prototypes = nn.Linear(out_dim, num_prototypes, bias=False)
         self.loss = SwAVLoss(temperature)
         self.epsilon, self.sinkhorn_iterations = float(epsilon), int(sinkhorn_iterations)

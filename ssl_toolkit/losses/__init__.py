@@ -2,15 +2,31 @@
 
 from ssl_toolkit.losses.amcl import AMCLLoss, PairTemperature
 from ssl_toolkit.losses.dcl import DCLLoss, DCLWLoss
+from ssl_toolkit.losses.groco import GroCoLoss
+from ssl_toolkit.losses.hard_contrastive import HardContrastiveLoss
 from ssl_toolkit.losses.mochi import MoCHiLoss
+from ssl_toolkit.losses.multi_view import MultiViewLoss
+from ssl_toolkit.losses.mv_dhel import MVDHELLoss
+from ssl_toolkit.losses.mv_infonce import MVInfoNCELoss
+from ssl_toolkit.losses.mw import MWLoss
 from ssl_toolkit.losses.ntxent import NTXentLoss
 from ssl_toolkit.losses.sinkhorn import sinkhorn
 from ssl_toolkit.losses.swav import SwAVLoss
 
-# Two-view losses called as loss(z_a, z_b), selectable as head.loss in recipes. AMCLLoss has its own
-# signature (per-head projections and temperature networks) and is built by AMCLHead; MoCHiLoss
-# (query, key, queue) is for a MoCo head that owns the queue.
-LOSSES = {"ntxent": NTXentLoss, "dcl": DCLLoss, "dclw": DCLWLoss}
+# Losses selectable as head.loss in recipes: two-view losses called as loss(z_a, z_b) (averaged over
+# view pairs by the head), and MultiViewLoss subclasses called once as loss([z_1, ..., z_V]).
+# AMCLLoss has its own signature (per-head projections and temperature networks) and is built by
+# AMCLHead; MoCHiLoss (query, key, queue) is for a MoCo head that owns the queue.
+LOSSES = {
+    "ntxent": NTXentLoss,
+    "dcl": DCLLoss,
+    "dclw": DCLWLoss,
+    "hard_contrastive": HardContrastiveLoss,
+    "mw": MWLoss,
+    "mv_infonce": MVInfoNCELoss,
+    "mv_dhel": MVDHELLoss,
+    "groco": GroCoLoss,
+}
 
 __all__ = [
     "LOSSES",
@@ -18,7 +34,13 @@ __all__ = [
     "PairTemperature",
     "DCLLoss",
     "DCLWLoss",
+    "GroCoLoss",
+    "HardContrastiveLoss",
     "MoCHiLoss",
+    "MultiViewLoss",
+    "MVDHELLoss",
+    "MVInfoNCELoss",
+    "MWLoss",
     "NTXentLoss",
     "SwAVLoss",
     "sinkhorn",

@@ -10,10 +10,15 @@ median step time, which a burst of other work on a shared machine does not move:
 * (b) ``step``: the real training step, i.e. ``trainer.fit`` of the recipe's ``SSLModule`` for a few
   steps on batches already in host memory: host-to-device copy, augmentation, backbone, head,
   loss, backward, optimizer and scheduler step, EMA/head hooks and logging.
-* (c) ``loader``: the recipe's train data loader alone (decode, resize, collate, workers).
+* (c) ``loader``: the recipe's train data loader alone (decode, resize, collate, workers); with
+  ``loader_only`` nothing else is measured (no model runs), e.g. to compare data layouts.
 
 ``overhead_ratio`` = time of (b) / time of (a) = ``backbone_img_s / step_img_s`` (1.0 = the toolkit
 costs nothing beyond the backbone).
+
+``views_per_image`` = augmented views made of each image (all crops, any size), and
+``step_views_s = step_img_s * views_per_image``: the training throughput in views/s and images/s, as
+the peer side-by-side (``benchmarks/peer_lightly.py``, BENCHMARKS.md) reports it.
 """
 
 from __future__ import annotations
@@ -40,14 +45,17 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 @dataclass
 class BenchResult:
-    backbone_img_s: float
-    step_img_s: float
+    backbone_img_s: float | None  # None: loader only
+    step_img_s: float | None
     loader_img_s: float
-    overhead_ratio: float
+    overhead_ratio: float | None
+    step_views_s: float | None
+    views_per_image: int | None
     device: str
     batch_size: int
-    views: str  # e.g. "2x32px" or "2x224px+6x96px"
+    views: str  # e.g. "2x32px" or "2x224px+6x96px"; "" when loader only
     precision: str
+    loader_workers: int = 0  # data.num_workers of the loader measured
 
 
 def bench_device() -> torch.device:
@@ -55,7 +63,7 @@ def bench_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3) -> BenchResult:
+def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3, loader_only: bool = False) -> BenchResult:
     """Measure (a), (b), (c) for ``recipe`` (validated, e.g. from ``load_recipe``).
 
     Args:
@@ -63,6 +71,7 @@ def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3) -> BenchResu
             accelerator/devices are replaced by one process on ``bench_device()``.
         steps: timed iterations of each measurement.
         warmup: untimed iterations before them (allocator, cuDNN autotune, compile, workers).
+        loader_only: measure (c) only.
     """
     if steps < 1 or warmup < 0:
         raise ArgumentError(f"--steps/--warmup: need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
@@ -72,9 +81,15 @@ def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3) -> BenchResu
     module, data = parts.module, parts.datamodule
     precision = str((recipe.get("trainer") or {}).get("precision", "32-true"))
     loader_img_s, batch = _loader_throughput(data.train_dataloader(), steps, warmup)
+    workers = int(getattr(data, "num_workers", 0))
+    if loader_only:
+        return BenchResult(backbone_img_s=None, step_img_s=None, loader_img_s=loader_img_s, overhead_ratio=None,
+                           step_views_s=None, views_per_image=None, device="cpu", batch_size=int(batch[0].shape[0]),
+                           views="", precision=precision, loader_workers=workers)  # fmt: skip
     module.to(device)
     views = module.augment(batch[0].to(device))
     shapes = "+".join(f"{n}x{s}px" for s, n in _count(v.shape[-1] for v in views))
+    views_per_image = len(views)
     if device.type == "cuda":  # as the real loader does (pin_memory on CUDA)
         batch = tuple(t.pin_memory() for t in batch)
     backbone_img_s = _backbone_throughput(module, views, precision, steps, warmup)
@@ -84,10 +99,13 @@ def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3) -> BenchResu
         step_img_s=step_img_s,
         loader_img_s=loader_img_s,
         overhead_ratio=backbone_img_s / step_img_s,
+        step_views_s=step_img_s * views_per_image,
+        views_per_image=views_per_image,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         batch_size=int(batch[0].shape[0]),
         views=shapes,
         precision=precision,
+        loader_workers=workers,
     )
 
 
@@ -95,11 +113,18 @@ def format_result(result: BenchResult) -> str:
     """Human-readable lines, then one JSON line with every field (``backbone_img_s``, ...)."""
     import json
 
+    per_worker = f", {result.loader_img_s / result.loader_workers:.1f} per worker" if result.loader_workers else ""
+    loader = (
+        f"(c) data loader      : {result.loader_img_s:10.1f} images/s ({result.loader_workers} workers{per_worker})"
+    )
+    if result.step_img_s is None:
+        return f"batch {result.batch_size}\n{loader}\n" + json.dumps(asdict(result))
     lines = [
         f"device {result.device}, batch {result.batch_size}, views {result.views}, precision {result.precision}",
         f"(a) backbone fwd+bwd : {result.backbone_img_s:10.1f} images/s",
-        f"(b) training step    : {result.step_img_s:10.1f} images/s",
-        f"(c) data loader      : {result.loader_img_s:10.1f} images/s",
+        f"(b) training step    : {result.step_img_s:10.1f} images/s = {result.step_views_s:.1f} views/s"
+        f" ({result.views_per_image} views per image)",
+        loader,
         f"overhead (b)/(a)     : {result.overhead_ratio:10.3f}  (time per image of the step / of the backbone)",
     ]
     return "\n".join(lines) + "\n" + json.dumps(asdict(result))

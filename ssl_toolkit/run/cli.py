@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
     p_bench.add_argument("--steps", type=int, default=10, help="timed iterations (default: %(default)s)")
     p_bench.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: %(default)s)")
+    p_bench.add_argument("--loader-only", action="store_true", help="measure (c), the data loader, only")
     p_list = sub.add_parser("recipes", help="list the shipped recipes", description="List the shipped recipes.")
     p_list.add_argument("--dir", default=str(RECIPES_DIR), help="recipes folder (default: %(default)s)")
     p_export = sub.add_parser(
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(Path(args.dir).rglob("*.yaml")):
             print(path.relative_to(args.dir))
         return 0
-    from ssl_toolkit.run.errors import TrainingStopped, UserError  # after parsing: --help stays instant
+    from ssl_toolkit.run.errors import Preempted, TrainingStopped, UserError  # after parsing: --help stays instant
 
     commands = {
         "fit": _fit,
@@ -78,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:  # NaN/Inf loss: one line naming the step and the last good checkpoint
         print(f"ssl-toolkit: error: {e}", file=sys.stderr)
         return 1
+    except Preempted as e:  # SIGTERM/SIGUSR1/Ctrl-C: checkpoint saved; 128 + signal so schedulers requeue
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            print(f"ssl-toolkit: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
@@ -103,13 +110,28 @@ def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
     p_knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(cos/T) (default: 0.07)")
     p_sel = sub.add_parser(
         "select",
-        help="pick a checkpoint without labels (RankMe)",
-        description="Rank every checkpoint of one or more runs of the same method by RankMe (Garrido et al., "
-        "ICML 2023) on one random subset of unlabelled train images; print the table and write the choice.",
+        help="pick a checkpoint without labels (RankMe, LiDAR, alpha-ReQ, ROC-AUC, ...)",
+        description="Rank every checkpoint of one or more runs of the same method by label-free metrics (default "
+        "RankMe, Garrido et al., ICML 2023) on one random subset of unlabelled train images; print the table and "
+        "each metric's choice, and write the choice of the first metric.",
     )
     p_sel.add_argument("--num-samples", type=int, default=25600, help="images in the subset (default: 25600)")
     p_sel.add_argument("--seed", type=int, default=0, help="seed of the subset (default: 0)")
-    p_sel.add_argument("--with-labels", action="store_true", help="also compute k-NN top-1 (reads labels)")
+    p_sel.add_argument(
+        "--metric",
+        nargs="+",
+        default=["rankme"],
+        metavar="NAME",
+        help="one or more of rankme, rankme_proj, lidar, lidar_proj, alpha_req, alpha_req_proj, auc, "
+        "alignment, uniformity; the first decides (default: rankme)",
+    )
+    p_sel.add_argument("--view-images", type=int, default=1000, help="images for the view metrics (default: 1000)")
+    p_sel.add_argument("--views", type=int, default=8, help="augmented views per image (default: 8)")
+    p_sel.add_argument(
+        "--with-labels",
+        action="store_true",
+        help="also compute k-NN top-1 (reads labels), and each metric's Spearman and regret",
+    )
     p_sel.add_argument("--out", default="selection.json", help="JSON to write (default: %(default)s)")
     p_sel.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p_sel.add_argument("items", nargs="+", metavar="RUN_DIR|data.KEY=VALUE", help="run folders; " + DATA_HELP)
@@ -163,7 +185,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     import torch
 
-    from ssl_toolkit.eval.probe import embed_labelled, knn_probe, linear_probe
+    from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled, linear_probe
     from ssl_toolkit.run.checkpoint import load_checkpoint
     from ssl_toolkit.run.errors import ArgumentError
     from ssl_toolkit.run.run_folder import run_dir_of, write_new_json
@@ -175,7 +197,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
     loaded = load_checkpoint(args.checkpoint, overrides)
     loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train, val = embed_labelled(loaded.module, loaded.datamodule)
-    classes = loaded.datamodule.num_classes
+    classes = labelled(loaded.datamodule).num_classes
     if args.command == "probe":
         settings = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay}
         result = linear_probe(train, val, classes, args.method, args.epochs, args.lr, args.weight_decay)
@@ -194,8 +216,10 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
-    """``select``: rank checkpoints by RankMe, print the table, write the choice (never over a file)."""
-    from ssl_toolkit.eval.selection import format_table, rank_checkpoints
+    """``select``: rank checkpoints by label-free metrics, print the table and each metric's choice,
+    write the choice of the first metric (never over a file)."""
+    from ssl_toolkit.eval.label_free import METRICS
+    from ssl_toolkit.eval.selection import format_report, format_table, metric_report, rank_checkpoints
     from ssl_toolkit.run.errors import ArgumentError
 
     out = Path(args.out)
@@ -205,9 +229,13 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     runs = [Path(i) for i in args.items if "=" not in i]
     if not runs:
         raise ArgumentError("select: give at least one RUN_DIR")
-    rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device)
-    print(format_table(rows, args.with_labels))
-    record = {"selected": rows[0].as_dict(), "criterion": "rankme (backbone features, highest)",
+    rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device,
+                            args.metric, args.view_images, args.views)  # fmt: skip
+    report = metric_report(rows)
+    print(format_table(rows, args.with_labels) + "\n\n" + format_report(report))
+    first = METRICS[args.metric[0]]
+    criterion = f"{args.metric[0]} ({first.description}; {first.better} is better)"
+    record = {"selected": rows[0].as_dict(), "criterion": criterion, "metrics": report,
               "num_samples": args.num_samples, "seed": args.seed, "with_labels": args.with_labels,
               "data_overrides": overrides, "table": [r.as_dict() for r in rows]}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -230,9 +258,8 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
         + (f", {result.run_dir / 'wandb'}" if (result.run_dir / "wandb").exists() else "")
     )
     print(f"final train/loss: {result.final_loss:.4f} after {result.steps} steps")
-    best = sorted((result.run_dir / "checkpoints").glob("best-rankme-*.ckpt"))
-    if best:
-        print(f"best RankMe ckpt: {best[-1]}  (chosen without labels)")
+    if "val/rankme" in result.best:  # the tracker's choice by score, not the newest file name
+        print(f"best RankMe ckpt: {result.best['val/rankme']}  (chosen without labels)")
     for key, value in result.val_metrics.items():
         print(f"{key + ':':<18}{value:.4f}")
     print(f"wall time:        {result.seconds:.1f} s, training throughput {result.images_per_sec:.1f} images/s")
@@ -243,7 +270,8 @@ def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.run.bench import bench, format_result
     from ssl_toolkit.run.recipe import load_recipe
 
-    print(format_result(bench(load_recipe(args.recipe, args.overrides), steps=args.steps, warmup=args.warmup)))
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(format_result(bench(recipe, steps=args.steps, warmup=args.warmup, loader_only=args.loader_only)))
     return 0
 
 

@@ -31,3 +31,13 @@ class DataError(UserError):
 class TrainingStopped(RuntimeError):
     """Training stopped on a non-finite loss; the message is one line naming the step and the last
     good checkpoint."""
+
+
+class Preempted(Exception):
+    """Training stopped on a signal (SIGTERM, SIGUSR1, Ctrl-C) after saving a resumable checkpoint;
+    the message is one line naming the step, the checkpoint and the command that resumes;
+    ``exit_code`` is ``128 + signal`` (143 for SIGTERM) so schedulers see a killed job and requeue."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,9 +1,11 @@
 """``fit``: one training run from a validated recipe, in one pass down.
 
-    validate and build the parts -> build the trainer -> prepare the run folder (new or resumed)
-    -> train -> summarize
+    validate and build the parts -> build the trainer -> lock and prepare the run folder (new or
+    resumed) -> train -> summarize
 
-Every check happens in the first two steps, before anything is written.
+Every check happens in the first two steps, before anything is written. While training, the run
+folder is locked (``run/lock.py``); SIGTERM / SIGUSR1 / Ctrl-C save ``last.ckpt`` at the current
+step and stop (``run/signals.py``).
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ import contextlib
 import logging
 import logging.handlers
 import math
+import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from ssl_toolkit.callbacks.curves import Curves
@@ -30,10 +34,13 @@ from ssl_toolkit.callbacks.rng_state import RNGState
 from ssl_toolkit.callbacks.throughput import Throughput
 from ssl_toolkit.run.checkpoint import read_checkpoint
 from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
-from ssl_toolkit.run.errors import RecipeError, TrainingStopped
+from ssl_toolkit.run.errors import CheckpointError, RecipeError, TrainingStopped
+from ssl_toolkit.run.last_checkpoint import LastCheckpoint
+from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer
-from ssl_toolkit.run.resume import ResumePoint, find_resume, newest_checkpoint
-from ssl_toolkit.run.run_folder import fresh_run_dir, resume_name, write_run_files
+from ssl_toolkit.run.resume import ResumePoint, check_trains_more, find_resume, newest_checkpoint
+from ssl_toolkit.run.run_folder import check_out_dir, fresh_run_dir, resume_name, write_run_files
+from ssl_toolkit.run.signals import Preemption, resume_command
 
 
 @dataclass
@@ -47,6 +54,7 @@ class FitResult:
     images_per_sec: float
     steps: int
     val_metrics: dict[str, float]
+    best: dict[str, Path] = field(default_factory=dict)  # monitored metric -> its best checkpoint, by score
 
 
 def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
@@ -60,24 +68,44 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     Raises:
         RecipeError: anything wrong with the recipe, the data or the resume point (nothing written).
         TrainingStopped: a non-finite loss; names the step and the last good checkpoint.
+        Preempted: a signal stopped training after saving ``last.ckpt``; names the resume command.
     """
     pl.seed_everything(int(recipe.get("seed", 0)), workers=True, verbose=False)
+    check_out_dir(recipe.get("out_dir", "runs/run"))
     parts = build_parts(recipe)
     point = find_resume(recipe.get("resume", "none"), recipe.get("out_dir", "runs/run"))
+    if point is not None and rank_zero_only.rank == 0:
+        for path, why in point.skipped:  # never pass over a checkpoint silently
+            print(f"ssl-toolkit: resume: skipped {path} ({why})", file=sys.stderr)
     run_dir = point.run_dir if point is not None else fresh_run_dir(recipe.get("out_dir", "runs/run"))
     resolved = {**recipe, "out_dir": str(run_dir)}
     throughput = Throughput()
-    trainer = build_run_trainer(resolved, run_dir, parts, point, throughput)
-    prepare_run_folder(trainer, run_dir, resolved, argv, point, parts)
-    seconds = train(trainer, parts, point, run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    own = [throughput, LastCheckpoint(last), Preemption(last, resume_command(argv, run_dir))]
+    trainer = build_run_trainer(resolved, run_dir, parts, point, own)
+    lock = RunLock(run_dir) if rank_zero_only.rank == 0 else None  # DDP: rank 0 speaks for the run
+    if lock is not None:
+        lock.acquire()  # a second process training into run_dir stops here, before writing anything
+    try:
+        prepare_run_folder(trainer, run_dir, resolved, argv, point, parts)
+        seconds = train(trainer, parts, point, run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
     return summarize(trainer, run_dir, seconds, throughput)
 
 
 def build_run_trainer(
-    recipe: dict[str, Any], run_dir: Path, parts: Parts, point: ResumePoint | None, throughput: Throughput
+    recipe: dict[str, Any], run_dir: Path, parts: Parts, point: ResumePoint | None, own: list[pl.Callback]
 ) -> pl.Trainer:
-    """The recipe's trainer plus the callbacks every run has; checks that need the trainer."""
-    extra = [throughput, RecipeInCheckpoint(recipe), Curves(run_dir / "curves.png"), RNGState()]
+    """The recipe's trainer plus the callbacks every run has (and ``own``, those ``fit`` reads back:
+    throughput, preemption); checks that need the trainer."""
+    extra = [
+        *own,
+        RecipeInCheckpoint(recipe),
+        Curves(run_dir / "curves.png"),
+        RNGState(int(recipe.get("seed", 0))),
+    ]
     if "finite_loss" not in (recipe.get("callbacks") or {}):
         extra.append(FiniteLoss())
     with held_logs("lightning.pytorch"):  # Lightning's device banner only once the checks pass
@@ -85,6 +113,7 @@ def build_run_trainer(
         check_batch_per_process(parts.datamodule, trainer)
         if point is not None:
             check_fits(parts.module, point)
+            check_trains_more(point, trainer.max_steps, trainer.max_epochs, type(parts.datamodule).__qualname__)
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return trainer
 
@@ -126,7 +155,10 @@ def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir:
             ckpt_path = None if point is None else point.checkpoint
             trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt_path, weights_only=True)
         except NonFiniteLossError as e:
-            last = newest_checkpoint(run_dir)
+            try:
+                last = newest_checkpoint(run_dir)
+            except CheckpointError:
+                last = None
             kept = f"last good checkpoint: {last.checkpoint} (step {last.step})" if last else "no checkpoint written"
             raise TrainingStopped(f"{e}; {kept}") from None
     seconds = time.perf_counter() - start
@@ -148,6 +180,11 @@ def summarize(trainer: pl.Trainer, run_dir: Path, seconds: float, throughput: Th
         images_per_sec=throughput.images_per_sec,
         steps=trainer.global_step,
         val_metrics={k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")},
+        best={
+            cb.monitor: Path(cb.best_model_path)
+            for cb in trainer.checkpoint_callbacks
+            if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path
+        },
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import netrc
+import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
@@ -22,6 +25,13 @@ def build_loggers(
     wandb needs no account in ``offline`` mode (the default); ``wandb sync run_dir/wandb/...``
     uploads later. ``online`` is used only when the recipe says so.
     """
+    if wandb and wandb_mode == "online" and not wandb_logged_in():
+        from ssl_toolkit.run.errors import RecipeError
+
+        raise RecipeError(
+            "logger.wandb_mode: online needs a wandb login (run `wandb login` or set WANDB_API_KEY); "
+            "or use logger.wandb_mode=offline and `wandb sync` the run later"
+        )
     loggers: list[Logger] = []
     if csv:
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
@@ -32,3 +42,16 @@ def build_loggers(
                                    save_dir=str(run_dir), offline=wandb_mode == "offline",
                                    mode=wandb_mode))  # fmt: skip
     return loggers
+
+
+def wandb_logged_in() -> bool:
+    """Whether wandb has credentials without asking: ``WANDB_API_KEY``, an identity token file, or
+    a ``netrc`` entry for the wandb host (where ``wandb login`` stores the key)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False

@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ssl_toolkit.augment import AUGMENTS
 from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.callbacks import CALLBACKS
+from ssl_toolkit.callbacks.finite_loss import FiniteLoss
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.heads import HEADS
 from ssl_toolkit.losses import LOSSES
@@ -32,7 +33,8 @@ from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import OPTIMIZERS, SCHEDULERS
 from ssl_toolkit.run.errors import RecipeError
 from ssl_toolkit.run.loggers import build_loggers
-from ssl_toolkit.run.typecheck import matches, type_name
+from ssl_toolkit.run.monitors import check_monitors
+from ssl_toolkit.run.typecheck import matches, non_finite, type_name
 from ssl_toolkit.sync_batchnorm import SyncBatchNormPlugin
 
 SECTIONS = ("seed", "out_dir", "backbone", "head", "augment", "data", "optimizer", "scheduler",
@@ -95,11 +97,18 @@ def validate(recipe: dict[str, Any]) -> None:
     for key in MANAGED_TRAINER_KEYS & trainer.keys():
         raise RecipeError(f"trainer.{key}: set by ssl-toolkit (use the logger/callbacks sections or out_dir)")
     check_call("trainer", pl.Trainer, trainer)
+    if str(trainer.get("precision")) in ("64", "64-true", "double"):  # views and heads are float32
+        raise RecipeError(
+            f"trainer.precision: {trainer['precision']} is not supported (augmentation and heads compute in "
+            "float32); use 32-true, 16-mixed or bf16-mixed"
+        )
     check_call("module", SSLModule, _section(recipe, "module", required=False), derived=MODULE_PARTS)
     for name, kwargs in _section(recipe, "callbacks", required=False).items():
         cls = _pick(f"callbacks.{name}", CALLBACKS, {"name": name})
         check_call(f"callbacks.{name}", cls, kwargs or {}, derived={"dirpath"})
     check_call("logger", build_loggers, _section(recipe, "logger", required=False), derived={"run_dir"})
+    callbacks = _section(recipe, "callbacks", required=False)
+    check_monitors(callbacks, {name: issubclass(CALLBACKS[name], ModelCheckpoint) for name in callbacks})
 
 
 def check_call(
@@ -120,6 +129,8 @@ def check_call(
         if key in NESTED and isinstance(value, dict):
             nested = NESTED[key]
             check_call(f"{section}.{key}", _pick(f"{section}.{key}", nested, value), _kwargs(value))
+        elif non_finite(value) is not None:  # before the type: "expected float, got float nan" misleads
+            raise RecipeError(f"{section}.{key}: must be a finite number, got {non_finite(value)}")
         elif key in hints and not matches(value, hints[key]):
             raise RecipeError(
                 f"{section}.{key}: expected {type_name(hints[key])}, got {type(value).__name__} {value!r}"
@@ -148,6 +159,11 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
         raise RecipeError(
             f"data.batch_size: {datamodule.batch_size} is larger than the "
             f"{datamodule.num_train_samples} training images"
+        )
+    per_batch = getattr(datamodule, "classes_per_batch", None)
+    if per_batch is not None and per_batch > datamodule.num_classes:
+        raise RecipeError(
+            f"data.classes_per_batch: {per_batch} classes per batch, but the data has {datamodule.num_classes} classes"
         )
     backbone = _guard("backbone", lambda: build_backbone(**backbone_kwargs(recipe)))
     head_cfg = _kwargs(recipe["head"])
@@ -191,13 +207,15 @@ def backbone_kwargs(recipe: Mapping[str, Any], pretrained: bool | None = None) -
 def build_callbacks(recipe: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
     """The recipe's callbacks; ``checkpoint`` (always present) writes to ``run_dir/checkpoints``."""
     specs = dict(_section(recipe, "callbacks", required=False))
-    specs.setdefault("checkpoint", {})
+    # ``checkpoint`` (it writes last.ckpt) last: Lightning runs checkpoint callbacks in list order,
+    # so last.ckpt then holds the other trackers' (best RankMe...) state of the same step.
+    specs["checkpoint"] = specs.pop("checkpoint", None) or {}
     out = []
     for name, kwargs in specs.items():
         kwargs = dict(kwargs or {})
         if name == "checkpoint":
             kwargs = {"save_last": True, **kwargs}
-        if CALLBACKS[name] is ModelCheckpoint:
+        if issubclass(CALLBACKS[name], ModelCheckpoint):
             kwargs["dirpath"] = str(run_dir / "checkpoints")
         out.append(_guard(f"callbacks.{name}", lambda cls=CALLBACKS[name], kw=kwargs: cls(**kw)))
     return out
@@ -206,6 +224,9 @@ def build_callbacks(recipe: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
 def build_trainer(recipe: dict[str, Any], run_dir: Path, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     loggers = build_loggers(run_dir=run_dir, **_section(recipe, "logger", required=False))
     callbacks = build_callbacks(recipe, run_dir) + list(extra_callbacks)
+    # The finite check first: its epoch-end and validation-start checks run before any evaluation
+    # callback embeds data with weights a non-finite step has broken (RankMe's SVD would raise).
+    callbacks.sort(key=lambda cb: not isinstance(cb, FiniteLoss))
     kwargs = dict(_section(recipe, "trainer", required=False))
     if kwargs.get("sync_batchnorm"):  # torch's SyncBatchNorm is GPU-only; ours also runs on CPU (gloo)
         kwargs["plugins"] = [*(kwargs.get("plugins") or []), SyncBatchNormPlugin()]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssl_toolkit.run.checkpoint import read_checkpoint
@@ -18,24 +19,58 @@ class ResumePoint:
     checkpoint: Path
     step: int
     epoch: int
+    skipped: tuple[tuple[Path, str], ...] = field(default=())  # unreadable checkpoints and why
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be resumed from: ``empty file``, ``truncated ...``, ``not a checkpoint
+    ...``, ``not loadable ...``; None when it reads as a checkpoint."""
+    if path.stat().st_size == 0:
+        return "empty file"
+    try:
+        read_checkpoint(path, mmap=True)
+        return None
+    except CheckpointError as e:
+        detail = str(e)
+    with path.open("rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's zip format
+    if zipped and not zipfile.is_zipfile(path):
+        return "truncated (the zip archive has no end; a write cut short?)"
+    if "refuses" in detail:
+        return "not loadable (" + detail.split("(", 1)[-1]
+    if "has no state_dict" in detail:
+        return "not a checkpoint (no state_dict)"
+    return "not loadable (corrupt zip archive)" if zipped else "not a checkpoint (not a PyTorch file)"
 
 
 def newest_checkpoint(run_dir: Path) -> ResumePoint | None:
     """The readable checkpoint of ``run_dir/checkpoints`` with the most optimizer steps (``last.ckpt``
-    on ties); unreadable files are skipped. None if there is none."""
+    on ties); unreadable files are skipped and listed in ``skipped``.
+
+    Raises:
+        CheckpointError: there are ``*.ckpt`` files but none is readable (one line naming each and why).
+    """
     best: tuple[tuple[int, int, bool], Path] | None = None
+    skipped: list[tuple[Path, str]] = []
     for path in sorted((run_dir / "checkpoints").glob("*.ckpt")):
-        try:
-            ckpt = read_checkpoint(path, mmap=True)
-        except CheckpointError:
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            skipped.append((path, problem))
             continue
+        ckpt = read_checkpoint(path, mmap=True)
         key = (int(ckpt.get("global_step", -1)), int(ckpt.get("epoch", -1)), path.name == "last.ckpt")
         if best is None or key > best[0]:
             best = (key, path)
     if best is None:
+        if skipped:
+            listed = "; ".join(f"{p.name}: {why}" for p, why in skipped)
+            raise CheckpointError(
+                f"resume: {run_dir / 'checkpoints'} holds {len(skipped)} checkpoint file(s) and none is readable "
+                f"({listed}); repair or remove them, or pass resume=none to start a new run"
+            )
         return None
     (step, epoch, _), path = best
-    return ResumePoint(run_dir=run_dir, checkpoint=path, step=step, epoch=epoch)
+    return ResumePoint(run_dir=run_dir, checkpoint=path, step=step, epoch=epoch, skipped=tuple(skipped))
 
 
 def find_resume(resume: str, out_dir: str | Path) -> ResumePoint | None:
@@ -43,12 +78,15 @@ def find_resume(resume: str, out_dir: str | Path) -> ResumePoint | None:
 
     Args:
         resume: ``none`` (a new run), ``auto`` (the newest run folder of ``out_dir`` that holds a
-            checkpoint, its newest checkpoint; a new run if there is none), a ``.ckpt`` file, or a
-            run folder.
+            checkpoint file, its newest readable checkpoint; a new run if no folder holds one), a
+            ``.ckpt`` file, or a run folder. Unreadable checkpoints passed over are listed in the
+            point's ``skipped``.
         out_dir: the recipe's ``out_dir``.
 
     Raises:
         RecipeError: a path that does not exist or holds no readable checkpoint.
+        CheckpointError: ``auto``, and the newest run folder with checkpoint files has none readable
+            (never a silent new run).
     """
     if resume == "none":
         return None
@@ -66,8 +104,38 @@ def find_resume(resume: str, out_dir: str | Path) -> ResumePoint | None:
             raise RecipeError(f"resume: {str(e).removeprefix('checkpoint: ')}") from None
         return ResumePoint(run_dir_of(path), path, int(ckpt.get("global_step", -1)), int(ckpt.get("epoch", -1)))
     if path.is_dir():
-        point = newest_checkpoint(path)
+        try:
+            point = newest_checkpoint(path)
+        except CheckpointError as e:
+            raise RecipeError(str(e)) from None
         if point is None:
             raise RecipeError(f"resume: {path} holds no readable checkpoint in checkpoints/")
         return point
     raise RecipeError(f"resume: {resume!r} is neither auto, none, a checkpoint file nor a run folder")
+
+
+def check_trains_more(point: ResumePoint, max_steps: int, max_epochs: int | None, datamodule_key: str) -> None:
+    """Refuse a resume that would train nothing (a finished run resumed without raising its limits).
+
+    Args:
+        point: the checkpoint to continue from.
+        max_steps: the trainer's ``max_steps`` (-1: no limit).
+        max_epochs: the trainer's ``max_epochs`` (None or -1: no limit).
+        datamodule_key: where the checkpoint keeps the loader position (the DataModule's class name).
+
+    Raises:
+        RecipeError: naming ``trainer.max_steps`` or ``trainer.max_epochs`` and the value to exceed.
+    """
+    ckpt = read_checkpoint(point.checkpoint, mmap=True)
+    position = ckpt.get(datamodule_key)
+    epoch = int(position["epoch"]) if isinstance(position, dict) and "epoch" in position else point.epoch
+    if max_steps != -1 and point.step >= max_steps:
+        raise RecipeError(
+            f"trainer.max_steps: {point.checkpoint} is at step {point.step} already; "
+            f"set trainer.max_steps above {point.step} to train more"
+        )
+    if max_epochs is not None and max_epochs != -1 and epoch >= max_epochs:
+        raise RecipeError(
+            f"trainer.max_epochs: {point.checkpoint} has finished {epoch} epoch(s) (step {point.step}); "
+            f"set trainer.max_epochs above {epoch} to train more"
+        )

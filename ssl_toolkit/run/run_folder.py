@@ -8,6 +8,7 @@ One naming rule for everything numbered: ``NAME``, then ``NAME_1``, ``NAME_2``, 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -127,4 +128,30 @@ def write_run_files(
         for tmp in (run_dir / "checkpoints").glob(".*.tmp"):
             tmp.unlink()
     if skipped and not (run_dir / "bad_files.txt").exists():
-        (run_dir / "bad_files.txt").write_text("".join(f"{path}\t{why}\n" for path, why in skipped))
+        # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes
+        lines = "".join(f"{path}\t{why}\n" for path, why in skipped)
+        (run_dir / "bad_files.txt").write_text(lines, encoding="utf-8", errors="surrogateescape")
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """``out_dir`` is a folder, or can be created as one (its nearest existing parent is a writable
+    folder). Nothing is created.
+
+    Raises:
+        RecipeError: naming ``out_dir`` and what is in the way.
+    """
+    from ssl_toolkit.run.errors import RecipeError
+
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise RecipeError(f"out_dir: {path} is a file, not a folder")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if path.exists() and not os.access(path, os.W_OK | os.X_OK):
+        raise RecipeError(f"out_dir: {path} is not writable")
+    if not path.exists():
+        if not parent.is_dir():
+            raise RecipeError(f"out_dir: cannot create {path} ({parent} is a file)")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise RecipeError(f"out_dir: cannot create {path} ({parent} is not writable)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -29,8 +30,8 @@ def matches(value: Any, annotation: Any) -> bool:
         return isinstance(value, bool)
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is float:  # NaN and +-inf are refused: no constructor means them
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if annotation is str:
         return isinstance(value, str)
     if origin is tuple:
@@ -57,3 +58,11 @@ def type_name(annotation: Any) -> str:
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "")
+
+
+def non_finite(value: Any) -> float | None:
+    """The first NaN or infinite float in ``value`` (a number, or lists/dicts of them), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return next((bad for bad in map(non_finite, items) if bad is not None), None)

@@ -39,11 +39,15 @@ def test_project_is_the_eval_mode_head_and_restores_train_mode() -> None:
 
 def test_schedule_and_who_needs_the_whole_train_split() -> None:
     knn, probe, rank_cb = KNNProbe(every_n_epochs=2), LinearProbe(), RankMe()
-    trainer = SimpleNamespace(current_epoch=0, callbacks=[rank_cb, knn, probe])
+    data = SyntheticData(num_samples=24, num_val_samples=16, batch_size=8)
+    trainer = SimpleNamespace(current_epoch=0, callbacks=[rank_cb, knn, probe], datamodule=data)
     assert not knn.due(trainer) and probe.due(trainer)
     assert not others_need(trainer, rank_cb, "train") and others_need(trainer, rank_cb, "val")
     trainer.current_epoch = 1
     assert knn.due(trainer) and others_need(trainer, rank_cb, "train") and not others_need(trainer, knn, "train")
+    data.train_set.labels[:] = -1  # unlabelled: the label-needing callbacks are never due
+    assert rank_cb.due(trainer) and not knn.due(trainer) and not probe.due(trainer)
+    assert not others_need(trainer, rank_cb, "train")
 
 
 def test_fit_without_datamodule_is_a_one_line_error() -> None:

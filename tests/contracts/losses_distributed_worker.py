@@ -12,7 +12,7 @@ import sys
 
 import torch
 import torch.distributed as dist
-from contracts.test_losses_contract import CASES, projections
+from contracts.test_losses_contract import CASES, call_loss, projections
 
 from ssl_toolkit.losses import LOSSES
 
@@ -25,7 +25,7 @@ def main(rank: int, world: int, init: str, out: str) -> None:
         n = z_a.shape[0] // world
         rows = slice(rank * n, (rank + 1) * n)
         a, b = z_a[rows].clone().requires_grad_(True), z_b[rows].clone().requires_grad_(True)
-        loss = LOSSES[name](**kwargs)(a, b)
+        loss = call_loss(LOSSES[name](**kwargs), a, b)
         loss.backward()
         results[name] = {"loss": loss.detach(), "grad_a": a.grad, "grad_b": b.grad}
     torch.save(results, f"{out}/rank{rank}.pt")

@@ -13,6 +13,7 @@ from lightning.pytorch import LightningDataModule
 from PIL import Image
 
 from ssl_toolkit.data import DATAMODULES, SyntheticData
+from ssl_toolkit.data.shard_writer import write_shards
 
 
 def _tiny_folder(tmp: Path) -> dict[str, Any]:
@@ -25,12 +26,30 @@ def _tiny_folder(tmp: Path) -> dict[str, Any]:
     return {"root": str(tmp)}
 
 
+def _tiny_file_list(tmp: Path) -> dict[str, Any]:
+    _tiny_folder(tmp)
+    for split in ("train", "val"):
+        rows = sorted(p.relative_to(tmp).as_posix() for p in (tmp / split).rglob("*.png"))
+        (tmp / f"{split}.csv").write_text("".join(f"{r},{r.split('/')[1]}\n" for r in rows))
+    return {"root": str(tmp), "train_list": str(tmp / "train.csv"), "val_list": str(tmp / "val.csv")}
+
+
+def _tiny_shards(tmp: Path) -> dict[str, Any]:
+    _tiny_folder(tmp)
+    for split, per_shard in (("train", 4), ("val", 4)):
+        files = sorted((tmp / split).rglob("*.png"))
+        write_shards([(str(p), int(p.parent.name[-1])) for p in files], str(tmp / f"{split}-%02d.tar"), per_shard)
+    return {"train_shards": str(tmp / "train-{00..01}.tar"), "val_shards": str(tmp / "val-00.tar")}
+
+
 # The contract table: per entry of DATAMODULES, a function of a scratch folder returning tiny
 # constructor keywords (a data module without a row fails test_every_datamodule_has_exactly_one_row).
 CASES: dict[str, Callable[[Path], dict[str, Any]]] = {
     "synthetic": lambda tmp: {"num_samples": 24, "num_val_samples": 8},
     "fashion_mnist": lambda tmp: {"train_samples": 24, "val_samples": 8},
     "image_folder": _tiny_folder,
+    "file_list": _tiny_file_list,
+    "webdataset": _tiny_shards,
 }
 BATCH, SIZE = 4, 16
 

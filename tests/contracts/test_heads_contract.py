@@ -33,7 +33,8 @@ WORKER = Path(__file__).with_name("heads_distributed_worker.py")
 FEATURE_DIM, NUM_CLASSES, BATCH = 12, 4, 8
 
 CASES: dict[str, dict[str, Any]] = {
-    "simclr": {"kwargs": {"hidden_dim": 16, "out_dim": 8}, "views": 2, "gathers": True},
+    "simclr": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "batch_norm": False, "last_norm": "none"}, "views": 2,
+               "gathers": True},
     "amcl": {"kwargs": {"num_heads": 2, "hidden_dim": 16, "out_dim": 8, "temperature_hidden_dim": 8},
              "views": 2, "gathers": True},
     "hydra": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "label_dim": 8, "gate_hidden_dim": 8, "batch_norm": False,
@@ -45,6 +46,8 @@ CASES: dict[str, dict[str, Any]] = {
                          "num_query_mixed": 2, "mix_start_step": 1000}, "views": 2, "gathers": True,
               "fit_overrides": {"queue_size": 64, "num_hard": 16, "num_mixed": 8, "num_query_mixed": 4,
                                 "mix_start_step": 1000}},
+    "mocov2_ft": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "queue_size": 24, "pos_alpha": 2.0, "neg_alpha": 1.6,
+                             "seed": 3}, "views": 2, "gathers": True, "fit_overrides": {"queue_size": 64}},
     "swav": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "num_prototypes": 10, "num_global": 2,
                         "batch_norm": False},
              "views": 4, "gathers": True, "fit_overrides": {"freeze_prototypes_steps": 1, "num_prototypes": 12}},

@@ -80,24 +80,25 @@ def test_missing_root(tmp_path: Path) -> None:
         ImageFolderData(str(tmp_path / "x"))
 
 
-def test_no_train_classes(tmp_path: Path) -> None:
+def test_class_folders_asked_for_but_absent(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     _write(tmp_path / "train" / "flat.jpg", (8, 8), (0, 0, 0))
-    (tmp_path / "val" / "a").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match=f"^root: {tmp_path} has no class sub-folders in train/$"):
-        ImageFolderData(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"^labels: folders, but {tmp_path / 'train'} has no class sub-folders"):
+        ImageFolderData(str(tmp_path), labels="folders")
 
 
-def test_missing_val(tmp_path: Path) -> None:
+def test_named_split_folders_must_exist(tmp_path: Path) -> None:
     _write(tmp_path / "train" / "a" / "x.jpg", (8, 8), (0, 0, 0))
-    with pytest.raises(FileNotFoundError, match=f"^val_dir: {tmp_path / 'val'} does not exist"):
-        ImageFolderData(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"^val_dir: {tmp_path / 'held_out'} does not exist"):
+        ImageFolderData(str(tmp_path), val_dir="held_out")
+    with pytest.raises(FileNotFoundError, match=f"^train_dir: {tmp_path / 'tr'} does not exist"):
+        ImageFolderData(str(tmp_path), train_dir="tr")
 
 
 def test_val_class_not_in_train(tmp_path: Path) -> None:
     _write(tmp_path / "train" / "a" / "x.jpg", (8, 8), (0, 0, 0))
     _write(tmp_path / "val" / "zebra" / "x.jpg", (8, 8), (0, 0, 0))
-    with pytest.raises(ValueError, match="classes not in train/: \\['zebra'\\]"):
+    with pytest.raises(ValueError, match="classes not in the train split: \\['zebra'\\]"):
         ImageFolderData(str(tmp_path))
 
 
@@ -111,7 +112,10 @@ def test_no_images(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"batch_size": 0}, "^batch_size: must be an int >= 1, got 0"), ({"image_size": 32, "resize_size": 16}, "^resize_size: 16")],
+    [
+        ({"batch_size": 0}, "^batch_size: must be an int >= 1, got 0"),
+        ({"image_size": 32, "resize_size": 16}, "^resize_size: 16"),
+    ],
 )
 def test_invalid_arguments(root: Path, kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -1,0 +1,344 @@
+"""Peer side-by-side: one SSL method built from lightly's modules and from ssl_toolkit, same budget.
+
+    pip install -c constraints.txt -e '.[peers]'      # lightly; never a dependency of the library
+    python benchmarks/peer_lightly.py                  # SimCLR, MoCo v2, SwAV x seeds 0 1 2
+    python benchmarks/peer_lightly.py --methods simclr --seeds 0 --train-samples 2048   # quick look
+
+For every (seed, method) it trains the same ResNet-18 (timm, standard stem, 32 px) twice on the same
+fixed subset of the Fashion-MNIST train split, at the same settings and for the same number of
+steps, and runs ``lightly`` and ``ssl_toolkit`` alternately (their order flips with the seed), so a
+burst of other work on a shared machine hits both alike:
+
+* ``lightly``: lightly's projection head, loss, transform (PIL, in the DataLoader's workers), memory
+  bank / prototypes / momentum helpers, trained by a plain PyTorch loop (lightly's examples);
+* ``ssl_toolkit``: the toolkit's ``SSLModule`` built from a recipe (kornia augmentation in the
+  training process) and trained by a Lightning ``Trainer``.
+
+Both use the same SGD (same lr, momentum, weight decay; biases and norm parameters without decay),
+no schedule, batch 256, one data-loading worker. Both backbones are then scored by the same
+weighted k-NN (k = 200, T = 0.07, cosine; bank = the training subset, queries = a fixed 5000-image subset
+of the test split, un-augmented images). Throughput = training views (and images) per second over all steps but the
+first two (warm-up), data loading included.
+
+Writes one JSON line per run to ``--out`` (default ``benchmarks/peer_lightly.jsonl``) and prints
+the markdown table (mean and spread per method and side) that BENCHMARKS.md shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import timm
+import torch
+from torch import Tensor, nn
+
+from ssl_toolkit.callbacks.throughput import Throughput
+from ssl_toolkit.data.fashion_mnist import FashionMNISTData
+from ssl_toolkit.metrics import knn_classify
+from ssl_toolkit.optim import param_groups
+from ssl_toolkit.run.recipe import build_parts, validate
+
+METHODS = ("simclr", "mocov2", "swav")
+MEAN, STD = 0.286, 0.353  # Fashion-MNIST pixel statistics (the shipped recipes')
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What both sides share."""
+
+    root: str = "/usr/share/datasets/fashion-mnist"
+    train_samples: int = 4096
+    val_samples: int = 5000  # k-NN queries: a fixed subset of the test split
+    image_size: int = 32
+    batch_size: int = 256
+    epochs: int = 1
+    num_workers: int = 1
+    lr: float = 0.3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    hidden_dim: int = 512
+    out_dim: int = 128
+    temperature: float = 0.2  # SimCLR and MoCo v2
+    queue_size: int = 4096  # MoCo v2
+    swav_temperature: float = 0.1
+    num_prototypes: int = 3000
+    skip_steps: int = 2  # warm-up steps left out of the throughput
+
+
+@dataclass
+class RunResult:
+    method: str
+    side: str
+    seed: int
+    knn_top1: float
+    views_per_s: float
+    images_per_s: float
+    train_s: float
+    steps: int
+
+
+# --- shared: data and evaluation ------------------------------------------------------------------
+def load_data(s: Settings) -> FashionMNISTData:
+    data = FashionMNISTData(s.root, s.image_size, s.batch_size, s.num_workers, train_samples=s.train_samples,
+                            val_samples=s.val_samples)  # fmt: skip
+    data.setup("fit")
+    return data
+
+
+@torch.no_grad()
+def embed(backbone: nn.Module, images: Tensor, chunk: int = 1024) -> Tensor:
+    """uint8 (N, 1|3, S, S) -> backbone features (N, F), eval mode, normalized as in training."""
+    backbone.eval()
+    out = []
+    for x in images.split(chunk):
+        x = (x.expand(-1, 3, -1, -1).float() / 255 - MEAN) / STD
+        out.append(backbone(x))
+    return torch.cat(out)
+
+
+def knn_top1(backbone: nn.Module, data: FashionMNISTData) -> float:
+    """Weighted k-NN top-1 (k = 200, T = 0.07): bank = training subset, queries = test split."""
+    train, test = data.train_set, data.val_set
+    pred = knn_classify(embed(backbone, train.images), train.labels, embed(backbone, test.images), 200, 0.07)
+    return (pred == test.labels).float().mean().item()
+
+
+def sgd(model: nn.Module, s: Settings) -> torch.optim.SGD:
+    return torch.optim.SGD(param_groups(model, s.weight_decay), lr=s.lr, momentum=s.momentum)
+
+
+def new_backbone() -> nn.Module:
+    return timm.create_model("resnet18", pretrained=False, num_classes=0)
+
+
+# --- lightly --------------------------------------------------------------------------------------
+class PILViews(torch.utils.data.Dataset):
+    """The same uint8 images as PIL RGB, through a lightly transform (a list of view tensors)."""
+
+    def __init__(self, images: Tensor, transform: object) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> list[Tensor]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i, 0].numpy(), mode="L").convert("RGB"))
+
+
+def lightly_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
+    """Train with lightly's modules; returns the backbone and the timing."""
+    from lightly.loss import NTXentLoss, SwaVLoss
+    from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead, SwaVProjectionHead, SwaVPrototypes
+    from lightly.models.utils import update_momentum
+    from lightly.transforms import SimCLRTransform, SwaVTransform
+    from lightly.utils.scheduler import cosine_schedule
+
+    torch.manual_seed(seed)
+    normalize = {"mean": [MEAN] * 3, "std": [STD] * 3}
+    jitter = {"cj_prob": 0.8, "cj_strength": 0.5, "random_gray_scale": 0.2, "gaussian_blur": 0.0}
+    backbone = new_backbone()
+    extra: dict[str, nn.Module] = {}
+    if method == "swav":
+        transform = SwaVTransform(crop_sizes=(s.image_size,), crop_counts=(2,), crop_min_scales=(0.08,),
+                                  crop_max_scales=(1.0,), normalize=normalize, **jitter)  # fmt: skip
+        head = SwaVProjectionHead(512, s.hidden_dim, s.out_dim)
+        extra["prototypes"] = SwaVPrototypes(s.out_dim, s.num_prototypes)
+        criterion: nn.Module = SwaVLoss(temperature=s.swav_temperature)
+    else:
+        transform = SimCLRTransform(input_size=s.image_size, min_scale=0.08, normalize=normalize, **jitter)
+        if method == "simclr":
+            head = SimCLRProjectionHead(512, s.hidden_dim, s.out_dim)
+            criterion = NTXentLoss(temperature=s.temperature)
+        else:
+            head = MoCoProjectionHead(512, s.hidden_dim, s.out_dim)
+            criterion = NTXentLoss(temperature=s.temperature, memory_bank_size=(s.queue_size, s.out_dim))
+            extra["backbone_m"] = copy.deepcopy(backbone).requires_grad_(False)
+            extra["head_m"] = copy.deepcopy(head).requires_grad_(False)
+    model = nn.ModuleDict({"backbone": backbone, "head": head, **extra})
+    optimizer = sgd(nn.ModuleList([backbone, head, *(m for k, m in extra.items() if k == "prototypes")]), s)
+    loader = torch.utils.data.DataLoader(
+        PILViews(data.train_set.images, transform), batch_size=s.batch_size, shuffle=True, drop_last=True,
+        num_workers=s.num_workers, persistent_workers=s.num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    total = len(loader) * s.epochs
+    model.train()
+    step, images, start = 0, 0, None
+    for _ in range(s.epochs):
+        for views in loader:
+            if step == s.skip_steps:
+                start = time.perf_counter()
+            if method == "simclr":
+                z0, z1 = head(backbone(torch.cat(views))).chunk(2)
+                loss = criterion(z0, z1)
+            elif method == "mocov2":  # symmetric, as ssl_toolkit's MoCoV2Head (both keys enqueued)
+                m = cosine_schedule(step, total, 0.99, 1.0)
+                update_momentum(backbone, extra["backbone_m"], m)
+                update_momentum(head, extra["head_m"], m)
+                x = torch.cat(views)
+                q0, q1 = head(backbone(x)).chunk(2)
+                with torch.no_grad():
+                    k0, k1 = extra["head_m"](extra["backbone_m"](x)).chunk(2)
+                loss = criterion(torch.cat([q0, q1]), torch.cat([k1, k0]))
+            else:
+                extra["prototypes"].normalize()
+                z = nn.functional.normalize(head(backbone(torch.cat(views))), dim=1)
+                p = list(extra["prototypes"](z, step).chunk(2))
+                loss = criterion(high_resolution_outputs=p, low_resolution_outputs=[])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if start is not None:
+                images += views[0].shape[0]
+            step += 1
+    seconds = time.perf_counter() - start
+    return backbone, {"images": images, "seconds": seconds, "steps": step}
+
+
+# --- ssl_toolkit ----------------------------------------------------------------------------------
+def toolkit_recipe(method: str, s: Settings, seed: int, head_overrides: dict | None = None) -> dict:
+    """The recipe equal to ``lightly_run``'s settings (same crops, jitter, widths, loss, optimizer)."""
+    augment = {"name": "simclr", "size": s.image_size, "crop_scale": [0.08, 1.0], "brightness": 0.4,
+               "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "jitter_p": 0.8, "grayscale_p": 0.2,
+               "blur_p": 0.0, "mean": [MEAN] * 3, "std": [STD] * 3}  # fmt: skip
+    heads = {
+        "simclr": {"name": "simclr", "loss": {"name": "ntxent", "temperature": s.temperature}},
+        "mocov2": {"name": "mocov2", "queue_size": s.queue_size, "temperature": s.temperature,
+                   "base_momentum": 0.99, "final_momentum": 1.0},
+        "swav": {"name": "swav", "num_prototypes": s.num_prototypes, "temperature": s.swav_temperature,
+                 "epsilon": 0.05, "num_global": 2},
+    }  # fmt: skip
+    head = {**heads[method], "hidden_dim": s.hidden_dim, "out_dim": s.out_dim, **(head_overrides or {})}
+    return {
+        "seed": seed,
+        "out_dir": "runs/peer_lightly",
+        "backbone": {"name": "resnet18", "pretrained": False, "small_image_stem": False},
+        "head": head,
+        "augment": augment,
+        "data": {
+            "name": "fashion_mnist",
+            "root": s.root,
+            "image_size": s.image_size,
+            "batch_size": s.batch_size,
+            "num_workers": s.num_workers,
+            "train_samples": s.train_samples,
+            "val_samples": s.val_samples,
+        },  # fmt: skip
+        "optimizer": {"name": "sgd", "lr": s.lr, "weight_decay": s.weight_decay, "momentum": s.momentum},
+        "trainer": {"max_epochs": s.epochs, "accelerator": "cpu", "devices": 1, "precision": "32-true"},
+    }
+
+
+def toolkit_run(
+    method: str, data: FashionMNISTData, s: Settings, seed: int, head_overrides: dict | None = None
+) -> tuple[nn.Module, dict]:
+    """Train ssl_toolkit's SSLModule from the equal recipe; returns the backbone and the timing."""
+    recipe = toolkit_recipe(method, s, seed, head_overrides)
+    validate(recipe)
+    pl.seed_everything(seed, verbose=False)
+    parts = build_parts(recipe)
+    timer = Throughput(skip_steps=s.skip_steps)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_epochs=s.epochs, precision="32-true", logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(parts.module, datamodule=parts.datamodule)
+    return parts.module.backbone, {"images": timer.images, "seconds": timer.seconds, "steps": trainer.global_step}
+
+
+def toolkit_no_bn_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
+    """ssl_toolkit with the projector it had before following the authors' code (no BN at all)."""
+    return toolkit_run(method, data, s, seed, {"batch_norm": False, "last_norm": "none"})
+
+
+SIDES = {"lightly": lightly_run, "ssl_toolkit": toolkit_run, "ssl_toolkit_no_bn": toolkit_no_bn_run}
+DEFAULT_SIDES = ("lightly", "ssl_toolkit")
+
+
+# --- driver ---------------------------------------------------------------------------------------
+def run_one(method: str, side: str, data: FashionMNISTData, s: Settings, seed: int) -> RunResult:
+    backbone, t = SIDES[side](method, data, s, seed)
+    images_per_s = t["images"] / t["seconds"]
+    return RunResult(method, side, seed, knn_top1(backbone, data), 2 * images_per_s, images_per_s, t["seconds"],
+                     t["steps"])  # fmt: skip
+
+
+def table(results: list[RunResult]) -> str:
+    """Markdown: per method and side, k-NN mean ± sample std and per-seed values, views/s mean, and
+    each toolkit side against lightly (k-NN difference in points, throughput ratio)."""
+    lines = ["| method | built from | k-NN top-1, mean ± std | per seed | training views/s (images/s) | "
+             "k-NN − lightly | throughput / lightly |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for method in METHODS:
+        knn_mean, rates = {}, {}
+        for side in SIDES:
+            rows = sorted((r for r in results if r.method == method and r.side == side), key=lambda r: r.seed)
+            if not rows:
+                continue
+            knn = [r.knn_top1 for r in rows]
+            spread = f"{statistics.stdev(knn):.4f}" if len(knn) > 1 else "-"
+            knn_mean[side], rates[side] = statistics.mean(knn), statistics.mean(r.views_per_s for r in rows)
+            per_seed = ", ".join(f"{r.seed}: {r.knn_top1:.4f}" for r in rows)
+            versus = ["", ""]
+            if side != "lightly" and "lightly" in rates:
+                versus = [f"{100 * (knn_mean[side] - knn_mean['lightly']):+.1f} pt",
+                          f"{rates[side] / rates['lightly']:.2f}x"]  # fmt: skip
+            lines.append(f"| {method} | {side} | {knn_mean[side]:.4f} ± {spread} | {per_seed} | "
+                         f"{rates[side]:.0f} ({rates[side] / 2:.0f}) | {versus[0]} | {versus[1]} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--sides",
+        nargs="+",
+        default=list(DEFAULT_SIDES),
+        choices=list(SIDES),
+        help="ssl_toolkit_no_bn: the toolkit with a projector without BN (the old SimCLR default)",
+    )
+    parser.add_argument("--train-samples", type=int, default=Settings.train_samples)
+    parser.add_argument("--val-samples", type=int, default=Settings.val_samples)
+    parser.add_argument("--root", default=Settings.root)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/peer_lightly.jsonl"))
+    parser.add_argument("--table-only", action="store_true", help="print the table of the runs in --out")
+    args = parser.parse_args(argv)
+    try:
+        import lightly  # noqa: F401
+    except ImportError:
+        print("lightly is not installed: pip install -c constraints.txt -e '.[peers]'", file=sys.stderr)
+        return 2
+    if args.table_only:
+        print(table([RunResult(**json.loads(line)) for line in args.out.read_text().splitlines() if line]))
+        return 0
+    s = Settings(root=args.root, train_samples=args.train_samples, val_samples=args.val_samples)
+    data = load_data(s)
+    print(f"settings: {asdict(s)}; torch threads {torch.get_num_threads()}", flush=True)
+    results = []
+    for seed in args.seeds:
+        for method in args.methods:
+            order = args.sides if seed % 2 == 0 else args.sides[::-1]
+            for side in order:
+                r = run_one(method, side, data, s, seed)
+                results.append(r)
+                print(json.dumps(asdict(r)), flush=True)
+                with args.out.open("a") as f:
+                    f.write(json.dumps(asdict(r)) + "\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

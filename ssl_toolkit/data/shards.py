@@ -1,0 +1,409 @@
+"""WebDataset tar shards, streamed from local paths or any fsspec URL (data that outgrows a folder).
+
+A shard is a tar file whose members are grouped into samples by their name up to the first dot
+(``000123.jpg`` + ``000123.cls``): the format timm and OpenCLIP read, written by
+``tools/write_shards.py``. Training streams whole shards (sequential reads, a shuffle buffer);
+evaluation reads single images by their byte offset, found once at ``setup`` from the tar headers.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import os
+import random
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import fsspec
+import numpy as np
+import torch
+import torch.distributed as dist
+import torchvision.transforms.functional as TF
+import webdataset as wds
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from ssl_toolkit.data.base import ImageDataModule, check_positive
+from ssl_toolkit.data.image_files import decode_resized
+from ssl_toolkit.data.image_folder import eval_folder
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp")  # a sample's first member with one of these is its image
+LABEL_SUFFIX = "cls"  # an integer class index as text
+
+
+def expand_shards(spec: str | list[str]) -> list[str]:
+    """Shard URLs of a spec: brace patterns (``train-{000000..000099}.tar``), ``::``-joined lists,
+    or a list of either; local paths or fsspec URLs (``s3://``, ``gs://``, ``https://``...)."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    return [url for s in specs for url in wds.shardlists.expand_urls(s)]
+
+
+@dataclass
+class ShardIndex:
+    """Where every sample of a list of shards is.
+
+    Attributes:
+        urls: the S shard URLs.
+        shard: (N,) shard number of each sample.
+        offset: (N,) byte offset of the sample's image in its shard.
+        size: (N,) byte size of the image.
+        labels: (N,) int64 class index (-1 without a ``cls`` member).
+        starts: (S + 1,) index of each shard's first sample (the last entry is N).
+    """
+
+    urls: list[str]
+    shard: np.ndarray
+    offset: np.ndarray
+    size: np.ndarray
+    labels: np.ndarray
+    starts: np.ndarray
+
+
+def index_shards(urls: list[str], arg: str) -> ShardIndex:
+    """Read the tar headers (and ``cls`` members) of every shard once; samples in shard order.
+
+    Samples are grouped exactly as WebDataset groups them (consecutive members with one key, see
+    ``webdataset.tariterators.base_plus_ext``); a sample without an image member is left out.
+
+    Raises:
+        FileNotFoundError: a shard cannot be opened (names ``arg`` and the URL).
+        ValueError: a shard is not a tar file, or a ``cls`` member is not an integer.
+    """
+    shard, offset, size, labels, starts = [], [], [], [], [0]
+    for s, url in enumerate(urls):
+        try:
+            handle = fsspec.open(url, "rb").open()
+        except (OSError, ValueError) as e:
+            raise FileNotFoundError(f"{arg}: cannot open {url} ({e})") from None
+        try:
+            with handle, tarfile.open(fileobj=handle, mode="r:") as tar:
+                key, image, label = None, None, -1
+                for member in tar:
+                    name_key, suffix = wds.tariterators.base_plus_ext(member.name)
+                    if not member.isreg() or name_key is None or os.path.basename(member.name).startswith("__"):
+                        continue
+                    if name_key != key:
+                        if image is not None:
+                            shard.append(s), offset.append(image[0]), size.append(image[1]), labels.append(label)
+                        key, image, label = name_key, None, -1
+                    suffix = suffix.lower()
+                    if suffix in IMAGE_SUFFIXES and image is None:
+                        image = (member.offset_data, member.size)
+                    elif suffix == LABEL_SUFFIX:
+                        text = tar.extractfile(member).read().decode().strip()
+                        if not text.lstrip("-").isdigit():
+                            raise ValueError(
+                                f"{arg}: {url}: {member.name} is not an integer class index ({text[:20]!r})"
+                            )
+                        label = int(text)
+                if image is not None:
+                    shard.append(s), offset.append(image[0]), size.append(image[1]), labels.append(label)
+        except tarfile.TarError as e:
+            raise ValueError(f"{arg}: {url} is not a tar shard ({e})") from None
+        starts.append(len(shard))
+    return ShardIndex(urls, np.array(shard, np.int32), np.array(offset, np.int64), np.array(size, np.int64),
+                      np.array(labels, np.int64), np.array(starts, np.int64))  # fmt: skip
+
+
+def decode_bytes(data: bytes, image_size: int, resize_size: int) -> torch.Tensor:
+    """uint8 (3, S, S) of an encoded image: upright RGB, shorter side -> ``resize_size``, center crop."""
+    return TF.pil_to_tensor(decode_resized(io.BytesIO(data), image_size, resize_size))
+
+
+class ShardImages(Dataset):
+    """Random access to the images of indexed shards (evaluation loaders: k-NN bank, RankMe subset).
+
+    Each image is one ranged read of its shard (files are opened lazily, once per loader worker).
+
+    Args:
+        index: from ``index_shards``.
+        image_size: side S of the (3, S, S) uint8 images.
+        resize_size: shorter side before the center crop.
+        labelled: False = every label is -1 (``labels: none``).
+    """
+
+    def __init__(self, index: ShardIndex, image_size: int, resize_size: int, labelled: bool = True) -> None:
+        self.index, self.image_size, self.resize_size = index, image_size, resize_size
+        self.labels = index.labels if labelled else np.full_like(index.labels, -1)
+        self._files: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_files": {}}  # open files stay in the process that opened them
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        """Return ``(uint8 (3, S, S), label, i)``."""
+        s = int(self.index.shard[i])
+        if s not in self._files:
+            self._files[s] = fsspec.open(self.index.urls[s], "rb").open()
+        f = self._files[s]
+        f.seek(int(self.index.offset[i]))
+        data = f.read(int(self.index.size[i]))
+        return decode_bytes(data, self.image_size, self.resize_size), int(self.labels[i]), i
+
+
+class ShardStream(IterableDataset):
+    """The training stream: whole shards split over processes and loader workers, then shuffled.
+
+    Consumer c = rank x workers + worker reads the shards at positions c, c + C, c + 2C... (C =
+    processes x workers) of a shard order drawn from (seed, epoch), so one pass over the shards
+    gives every sample to exactly one consumer. Each consumer shuffles its samples through a buffer
+    of ``shuffle_buffer`` samples (``webdataset.shuffle``, its own seeded RNG). With ``repeat`` the
+    pass starts over (a new shard order) when a consumer's shards run out.
+
+    Yields:
+        ``(uint8 (3, S, S), label, index)``; ``index`` is the sample's position in ``ShardIndex``.
+    """
+
+    def __init__(
+        self, images: ShardImages, shuffle_buffer: int, seed: int, epoch: int, rank: int, world_size: int,
+        repeat: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.images, self.shuffle_buffer, self.seed, self.epoch = images, shuffle_buffer, seed, epoch
+        self.rank, self.world_size, self.repeat = rank, world_size, repeat
+
+    def consumer(self) -> tuple[int, int]:
+        """(this consumer's number, number of consumers)."""
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.rank * workers + worker, self.world_size * workers
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int, int]]:
+        for one_pass in self.passes():
+            yield from one_pass
+
+    def passes(self) -> Iterator[Iterator[tuple[torch.Tensor, int, int]]]:
+        """This consumer's passes over its shards (one, or endless with ``repeat``), each a sample iterator."""
+        index = self.images.index
+        consumer, consumers = self.consumer()
+        for cycle in itertools.count():
+            # str seeds are hashed with SHA-512: the same order in every process and worker
+            order = random.Random(f"{self.seed}/{self.epoch}/{cycle}").sample(range(len(index.urls)), len(index.urls))
+            mine = order[consumer::consumers]
+            if not mine:
+                return
+            rng = random.Random(f"{self.seed}/{self.epoch}/{cycle}/{consumer}")
+            yield self._decoded(mine, rng)
+            if not self.repeat:
+                return
+
+    def chunks(self, size: int) -> Iterator[list[torch.Tensor]]:
+        """The samples stacked ``size`` at a time, ``[uint8 (n, 3, S, S), int64 (n,), int64 (n,)]``
+        with n <= size; a chunk never spans two passes (the last of a pass may be shorter)."""
+        for one_pass in self.passes():
+            while group := list(itertools.islice(one_pass, size)):
+                images, labels, index = zip(*group, strict=True)
+                yield [
+                    torch.stack(images),
+                    torch.tensor(labels, dtype=torch.int64),
+                    torch.tensor(index, dtype=torch.int64),
+                ]
+
+    def _decoded(self, shards: list[int], rng: random.Random) -> Iterator[tuple[torch.Tensor, int, int]]:
+        # shuffled while still encoded (the buffer holds file bytes), then decoded
+        buffered = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
+        for data, i, where in buffered(self._samples(shards)):
+            try:
+                image = decode_bytes(data, self.images.image_size, self.images.resize_size)
+            except Exception as e:  # noqa: BLE001 - a bad image: skip it, keep training
+                log.warning("webdataset: %s cannot be decoded (%s); skipped", where, e)
+                continue
+            yield image, int(self.images.labels[i]), i
+
+    def _samples(self, shards: list[int]) -> Iterator[tuple[bytes, int, str]]:
+        """``(encoded image, sample index, "shard-url:key")`` of the shards, in their order."""
+        urls = self.images.index.urls
+        number = {urls[s]: s for s in shards}
+        members = wds.tariterators.tar_file_expander(self._open(shards), handler=wds.warn_and_continue)
+        position, url = 0, None
+        for sample in wds.tariterators.group_by_keys(members, handler=wds.warn_and_continue):
+            image = next((v for k, v in sample.items() if k in IMAGE_SUFFIXES), None)
+            if image is None:
+                continue  # not a sample of the index either
+            position, url = (position + 1, url) if sample["__url__"] == url else (1, sample["__url__"])
+            yield image, int(self.images.index.starts[number[url]]) + position - 1, f"{url}:{sample['__key__']}"
+
+    def _open(self, shards: list[int]) -> Iterator[dict[str, Any]]:
+        for s in shards:
+            url = self.images.index.urls[s]
+            with fsspec.open(url, "rb") as stream:  # closed once the expander moves to the next shard
+                yield {"url": url, "stream": stream}
+
+
+class _Chunks(IterableDataset):
+    """``ShardStream.chunks`` as a dataset, for loader workers."""
+
+    def __init__(self, stream: ShardStream, size: int) -> None:
+        super().__init__()
+        self.stream, self.size = stream, size
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        return self.stream.chunks(self.size)
+
+
+class EpochLoader:
+    """The train loader of streamed shards: exactly ``len(self)`` batches per epoch on every process
+    (DDP needs equal step counts), from a ``ShardStream`` of the trainer's current epoch.
+
+    Loader workers hand over full batches, taken from them in turn, except at the end of a worker's
+    pass over its shards, where it hands over what is left; such a short chunk is completed from
+    the next worker's here. No worker holds back a partial batch, so when the workers' shards hold
+    equal numbers of samples the epoch's batches use each sample once.
+    """
+
+    def __init__(self, data: WebDatasetData, rank: int, world_size: int) -> None:
+        self.data, self.rank, self.world_size = data, rank, world_size
+        self.batches = data.num_train_samples // (world_size * data.batch_size)
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        self._epoch = 0  # used without a trainer
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        trainer = self.data.trainer
+        epoch = int(trainer.current_epoch) if trainer is not None else self._epoch
+        self._epoch += 1
+        batch, workers = self.data.batch_size, self.data.num_workers
+        stream = ShardStream(self.data.train_set, self.data.shuffle_buffer, self.seed, epoch, self.rank,
+                             self.world_size, repeat=True)  # fmt: skip
+        # batch_size=None: the workers' chunks as they are (a full chunk is passed on without a copy)
+        chunks = iter(DataLoader(_Chunks(stream, batch), batch_size=None, num_workers=workers))
+        held: list[list[torch.Tensor]] = []  # chunks not yet in a batch
+        count = 0
+        try:
+            for _ in range(self.batches):
+                while count < batch:
+                    held.append(next(chunks))
+                    count += len(held[-1][2])
+                joined = held[0] if len(held) == 1 else [torch.cat(parts) for parts in zip(*held, strict=True)]
+                yield [t[:batch] for t in joined] if count > batch else joined
+                held = [[t[batch:] for t in joined]] if count > batch else []
+                count -= batch
+        finally:
+            del chunks  # stops the workers
+
+
+class WebDatasetData(ImageDataModule):
+    """WebDataset tar shards: streamed for training, read by offset for evaluation.
+
+    Training: whole shards are split over processes and loader workers (each sample goes to one
+    of them per pass), shuffled through a buffer, decoded (EXIF orientation applied) and resized;
+    every process takes ``num_train_samples // (processes x batch_size)`` batches per epoch. Each
+    sample is seen exactly once per epoch when the shards hold equal numbers of samples and their
+    count is a multiple of processes x workers (``tools/write_shards.py`` writes equal shards);
+    otherwise a consumer whose shards run out starts over on them, so a few samples repeat and
+    others wait for the next epoch. The shard order and the shuffle depend on (seed, epoch) only.
+
+    Resume is at epoch granularity: a run resumed from a checkpoint written at an epoch end goes
+    on exactly as an uninterrupted one; a checkpoint written mid-epoch resumes that epoch's sample
+    order from its start (the remaining steps see the epoch's first samples).
+
+    Args:
+        train_shards: shard URLs: a brace pattern (``/data/train-{000000..000127}.tar``), a list,
+            local paths or fsspec URLs (``s3://bucket/train-{000000..000127}.tar``; remote schemes
+            need their fsspec package, e.g. s3fs).
+        val_shards: held-out shards, or None (no held-out split).
+        image_size: side S of the (3, S, S) uint8 images (center crop).
+        batch_size: samples per batch, per process.
+        num_workers: loader workers per process; a process needs at least this many shards.
+        shuffle_buffer: samples in each consumer's shuffle buffer (more: better mixing, more memory).
+        labels: ``auto``: the ``cls`` members are labels (label -1 where a sample has none);
+            ``none``: every label is -1.
+        resize_size: shorter side before the crop (None = ``image_size``).
+        eval_root: a separate labelled class-folder dataset for k-NN and the linear probe (see
+            ``ImageFolderData``).
+
+    ``setup`` reads every shard's tar headers once (local files: a seek per member; remote: one
+    ranged read per member), which gives the sample count and the byte offsets.
+
+    Raises:
+        FileNotFoundError: a shard cannot be opened (at ``setup``).
+        ValueError: a bad argument, a malformed shard, or too few shards for the loader workers.
+    """
+
+    def __init__(
+        self,
+        train_shards: str | list[str],
+        val_shards: str | list[str] | None = None,
+        image_size: int = 224,
+        batch_size: int = 256,
+        num_workers: int = 8,
+        shuffle_buffer: int = 1000,
+        labels: Literal["auto", "none"] = "auto",
+        resize_size: int | None = None,
+        eval_root: str | None = None,
+    ) -> None:
+        super().__init__(image_size, batch_size, num_workers)
+        check_positive(shuffle_buffer=shuffle_buffer, resize_size=resize_size)
+        if labels not in ("auto", "none"):
+            raise ValueError(f"labels: expected auto or none, got {labels!r}")
+        if resize_size is not None and resize_size < image_size:
+            raise ValueError(f"resize_size: {resize_size} is smaller than image_size {image_size}")
+        self.train_urls = expand_shards(train_shards)
+        self.val_urls = None if val_shards is None else expand_shards(val_shards)
+        if not self.train_urls:
+            raise ValueError("train_shards: names no shard")
+        if len(self.train_urls) < max(num_workers, 1):
+            raise ValueError(f"num_workers: {num_workers} loader workers need at least as many train shards, "
+                             f"got {len(self.train_urls)}")  # fmt: skip
+        self.shuffle_buffer, self.labels = shuffle_buffer, labels
+        self.resize_size = resize_size or image_size
+        self.skipped: list[tuple[str, str]] = []
+        self.eval_data = None if eval_root is None else eval_folder(eval_root, self)
+
+    @property
+    def num_classes(self) -> int:
+        """Largest ``cls`` label + 1 (0 without labels); reads the shard headers on first use."""
+        self.setup()
+        return int(self.train_set.labels.max()) + 1 if len(self.train_set) and self.train_set.labels.max() >= 0 else 0
+
+    @property
+    def num_train_samples(self) -> int:
+        """Samples in the train shards (reads the shard headers on first use)."""
+        self.setup()
+        return len(self.train_set)
+
+    def _build(self) -> tuple[ShardImages, ShardImages | None]:
+        labelled = self.labels == "auto"
+        train = ShardImages(index_shards(self.train_urls, "train_shards"), self.image_size, self.resize_size, labelled)
+        if not len(train):
+            raise ValueError(f"train_shards: {len(self.train_urls)} shards hold no image samples")
+        val = None
+        if self.val_urls is not None:
+            val = ShardImages(index_shards(self.val_urls, "val_shards"), self.image_size, self.resize_size, labelled)
+        _say_layout(self, train, val)
+        return train, val
+
+    def train_dataloader(self) -> EpochLoader:
+        """``len`` batches per epoch of the streamed, shuffled train shards (rank-aware itself)."""
+        self.setup()
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        consumers = world * max(self.num_workers, 1)
+        if len(self.train_urls) < consumers:
+            raise ValueError(
+                f"train_shards: {len(self.train_urls)} shards cannot feed {world} processes x "
+                f"{max(self.num_workers, 1)} loader workers (each reads whole shards); write at least "
+                f"{consumers} shards (tools/write_shards.py --shard-size) or lower data.num_workers"
+            )
+        if self.num_train_samples < world * self.batch_size:
+            raise ValueError(f"batch_size: {self.batch_size} x {world} processes is larger than the "
+                             f"{self.num_train_samples} train samples")  # fmt: skip
+        return EpochLoader(self, rank, world)
+
+
+@rank_zero_only
+def _say_layout(data: WebDatasetData, train: ShardImages, val: ShardImages | None) -> None:
+    labelled = int((train.labels >= 0).sum())
+    what = f"{labelled} of {len(train)} samples labelled" if labelled else "no labels (label -1)"
+    held = "no held-out split" if val is None else f"held-out split of {len(val)} samples"
+    log.warning("webdataset: %d train samples in %d shards, %s; %s", len(train), len(data.train_urls), what, held)

@@ -1,0 +1,59 @@
+"""MV-DHEL: multi-view decoupled hyperspherical energy loss (Koromilas et al., arXiv 2507.06979)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ssl_toolkit.losses.multi_view import MultiViewLoss, multi_view_batch
+
+
+class MVDHELLoss(MultiViewLoss):
+    """MV-DHEL (Koromilas et al., arXiv 2507.06979; the authors' ``models/losses.py::MVDHEL``).
+
+    For M images with V views each, unit-normalized U_il (image i, view l)::
+
+        L = (1/M) sum_i [ -log sum_{l < l'} exp(U_il . U_il' / t)
+                          + sum_l log sum_{j != i} exp(U_il . U_jl / t) ]
+
+    Alignment over the *unordered* pairs of i's views; uniformity per view, against the other
+    images *in the same view* only (decoupled: no positive in any denominator, no cross-view
+    negatives), one log per view. The authors' code writes this as ``-log(pos / prod_l neg_l)`` with
+    raw exponentials, which overflows at small t or in half precision; here it is computed in log
+    space, ``-logsumexp(pos) + sum_l logsumexp(neg_l)``, in fp32 (also under autocast). The README's
+    formula keeps j = i in each view's sum; the code (followed here) leaves it out.
+    Keys are gathered across processes with gradient; each process scores its own images.
+
+    Args:
+        temperature: t > 0 (the authors use 0.5 on CIFAR / ImageNet-100, 0.1 on ImageNet-1k).
+
+    Shapes:
+        views: V >= 2 tensors (M, D). Returns a scalar.
+
+    Raises:
+        ValueError: temperature <= 0; fewer than 2 views or views of different shapes.
+
+    Example:
+        >>> MVDHELLoss(0.5)([torch.randn(8, 16) for _ in range(4)]).shape
+        torch.Size([])
+    """
+
+    def __init__(self, temperature: float = 0.5) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature: must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, views: Sequence[Tensor]) -> Tensor:
+        with torch.autocast(device_type=views[0].device.type, enabled=False):
+            mv = multi_view_batch(views)
+            u, keys = mv.anchors, mv.keys  # (V, M, D), (V, W*M, D)
+            v = u.shape[0]
+            upper = torch.ones(v, v, dtype=torch.bool, device=u.device).triu(diagonal=1)
+            pos = torch.einsum("lid,mid->ilm", u, u) / self.temperature  # (M, V, V)
+            pos = pos[:, upper].logsumexp(dim=1)  # (M,) over l < l'
+            logits = torch.einsum("lid,ljd->lij", u, keys) / self.temperature  # (V, M, W*M), same view
+            neg = logits.masked_fill(mv.is_self()[None], float("-inf")).logsumexp(dim=2).sum(dim=0)  # (M,)
+            return (neg - pos).mean()

@@ -1,0 +1,69 @@
+"""``last.ckpt`` is the newest state of a run, and a run that ended can be extended exactly.
+
+Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only when it saves on its own
+schedule, so a run stopped by ``max_steps`` between two saves ends with an older ``last.ckpt``; and
+the loop state Lightning keeps once an epoch loop has ended does not resume an *extended* run:
+after an epoch cut short by ``max_steps`` it read back as "epoch finished" (a larger ``max_steps``
+trained nothing; a larger ``max_epochs`` only the leftover batches of the *next* epoch), and after a
+full epoch with ``max_steps`` set, one step and then an "epoch end". ``LastCheckpoint`` writes
+``last.ckpt`` when training ends and, when a checkpoint saved after its epoch loop ended is loaded,
+gives Lightning's loop state the shape of one saved at the same step inside the loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Checkpoint
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes ``path`` at the end of training; repairs the loop state of truncated-epoch checkpoints.
+
+    Args:
+        path: ``<run>/checkpoints/last.ckpt``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._ending = False
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._ending = True
+        try:
+            trainer.save_checkpoint(self.path)  # every process takes part; rank 0 writes (atomically)
+        finally:
+            self._ending = False
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # The loader position (``loader_position``) counts from ``current_epoch``, which Lightning has
+        # already moved past the last epoch when training ends (also when max_steps cut it short).
+        position = checkpoint.get(type(trainer.datamodule).__qualname__) if trainer.datamodule else None
+        if self._ending and isinstance(position, dict) and "epoch" in position:
+            position["epoch"] -= 1
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        epochs, batches = loop.get("epoch_progress"), loop.get("epoch_loop.batch_progress")
+        if not epochs or not batches or batches["current"]["processed"] == 0:
+            return
+        if epochs["current"]["processed"] < epochs["current"]["ready"]:
+            return  # saved inside the epoch loop (on_train_batch_end): Lightning resumes it exactly
+        # Saved after the epoch loop ended (at its natural end, or cut short by max_steps): give it
+        # the shape of a checkpoint saved in on_train_batch_end of the same batch (the epoch started,
+        # not processed; the batch processed, not completed), the one Lightning resumes exactly,
+        # also when a larger max_steps or max_epochs extends the run. The loader position
+        # (ResumableSampler) says which batch comes next either way.
+        for part in ("current", "total"):
+            epochs[part]["processed"] = epochs[part]["completed"] = epochs[part]["ready"] - 1
+            if batches[part]["completed"] == batches[part]["processed"]:
+                batches[part]["completed"] = batches[part]["processed"] - 1
+        state = loop.get("epoch_loop.state_dict", {})
+        if "_batches_that_stepped" in state:
+            state["_batches_that_stepped"] -= 1  # Lightning adds it back when it restarts from there

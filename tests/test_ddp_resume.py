@@ -1,0 +1,75 @@
+"""Exact resume with 2 DDP processes (torchrun, gloo, CPU): both processes killed with SIGKILL
+mid-epoch and resumed with ``resume=auto`` end bit for bit with the weights of an uninterrupted
+2-process run. Each process draws its own augmentations and MoCHi mixtures, so this holds only if
+every process gets its own random state back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from test_resume import _assert_same_tensors, _load
+
+from conftest import REPO, tiny_recipe
+
+KILLER = """
+import os, signal, sys
+from ssl_toolkit.module import SSLModule
+from ssl_toolkit.run.cli import main
+
+def on_train_batch_end(self, outputs, batch, batch_idx):
+    if self.global_step == int(os.environ["KILL_AFTER_STEP"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+SSLModule.on_train_batch_end = on_train_batch_end
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _recipe(tmp_path: Path, name: str) -> Path:
+    # 64 images, 8 per process and step: 4 steps per epoch; a checkpoint every 2 steps.
+    recipe = tiny_recipe(REPO / "recipes" / "fashion_mnist" / "mochi.yaml", tmp_path, steps=8)
+    recipe["head"].update(queue_size=64, num_hard=16, num_mixed=8, num_query_mixed=4, mix_start_step=2)
+    recipe["data"]["batch_size"] = 8
+    recipe["trainer"].update(max_epochs=3, deterministic=True, devices=2, strategy="ddp", enable_model_summary=False)
+    recipe["callbacks"] = {"checkpoint": {"every_n_train_steps": 2, "save_top_k": -1}}
+    recipe["out_dir"] = str(tmp_path / name)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(OmegaConf.to_yaml(recipe))
+    return path
+
+
+def _torchrun(tmp_path: Path, script: list[str], kill_after: int = -1) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "KILL_AFTER_STEP": str(kill_after)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *script]
+    return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.distributed
+def test_two_process_sigkill_then_resume_auto_matches_uninterrupted_two_process_run(tmp_path: Path) -> None:
+    cli = ["-m", "ssl_toolkit.run.cli", "fit"]
+    straight = _torchrun(tmp_path, [*cli, str(_recipe(tmp_path, "straight"))])
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    reference = _load(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    killed = _recipe(tmp_path, "killed")
+    res = _torchrun(tmp_path, [str(killer), "fit", str(killed)], kill_after=5)
+    assert res.returncode != 0
+    saved = _load(tmp_path / "killed" / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 4 and saved["SyntheticData"] == {"epoch": 1, "batches": 0}
+    states = saved["callbacks"]["RNGState"]["ranks"]  # one random state per process, all different
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
+
+    resumed_run = _torchrun(tmp_path, [*cli, str(killed), "resume=auto"])
+    assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
+    resumed = _load(tmp_path / "killed" / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == reference["global_step"] == 8
+    _assert_same_tensors(resumed["state_dict"], reference["state_dict"], "state_dict")  # bit for bit
+    _assert_same_tensors(resumed["optimizer_states"], reference["optimizer_states"], "optimizer")

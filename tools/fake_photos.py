@@ -1,0 +1,41 @@
+"""Write photo-like JPEGs (smooth colour fields + fine texture), e.g. to measure loader speed.
+
+    python tools/fake_photos.py OUT_DIR [--count 512] [--width 500] [--height 375] [--seed 0]
+
+ImageNet-typical size by default (500 x 375, quality 90: about 60-100 kB per file, close to
+ImageNet's average); pure noise would be far larger and slower to decode than real photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def fake_photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A smooth random colour field (8 x 6 control points, bicubic) plus mild pixel noise."""
+    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+    noise = rng.normal(0, 12, (height, width, 1)).astype(np.float32)
+    return Image.fromarray(np.clip(field + noise, 0, 255).astype(np.uint8))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--count", type=int, default=512)
+    parser.add_argument("--width", type=int, default=500)
+    parser.add_argument("--height", type=int, default=375)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    os.makedirs(args.out_dir, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    for i in range(args.count):
+        fake_photo(rng, args.width, args.height).save(os.path.join(args.out_dir, f"photo_{i:05d}.jpg"), quality=90)
+
+
+if __name__ == "__main__":
+    main()

@@ -176,6 +176,8 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
         raise RecipeError(
             f"data.classes_per_batch: {per_batch} classes per batch, but the data has {datamodule.num_classes} classes"
         )
+    # The augmentation first: its own checks name augment.* keys before the backbone uses its sizes.
+    augment = _construct("augment", AUGMENTS, recipe["augment"])
     backbone = _guard("backbone", lambda: build_backbone(**backbone_kwargs(recipe)))
     head_cfg = _kwargs(recipe["head"])
     if isinstance(head_cfg.get("loss"), dict):
@@ -188,7 +190,6 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
     if "num_classes" in inspect.signature(head_cls).parameters:
         head_cfg["num_classes"] = datamodule.num_classes
     head = _guard("head", lambda: head_cls(in_dim=backbone.feature_dim, **head_cfg))
-    augment = _construct("augment", AUGMENTS, recipe["augment"])
     optimizer = _construct("optimizer", OPTIMIZERS, recipe["optimizer"])
     sched = recipe.get("scheduler")
     scheduler = _construct("scheduler", SCHEDULERS, sched) if sched is not None else None

@@ -104,7 +104,8 @@ class FileListData(ImageDataModule):
         if resize_size is not None and resize_size < image_size:
             raise ValueError(f"resize_size: {resize_size} is smaller than image_size {image_size}")
         if not os.path.isdir(root):
-            raise FileNotFoundError(f"root: {shown(root)} does not exist")
+            what = "is not a folder" if os.path.exists(root) else "does not exist"
+            raise FileNotFoundError(f"root: {shown(root)} {what}")
         self.root, self.train_list, self.val_list = root, train_list, val_list
         self.resize_size = resize_size or image_size
         self.max_bad_fraction = max_bad_fraction

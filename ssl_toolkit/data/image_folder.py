@@ -145,7 +145,8 @@ class ImageFolderData(ImageDataModule):
         self.root = os.fspath(root)
         self.resize_size = resize_size or image_size
         if not os.path.isdir(self.root):
-            raise FileNotFoundError(f"root: {shown(self.root)} does not exist")
+            what = "is not a folder" if os.path.exists(self.root) else "does not exist"
+            raise FileNotFoundError(f"root: {shown(self.root)} {what}")
         self.train_path = os.path.join(self.root, train_dir)
         if not os.path.isdir(self.train_path):
             if train_dir != "train":

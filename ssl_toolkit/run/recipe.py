@@ -210,8 +210,8 @@ def backbone_kwargs(recipe: Mapping[str, Any], pretrained: bool | None = None) -
     augment = recipe["augment"]
     defaults = {k: p.default for k, p in inspect.signature(_pick("augment", AUGMENTS, augment)).parameters.items()}
     size, local_size = augment.get("size", defaults.get("size")), augment.get("local_size", defaults.get("local_size"))
-    sizes = {"augment.size": size} if isinstance(size, int) else {}
-    if isinstance(local_size, int) and augment.get("num_local", defaults.get("num_local")):
+    sizes = {"augment.size": size} if isinstance(size, int) and size > 0 else {}  # else augment reports it
+    if isinstance(local_size, int) and local_size > 0 and augment.get("num_local", defaults.get("num_local")):
         sizes["augment.local_size"] = local_size
     return {**spec, "input_sizes": sizes}
 

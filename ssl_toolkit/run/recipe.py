@@ -112,13 +112,12 @@ def validate(recipe: dict[str, Any]) -> None:
     for name, kwargs in callbacks.items():
         monitor = kwargs.get("monitor")
         needs = next((cb for prefix, cb in METRIC_SOURCES.items() if str(monitor).startswith(prefix)), None)
-        if CALLBACKS[name] is ModelCheckpoint and needs is not None and needs not in callbacks:
+        if issubclass(CALLBACKS[name], ModelCheckpoint) and needs is not None and needs not in callbacks:
             raise RecipeError(
                 f"callbacks.{name}: monitors {monitor} but callbacks.{needs} is off; "
                 f"turn this one off too (callbacks.{name}=null)"
             )
     check_call("logger", build_loggers, _section(recipe, "logger", required=False), derived={"run_dir"})
-    callbacks = _section(recipe, "callbacks", required=False)
     check_monitors(callbacks, {name: issubclass(CALLBACKS[name], ModelCheckpoint) for name in callbacks})
 
 

@@ -368,6 +368,7 @@ def main() -> None:
     try:
         out = CASES[case](torch.load(work / "inputs.pt"), rank, world)
         torch.save(out, work / f"rank{rank}.pt")
+        dist.barrier()  # both ranks done before teardown: gloo aborts if a peer vanishes mid-destroy
     finally:
         dist.destroy_process_group()
 

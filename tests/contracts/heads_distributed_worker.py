@@ -37,6 +37,7 @@ def main(rank: int, world: int, init: str, out: str, names: list[str]) -> None:
             "param_grads": {k: p.grad for k, p in head.named_parameters() if p.grad is not None},
         }
     torch.save(results, f"{out}/rank{rank}.pt")
+    dist.barrier()  # both ranks done before teardown: gloo aborts if a peer vanishes mid-destroy
     dist.destroy_process_group()
 
 

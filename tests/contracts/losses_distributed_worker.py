@@ -29,6 +29,7 @@ def main(rank: int, world: int, init: str, out: str) -> None:
         loss.backward()
         results[name] = {"loss": loss.detach(), "grad_a": a.grad, "grad_b": b.grad}
     torch.save(results, f"{out}/rank{rank}.pt")
+    dist.barrier()  # both ranks done before teardown: gloo aborts if a peer vanishes mid-destroy
     dist.destroy_process_group()
 
 

@@ -23,4 +23,5 @@ if __name__ == "__main__":
     epochs = [[int(i) for batch in loader for i in batch[2]] for _ in range(2)]
     with open(out, "w") as f:
         json.dump({"epochs": epochs, "batches": len(loader)}, f)
+    dist.barrier()  # both ranks done before teardown: gloo aborts if a peer vanishes mid-destroy
     dist.destroy_process_group()

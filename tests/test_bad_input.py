@@ -198,8 +198,7 @@ CASES = {
                                            "rankme_checkpoint": {"monitor": "val/rank_me", "mode": "max"}}}, [],
                             "callbacks.rankme_checkpoint.monitor: 'val/rank_me' is logged by no enabled callback"),
     "monitor of a disabled callback": ({"callbacks": {"rankme_checkpoint": {"monitor": "val/rankme"}}}, [],
-                                       "callbacks.rankme_checkpoint.monitor: 'val/rankme' is logged by no enabled "
-                                       "callback (enable callbacks.rankme)"),
+                                       "callbacks.rankme_checkpoint: monitors val/rankme but callbacks.rankme is off"),
     "nan lr": ({}, ["optimizer.lr=.nan"], "optimizer.lr: must be a finite number, got nan"),
     "inf temperature": ({}, ["head.loss.temperature=.inf"], "head.loss.temperature: must be a finite number"),
     "nan in a list": ({}, ["augment.crop_scale=[.nan,1.0]"], "augment.crop_scale: must be a finite number"),

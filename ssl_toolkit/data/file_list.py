@@ -10,7 +10,7 @@ from typing import Literal
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from ssl_toolkit.data.base import ImageDataModule, check_positive
-from ssl_toolkit.data.image_files import FileCheck, add_checked, shown
+from ssl_toolkit.data.image_files import FileCheck, add_checked, check_folder_args, shown
 from ssl_toolkit.data.image_folder import ImageFileDataset, eval_folder, names, report
 
 log = logging.getLogger(__name__)
@@ -97,15 +97,9 @@ class FileListData(ImageDataModule):
     ) -> None:
         super().__init__(image_size, batch_size, num_workers, classes_per_batch)
         check_positive(resize_size=resize_size)
-        if not 0 <= max_bad_fraction < 1:
-            raise ValueError(f"max_bad_fraction: must be in [0, 1), got {max_bad_fraction!r}")
         if labels not in ("auto", "column", "none"):
             raise ValueError(f"labels: expected auto, column or none, got {labels!r}")
-        if resize_size is not None and resize_size < image_size:
-            raise ValueError(f"resize_size: {resize_size} is smaller than image_size {image_size}")
-        if not os.path.isdir(root):
-            what = "is not a folder" if os.path.exists(root) else "does not exist"
-            raise FileNotFoundError(f"root: {shown(root)} {what}")
+        check_folder_args(os.fspath(root), image_size, resize_size, max_bad_fraction)
         self.root, self.train_list, self.val_list = root, train_list, val_list
         self.resize_size = resize_size or image_size
         self.max_bad_fraction = max_bad_fraction

@@ -21,6 +21,22 @@ def shown(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def check_folder_args(root: str, image_size: int, resize_size: int | None, max_bad_fraction: float) -> None:
+    """The checks every data module over image files on disk shares (image_folder, file_list).
+
+    Raises:
+        ValueError: ``max_bad_fraction`` outside [0, 1) or ``resize_size`` below ``image_size``.
+        FileNotFoundError: ``root`` is missing or not a folder (one line naming it).
+    """
+    if not 0 <= max_bad_fraction < 1:
+        raise ValueError(f"max_bad_fraction: must be in [0, 1), got {max_bad_fraction!r}")
+    if resize_size is not None and resize_size < image_size:
+        raise ValueError(f"resize_size: {resize_size} is smaller than image_size {image_size}")
+    if not os.path.isdir(root):
+        what = "is not a folder" if os.path.exists(root) else "does not exist"
+        raise FileNotFoundError(f"root: {shown(root)} {what}")
+
+
 def path_array(paths: list[str]) -> np.ndarray:
     """Paths as a numpy bytes array (``os.fsencode``: any name the OS allows, non-UTF-8 included).
 

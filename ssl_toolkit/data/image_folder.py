@@ -14,7 +14,15 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Dataset
 
 from ssl_toolkit.data.base import ImageDataModule, check_positive
-from ssl_toolkit.data.image_files import EXTENSIONS, FileCheck, decode_resized, find_images, path_array, shown
+from ssl_toolkit.data.image_files import (
+    EXTENSIONS,
+    FileCheck,
+    check_folder_args,
+    decode_resized,
+    find_images,
+    path_array,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 _SHOWN = 10  # bad file names spelled out in a log line or an error
@@ -134,19 +142,13 @@ class ImageFolderData(ImageDataModule):
     ) -> None:
         super().__init__(image_size, batch_size, num_workers, classes_per_batch)
         check_positive(resize_size=resize_size)
-        if not 0 <= max_bad_fraction < 1:
-            raise ValueError(f"max_bad_fraction: must be in [0, 1), got {max_bad_fraction!r}")
         if labels not in ("auto", "folders", "none"):
             raise ValueError(f"labels: expected auto, folders or none, got {labels!r}")
-        if resize_size is not None and resize_size < image_size:
-            raise ValueError(f"resize_size: {resize_size} is smaller than image_size {image_size}")
         self.max_bad_fraction = max_bad_fraction
         self.skipped: list[tuple[str, str]] = []  # (path, reason) of every skipped image file
         self.root = os.fspath(root)
         self.resize_size = resize_size or image_size
-        if not os.path.isdir(self.root):
-            what = "is not a folder" if os.path.exists(self.root) else "does not exist"
-            raise FileNotFoundError(f"root: {shown(self.root)} {what}")
+        check_folder_args(self.root, image_size, resize_size, max_bad_fraction)
         self.train_path = os.path.join(self.root, train_dir)
         if not os.path.isdir(self.train_path):
             if train_dir != "train":

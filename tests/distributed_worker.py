@@ -8,6 +8,7 @@ Reads ``WORK_DIR/inputs.pt`` (the global batch), runs CASE on this rank's slice,
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -368,9 +369,14 @@ def main() -> None:
     try:
         out = CASES[case](torch.load(work / "inputs.pt"), rank, world)
         torch.save(out, work / f"rank{rank}.pt")
-        dist.barrier()  # both ranks done before teardown: gloo aborts if a peer vanishes mid-destroy
-    finally:
+        dist.barrier()  # both ranks have written their results
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Skip interpreter teardown: gloo's threads can abort the exit ('terminate called without an active
+    # exception', status -6) after the results are safely written.
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ gradients of the local features and of the parameters.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -37,8 +38,11 @@ def main(rank: int, world: int, init: str, out: str, names: list[str]) -> None:
             "param_grads": {k: p.grad for k, p in head.named_parameters() if p.grad is not None},
         }
     torch.save(results, f"{out}/rank{rank}.pt")
-    dist.barrier()  # both ranks done before teardown: gloo aborts if a peer vanishes mid-destroy
-    dist.destroy_process_group()
+    dist.barrier()  # both ranks have written their results
+    # Skip interpreter teardown: gloo's threads can abort the exit ('terminate called without an active
+    # exception', status -6) after the results are safely written.
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Runs every loss of the contract table on this rank's rows of the same global bat
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -29,8 +30,11 @@ def main(rank: int, world: int, init: str, out: str) -> None:
         loss.backward()
         results[name] = {"loss": loss.detach(), "grad_a": a.grad, "grad_b": b.grad}
     torch.save(results, f"{out}/rank{rank}.pt")
-    dist.barrier()  # both ranks done before teardown: gloo aborts if a peer vanishes mid-destroy
-    dist.destroy_process_group()
+    dist.barrier()  # both ranks have written their results
+    # Skip interpreter teardown: gloo's threads can abort the exit ('terminate called without an active
+    # exception', status -6) after the results are safely written.
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ sample indices of each epoch, in the order this process saw them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import torch.distributed as dist
@@ -23,5 +24,8 @@ if __name__ == "__main__":
     epochs = [[int(i) for batch in loader for i in batch[2]] for _ in range(2)]
     with open(out, "w") as f:
         json.dump({"epochs": epochs, "batches": len(loader)}, f)
-    dist.barrier()  # both ranks done before teardown: gloo aborts if a peer vanishes mid-destroy
-    dist.destroy_process_group()
+    dist.barrier()  # both ranks have written their results
+    # Skip interpreter teardown: gloo's threads can abort the exit ('terminate called without an active
+    # exception', status -6) after the results are safely written.
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)

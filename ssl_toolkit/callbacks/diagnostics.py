@@ -59,7 +59,7 @@ class Diagnostics(EvalCallback):
         self.num_images, self.seed = num_images, seed
         self.history: list[dict[str, Any]] = []  # per recorded evaluation: step, epoch, space -> diagnostics
         self._parts: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
-        self._last: dict[str, SpaceDiagnostics] = {}  # this evaluation's result (set by score)
+        self.last: dict[str, SpaceDiagnostics] = {}  # the latest evaluation's result (set by score)
         self.folder: Path | None = None
 
     def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
@@ -105,21 +105,21 @@ class Diagnostics(EvalCallback):
         split = gather_split(EmbeddedSplit(feats.reshape(n, -1), proj.reshape(n, -1), labels, index))
         feats, proj = split.feats.view(-1, 2, f), split.proj.view(split.feats.shape[0], 2, -1)
         labels = split.labels if bool((split.labels >= 0).any()) else None
-        self._last = diagnose(feats, proj, labels, int(getattr(pl_module, "projection_parts", 1)))
-        return self._last
+        self.last = diagnose(feats, proj, labels, int(getattr(pl_module, "projection_parts", 1)))
+        return self.last
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._last = {}
+        self.last = {}
         super().on_validation_epoch_end(trainer, pl_module)  # compute + log
         self._parts.clear()
-        if not self._last or trainer.sanity_checking:
+        if not self.last or trainer.sanity_checking:
             return
         record = {"step": int(trainer.global_step), "epoch": int(trainer.current_epoch),
-                  "spaces": {k: d.as_dict() for k, d in self._last.items()}}  # fmt: skip
+                  "spaces": {k: d.as_dict() for k, d in self.last.items()}}  # fmt: skip
         self.history.append(record)
         if trainer.is_global_zero:
             self.write(record)
-            log_histograms(trainer, self._last)
+            log_histograms(trainer, self.last)
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record``'s rows to ``quantiles.csv`` (header only in a new file) and redraw

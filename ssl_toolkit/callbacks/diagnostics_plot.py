@@ -15,6 +15,12 @@ from matplotlib.figure import Figure  # object API: no pyplot, no global backend
 SPACE_TITLES = {"proj": "projector embeddings", "feat": "backbone features"}
 
 
+def is_detail(key: str) -> bool:
+    """Whether logged metric ``key`` is one of the diagnostics' details (every ``val/diag_*`` but the
+    AUCs): logged and in ``quantiles.csv``, left out of the printed evaluation lines and summary."""
+    return key.startswith("val/diag_") and not key.endswith("_auc")
+
+
 def bin_centers(bins: int) -> np.ndarray:
     """Centres of ``bins`` equal bins over cosine similarity [-1, 1]."""
     edges = np.linspace(-1.0, 1.0, bins + 1)

@@ -340,8 +340,11 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"final train/loss: {result.final_loss:.4f} after {result.steps} steps")
     if "val/rankme" in result.best:  # the tracker's choice by score, not the newest file name
         print(f"best RankMe ckpt: {result.best['val/rankme']}  (chosen without labels)")
+    from ssl_toolkit.callbacks.diagnostics_plot import is_detail
+
     for key, value in result.val_metrics.items():
-        print(f"{key + ':':<18}{value:.4f}")
+        if not is_detail(key):  # the diagnostics' details are in <run>/diagnostics/quantiles.csv
+            print(f"{key + ':':<18}{value:.4f}")
     for line in timing_lines(result):
         print(line)
     return 0

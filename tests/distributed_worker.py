@@ -54,7 +54,9 @@ def run_validation(module: SSLModule, data: ImageDataModule, callbacks: list) ->
         for idx, loader in enumerate(data.val_dataloader()):
             if is_distributed():  # what Lightning's use_distributed_sampler does
                 sampler = DistributedSampler(loader.dataset, shuffle=False)
-                loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler)
+                loader = DataLoader(
+                    loader.dataset, batch_size=loader.batch_size, sampler=sampler, generator=loader.generator
+                )
             for batch_idx, batch in enumerate(loader):
                 out = module.validation_step(batch, batch_idx, idx)
                 for cb in callbacks:

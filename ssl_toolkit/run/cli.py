@@ -344,7 +344,7 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     for key, value in result.val_metrics.items():
         if not is_detail(key):  # the diagnostics' details are in <run>/diagnostics/quantiles.csv
-            print(f"{key + ':':<18}{value:.4f}")
+            print(f"{key + ':':<17} {value:.4f}" if len(key) >= 17 else f"{key + ':':<18}{value:.4f}")
     for line in timing_lines(result):
         print(line)
     return 0

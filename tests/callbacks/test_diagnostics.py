@@ -6,7 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -258,6 +261,38 @@ def test_diagnose_cli_reproduces_the_logged_numbers_and_writes_one_png(straight:
     assert "written:" in capsys.readouterr().out
     assert main(["diagnose", str(ckpts[0]), "--num-images", "12"]) == 0  # never over the first folder
     assert (straight / "diagnose_1" / "diagnose.png").is_file()
+
+
+@pytest.mark.distributed
+def test_two_process_fit_logs_what_one_process_diagnose_computes(tmp_path: Path) -> None:
+    # Lightning's own DDP (gloo, 2 CPU processes): its DistributedSampler deals whole chunks of the
+    # pairs loader; the values logged by the 2-process run equal `diagnose` of its checkpoint in 1.
+    recipe = tiny_recipe(DEMO, tmp_path, steps=2)
+    recipe["data"].update(num_val_samples=21, batch_size=8)  # 18 pairs in chunks of 8: 8, 8, 2 (padded)
+    recipe["trainer"].update(devices=2, strategy="ddp", val_check_interval=2, num_sanity_val_steps=0,
+                             enable_model_summary=False)  # fmt: skip
+    recipe["callbacks"] = {"checkpoint": {"every_n_train_steps": 2}, "diagnostics": {"num_images": 18, "seed": 1}}
+    path = tmp_path / "ddp.yaml"
+    path.write_text(OmegaConf.to_yaml(recipe))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "ssl_toolkit.run.cli", "fit", str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["diagnose", str(run / "checkpoints" / "last.ckpt"), "--num-images", "18", "--seed", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    offline = json.loads((run / "diagnose" / "diagnose.json").read_text())["checkpoints"][0]
+    online = {r["space"]: r for r in _rows(run)}
+    assert offline["step"] == 2 and set(online) == {"proj", "feat"}
+    for space, row in online.items():
+        assert row["step"] == "2" and row["num_images"] == "18"
+        assert repr(offline["spaces"][space]["auc"]) == row["auc"]  # identical, not close
+        assert repr(offline["spaces"][space]["uniformity"]) == row["uniformity"]
+        assert repr(offline["spaces"][space]["neg_quantiles"][0]) == row["neg_q01"]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_toolkit.backbone import BatchNormStats, feature_dim
+from ssl_toolkit.data.chunks import Chunk
 from ssl_toolkit.ema import ema_update
 from ssl_toolkit.heads.base import BatchInfo, SSLHead, Views
 from ssl_toolkit.optim import OptimizerFactory, WarmupCosine, param_groups
@@ -113,6 +114,33 @@ class SSLModule(pl.LightningModule):
                 x = x.contiguous(memory_format=torch.channels_last)
             return self.backbone(x)
 
+    def embed_views(self, images: Tensor, num_views: int, generator: torch.Generator | None = None) -> Tensor:
+        """Backbone features of ``num_views`` training-augmentation views of uint8 images (B, C, H, W)
+        -> (B, num_views, F), no gradient; one backbone call for all views.
+
+        The views are ``augment``'s (only those of the first view's size: multi-crop's local crops
+        are skipped, more calls are made until there are enough); every random parameter is drawn
+        from ``generator`` (a CPU generator; None: the global one), so a seeded generator gives the
+        same views every time and leaves the training run's random stream untouched. The caller
+        sets train/eval mode (evaluation: eval).
+        """
+        with torch.no_grad():
+            images = images.to(self.device)
+            views: list[Tensor] = []
+            while len(views) < num_views:
+                drawn = self.augment(images, generator=generator)
+                views += [v for v in drawn if v.shape[-2:] == drawn[0].shape[-2:]]
+            x = torch.stack(views[:num_views], dim=1).flatten(0, 1)  # (B V, C, H, W), image-major
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.backbone(x).view(images.shape[0], num_views, -1)
+
+    @property
+    def projection_parts(self) -> int:
+        """P: ``project`` returns P equal-width embeddings side by side, each its own similarity
+        space (the head's ``embed_parts``: AMCL's C projection heads; 1 for every other head)."""
+        return int(getattr(self.head, "embed_parts", 1))
+
     def project(self, feats: Tensor) -> Tensor:
         """Projector embeddings of backbone features (B, F) -> (B, D) (``head.embed``), no gradient.
 
@@ -159,9 +187,13 @@ class SSLModule(pl.LightningModule):
         Returns:
             ``{"feats": (B, F) backbone features of the un-augmented images (``embed``, eval mode),
             "labels": (B,) int64, "index": (B,) int64 positions in the loader's split}``; the
-            callbacks collect them in ``on_validation_batch_end``.
+            callbacks collect them in ``on_validation_batch_end``. A :class:`Chunk` batch (the
+            ``pairs`` loader) gets no ``feats``: the diagnostics callback embeds its augmented
+            views itself (``embed_views``), so no un-augmented forward is wasted on it.
         """
         images, labels, index = batch
+        if isinstance(batch, Chunk):
+            return {"labels": labels.long(), "index": index.long()}
         return {"feats": self.embed(images), "labels": labels.long(), "index": index.long()}
 
     def on_train_start(self) -> None:

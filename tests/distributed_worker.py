@@ -54,7 +54,9 @@ def run_validation(module: SSLModule, data: ImageDataModule, callbacks: list) ->
         for idx, loader in enumerate(data.val_dataloader()):
             if is_distributed():  # what Lightning's use_distributed_sampler does
                 sampler = DistributedSampler(loader.dataset, shuffle=False)
-                loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler)
+                loader = DataLoader(
+                    loader.dataset, batch_size=loader.batch_size, sampler=sampler, generator=loader.generator
+                )
             for batch_idx, batch in enumerate(loader):
                 out = module.validation_step(batch, batch_idx, idx)
                 for cb in callbacks:
@@ -361,6 +363,29 @@ def process_streams(inputs: dict, rank: int, world: int) -> dict:
 
 
 CASES["process_streams"] = process_streams
+
+
+def evaluate_diagnostics(module: SSLModule, data: ImageDataModule, kwargs: dict) -> dict:
+    """One evaluation of the Diagnostics callback (run the same in 1 and 2 processes): its logged
+    metrics, every space's full diagnostics, the roles, and the global CPU RNG state afterwards."""
+    from ssl_toolkit.callbacks import Diagnostics
+
+    callback = Diagnostics(**kwargs)
+    metrics = run_validation(module, data, [callback])
+    return {"metrics": metrics, "spaces": {k: d.as_dict() for k, d in callback.last.items()},
+            "roles": data.eval_plan.roles, "rng": torch.get_rng_state()}  # fmt: skip
+
+
+def diagnostics(inputs: dict, rank: int, world: int) -> dict:
+    from ssl_toolkit.data import SyntheticData
+
+    module = tiny_module()
+    module.load_state_dict(inputs["module"])
+    torch.manual_seed(123)  # the "training stream": evaluating must leave it where it was
+    return evaluate_diagnostics(module, SyntheticData(**inputs["data"]), inputs["kwargs"])
+
+
+CASES["diagnostics"] = diagnostics
 
 
 def main() -> None:

@@ -151,8 +151,8 @@ def test_val_check_interval_evaluates_every_n_steps(tmp_path: Path, capsys, vali
     assert main(["fit", str(eval_recipe(tmp_path)), "trainer.val_check_interval=2"]) == 0
     out = capsys.readouterr().out
     # 4 steps: evaluations after steps 2 and 4; each embeds 1 val + 4 bank batches of 16 (RankMe
-    # reads the bank: the whole train split).
-    assert sorted(set(validation_calls)) == [2, 4] and len(validation_calls) == 2 * 5
+    # reads the bank: the whole train split) + 1 chunk of the diagnostics' 16 image pairs.
+    assert sorted(set(validation_calls)) == [2, 4] and len(validation_calls) == 2 * 6
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("evaluation ")] == [
         "evaluation 1 at step 2 (epoch 0)", "evaluation 2 at step 4 (epoch 0)"]  # fmt: skip
     rows = val_rows(tmp_path / "run")
@@ -168,8 +168,9 @@ def test_callbacks_knn_off_runs_without_knn(off: str, tmp_path: Path, capsys, va
     (row,) = val_rows(tmp_path / "run")
     assert not any(k.startswith("val/knn") for k in row) and "val/knn" not in out
     assert {"val/linear_top1", "val/rankme"} <= row.keys()
-    # No k-NN bank: RankMe embeds only its own rows (all 64 here), the probe the 16 val images.
-    assert len(validation_calls) == 1 + 4
+    # No k-NN bank: RankMe embeds only its own rows (all 64 here), the probe the 16 val images,
+    # the diagnostics their one chunk of 16 image pairs.
+    assert len(validation_calls) == 1 + 4 + 1
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_two_ranks(case: str, inputs: dict, tmp_path: Path) -> list[dict]:
+def run_two_ranks(case: str, inputs: dict, tmp_path: Path, timeout: float = 120) -> list[dict]:
     torch.save(inputs, tmp_path / "inputs.pt")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     init = tmp_path / "init"
@@ -30,7 +30,7 @@ def run_two_ranks(case: str, inputs: dict, tmp_path: Path) -> list[dict]:
         for r in range(2)
     ]
     for p in procs:
-        _, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=timeout)
         assert p.returncode == 0, err
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 

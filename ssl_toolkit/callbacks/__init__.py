@@ -2,6 +2,7 @@
 
 from lightning.pytorch.callbacks import LearningRateMonitor
 
+from ssl_toolkit.callbacks.diagnostics import Diagnostics
 from ssl_toolkit.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
 from ssl_toolkit.callbacks.knn import KNNProbe
 from ssl_toolkit.callbacks.linear_probe import LinearProbe
@@ -20,10 +21,13 @@ CALLBACKS = {
     "knn": KNNProbe,
     "linear_probe": LinearProbe,
     "rankme": RankMe,
+    # Score distributions, ROC-AUC, alignment/uniformity/tolerance on fixed held-out image pairs.
+    "diagnostics": Diagnostics,
     # Always on in `fit` (check_every_n_steps=10); name it here to change the interval.
     "finite_loss": FiniteLoss,
 }
 
 __all__ = [
-    "CALLBACKS", "FiniteLoss", "KNNProbe", "LinearProbe", "NonFiniteLossError", "RNGState", "RankMe", "Throughput",
+    "CALLBACKS", "Diagnostics", "FiniteLoss", "KNNProbe", "LinearProbe", "NonFiniteLossError", "RNGState", "RankMe",
+    "Throughput",
 ]  # fmt: skip

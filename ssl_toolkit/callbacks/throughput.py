@@ -9,6 +9,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from ssl_toolkit.callbacks.diagnostics_plot import is_detail
+
 
 class Throughput(pl.Callback):
     """Times training and evaluation apart, without per-step host syncs.
@@ -122,7 +124,9 @@ class Throughput(pl.Callback):
     @rank_zero_only
     def _print(self, trainer: pl.Trainer, took: float) -> None:
         values = "  ".join(
-            f"{k} {float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/")
+            f"{k} {float(v):.4g}"
+            for k, v in sorted(trainer.callback_metrics.items())
+            if k.startswith("val/") and not is_detail(k)
         )
         where = f"step {trainer.global_step} (epoch {trainer.current_epoch})"
         line = f"evaluation {self.eval_runs} at {where}: {took:.1f} s"

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_toolkit.checks import check_int
 from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
+from ssl_toolkit.data.chunks import Chunks
 from ssl_toolkit.data.eval_plan import ROLE_SPLIT, EvalPlan
 from ssl_toolkit.data.resumable import ResumableSampler, loader_position
 
@@ -134,6 +135,20 @@ class ImageDataModule(LightningDataModule, abc.ABC):
             raise TypeError(f"{type(self.train_set).__name__} has no `labels` array (needed for labels per class)")
         return torch.as_tensor(labels, dtype=torch.long)
 
+    @property
+    def pairs_split(self) -> str:
+        """The split of the diagnostics' fixed images (role ``pairs``): ``"val"`` when this data has a
+        held-out split, else ``"train"``; loads the data."""
+        return "val" if self.has_val else "train"
+
+    def split_size(self, split: str) -> int:
+        """Samples in the ``"train"`` or ``"val"`` split (0 for a missing held-out split); loads the data."""
+        self.setup()
+        if split not in ("train", "val"):
+            raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
+        dataset = self.train_set if split == "train" else self.val_set
+        return 0 if dataset is None else len(dataset)  # type: ignore[arg-type]
+
     def setup(self, stage: str | None = None) -> None:
         """Load both splits once; later calls (every Lightning stage, every loader) are no-ops."""
         # Both splits are loaded whatever the stage: the labelled train split also serves the k-NN
@@ -182,11 +197,14 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         """The validation loop's loaders: ``eval_plan.roles[i]`` is ``dataloader_idx`` i (may be empty).
 
         ``val`` and ``bank`` come from ``labelled_data()`` (this data, or the recipe's ``eval_root``),
-        ``rankme`` from this data's train split.
+        ``rankme`` from this data's train split, ``pairs`` from this data (``pairs_dataloader``).
         """
         self.setup()
         plan, loaders = self.eval_plan, []
         for role in plan.roles:
+            if role == "pairs":
+                loaders.append(self.pairs_dataloader(plan.rows.get(role)))
+                continue
             source = self if role == "rankme" else self.labelled_data()
             if source is None:
                 raise ValueError(f"{role}: no labelled data for this evaluation loader (see data.eval_root)")
@@ -231,6 +249,26 @@ class ImageDataModule(LightningDataModule, abc.ABC):
             batch_size=self.batch_size,
             shuffle=False,
             drop_last=False,
+            generator=torch.Generator().manual_seed(0),
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def pairs_dataloader(self, rows: Tensor | None = None) -> DataLoader:
+        """The diagnostics' fixed images (``rows`` of ``pairs_split``, or all of it) in fixed chunks of
+        ``batch_size`` (:class:`~ssl_toolkit.data.chunks.Chunks`): one loader batch is one whole
+        chunk in 1 or N processes, so per-chunk seeded views do not depend on the process count.
+
+        Same loader settings as :meth:`split_dataloader` (own generator, no persistent workers).
+        """
+        self.setup()
+        dataset = self.train_set if self.pairs_split == "train" else self.val_set
+        if rows is not None:
+            dataset = Subset(dataset, rows.tolist())
+        return DataLoader(
+            Chunks(dataset, self.batch_size),
+            batch_size=None,
+            shuffle=False,
             generator=torch.Generator().manual_seed(0),
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),

@@ -12,6 +12,8 @@ callback asks for are present, so ``dataloader_idx`` i of the loop is ``plan.rol
                                                                             LinearProbe
     ``bank``     train        all, or KNNProbe's ``bank_size`` random rows  KNNProbe (bank)
     ``rankme``   train        RankMe's ``num_samples`` random rows          RankMe
+    ``pairs``    held-out     Diagnostics' ``num_images`` random rows, in   Diagnostics
+                 (else train) fixed chunks of ``batch_size`` images
     ===========  ===========  ============================================  ===================
 
 ``val`` and ``bank`` come from the DataModule's ``labelled_data()`` (the training data, or the
@@ -19,6 +21,10 @@ recipe's separate labelled ``eval_root``), ``rankme`` from the training data. ``
 out when the bank already holds RankMe's rows (the bank is the training data's whole train split,
 or the same seeded draw); RankMe then takes its rows from the ``bank`` features, so no image is
 embedded twice in one evaluation.
+
+``pairs`` comes from the training data itself (its held-out split, or its train split when it has
+none; ``ImageDataModule.pairs_split``). Its loader yields whole fixed chunks (``pairs_dataloader``),
+so a chunk's augmented views are the same whichever process embeds it.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Role = Literal["val", "bank", "rankme"]
-ROLES: tuple[Role, ...] = ("val", "bank", "rankme")
-ROLE_SPLIT: dict[Role, Literal["train", "val"]] = {"val": "val", "bank": "train", "rankme": "train"}
+Role = Literal["val", "bank", "rankme", "pairs"]
+ROLES: tuple[Role, ...] = ("val", "bank", "rankme", "pairs")
+# ``pairs``: the held-out split when the data has one, else the train split (``pairs_split``).
+ROLE_SPLIT: dict[Role, Literal["train", "val"]] = {"val": "val", "bank": "train", "rankme": "train", "pairs": "val"}
 
 
 @dataclass(frozen=True)

@@ -62,37 +62,26 @@ class ViewEmbedding:
 def embed_views(module: nn.Module, loader: DataLoader, num_views: int, seed: int) -> ViewEmbedding:
     """Backbone and projector embeddings of ``num_views`` training-augmentation views of each image.
 
-    The augmentation (``module.augment``; views of the first view's size only, so multi-crop's local
-    crops are skipped) draws from the global RNG seeded with ``seed`` inside a forked RNG state, so
-    every checkpoint sees the same views when the loader yields the same batches.
+    ``SSLModule.embed_views`` (views of the first view's size only, so multi-crop's local crops are
+    skipped) with one CPU generator seeded with ``seed`` for the whole loader, so every checkpoint
+    sees the same views when the loader yields the same batches; the global RNG is not touched.
 
     Args:
-        module: an ``SSLModule`` (``augment``, ``backbone``, ``project``).
+        module: an ``SSLModule`` (``embed_views``, ``project``).
         loader: yields ``(uint8 images, labels, index)``; labels are not read.
         num_views: q >= 2.
     """
     if num_views < 2:
         raise ValueError(f"num_views: must be >= 2, got {num_views}")
-    device = next(module.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
     was_training = module.training
     module.eval()
     feats, projs = [], []
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            for images, _, _ in loader:
-                images = images.to(device)
-                views: list[Tensor] = []
-                while len(views) < num_views:
-                    drawn = module.augment(images)
-                    views += [v for v in drawn if v.shape[-2:] == drawn[0].shape[-2:]]
-                b = images.shape[0]
-                x = torch.stack(views[:num_views], dim=1).flatten(0, 1)  # (b q, C, H, W), image-major
-                if getattr(module, "channels_last", False):
-                    x = x.contiguous(memory_format=torch.channels_last)
-                f = module.backbone(x)
-                feats.append(f.view(b, num_views, -1))
-                projs.append(module.project(f).view(b, num_views, -1))
+        for images, _, _ in loader:
+            f = module.embed_views(images, num_views, generator)  # (b, q, F)
+            feats.append(f)
+            projs.append(module.project(f.flatten(0, 1)).view(f.shape[0], num_views, -1))
     finally:
         module.train(was_training)
     if not feats:

@@ -76,6 +76,7 @@ class AMCLHead(SSLHead):
             [PairTemperature(out_dim, temperature_hidden_dim, tau_min, tau_max, tau_init) for _ in range(num_heads)]
         )
         self.loss = AMCLLoss(reg_weight=reg_weight)
+        self.embed_parts = num_heads
 
     def embed(self, feats: Tensor) -> Tensor:
         """(B, F) -> (B, C·D): the heads' projections side by side, head 0 first."""

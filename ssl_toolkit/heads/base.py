@@ -76,6 +76,9 @@ class SSLHead(nn.Module):
 
     uses_teacher: bool = False
     uses_labels: bool = False
+    # ``embed`` returns this many equal-width embeddings side by side, each scored as its own
+    # similarity space by the diagnostics (AMCL: one per projection head).
+    embed_parts: int = 1
 
     def teacher_momentum(self, step: int, total_steps: int) -> float:
         raise NotImplementedError(f"{type(self).__name__} sets uses_teacher but has no teacher_momentum")

@@ -1,5 +1,5 @@
 """``ssl-toolkit`` command line: ``fit`` a recipe, ``bench`` its speed, list ``recipes``;
-``probe``, ``knn`` and ``select`` evaluate checkpoints offline; ``export`` writes a backbone for timm."""
+``probe``, ``knn``, ``select`` and ``diagnose`` evaluate checkpoints offline; ``export`` writes a backbone for timm."""
 
 from __future__ import annotations
 
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "probe": _evaluate,
         "knn": _evaluate,
         "select": _select,
+        "diagnose": _diagnose,
     }
     try:
         return commands[args.command](args, argv)
@@ -144,11 +145,24 @@ def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
     )
     p_sel.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p_sel.add_argument("items", nargs="+", metavar="RUN_DIR|data.KEY=VALUE", help="run folders; " + DATA_HELP)
-    for p in (p_probe, p_knn, p_sel):
+    p_diag = sub.add_parser(
+        "diagnose",
+        help="score distributions, ROC-AUC, alignment/uniformity of checkpoints",
+        description="For each checkpoint: two seeded augmented views of the same fixed held-out images (as the "
+        "diagnostics callback draws them), positive/negative cosine quantiles and histograms, pooled ROC-AUC, mean "
+        "positive rank, alignment, uniformity and (with labels) tolerance of the projector embeddings and backbone "
+        "features. Writes diagnose.json, diagnose.csv and one diagnose.png comparing the checkpoints into a new "
+        "folder (default: <run of the first checkpoint>/diagnose, then diagnose_1, ...).",
+    )
+    p_diag.add_argument("--out", default=None, help="folder to create (must not exist; default: see above)")
+    p_diag.add_argument("--num-images", type=int, default=1024, help="image pairs, 2 to 4096 (default: 1024)")
+    p_diag.add_argument("--seed", type=int, default=0, help="seed of the images and views (default: 0)")
+    p_diag.add_argument("items", nargs="+", metavar="CKPT|data.KEY=VALUE", help="checkpoints; " + DATA_HELP)
+    for p in (p_probe, p_knn, p_sel, p_diag):
         p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     for p in (p_probe, p_knn):
         p.add_argument("overrides", nargs="*", default=[], metavar="data.KEY=VALUE", help=DATA_HELP)
-    return {"probe": p_probe, "knn": p_knn, "select": p_sel}
+    return {"probe": p_probe, "knn": p_knn, "select": p_sel, "diagnose": p_diag}
 
 
 def _data_overrides(items: list[str]) -> dict[str, Any] | None:
@@ -256,6 +270,48 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``diagnose``: the diagnostics of every checkpoint, printed and written to a new folder."""
+    import torch
+
+    from ssl_toolkit.diagnostics import MAX_IMAGES
+    from ssl_toolkit.eval.diagnose import CheckpointDiagnostics, default_out, diagnose_module, labels_for, write_report
+    from ssl_toolkit.run.checkpoint import load_checkpoint
+    from ssl_toolkit.run.errors import ArgumentError, CheckpointError
+
+    # Checkpoint names hold '=' too (epoch=3-step=120.ckpt): overrides are the data.KEY=VALUE items.
+    is_override = [i.startswith("data.") and "=" in i and not Path(i).exists() for i in args.items]
+    overrides = _data_overrides([i for i, o in zip(args.items, is_override) if o])
+    checkpoints = [Path(i) for i, o in zip(args.items, is_override) if not o]
+    if not checkpoints:
+        raise ArgumentError("diagnose: give at least one checkpoint")
+    for ckpt in checkpoints:  # every path checked before the (slow) embedding
+        if not ckpt.is_file():
+            raise CheckpointError(f"checkpoint: {ckpt} does not exist")
+    if not 2 <= args.num_images <= MAX_IMAGES:
+        raise ArgumentError(f"--num-images: must be 2 to {MAX_IMAGES}, got {args.num_images}")
+    if args.seed < 0:
+        raise ArgumentError(f"--seed: must be >= 0, got {args.seed}")
+    out = Path(args.out) if args.out else default_out(checkpoints)
+    if out.exists():
+        raise ArgumentError(f"--out: {out} exists; diagnose never writes into an existing folder")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results, loaded = [], None
+    for ckpt, label in zip(checkpoints, labels_for(checkpoints)):
+        loaded = load_checkpoint(ckpt, overrides, reuse=loaded)
+        loaded.module.to(device)
+        spaces = diagnose_module(loaded.module, loaded.datamodule, args.num_images, args.seed)
+        results.append(CheckpointDiagnostics(ckpt, label, loaded.step, loaded.epoch, spaces))
+        proj, feat = spaces["proj"], spaces["feat"]
+        print(f"{label} (step {loaded.step}): AUC proj {proj.auc:.4f} feat {feat.auc:.4f}  mean rank "
+              f"{proj.mean_rank:.1f}/{proj.num_images}  alignment {proj.alignment:.4f}  "
+              f"uniformity {proj.uniformity:.4f}" + ("" if proj.tolerance is None else
+              f"  tolerance {proj.tolerance:.4f}"))  # fmt: skip
+    paths = write_report(results, out, args.num_images, args.seed)
+    print(f"written: {paths['png']}\n         {paths['json']}\n         {paths['csv']}")
+    return 0
+
+
 def selection_path(runs: list[Path]) -> Path:
     """Where ``select`` writes without ``--out``: ``selection.json`` in the one run folder, or in the
     deepest folder that holds every run (never the directory the user stands in)."""
@@ -284,8 +340,11 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"final train/loss: {result.final_loss:.4f} after {result.steps} steps")
     if "val/rankme" in result.best:  # the tracker's choice by score, not the newest file name
         print(f"best RankMe ckpt: {result.best['val/rankme']}  (chosen without labels)")
+    from ssl_toolkit.callbacks.diagnostics_plot import is_detail
+
     for key, value in result.val_metrics.items():
-        print(f"{key + ':':<18}{value:.4f}")
+        if not is_detail(key):  # the diagnostics' details are in <run>/diagnostics/quantiles.csv
+            print(f"{key + ':':<17} {value:.4f}" if len(key) >= 17 else f"{key + ':':<18}{value:.4f}")
     for line in timing_lines(result):
         print(line)
     return 0

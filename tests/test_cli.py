@@ -66,7 +66,10 @@ def test_readme_quick_try_command_on_fashion_mnist(tmp_path: Path) -> None:
     assert any((run / "wandb").glob("offline-run-*"))
     assert "final train/loss" in res.stdout
     # Quiet by default: none of the third-party noise (run/quiet.py lists what is filtered).
-    for noise in ("Tip:", "LeafSpec", "Total Flops", "Run history", "wandb:", "Loading `train_dataloader`"):
+    # The last: our own last.ckpt save passes weights_only=False (Lightning logs it when left unset).
+    noises = ("Tip:", "LeafSpec", "Total Flops", "Run history", "wandb:", "Loading `train_dataloader`",
+              "`weights_only` was not set")  # fmt: skip
+    for noise in noises:
         assert noise not in res.stdout + res.stderr, noise
     assert "| backbone" in res.stdout + res.stderr  # the model summary itself stays
     assert "evaluation 1 at step 3 (epoch 0)" in res.stdout and "val/knn_top1:" in res.stdout

@@ -68,6 +68,7 @@ def test_signal_mid_epoch_saves_exits_128_plus_signal_and_resume_is_exact(
     assert saved["global_step"] == step  # the step the signal stopped, not the last periodic checkpoint
     assert saved["SyntheticData"] == {"epoch": step // 4, "batches": step % 4}
     assert "run folder:" not in res.stdout  # no summary of a finished run
+    assert "`weights_only` was not set" not in res.stderr  # the save says weights_only=False itself
 
     command = shlex.split(line.split("resume with: ")[1])
     assert command == ["ssl-toolkit", "fit", str(recipe), f"resume={tmp_path / 'run'}"]

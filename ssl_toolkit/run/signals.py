@@ -77,7 +77,7 @@ class Preemption(Checkpoint):
             received = int(trainer.strategy.reduce(flag, reduce_op="max"))
         if not received:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state resume needs
         name = signal.Signals(received).name
         raise Preempted(
             f"stopped by {name} after step {trainer.global_step}; checkpoint: {self.path}; "

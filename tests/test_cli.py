@@ -164,6 +164,16 @@ def test_val_check_interval_evaluates_every_n_steps(tmp_path: Path, capsys, vali
     assert next((tmp_path / "run" / "checkpoints").glob("best-rankme-*.ckpt")).is_file()
 
 
+def test_no_evaluation_hint_names_every_knob(tmp_path: Path, capsys, validation_calls: list[int]) -> None:
+    # max_steps=2 stops the run inside its 4-step epoch: the epoch-end evaluation never comes.
+    assert main(["fit", str(eval_recipe(tmp_path)), "trainer.max_steps=2"]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluation:")]
+    assert validation_calls == [] and "none ran" in line
+    for knob in ("trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.limit_val_batches",
+                 "trainer.max_steps stops inside an epoch"):  # fmt: skip
+        assert knob in line, knob
+
+
 @pytest.mark.parametrize("off", ["null", "false"])
 def test_callbacks_knn_off_runs_without_knn(off: str, tmp_path: Path, capsys, validation_calls: list[int]) -> None:
     assert main(["fit", str(eval_recipe(tmp_path)), f"callbacks.knn={off}"]) == 0
@@ -198,7 +208,9 @@ def test_summary_times_training_and_evaluation_apart_and_says_when_too_few_steps
     short = FitResult(tmp_path, None, 1.0, 9.0, None, 1, {}, train_seconds=2.0, measured_steps=0)
     assert timing_lines(short)[1:] == [
         "training:         2.0 s, throughput not measured: too few steps (1; the first 2 are warm-up)",
-        "evaluation:       none ran (see trainer.limit_val_batches / val_check_interval)",
+        "evaluation:       none ran (it runs every trainer.val_check_interval training steps or else at the end of "
+        "an epoch, in every trainer.check_val_every_n_epoch-th epoch, over trainer.limit_val_batches batches per "
+        "loader (0 skips it); a run that trainer.max_steps stops inside an epoch never reaches that epoch's end)",
     ]
     done = FitResult(tmp_path, None, 1.0, 9.0, 250.0, 12, {}, 6.0, 2.5, 2, 0.4, 10)
     assert timing_lines(done)[1:] == [

@@ -291,6 +291,14 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+# What decides when Lightning's validation loop (the evaluation) runs, for a run where none ran.
+NO_EVALUATION = (
+    "it runs every trainer.val_check_interval training steps or else at the end of an epoch, in every "
+    "trainer.check_val_every_n_epoch-th epoch, over trainer.limit_val_batches batches per loader (0 skips it); "
+    "a run that trainer.max_steps stops inside an epoch never reaches that epoch's end"
+)
+
+
 def timing_lines(result: Any) -> list[str]:
     """The summary's time lines: training (throughput without evaluation) and evaluation apart."""
     lines = [f"wall time:        {result.seconds:.1f} s (trainer.fit, setup and checkpoints included)"]
@@ -303,7 +311,7 @@ def timing_lines(result: Any) -> list[str]:
         sanity = f" + sanity check {result.sanity_seconds:.1f} s" if result.sanity_seconds else ""
         lines.append(f"evaluation:       {result.eval_seconds:.1f} s in {result.eval_runs} run(s){sanity}")
     else:
-        lines.append("evaluation:       none ran (see trainer.limit_val_batches / val_check_interval)")
+        lines.append(f"evaluation:       none ran ({NO_EVALUATION})")
     return lines
 
 

@@ -174,6 +174,22 @@ def test_no_evaluation_hint_names_every_knob(tmp_path: Path, capsys, validation_
         assert knob in line, knob
 
 
+def test_epoch_shorter_than_log_every_n_steps_is_quiet_and_still_logs_the_loss(tmp_path: Path) -> None:
+    # 2 epochs of 4 steps, log_every_n_steps=5: Lightning warns that an epoch has fewer batches than
+    # the interval; the warning is filtered (run/quiet.py) because the loss is logged anyway, every 5
+    # steps counted across epochs: at step 5, in the second epoch.
+    import warnings
+
+    recipe = eval_recipe(tmp_path, "trainer.max_epochs=2", "trainer.log_every_n_steps=5", "trainer.limit_val_batches=0")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["fit", str(recipe)]) == 0
+    assert not [w for w in seen if "logging interval" in str(w.message)]
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["step"]), int(r["epoch"])) for r in rows if r.get("train/loss")] == [(4, 1)]  # step 5, 0-based
+
+
 @pytest.mark.parametrize("off", ["null", "false"])
 def test_callbacks_knn_off_runs_without_knn(off: str, tmp_path: Path, capsys, validation_calls: list[int]) -> None:
     assert main(["fit", str(eval_recipe(tmp_path)), f"callbacks.knn={off}"]) == 0

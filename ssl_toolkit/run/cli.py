@@ -267,13 +267,17 @@ def selection_path(runs: list[Path]) -> Path:
 
 
 def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from ssl_toolkit.run.fit import fit
-    from ssl_toolkit.run.quiet import quiet
-    from ssl_toolkit.run.recipe import load_recipe
+    from ssl_toolkit.run.signal_note import SignalNote  # standard library only: in place before torch loads
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    with quiet(verbose=args.verbose):
-        result = fit(recipe, argv=["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv)
+    with SignalNote() as note:  # a stop signal from here on is noted; fit acts on it (run/signals.py)
+        from ssl_toolkit.run.fit import fit
+        from ssl_toolkit.run.quiet import quiet
+        from ssl_toolkit.run.recipe import load_recipe
+
+        command = ["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv
+        recipe = load_recipe(args.recipe, args.overrides)
+        with quiet(verbose=args.verbose):
+            result = fit(recipe, argv=command, note=note)
     print(f"\nrun folder:       {result.run_dir}")
     print(f"checkpoint:       {result.checkpoint or '(none written)'}")
     print(f"resolved recipe:  {result.run_dir / 'recipe.yaml'}  (git commit in run.json)")

@@ -66,7 +66,10 @@ def test_readme_quick_try_command_on_fashion_mnist(tmp_path: Path) -> None:
     assert any((run / "wandb").glob("offline-run-*"))
     assert "final train/loss" in res.stdout
     # Quiet by default: none of the third-party noise (run/quiet.py lists what is filtered).
-    for noise in ("Tip:", "LeafSpec", "Total Flops", "Run history", "wandb:", "Loading `train_dataloader`"):
+    # The last: our own last.ckpt save passes weights_only=False (Lightning logs it when left unset).
+    noises = ("Tip:", "LeafSpec", "Total Flops", "Run history", "wandb:", "Loading `train_dataloader`",
+              "`weights_only` was not set")  # fmt: skip
+    for noise in noises:
         assert noise not in res.stdout + res.stderr, noise
     assert "| backbone" in res.stdout + res.stderr  # the model summary itself stays
     assert "evaluation 1 at step 3 (epoch 0)" in res.stdout and "val/knn_top1:" in res.stdout
@@ -161,6 +164,32 @@ def test_val_check_interval_evaluates_every_n_steps(tmp_path: Path, capsys, vali
     assert next((tmp_path / "run" / "checkpoints").glob("best-rankme-*.ckpt")).is_file()
 
 
+def test_no_evaluation_hint_names_every_knob(tmp_path: Path, capsys, validation_calls: list[int]) -> None:
+    # max_steps=2 stops the run inside its 4-step epoch: the epoch-end evaluation never comes.
+    assert main(["fit", str(eval_recipe(tmp_path)), "trainer.max_steps=2"]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluation:")]
+    assert validation_calls == [] and "none ran" in line
+    for knob in ("trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.limit_val_batches",
+                 "trainer.max_steps stops inside an epoch"):  # fmt: skip
+        assert knob in line, knob
+
+
+def test_epoch_shorter_than_log_every_n_steps_is_quiet_and_still_logs_the_loss(tmp_path: Path) -> None:
+    # 2 epochs of 4 steps, log_every_n_steps=5: Lightning warns that an epoch has fewer batches than
+    # the interval; the warning is filtered (run/quiet.py) because the loss is logged anyway, every 5
+    # steps counted across epochs: at step 5, in the second epoch.
+    import warnings
+
+    recipe = eval_recipe(tmp_path, "trainer.max_epochs=2", "trainer.log_every_n_steps=5", "trainer.limit_val_batches=0")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["fit", str(recipe)]) == 0
+    assert not [w for w in seen if "logging interval" in str(w.message)]
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["step"]), int(r["epoch"])) for r in rows if r.get("train/loss")] == [(4, 1)]  # step 5, 0-based
+
+
 @pytest.mark.parametrize("off", ["null", "false"])
 def test_callbacks_knn_off_runs_without_knn(off: str, tmp_path: Path, capsys, validation_calls: list[int]) -> None:
     assert main(["fit", str(eval_recipe(tmp_path)), f"callbacks.knn={off}"]) == 0
@@ -196,7 +225,9 @@ def test_summary_times_training_and_evaluation_apart_and_says_when_too_few_steps
     short = FitResult(tmp_path, None, 1.0, 9.0, None, 1, {}, train_seconds=2.0, measured_steps=0)
     assert timing_lines(short)[1:] == [
         "training:         2.0 s, throughput not measured: too few steps (1; the first 2 are warm-up)",
-        "evaluation:       none ran (see trainer.limit_val_batches / val_check_interval)",
+        "evaluation:       none ran (it runs every trainer.val_check_interval training steps or else at the end of "
+        "an epoch, in every trainer.check_val_every_n_epoch-th epoch, over trainer.limit_val_batches batches per "
+        "loader (0 skips it); a run that trainer.max_steps stops inside an epoch never reaches that epoch's end)",
     ]
     done = FitResult(tmp_path, None, 1.0, 9.0, 250.0, 12, {}, 6.0, 2.5, 2, 0.4, 10)
     assert timing_lines(done)[1:] == [

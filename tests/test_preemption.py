@@ -1,6 +1,8 @@
 """Preemption through the CLI with a real signal: SIGTERM (or SIGUSR1, Ctrl-C) in the middle of an
 epoch saves a checkpoint at that step, prints one line with the resume command and exits with
-128 + signal; ``resume=auto`` then ends bit for bit where an uninterrupted run ends."""
+128 + signal; ``resume=auto`` then ends bit for bit where an uninterrupted run ends. A SIGTERM
+before the first training step stops the run there with one line and 143, saving nothing and
+leaving a resumed run's checkpoints as they were."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from test_resume import _assert_same_tensors, _load, _recipe, reference  # noqa: F401 (fixture)
 
+from conftest import REPO, tiny_recipe
 from ssl_toolkit.run.cli import main
 
 # Steps slowed to ~0.3 s so the signal lands mid-run; a marker file says training has started.
@@ -68,6 +72,7 @@ def test_signal_mid_epoch_saves_exits_128_plus_signal_and_resume_is_exact(
     assert saved["global_step"] == step  # the step the signal stopped, not the last periodic checkpoint
     assert saved["SyntheticData"] == {"epoch": step // 4, "batches": step % 4}
     assert "run folder:" not in res.stdout  # no summary of a finished run
+    assert "`weights_only` was not set" not in res.stderr  # the save says weights_only=False itself
 
     command = shlex.split(line.split("resume with: ")[1])
     assert command == ["ssl-toolkit", "fit", str(recipe), f"resume={tmp_path / 'run'}"]
@@ -76,3 +81,98 @@ def test_signal_mid_epoch_saves_exits_128_plus_signal_and_resume_is_exact(
     assert resumed["global_step"] == 10
     _assert_same_tensors(resumed["state_dict"], reference["state_dict"], "state_dict")  # bit for bit
     _assert_same_tensors(resumed["optimizer_states"], reference["optimizer_states"], "optimizer")
+
+
+# A pause at one point of the start-up (a marker file says it has been reached) that lasts until
+# the test has sent its signal (a second file says so).
+PAUSE = """
+import sys, time
+from pathlib import Path
+import ssl_toolkit.run.fit as fit_module
+from ssl_toolkit.module import SSLModule
+from ssl_toolkit.run.cli import main
+
+where, reached, sent = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+
+def pause():
+    reached.touch()
+    while not sent.exists():
+        time.sleep(0.05)
+
+if where == "checks":  # the recipe's parts are being built: nothing written yet
+    build_parts = fit_module.build_parts
+    fit_module.build_parts = lambda recipe: (pause(), build_parts(recipe))[1]
+elif where == "setup":  # inside trainer.fit, before Lightning installs its SIGTERM handler
+    SSLModule.setup = lambda self, stage: pause()
+elif where == "sanity":  # inside the sanity check, where Lightning's SIGTERM handler is in place
+    validation_step = SSLModule.validation_step
+    def step(self, *args, **kwargs):
+        if self.trainer.sanity_checking and kwargs.get("dataloader_idx", args[2] if len(args) > 2 else 0) == 0:
+            pause()
+        return validation_step(self, *args, **kwargs)
+    SSLModule.validation_step = step
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+def _sigterm_at(tmp_path: Path, where: str, args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    reached, sent = tmp_path / f"reached-{where}", tmp_path / f"sent-{where}"
+    proc = subprocess.Popen([sys.executable, "-c", PAUSE, where, str(reached), str(sent), *args], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 600  # imports alone take minutes on busy cores
+    while not reached.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reached.exists(), proc.communicate(timeout=60)[1][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    sent.touch()
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _eval_recipe(tmp_path: Path) -> Path:
+    # 4 steps with k-NN on and Lightning's 2-batch sanity check before them.
+    recipe = tiny_recipe(REPO / "recipes" / "fashion_mnist" / "simclr.yaml", tmp_path, steps=4)
+    recipe["trainer"]["num_sanity_val_steps"] = 2
+    recipe["callbacks"] = {"knn": {"k": 5}, "checkpoint": {}}
+    path = tmp_path / "eval.yaml"
+    path.write_text(OmegaConf.to_yaml(recipe))
+    return path
+
+
+@pytest.mark.parametrize("where", ["checks", "sanity"])
+def test_sigterm_before_training_stops_with_one_line_and_143(tmp_path: Path, where: str) -> None:
+    # "checks": Python's default action killed the process silently (143, nothing printed);
+    # "sanity": Lightning's SIGTERMException left fit with status 0, as if the run had finished.
+    recipe = _eval_recipe(tmp_path)
+    res = _sigterm_at(tmp_path, where, ["fit", str(recipe)])
+    assert res.returncode == 143, res.stderr[-3000:]
+    line = res.stderr.strip().splitlines()[-1]
+    start = shlex.join(["ssl-toolkit", "fit", str(recipe)])
+    if where == "checks":
+        assert (
+            line
+            == f"ssl-toolkit: stopped by SIGTERM before training started; nothing written; start again with: {start}"
+        )  # noqa: E501
+        assert not (tmp_path / "run").exists()
+    else:
+        assert line == (f"ssl-toolkit: stopped by SIGTERM before training started; no checkpoint written "
+                        f"({tmp_path / 'run'} holds the recipe and logs only); start again with: {start}")  # fmt: skip
+        assert not any((tmp_path / "run").rglob("*.ckpt")) and (tmp_path / "run" / "recipe.yaml").is_file()
+    assert "Traceback" not in res.stderr and "run folder:" not in res.stdout
+
+
+def test_sigterm_while_a_resume_sets_up_leaves_its_checkpoints_as_they_were(tmp_path: Path) -> None:
+    recipe = _eval_recipe(tmp_path)
+    assert main(["fit", str(recipe), "trainer.max_steps=2"]) == 0
+    checkpoints = {p: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt")}
+    assert tmp_path / "run" / "checkpoints" / "last.ckpt" in checkpoints
+    res = _sigterm_at(tmp_path, "setup", ["fit", str(recipe), "resume=auto"])
+    assert res.returncode == 143, res.stderr[-3000:]
+    line = res.stderr.strip().splitlines()[-1]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    resume = shlex.join(["ssl-toolkit", "fit", str(recipe), f"resume={tmp_path / 'run'}"])
+    assert line == (f"ssl-toolkit: stopped by SIGTERM before training started; checkpoints unchanged "
+                    f"({last} is at step 2); resume with: {resume}")  # fmt: skip
+    assert {p: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt")} == checkpoints
+    assert main(shlex.split(resume)[1:]) == 0 and _load(last)["global_step"] == 4  # the resume then works

@@ -39,6 +39,19 @@ def test_warnings_filtered_by_message_and_category_unless_verbose() -> None:
     assert len(emit(verbose=True)) == 3
 
 
+def test_short_epoch_logging_interval_warning_filtered_unless_verbose() -> None:
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    text = ("The number of training batches (4) is smaller than the logging interval Trainer(log_every_n_steps=5). "
+            "Set a lower value for log_every_n_steps if you want to see logs for the training epoch.")  # fmt: skip
+    for verbose, shown in ((False, 0), (True, 1)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with quiet(verbose=verbose):
+                warnings.warn(text, PossibleUserWarning, stacklevel=1)
+        assert len(seen) == shown
+
+
 def test_lightning_tip_dropped_and_summary_trimmed_on_lightning_handlers() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)  # stands for Lightning's own console handler

@@ -323,13 +323,17 @@ def selection_path(runs: list[Path]) -> Path:
 
 
 def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from ssl_toolkit.run.fit import fit
-    from ssl_toolkit.run.quiet import quiet
-    from ssl_toolkit.run.recipe import load_recipe
+    from ssl_toolkit.run.signal_note import SignalNote  # standard library only: in place before torch loads
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    with quiet(verbose=args.verbose):
-        result = fit(recipe, argv=["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv)
+    with SignalNote() as note:  # a stop signal from here on is noted; fit acts on it (run/signals.py)
+        from ssl_toolkit.run.fit import fit
+        from ssl_toolkit.run.quiet import quiet
+        from ssl_toolkit.run.recipe import load_recipe
+
+        command = ["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv
+        recipe = load_recipe(args.recipe, args.overrides)
+        with quiet(verbose=args.verbose):
+            result = fit(recipe, argv=command, note=note)
     print(f"\nrun folder:       {result.run_dir}")
     print(f"checkpoint:       {result.checkpoint or '(none written)'}")
     print(f"resolved recipe:  {result.run_dir / 'recipe.yaml'}  (git commit in run.json)")
@@ -350,6 +354,14 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+# What decides when Lightning's validation loop (the evaluation) runs, for a run where none ran.
+NO_EVALUATION = (
+    "it runs every trainer.val_check_interval training steps or else at the end of an epoch, in every "
+    "trainer.check_val_every_n_epoch-th epoch, over trainer.limit_val_batches batches per loader (0 skips it); "
+    "a run that trainer.max_steps stops inside an epoch never reaches that epoch's end"
+)
+
+
 def timing_lines(result: Any) -> list[str]:
     """The summary's time lines: training (throughput without evaluation) and evaluation apart."""
     lines = [f"wall time:        {result.seconds:.1f} s (trainer.fit, setup and checkpoints included)"]
@@ -362,7 +374,7 @@ def timing_lines(result: Any) -> list[str]:
         sanity = f" + sanity check {result.sanity_seconds:.1f} s" if result.sanity_seconds else ""
         lines.append(f"evaluation:       {result.eval_seconds:.1f} s in {result.eval_runs} run(s){sanity}")
     else:
-        lines.append("evaluation:       none ran (see trainer.limit_val_batches / val_check_interval)")
+        lines.append(f"evaluation:       none ran ({NO_EVALUATION})")
     return lines
 
 

@@ -5,7 +5,7 @@
 
 Every check happens in the first two steps, before anything is written. While training, the run
 folder is locked (``run/lock.py``); SIGTERM / SIGUSR1 / Ctrl-C save ``last.ckpt`` at the current
-step and stop (``run/signals.py``).
+step and stop (``run/signals.py``); before the first step they stop the run there, saving nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 import logging
 import logging.handlers
 import math
+import signal
 import sys
 import time
 import warnings
@@ -26,6 +27,7 @@ import lightning.pytorch as pl
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ssl_toolkit.callbacks.curves import Curves
 from ssl_toolkit.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
@@ -40,7 +42,8 @@ from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer
 from ssl_toolkit.run.resume import ResumePoint, check_trains_more, find_resume, newest_checkpoint
 from ssl_toolkit.run.run_folder import check_out_dir, fresh_run_dir, resume_name, write_run_files
-from ssl_toolkit.run.signals import Preemption, resume_command
+from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
+from ssl_toolkit.run.signals import Preemption, resume_command, start_command
 
 
 @dataclass
@@ -68,7 +71,7 @@ class FitResult:
     best: dict[str, Path] = field(default_factory=dict)  # monitored metric -> its best checkpoint, by score
 
 
-def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
+def fit(recipe: dict[str, Any], argv: list[str] | None = None, note: SignalNote | None = None) -> FitResult:
     """Train from a validated recipe (``load_recipe``); see the module docstring for the order.
 
     ``recipe["resume"]`` (``none`` by default, ``auto``, a checkpoint or a run folder) continues a
@@ -76,11 +79,26 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     states and the loader position come from the checkpoint; earlier files are kept (the resumed
     part logs to ``csv/resume-N/``, the resume is recorded in ``resume-N.json``).
 
+    ``note`` holds the stop signals noted so far (the CLI installs it before its imports); without
+    one, ``fit`` installs its own. Either way the handlers in place before are back when ``fit`` ends.
+
     Raises:
         RecipeError: anything wrong with the recipe, the data or the resume point (nothing written).
         TrainingStopped: a non-finite loss; names the step and the last good checkpoint.
         Preempted: a signal stopped training after saving ``last.ckpt``; names the resume command.
+            A signal before the first training step stops the run there, saving nothing (a resumed
+            run's checkpoints are left as they were); the message says so.
     """
+    note = note or SignalNote()
+    note.install()
+    try:
+        return _fit(recipe, argv, note)
+    finally:
+        note.restore()
+
+
+def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> FitResult:
+    """``fit`` with the signals noted by ``note``."""
     pl.seed_everything(int(recipe.get("seed", 0)), workers=True, verbose=False)
     check_out_dir(recipe.get("out_dir", "runs/run"))
     parts = build_parts(recipe)
@@ -92,14 +110,21 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None) -> FitResult:
     resolved = {**recipe, "out_dir": str(run_dir)}
     throughput = Throughput()
     last = run_dir / "checkpoints" / "last.ckpt"
-    own = [throughput, LastCheckpoint(last), Preemption(last, resume_command(argv, run_dir))]
-    trainer = build_run_trainer(resolved, run_dir, parts, point, own)
+    again = f"start again with: {start_command(argv)}"
+    if point is None:
+        not_started = f"no checkpoint written ({run_dir} holds the recipe and logs only); {again}"
+    else:
+        not_started = (f"checkpoints unchanged ({point.checkpoint} is at step {point.step}); "
+                       f"resume with: {resume_command(argv, run_dir)}")  # fmt: skip
+    preemption = Preemption(last, resume_command(argv, run_dir), note, not_started)
+    trainer = build_run_trainer(resolved, run_dir, parts, point, [throughput, LastCheckpoint(last), preemption])
+    note.stop_if_received(f"nothing written; {again}")  # a signal during the checks: stop before any write
     lock = RunLock(run_dir) if rank_zero_only.rank == 0 else None  # DDP: rank 0 speaks for the run
     if lock is not None:
         lock.acquire()  # a second process training into run_dir stops here, before writing anything
     try:
         prepare_run_folder(trainer, run_dir, resolved, argv, point, parts)
-        seconds = train(trainer, parts, point, run_dir)
+        seconds = train(trainer, parts, point, run_dir, preemption)
     finally:
         if lock is not None:
             lock.release()
@@ -150,8 +175,12 @@ def prepare_run_folder(
         write_run_files(run_dir, resolved, argv, resumed_from, getattr(parts.datamodule, "skipped", []))
 
 
-def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir: Path) -> float:
-    """``trainer.fit`` (from the resume point, if any); returns the wall time in seconds."""
+def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir: Path, preemption: Preemption) -> float:
+    """``trainer.fit`` (from the resume point, if any); returns the wall time in seconds.
+
+    A SIGTERM during the sanity check reaches Lightning's handler too, which leaves ``fit`` through
+    ``SIGTERMException`` (a ``SystemExit`` with status 0): it becomes ``preemption``'s stop before
+    training (exit 143), as a SIGTERM at any other point before the first step."""
     start = time.perf_counter()
     with warnings.catch_warnings():
         # SSLModule owns on_after_batch_transfer on purpose (augmentation on the device).
@@ -170,6 +199,10 @@ def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir:
                 last = None
             kept = f"last good checkpoint: {last.checkpoint} (step {last.step})" if last else "no checkpoint written"
             raise TrainingStopped(f"{e}; {kept}") from None
+        except SIGTERMException:  # raised by Lightning's loops, which only saw it before on_train_start
+            if preemption.note.training:
+                raise
+            raise stopped_before_training(signal.SIGTERM, preemption.not_started) from None
     seconds = time.perf_counter() - start
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":

@@ -33,7 +33,10 @@ class LastCheckpoint(Checkpoint):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ending = True
         try:
-            trainer.save_checkpoint(self.path)  # every process takes part; rank 0 writes (atomically)
+            # The full state (optimizer, callbacks, loops) that resume needs; said explicitly, as
+            # Lightning logs "`weights_only` was not set" for a call without it.
+            # Every process takes part; rank 0 writes (atomically).
+            trainer.save_checkpoint(self.path, weights_only=False)
         finally:
             self._ending = False
 

@@ -9,6 +9,10 @@ Filtered (the list is ``WARNINGS`` and ``LOG_MESSAGES``):
   - torch's FutureWarning "`isinstance(treespec, LeafSpec)` is deprecated" raised inside Lightning;
   - Lightning's "Total length of `list` across ranks is zero" when no evaluation callback is on
     (no validation loaders, on purpose);
+  - Lightning's "The number of training batches (N) is smaller than the logging interval
+    Trainer(log_every_n_steps=M)" (an epoch shorter than ``trainer.log_every_n_steps``): logging
+    counts steps across epochs, so ``train/loss`` is still logged every M steps; the epoch values
+    are logged at each epoch's end either way;
   - the model summary's FLOPs column and "Total Flops" / "Modules in train|eval mode" lines (the
     summary table itself stays);
   - wandb's console output (``WANDB_SILENT``): the start banner and the end-of-run history/summary
@@ -25,10 +29,13 @@ import re
 import warnings
 from collections.abc import Iterator
 
+from lightning.fabric.utilities.warnings import PossibleUserWarning
+
 # (message regex, category) pairs: only these warnings are hidden.
 WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
     (r"Total length of `list` across ranks is zero", UserWarning),
+    (r"The number of training batches \(\d+\) is smaller than the logging interval", PossibleUserWarning),
 )
 # Lightning log records (logger name prefix, message regex) that are dropped.
 LOG_MESSAGES: tuple[tuple[str, str], ...] = (

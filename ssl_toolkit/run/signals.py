@@ -6,6 +6,8 @@ Lightning's own SIGTERM handling sets ``trainer.received_sigterm`` and leaves ``
 ``OnExceptionCheckpoint`` saves on *every* exception (a NaN stop too) and deletes the file again at
 teardown. ``Preemption`` keeps Lightning's shape (a flag set by the handler, acted on between steps,
 the ``on_exception`` path for the way out) and adds the save, the one-line hint and the exit status.
+A signal before the first training step (noted by ``run/signal_note.py`` from the start of ``fit``)
+stops the run before that step, saving nothing, with the same exit status and a line saying so.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import lightning.pytorch as pl
@@ -23,61 +23,70 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from ssl_toolkit.run.errors import Preempted
-
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 
 
 class Preemption(Checkpoint):
-    """Turns SIGTERM / SIGUSR1 / SIGINT into "finish this step, save ``path``, raise ``Preempted``".
+    """Turns SIGTERM / SIGUSR1 / SIGINT into "finish this step, save ``path``, raise ``Preempted``",
+    and a signal that came before training started into "stop before the first step, save nothing".
 
-    The handlers are installed at ``on_train_start`` (after Lightning's own) and only note the
-    signal; at the end of the step (``on_train_batch_end``, after the step's other checkpoints, as
-    Lightning orders ``Checkpoint`` callbacks last) the processes agree on it (a max-reduction under
-    DDP, so all stop at the same step), every process takes part in ``trainer.save_checkpoint(path)``
-    (the same loop state as a periodic mid-epoch checkpoint, so ``resume`` continues exactly), and
-    ``Preempted`` is raised. A second Ctrl-C quits at once without saving. On SLURM, send the signal
-    to the job step (``#SBATCH --signal=TERM@120`` or ``USR1@120``); see docs/cluster.md.
+    The signals are noted by ``note`` (a ``SignalNote`` that ``fit``, or the CLI, installed when the
+    run started); Lightning puts its own SIGTERM handler in front of it while ``fit`` sets up, so
+    ``note`` is installed again at ``on_train_start``. A signal noted before training stops the run
+    at ``on_sanity_check_start`` or ``on_train_start`` (``train`` in ``run/fit.py`` also turns
+    Lightning's ``SIGTERMException`` from inside the sanity check into the same stop), with
+    ``Preempted`` naming ``not_started``: what was and was not saved (a resumed run's checkpoints are
+    left as they are). Once training runs, at the end of each step (``on_train_batch_end``, after
+    the step's other checkpoints, as Lightning orders ``Checkpoint`` callbacks last) the processes
+    agree on the signal (a max-reduction under DDP, so all stop at the same step), every process
+    takes part in ``trainer.save_checkpoint(path)`` (the same loop state as a periodic mid-epoch
+    checkpoint, so ``resume`` continues exactly), and ``Preempted`` is raised. A second Ctrl-C quits
+    at once without saving. On SLURM, send the signal to the job step (``#SBATCH --signal=TERM@120``
+    or ``USR1@120``); see docs/cluster.md.
 
     Args:
         path: the checkpoint to write (``<run>/checkpoints/last.ckpt``: always the newest state).
         resume_command: the command line that continues the run, printed with the stop.
+        note: the run's ``SignalNote`` (installed; ``fit`` restores the handlers when it ends).
+        not_started: what a stop before the first training step says after "before training
+            started; " (e.g. ``no checkpoint written; start again with: ...``).
     """
 
-    def __init__(self, path: Path, resume_command: str) -> None:
+    def __init__(self, path: Path, resume_command: str, note: SignalNote, not_started: str) -> None:
         self.path, self.resume_command = Path(path), resume_command
-        self.received: int = 0
-        self._previous: dict[int, Any] = {}
+        self.note, self.not_started = note, not_started
 
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGINT and self.received:
-            raise KeyboardInterrupt  # second Ctrl-C: stop now, save nothing
-        if signum == signal.SIGINT:
-            print("\nssl-toolkit: Ctrl-C: saving a checkpoint after this step (Ctrl-C again to quit without saving)",
-                  file=sys.stderr, flush=True)  # fmt: skip
-        self.received = self.received or signum
+    def _agreed(self, trainer: pl.Trainer) -> int:
+        """The signal noted by any process (0: none); a collective under DDP."""
+        received = self.note.received
+        if trainer.world_size > 1:  # one tiny collective per step; Lightning's own check costs the same
+            flag = torch.tensor(received, device=trainer.strategy.root_device)
+            received = int(trainer.strategy.reduce(flag, reduce_op="max"))
+        return received
+
+    def stop_before_training(self, trainer: pl.Trainer) -> None:
+        """Raise ``Preempted`` if a signal was noted (or reached Lightning's handler) before training."""
+        if trainer.received_sigterm and not self.note.received:  # Lightning's handler alone saw it
+            self.note.received = signal.SIGTERM
+        received = self._agreed(trainer)
+        if received:
+            raise stopped_before_training(received, self.not_started)
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop_before_training(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.received_sigterm:  # a SIGTERM during setup went to Lightning's handler: ours now
-            self.received = signal.SIGTERM
-        if threading.current_thread() is threading.main_thread():
-            for signum in SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handler)
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
+        self.stop_before_training(trainer)
+        self.note.install()  # over Lightning's SIGTERM handler (and SLURM's SIGUSR1 one): ours decide
+        self.note.training = True
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        received = self.received
-        if trainer.world_size > 1:  # one tiny collective per step; Lightning's own check costs the same
-            flag = torch.tensor(received, device=trainer.strategy.root_device)
-            received = int(trainer.strategy.reduce(flag, reduce_op="max"))
+        received = self._agreed(trainer)
         if not received:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state resume needs
         name = signal.Signals(received).name
         raise Preempted(
             f"stopped by {name} after step {trainer.global_step}; checkpoint: {self.path}; "
@@ -89,6 +98,15 @@ class Preemption(Checkpoint):
 def resume_command(argv: list[str] | None, run_dir: Path) -> str:
     """``ssl-toolkit fit RECIPE [overrides]`` of ``argv`` (default ``sys.argv``) with any ``resume=...``
     replaced by ``resume=<run_dir>`` (a run folder resumes from its newest readable checkpoint)."""
+    words = (w for w in _fit_words(argv) if not w.startswith("resume="))
+    return shlex.join(["ssl-toolkit", *words, f"resume={run_dir}"])
+
+
+def start_command(argv: list[str] | None) -> str:
+    """``ssl-toolkit fit RECIPE [overrides]`` of ``argv`` (default ``sys.argv``), as given."""
+    return shlex.join(["ssl-toolkit", *_fit_words(argv)])
+
+
+def _fit_words(argv: list[str] | None) -> list[str]:
     words = list(sys.argv if argv is None else argv)
-    words = words[words.index("fit") :] if "fit" in words else words
-    return shlex.join(["ssl-toolkit", *(w for w in words if not w.startswith("resume=")), f"resume={run_dir}"])
+    return words[words.index("fit") :] if "fit" in words else words

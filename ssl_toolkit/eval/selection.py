@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import embed_split
-from ssl_toolkit.eval.label_free import METRICS, compute, embed_views, selection_key, spearman
+from ssl_toolkit.eval.label_free import METRICS, average_ranks, compute, embed_views, selection_key, spearman
 from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled, linear_probe
 from ssl_toolkit.metrics import rankme
 from ssl_toolkit.run.checkpoint import (
@@ -216,23 +216,54 @@ def rank_checkpoints(
     return sorted(rows, key=lambda r: selection_key(metrics[0], r.scores[metrics[0]]))
 
 
+def judge(rows: list[Row], goodness: list[float]) -> dict[str, Any]:
+    """How well ``goodness`` (one value per row, higher = better, e.g. a metric's ``-selection_key``)
+    selects among ``rows``: ``selected`` (the checkpoint of its maximum, the first on ties), and
+    for each accuracy all rows have (``knn``, ``linear``) ``spearman_<kind>`` (over all rows) and
+    ``regret_<kind>`` (best accuracy minus that of the selected row; fractions, 0.01 = 1 point).
+
+    Raises:
+        ValueError: ``goodness`` and ``rows`` differ in length, or no rows.
+    """
+    if not rows or len(goodness) != len(rows):
+        raise ValueError(f"judge: needs one goodness value per row, got {len(goodness)} for {len(rows)} rows")
+    best = max(range(len(rows)), key=lambda i: goodness[i])
+    entry: dict[str, Any] = {"selected": str(rows[best].checkpoint)}
+    for kind in ("knn", "linear"):
+        accuracy = [getattr(r, f"{kind}_top1") for r in rows]
+        if len(rows) >= 2 and all(v is not None for v in accuracy):
+            entry[f"spearman_{kind}"] = spearman(goodness, accuracy)
+            entry[f"regret_{kind}"] = max(accuracy) - accuracy[best]
+    return entry
+
+
 def metric_report(rows: list[Row]) -> list[dict[str, Any]]:
-    """Per metric: the checkpoint it selects and, when ``rows`` have accuracies, for k-NN and for
-    linear top-1 the Spearman correlation of the metric's "better" direction with the accuracy over
-    all rows (``spearman_knn``, ``spearman_linear``) and its regret: the best accuracy over the rows
-    minus that of its choice (``regret_knn``, ``regret_linear``; fractions, 0.01 = 1 point)."""
+    """Per metric of ``rows[0].scores``: :func:`judge` of its "better" direction (NaN worst), i.e.
+    the checkpoint it selects and, when ``rows`` have accuracies, for k-NN and for linear top-1 its
+    Spearman correlation with the accuracy over all rows (``spearman_knn``, ``spearman_linear``)
+    and its regret: the best accuracy over the rows minus that of its choice (``regret_knn``,
+    ``regret_linear``; fractions, 0.01 = 1 point)."""
     report = []
     for name in rows[0].scores:
-        best = min(rows, key=lambda r: selection_key(name, r.scores[name]))
-        entry: dict[str, Any] = {"metric": name, "better": METRICS[name].better, "selected": str(best.checkpoint)}
         goodness = [-selection_key(name, r.scores[name]) for r in rows]
-        for kind in ("knn", "linear"):
-            accuracy = [getattr(r, f"{kind}_top1") for r in rows]
-            if len(rows) >= 2 and all(v is not None for v in accuracy):
-                entry[f"spearman_{kind}"] = spearman(goodness, accuracy)
-                entry[f"regret_{kind}"] = max(accuracy) - getattr(best, f"{kind}_top1")
-        report.append(entry)
+        report.append({"metric": name, "better": METRICS[name].better, **judge(rows, goodness)})
     return report
+
+
+def rank_vote(rows: list[Row], names: list[str]) -> list[float]:
+    """A combined metric: the mean over ``names`` of each row's rank by that metric (1 = worst,
+    ``len(rows)`` = best; ties share their mean rank; NaN values rank worst). Higher is better.
+
+    Ranks make metrics of different scales and directions comparable; they only mean something
+    within one set of rows (one method), like the metrics themselves.
+    """
+    if not names or not rows:
+        raise ValueError("rank_vote: needs rows and at least one metric name")
+    total = [0.0] * len(rows)
+    for name in names:
+        for i, r in enumerate(average_ranks([-selection_key(name, r.scores[name]) for r in rows])):
+            total[i] += r / len(names)
+    return total
 
 
 def format_table(rows: list[Row], with_labels: bool = False) -> str:

@@ -313,6 +313,21 @@ Metrics:
 
 {metrics}
 
+How each can fail by construction (what to look for in the tables below):
+
+- RankMe counts how many directions carry variance, not whether they separate classes: a run that
+  spreads its features widely but keeps the classes mixed scores high (in the earlier measurement at
+  the end of this page, temperature 1.0 had the highest RankMe and 0.5 the best accuracy).
+- alpha-ReQ is ranked by its distance to 1, an assumption (the paper reports a good *interval*
+  whose bounds depend on the model and data); when every checkpoint lies on one side of 1 it
+  becomes "flattest spectrum wins", close to RankMe's ranking.
+- LiDAR and the ROC-AUC judge the surrogate task itself (telling the training augmentations of one
+  image from the others), on few images and views here ({size.view_images} x {size.views}; the
+  LiDAR paper uses 1000 x 50): a model that solves the augmentation task well is not always the one
+  whose features separate classes, and the AUC saturates near 1 once training has started.
+- Alignment is minimised by collapse (every view mapped to one point gives 0) and uniformity by
+  spreading points regardless of views; each alone rewards one half of the contrastive objective.
+
 {sections}
 
 ## A combined metric, judged on data it was not designed on

@@ -135,8 +135,13 @@ class PILViews(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i, 0].numpy(), mode="L").convert("RGB"))
 
 
-def lightly_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
-    """Train with lightly's modules; returns the backbone and the timing."""
+def lightly_run(
+    method: str, data: FashionMNISTData, s: Settings, seed: int, prototype_bias: bool = True
+) -> tuple[nn.Module, dict]:
+    """Train with lightly's modules; returns the backbone and the timing.
+
+    ``prototype_bias=False`` removes the bias of lightly's ``SwaVPrototypes`` Linear (lightly 1.6
+    builds it with ``nn.Linear(dim, K)``, bias on; the authors' SwAV prototypes have none)."""
     from lightly.loss import NTXentLoss, SwaVLoss
     from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead, SwaVProjectionHead, SwaVPrototypes
     from lightly.models.utils import update_momentum
@@ -153,6 +158,8 @@ def lightly_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> 
                                   crop_max_scales=(1.0,), normalize=normalize, **jitter)  # fmt: skip
         head = SwaVProjectionHead(512, s.hidden_dim, s.out_dim)
         extra["prototypes"] = SwaVPrototypes(s.out_dim, s.num_prototypes)
+        if not prototype_bias:
+            extra["prototypes"].heads[0].bias = None  # scores = cosines, as the authors' SwAV
         criterion: nn.Module = SwaVLoss(temperature=s.swav_temperature)
     else:
         transform = SimCLRTransform(input_size=s.image_size, min_scale=0.08, normalize=normalize, **jitter)
@@ -262,7 +269,19 @@ def toolkit_no_bn_run(method: str, data: FashionMNISTData, s: Settings, seed: in
     return toolkit_run(method, data, s, seed, {"batch_norm": False, "last_norm": "none"})
 
 
-SIDES = {"lightly": lightly_run, "ssl_toolkit": toolkit_run, "ssl_toolkit_no_bn": toolkit_no_bn_run}
+def lightly_no_prototype_bias_run(
+    method: str, data: FashionMNISTData, s: Settings, seed: int
+) -> tuple[nn.Module, dict]:
+    """lightly with bias-free SwAV prototypes (the authors' SwAV; no other method changes)."""
+    return lightly_run(method, data, s, seed, prototype_bias=False)
+
+
+SIDES = {
+    "lightly": lightly_run,
+    "lightly_no_prototype_bias": lightly_no_prototype_bias_run,
+    "ssl_toolkit": toolkit_run,
+    "ssl_toolkit_no_bn": toolkit_no_bn_run,
+}
 DEFAULT_SIDES = ("lightly", "ssl_toolkit")
 
 
@@ -307,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=list(DEFAULT_SIDES),
         choices=list(SIDES),
-        help="ssl_toolkit_no_bn: the toolkit with a projector without BN (the old SimCLR default)",
+        help="ssl_toolkit_no_bn: the toolkit with a projector without BN (the old SimCLR default); "
+        "lightly_no_prototype_bias: lightly's SwAV with bias-free prototypes (the authors')",
     )
     parser.add_argument("--train-samples", type=int, default=Settings.train_samples)
     parser.add_argument("--val-samples", type=int, default=Settings.val_samples)

@@ -340,8 +340,8 @@ the best *single* metric on the design method, judged on the held-out method.
 
 {holdout}
 
-The whole script took {minutes:.1f} minutes on this machine (training included only for runs that
-were missing; the 2 cores may have been shared with other jobs).
+This call of the script took {minutes:.1f} minutes on this machine (training and scoring included
+only for the runs that were missing; the 2 cores may have been shared with other jobs).
 """
 
 

@@ -176,6 +176,12 @@ def alpha_req_from_statistics(stats: CovarianceStatistics, fit_start: int = 5, f
     return float(coef[0])
 
 
+def default_fit_start(dim: int) -> int:
+    """``fit_start`` of alpha-ReQ for D = ``dim`` dimensions: the authors' 5 (ranks 6..100) when
+    D >= 20, else 0 (every rank: a narrow embedding has too few eigenvalues past the 5th to fit)."""
+    return 5 if dim >= 20 else 0
+
+
 def alpha_req(x: Tensor, fit_start: int = 5, fit_stop: int = 100) -> float:
     """alpha-ReQ of ``x`` (N, D) representations; see :func:`alpha_req_from_statistics`."""
     return alpha_req_from_statistics(covariance_statistics(x), fit_start, fit_stop)

@@ -86,7 +86,7 @@ def evaluate_callbacks(module: SSLModule, data: ImageDataModule, inputs: dict) -
     losses = [probe.fit_batch(inputs["feats"][rows], inputs["labels"][rows]) for _ in range(2)]
     out = run_validation(module, data, [knn, rankme, probe])
     out["roles"] = data.eval_plan.roles
-    alone = run_validation(module, data, [RankMe(num_samples=21, seed=3)])
+    alone = run_validation(module, data, [RankMe(num_samples=21, seed=3, alpha_req=True)])
     out["subset_roles"] = data.eval_plan.roles
     out.update({f"subset/{k}": v for k, v in alone.items()})
     out["probe_weight"] = probe.classifier.weight.detach().clone()

@@ -195,7 +195,8 @@ def test_select_ranks_by_rankme_on_one_random_subset(
     # last.ckpt (step 2) duplicates epoch=1-step=2.ckpt and is left out.
     assert {Path(r["checkpoint"]).name for r in table} == {"epoch=0-step=1.ckpt", "epoch=1-step=2.ckpt"}
     assert [r["rankme"] for r in table] == sorted((r["rankme"] for r in table), reverse=True)
-    assert record["selected"] == table[0] and all(r["knn_top1"] is None for r in table)
+    assert record["selected"] == table[0] and all(r["knn_top1"] is None is r["linear_top1"] for r in table)
+    assert not list(tmp_path.glob("*.png"))  # the plot needs accuracies: only with --with-labels
     printed = capsys.readouterr().out
     assert "RankMe" in printed and "k-NN" not in printed
     selected = [line for line in printed.splitlines() if line.startswith("*")]
@@ -228,7 +229,16 @@ def test_select_reads_labels_only_with_labels(tiny_run: TinyRun, monkeypatch: py
         rank_checkpoints([tiny_run.path], num_samples=16, with_labels=True)
     monkeypatch.undo()
     labelled = rank_checkpoints([tiny_run.path], num_samples=16, with_labels=True)
-    assert all(0.0 <= r.knn_top1 <= 1.0 for r in labelled)
+    assert all(0.0 <= r.knn_top1 <= 1.0 and 0.0 <= r.linear_top1 <= 1.0 for r in labelled)
+    from ssl_toolkit.eval.probe import embed_labelled, knn_probe
+    from ssl_toolkit.eval.probe import labelled as labelled_data
+
+    for r in labelled:  # the same numbers as `ssl-toolkit knn` / `probe` (defaults) on that checkpoint
+        loaded = load_checkpoint(r.checkpoint)
+        train, val = embed_labelled(loaded.module, loaded.datamodule)
+        classes = labelled_data(loaded.datamodule).num_classes
+        assert r.knn_top1 == knn_probe(train, val, classes).top1
+        assert r.linear_top1 == linear_probe(train, val, classes).top1
     assert "k-NN top-1" in format_table(labelled, with_labels=True) and "k-NN" not in format_table(rows)
     assert [(r.checkpoint, r.rankme, r.rankme_proj) for r in labelled] == [
         (r.checkpoint, r.rankme, r.rankme_proj) for r in rows
@@ -254,13 +264,21 @@ def test_select_with_several_metrics_ranks_by_the_first_and_reports_each(
     keys = [selection_key("lidar", r["scores"]["lidar"]) for r in table]
     assert keys == sorted(keys) and record["criterion"].startswith("lidar") and record["selected"] == table[0]
     assert all(set(r["scores"]) == set(metrics) and r["scores"]["rankme"] == r["rankme"] for r in table)
-    best_knn = max(r["knn_top1"] for r in table)
-    for entry in record["metrics"]:  # regret = best k-NN - k-NN of the metric's choice
+    for entry in record["metrics"]:  # regret = best accuracy - accuracy of the metric's choice
         chosen = next(r for r in table if r["checkpoint"] == entry["selected"])
-        assert entry["regret_knn"] == pytest.approx(best_knn - chosen["knn_top1"])
-        assert math.isnan(entry["spearman_knn"]) or -1.0 <= entry["spearman_knn"] <= 1.0
+        for kind in ("knn", "linear"):
+            best = max(r[f"{kind}_top1"] for r in table)
+            assert entry[f"regret_{kind}"] == pytest.approx(best - chosen[f"{kind}_top1"])
+            assert math.isnan(entry[f"spearman_{kind}"]) or -1.0 <= entry[f"spearman_{kind}"] <= 1.0
     printed = capsys.readouterr().out
-    assert "Spearman with k-NN" in printed and "alpha_req" in printed
+    assert "k-NN: Spearman" in printed and "linear: Spearman" in printed and "alpha_req" in printed
+    # The plot: a PNG next to the JSON; a second run writes metrics_1.png and leaves the first alone.
+    png = tmp_path / "metrics.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot:     {png}" in printed
+    first = png.read_bytes()
+    assert main([*argv, "--force"]) == 0
+    assert png.read_bytes() == first and (tmp_path / "metrics_1.png").is_file()
+    assert "plot:" in capsys.readouterr().out
     # LiDAR by hand: the first 8 images of the sorted random subset, 3 views drawn with seed 0.
     loaded = load_checkpoint(table[0]["checkpoint"], {"num_workers": 0})
     subset = torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(0))[:16].sort().values[:8]

@@ -1,4 +1,5 @@
-"""RankMe: label-free effective rank of the representations, for checkpoint and run selection."""
+"""RankMe (and optionally alpha-ReQ): label-free spectral scores of the representations, for
+checkpoint and run selection."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import rankme
+from ssl_toolkit.metrics_spectral import alpha_req as alpha_req_of
+from ssl_toolkit.metrics_spectral import default_fit_start
 
 
 class RankMe(EvalCallback):
@@ -30,24 +33,35 @@ class RankMe(EvalCallback):
     seeded draw): then RankMe takes them from the bank's features and no image is embedded twice.
     Compare values only between runs of the same method.
 
+    With ``alpha_req=True`` the same rows also give alpha-ReQ (Agrawal et al., NeurIPS 2022): the
+    power-law decay alpha of the covariance eigenspectrum, lambda_k ~ k^-alpha, fitted over ranks
+    6..100 (all ranks below 20 dimensions; :func:`ssl_toolkit.metrics_spectral.alpha_req`), from
+    the same features at the cost of one D x D eigendecomposition; no image is embedded again.
+    ``ssl-toolkit select --metric alpha_req`` computes the same number offline.
+
     Logs (whenever Lightning's validation loop runs):
         ``val/rankme`` (backbone features ``module.embed``) and ``val/rankme_proj`` (projector
         ``module.project``; only when the module has ``project``). Monitor ``val/rankme`` with
         ``ModelCheckpoint(monitor="val/rankme", mode="max")`` to keep checkpoints without labels.
+        With ``alpha_req``: ``val/alpha_req`` and ``val/alpha_req_proj`` (NaN when fewer than 2
+        non-zero eigenvalues lie in the fitted ranks, e.g. a collapsed representation).
 
     Args:
         num_samples: rows N of Z (25,600 in the paper).
         eps: the paper's 1e-7 for float32.
         seed: seed of the subset draw.
+        alpha_req: also log alpha-ReQ of both.
     """
 
-    def __init__(self, num_samples: int = 25600, eps: float = 1e-7, seed: int = 0) -> None:
+    def __init__(self, num_samples: int = 25600, eps: float = 1e-7, seed: int = 0, alpha_req: bool = False) -> None:
         super().__init__()
         check_int("num_samples", num_samples)
         if not eps > 0:  # p_k = 0 would give 0 * log 0 = nan
             raise ValueError(f"eps: must be > 0, got {eps!r}")
         check_int("seed", seed, minimum=0)
-        self.num_samples, self.eps, self.seed = num_samples, float(eps), seed
+        if not isinstance(alpha_req, bool):
+            raise ValueError(f"alpha_req: must be true or false, got {alpha_req!r}")
+        self.num_samples, self.eps, self.seed, self.alpha_req = num_samples, float(eps), seed, alpha_req
         self.indices: Tensor | None = None  # (M,) sorted train-split positions, drawn once
 
     def draw(self, num_train: int) -> Tensor:
@@ -83,13 +97,17 @@ class RankMe(EvalCallback):
                 are ignored, so the value does not depend on where the rows came from.
 
         Returns:
-            ``{"val/rankme": float, "val/rankme_proj": float}`` (no ``_proj`` without ``project``).
+            ``{"val/rankme": float, "val/rankme_proj": float}`` (no ``_proj`` without ``project``),
+            and ``val/alpha_req(_proj)`` when ``alpha_req``.
         """
         assert self.indices is not None
         feats = split.feats[torch.isin(split.index, self.indices.to(split.index.device))]
-        metrics = {"val/rankme": rankme(feats, self.eps)}
+        spaces = {"": feats}
         if hasattr(module, "project"):
-            metrics["val/rankme_proj"] = rankme(project(module, feats), self.eps)
+            spaces["_proj"] = project(module, feats)
+        metrics = {f"val/rankme{suffix}": rankme(x, self.eps) for suffix, x in spaces.items()}
+        if self.alpha_req:
+            metrics.update({f"val/alpha_req{suffix}": alpha_or_nan(x) for suffix, x in spaces.items()})
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
@@ -98,3 +116,12 @@ class RankMe(EvalCallback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "indices" in state_dict:
             self.indices = state_dict["indices"].cpu().long()
+
+
+def alpha_or_nan(x: Tensor) -> float:
+    """alpha-ReQ of (N, D) ``x`` over the default ranks for D, or NaN when too few eigenvalues are
+    non-zero there (a collapsed representation must not stop training)."""
+    try:
+        return alpha_req_of(x, fit_start=default_fit_start(x.shape[1]))
+    except ValueError:
+        return float("nan")

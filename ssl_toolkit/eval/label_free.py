@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from ssl_toolkit.metrics import alignment, rankme, uniformity
 from ssl_toolkit.metrics_contrastive import roc_auc, split_scores
-from ssl_toolkit.metrics_spectral import alpha_req, lidar
+from ssl_toolkit.metrics_spectral import alpha_req, default_fit_start, lidar
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def compute(name: str, feats: Tensor, proj: Tensor, views: ViewEmbedding | None)
         return rankme(feats if name == "rankme" else proj)
     if name in ("alpha_req", "alpha_req_proj"):
         x = feats if name == "alpha_req" else proj
-        return alpha_req(x, fit_start=5 if x.shape[1] >= 20 else 0)  # the authors' ranks 6..100 when D allows
+        return alpha_req(x, fit_start=default_fit_start(x.shape[1]))  # the authors' ranks 6..100 when D allows
     assert views is not None
     if name in ("lidar", "lidar_proj"):
         return lidar(views.feats if name == "lidar" else views.proj)

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import embed_split
-from ssl_toolkit.eval.label_free import METRICS, compute, embed_views, selection_key, spearman
-from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled
+from ssl_toolkit.eval.label_free import METRICS, average_ranks, compute, embed_views, selection_key, spearman
+from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled, linear_probe
 from ssl_toolkit.metrics import rankme
 from ssl_toolkit.run.checkpoint import (
     LoadedCheckpoint,
@@ -39,8 +39,9 @@ _LOADER_KEYS = ("batch_size", "num_workers")
 
 @dataclass
 class Row:
-    """One checkpoint's scores; ``knn_top1`` (val top-1, k=200, T=0.07) only with labels;
-    ``scores`` holds the ``--metric`` values by name."""
+    """One checkpoint's scores; ``knn_top1`` (val top-1, k=200, T=0.07) and ``linear_top1`` (val
+    top-1 of an L-BFGS linear probe on the frozen train features) only with labels; ``scores`` holds
+    the ``--metric`` values by name."""
 
     run: Path
     checkpoint: Path
@@ -50,10 +51,16 @@ class Row:
     rankme_proj: float
     knn_top1: float | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    linear_top1: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (paths as strings)."""
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Row:
+        """The row :meth:`as_dict` wrote (``run`` and ``checkpoint`` back to paths)."""
+        return cls(**{**record, "run": Path(record["run"]), "checkpoint": Path(record["checkpoint"])})
 
 
 class ImagesOnly(Dataset):
@@ -153,14 +160,16 @@ def rank_checkpoints(
     ``label_free.METRICS``; those that need augmented views (LiDAR, ROC-AUC, alignment, uniformity)
     embed ``num_views`` training-augmentation views of the first ``num_view_images`` images of the
     subset, with the same augmentation draw for every checkpoint. Labels are never read unless
-    ``with_labels``, which adds the k-NN top-1 (k=200, T=0.07, full train split as bank, val split
-    as queries) for comparison.
+    ``with_labels``, which adds, for comparison, the k-NN top-1 (k=200, T=0.07, full train split as
+    bank, val split as queries) and the linear top-1 (``linear_probe``: L-BFGS, 100 iterations,
+    weight decay 1e-4, standardized features of the full train split; val split scored), both from
+    one embedding of each split.
 
     Args:
         run_dirs: run folders, each with ``checkpoints/*.ckpt``, all of one method.
         num_samples: images in the subset.
         seed: seeds the subset and the augmentation draw.
-        with_labels: also compute the (labelled) k-NN accuracy.
+        with_labels: also compute the (labelled) k-NN and linear accuracies.
         data_overrides: merged into every recipe's ``data`` section (see ``load_checkpoint``).
         device: where to embed (default: CUDA when available).
         metrics: metric names; the first decides the order.
@@ -196,27 +205,65 @@ def rank_checkpoints(
             views = embed_views(module, DataLoader(few, batch_size=dm.batch_size), num_views, seed)
         ranks = {"rankme": rankme(split.feats), "rankme_proj": rankme(split.proj)}
         scores = {m: ranks[m] if m in ranks else compute(m, split.feats, split.proj, views) for m in metrics}
-        knn = knn_probe(*embed_labelled(module, dm), labelled(dm).num_classes).top1 if with_labels else None
-        rows.append(Row(run_dir, path, loaded.epoch, loaded.step, ranks["rankme"], ranks["rankme_proj"], knn, scores))
+        knn = linear = None
+        if with_labels:
+            train, val = embed_labelled(module, dm)
+            classes = labelled(dm).num_classes
+            knn, linear = knn_probe(train, val, classes).top1, linear_probe(train, val, classes).top1
+        rows.append(
+            Row(run_dir, path, loaded.epoch, loaded.step, ranks["rankme"], ranks["rankme_proj"], knn, scores, linear)
+        )
     return sorted(rows, key=lambda r: selection_key(metrics[0], r.scores[metrics[0]]))
 
 
+def judge(rows: list[Row], goodness: list[float]) -> dict[str, Any]:
+    """How well ``goodness`` (one value per row, higher = better, e.g. a metric's ``-selection_key``)
+    selects among ``rows``: ``selected`` (the checkpoint of its maximum, the first on ties), and
+    for each accuracy all rows have (``knn``, ``linear``) ``spearman_<kind>`` (over all rows) and
+    ``regret_<kind>`` (best accuracy minus that of the selected row; fractions, 0.01 = 1 point).
+
+    Raises:
+        ValueError: ``goodness`` and ``rows`` differ in length, or no rows.
+    """
+    if not rows or len(goodness) != len(rows):
+        raise ValueError(f"judge: needs one goodness value per row, got {len(goodness)} for {len(rows)} rows")
+    best = max(range(len(rows)), key=lambda i: goodness[i])
+    entry: dict[str, Any] = {"selected": str(rows[best].checkpoint)}
+    for kind in ("knn", "linear"):
+        accuracy = [getattr(r, f"{kind}_top1") for r in rows]
+        if len(rows) >= 2 and all(v is not None for v in accuracy):
+            entry[f"spearman_{kind}"] = spearman(goodness, accuracy)
+            entry[f"regret_{kind}"] = max(accuracy) - accuracy[best]
+    return entry
+
+
 def metric_report(rows: list[Row]) -> list[dict[str, Any]]:
-    """Per metric: the checkpoint it selects and, when ``rows`` have k-NN accuracies, the Spearman
-    correlation of its "better" direction with k-NN top-1 over all rows and its regret (the best
-    k-NN top-1 minus that of its choice)."""
+    """Per metric of ``rows[0].scores``: :func:`judge` of its "better" direction (NaN worst), i.e.
+    the checkpoint it selects and, when ``rows`` have accuracies, for k-NN and for linear top-1 its
+    Spearman correlation with the accuracy over all rows (``spearman_knn``, ``spearman_linear``)
+    and its regret: the best accuracy over the rows minus that of its choice (``regret_knn``,
+    ``regret_linear``; fractions, 0.01 = 1 point)."""
     report = []
-    knn = [r.knn_top1 for r in rows]
-    labelled = all(v is not None for v in knn)
     for name in rows[0].scores:
-        best = min(rows, key=lambda r: selection_key(name, r.scores[name]))
-        entry: dict[str, Any] = {"metric": name, "better": METRICS[name].better, "selected": str(best.checkpoint)}
-        if labelled and len(rows) >= 2:
-            goodness = [-selection_key(name, r.scores[name]) for r in rows]
-            entry["spearman_knn"] = spearman(goodness, [float(v) for v in knn])  # type: ignore[arg-type]
-            entry["regret_knn"] = max(knn) - best.knn_top1  # type: ignore[type-var, operator]
-        report.append(entry)
+        goodness = [-selection_key(name, r.scores[name]) for r in rows]
+        report.append({"metric": name, "better": METRICS[name].better, **judge(rows, goodness)})
     return report
+
+
+def rank_vote(rows: list[Row], names: list[str]) -> list[float]:
+    """A combined metric: the mean over ``names`` of each row's rank by that metric (1 = worst,
+    ``len(rows)`` = best; ties share their mean rank; NaN values rank worst). Higher is better.
+
+    Ranks make metrics of different scales and directions comparable; they only mean something
+    within one set of rows (one method), like the metrics themselves.
+    """
+    if not names or not rows:
+        raise ValueError("rank_vote: needs rows and at least one metric name")
+    total = [0.0] * len(rows)
+    for name in names:
+        for i, r in enumerate(average_ranks([-selection_key(name, r.scores[name]) for r in rows])):
+            total[i] += r / len(names)
+    return total
 
 
 def format_table(rows: list[Row], with_labels: bool = False) -> str:
@@ -224,25 +271,29 @@ def format_table(rows: list[Row], with_labels: bool = False) -> str:
     RankMe get a column each."""
     extra = [m for m in (rows[0].scores if rows else {}) if m not in ("rankme", "rankme_proj")]
     header = ["", "run", "checkpoint", "epoch", "step", "RankMe", "RankMe(proj)", *extra] + (
-        ["k-NN top-1"] if with_labels else []
+        ["k-NN top-1", "linear top-1"] if with_labels else []
     )
     lines = [header]
     for i, r in enumerate(rows):
         line = ["*" if i == 0 else "", str(r.run), r.checkpoint.name, str(r.epoch), str(r.step)]
         line += [f"{r.rankme:.2f}", f"{r.rankme_proj:.2f}", *(f"{r.scores[m]:.4g}" for m in extra)]
         if with_labels:
-            line.append("-" if r.knn_top1 is None else f"{r.knn_top1:.4f}")
+            line += ["-" if v is None else f"{v:.4f}" for v in (r.knn_top1, r.linear_top1)]
         lines.append(line)
     widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
 
 def format_report(report: list[dict[str, Any]]) -> str:
-    """One line per metric: its choice, and with labels its Spearman with k-NN and its regret."""
+    """One line per metric: its choice, and with labels its Spearman with k-NN / linear top-1 and
+    its regret in points."""
     lines = []
     for e in report:
         line = f"{e['metric']} ({e['better']} is better): selects {Path(e['selected']).name}"
-        if "spearman_knn" in e:
-            line += f"; Spearman with k-NN {e['spearman_knn']:+.2f}, regret {100 * e['regret_knn']:.2f} points"
+        for kind, label in (("knn", "k-NN"), ("linear", "linear")):
+            if f"spearman_{kind}" in e:
+                line += (
+                    f"; {label}: Spearman {e[f'spearman_{kind}']:+.2f}, regret {100 * e[f'regret_{kind}']:.2f} points"
+                )
         lines.append(line)
     return "\n".join(lines)

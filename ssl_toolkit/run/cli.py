@@ -136,7 +136,8 @@ def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
     p_sel.add_argument(
         "--with-labels",
         action="store_true",
-        help="also compute k-NN top-1 (reads labels), and each metric's Spearman and regret",
+        help="also compute k-NN and linear top-1 (reads labels), each metric's Spearman and regret, and a PNG "
+        "of every metric against both accuracies next to --out (selection.png; never overwritten: selection_1.png)",
     )
     p_sel.add_argument(
         "--out",
@@ -267,6 +268,12 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nselected: {rows[0].checkpoint}\nwritten:  {out}")
+    if args.with_labels:  # metric vs accuracy, next to the JSON; an earlier plot is never replaced
+        from ssl_toolkit.eval.selection_plot import plot_selection
+        from ssl_toolkit.run.run_folder import numbered_paths
+
+        png = next(p for p in numbered_paths(out.with_suffix(".png")) if not p.exists())
+        print(f"plot:     {plot_selection(rows, png, title=f'{len(rows)} checkpoints of {len(runs)} run(s)')}")
     return 0
 
 

@@ -1,8 +1,9 @@
-"""KNNProbe, RankMe and LinearProbe give the same numbers in 2 processes (gloo, CPU) as in 1, and
+"""KNNProbe, RankMe (with alpha-ReQ) and LinearProbe give the same numbers in 2 processes (gloo, CPU) as in 1, and
 the gathered labels and sample indices are exact int64 (indices above 2**24)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ def test_eval_callbacks_two_processes_equal_one(tmp_path: Path) -> None:
     # With the k-NN bank = whole train split, RankMe reads the bank; alone it has its own loader.
     assert one["roles"] == ("val", "bank") and one["subset_roles"] == ("rankme",)
     for r in ranks:
-        for name in names + ["subset/val/rankme", "subset/val/rankme_proj"]:
+        for name in names + [f"subset/val/{m}" for m in ("rankme", "rankme_proj", "alpha_req", "alpha_req_proj")]:
             assert r[name] == pytest.approx(one[name], rel=1e-5, abs=1e-6), name
         # The probe's gradients were averaged over the two half batches: same weights as 1 process.
         torch.testing.assert_close(r["probe_weight"], one["probe_weight"], rtol=1e-5, atol=1e-6)
@@ -40,7 +41,7 @@ def test_eval_callbacks_two_processes_equal_one(tmp_path: Path) -> None:
         assert one[f"subset/{name}"] == pytest.approx(one[name], rel=1e-5)
     # Each rank's loss is on its own half batch, so the comparison above is not trivial.
     assert ranks[0]["probe_loss"] != pytest.approx(ranks[1]["probe_loss"])
-    assert one["val/rankme"] > 1.5
+    assert one["val/rankme"] > 1.5 and math.isfinite(one["subset/val/alpha_req"])
 
 
 @pytest.mark.distributed

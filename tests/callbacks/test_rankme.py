@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from distributed_worker import run_validation, tiny_module
@@ -88,3 +90,33 @@ def test_rankme_rejects_bad_arguments_and_is_in_the_recipe_table() -> None:
                          ({"seed": -1}, "seed")]:  # fmt: skip
         with pytest.raises(ValueError, match=f"^{name}: "):
             RankMe(**kwargs)
+
+
+def test_alpha_req_option_logs_alpha_req_of_the_same_rows_and_nan_when_collapsed() -> None:
+    module, data = tiny_module(seed=0), make_data()
+    cb = RankMe(num_samples=40, seed=0, alpha_req=True)
+    got = run_validation(module, data, [cb])
+    assert set(got) == {"val/rankme", "val/rankme_proj", "val/alpha_req", "val/alpha_req_proj"}
+    module.eval()
+    with torch.no_grad():
+        feats = module.embed(data.train_set.images[cb.indices])
+        proj = module.head.embed(feats)
+    for name, x in (("val/alpha_req", feats), ("val/alpha_req_proj", proj)):
+        # Plain computation: eigenvalues of the centred covariance, 1/k-weighted least squares of
+        # log lambda_k on -log k over the ranks the default range keeps (6..100, or all below D = 20).
+        lam = torch.linalg.eigvalsh(torch.cov(x.double().T, correction=0)).flip(0)
+        start = 5 if x.shape[1] >= 20 else 0
+        k = torch.arange(1, len(lam) + 1, dtype=torch.float64)
+        keep = (lam > 1e-12 * lam[0]) & (k > start) & (k <= 100)
+        w, u, y = 1 / k[keep], -k[keep].log(), lam[keep].log()
+        mu, my = (w * u).sum() / w.sum(), (w * y).sum() / w.sum()
+        slope = float((w * (u - mu) * (y - my)).sum() / (w * (u - mu) ** 2).sum())
+        assert got[name] == pytest.approx(slope, rel=1e-4), name
+    assert "val/alpha_req" not in run_validation(module, data, [RankMe(num_samples=40, seed=0)])
+    # A collapsed representation (every row the same) has no spectrum to fit: NaN, training goes on.
+    split = EmbeddedSplit(torch.ones(64, 8), None, torch.zeros(64, dtype=torch.long), torch.arange(64))
+    metrics = RankMe(num_samples=30, alpha_req=True)
+    metrics.draw(64)
+    assert math.isnan(metrics.score(PlainEmbedder(), split)["val/alpha_req"])
+    with pytest.raises(ValueError, match="^alpha_req: "):
+        RankMe(alpha_req="yes")  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ CASES: dict[str, dict[str, Any]] = {
     "throughput": {"skip_steps": 1},
     "knn": {"k": 5, "temperature": 0.1, "bank_size": 32, "bank_seed": 1},
     "linear_probe": {"lr": 0.05},
-    "rankme": {"num_samples": 64, "seed": 1},
+    "rankme": {"num_samples": 64, "seed": 1, "alpha_req": True},
     "diagnostics": {"num_images": 32, "seed": 1},
     "finite_loss": {"check_every_n_steps": 2},
 }

@@ -150,6 +150,20 @@ def test_limit_val_batches_0_runs_no_evaluation(tmp_path: Path, capsys, validati
     assert "evaluation:       none ran" in out and "train/linear_loss" in header  # the probe still trained
 
 
+def test_monitored_checkpoint_before_any_evaluation_is_said_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+) -> None:
+    # best-rankme-* is due at the epoch end, but evaluation never ran: no file, our line instead of
+    # Lightning's "could not find the monitored key ... HINT: Did you call `log(...)`" warning.
+    with caplog.at_level("WARNING"):
+        assert main(["fit", str(eval_recipe(tmp_path)), "trainer.limit_val_batches=0"]) == 0
+    said = [r.getMessage() for r in caplog.records if "not written at step" in r.getMessage()]
+    assert len(said) == 1 and "val/rankme" in said[0] and "limit_val_batches" in said[0]
+    assert not any("could not find the monitored key" in str(w.message) for w in recwarn.list)
+    assert not list((tmp_path / "run" / "checkpoints").glob("best-rankme*"))
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
 def test_val_check_interval_evaluates_every_n_steps(tmp_path: Path, capsys, validation_calls: list[int]) -> None:
     assert main(["fit", str(eval_recipe(tmp_path)), "trainer.val_check_interval=2"]) == 0
     out = capsys.readouterr().out

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 
 def moved_state(state: dict[str, Any], new_dir: str) -> dict[str, Any]:
@@ -35,7 +40,32 @@ class RunCheckpoint(ModelCheckpoint):
     own ``load_state_dict`` runs. And ``last.ckpt`` of this folder is always this run's newest state
     (a resume from an older checkpoint, whose saved ``last_model_path`` may still be empty, goes on
     in ``last.ckpt``, never in a ``last-v1.ckpt`` beside it).
+
+    A monitored checkpoint (``best-rankme-*``) due before any evaluation ran (``limit_val_batches=0``,
+    or ``max_steps`` stopping before the first evaluation) is not written, as in Lightning, but said
+    in one line of our own instead of Lightning's "could not find the monitored key ... HINT: Did you
+    call `log(...)`" warning, which points at code the user did not write.
     """
+
+    _said_unmonitored = False
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        evaluated = trainer.fit_loop.epoch_loop.val_loop._has_run
+        if (
+            self.save_top_k != 0
+            and self.monitor is not None
+            and self.monitor not in monitor_candidates
+            and not evaluated
+        ):
+            if not self._said_unmonitored and trainer.is_global_zero:
+                log.warning(
+                    "checkpoint %r not written at step %d: %s is logged by evaluation, which has not run "
+                    "(see trainer.limit_val_batches / val_check_interval)",
+                    self.filename, trainer.global_step, self.monitor,
+                )  # fmt: skip
+            self._said_unmonitored = True
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.dirpath and state_dict.get("dirpath") not in (None, self.dirpath):

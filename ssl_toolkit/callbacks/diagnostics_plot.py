@@ -71,7 +71,9 @@ def plot_run(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> 
     ax_auc.set(title="ROC-AUC, positives vs pooled negatives", xlabel="step", ylabel="AUC")
     if ax_auc.get_legend_handles_labels()[0]:
         ax_auc.legend(loc="lower right", fontsize=8)
-    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[:-1]), label="step", pad=0.01)
+    # The step colour bar sits on the right of the whole figure (between the panels its label ran
+    # into the AUC panel's y label).
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="step of the evaluation", pad=0.02)
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -341,6 +341,10 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         with quiet(verbose=args.verbose):
             result = fit(recipe, argv=command, note=note)
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # a multi-process run: rank 0 prints the one summary
+        return 0
     print(f"\nrun folder:       {result.run_dir}")
     print(f"checkpoint:       {result.checkpoint or '(none written)'}")
     print(f"resolved recipe:  {result.run_dir / 'recipe.yaml'}  (git commit in run.json)")

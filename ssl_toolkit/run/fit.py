@@ -41,7 +41,7 @@ from ssl_toolkit.run.last_checkpoint import LastCheckpoint
 from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer
 from ssl_toolkit.run.resume import ResumePoint, check_trains_more, find_resume, newest_checkpoint
-from ssl_toolkit.run.run_folder import check_out_dir, fresh_run_dir, resume_name, write_run_files
+from ssl_toolkit.run.run_folder import agreed_run_dir, check_out_dir, resume_name, write_run_files
 from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 from ssl_toolkit.run.signals import Preemption, resume_command, start_command
 
@@ -106,7 +106,8 @@ def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> Fi
     if point is not None and rank_zero_only.rank == 0:
         for path, why in point.skipped:  # never pass over a checkpoint silently
             print(f"ssl-toolkit: resume: skipped {path} ({why})", file=sys.stderr)
-    run_dir = point.run_dir if point is not None else fresh_run_dir(recipe.get("out_dir", "runs/run"))
+    out_dir = recipe.get("out_dir", "runs/run")
+    run_dir = point.run_dir if point is not None else agreed_run_dir(out_dir, rank_zero_only.rank)
     resolved = {**recipe, "out_dir": str(run_dir)}
     throughput = Throughput()
     last = run_dir / "checkpoints" / "last.ckpt"

@@ -38,6 +38,33 @@ def fresh_run_dir(out_dir: str | Path) -> Path:
     return next(p for p in numbered_paths(Path(out_dir)) if not (p.exists() and any(p.iterdir())))
 
 
+# Set by rank 0 once it has chosen the run folder; Lightning's launcher starts the other processes of
+# a ``trainer.devices=N`` run from rank 0's environment, so they read the same folder from it.
+RUN_DIR_ENV = "SSL_TOOLKIT_RUN_DIR"
+
+
+def agreed_run_dir(out_dir: str | Path, rank: int) -> Path:
+    """The run folder of a new run, the same on every process of a multi-process run.
+
+    Rank 0 picks ``fresh_run_dir(out_dir)`` and exports ``<its pid>:<folder>`` in
+    ``SSL_TOOLKIT_RUN_DIR``. Another rank takes that folder when its parent process is the one that
+    exported it: processes started by Lightning for ``trainer.devices=N`` are rank 0's children and
+    start after rank 0 has written into the folder, so ``fresh_run_dir`` would hand them
+    ``out_dir_1``. Processes started together (``torchrun``, ``srun``) have another parent (a stale
+    value inherited from an earlier run is ignored) and each compute the folder before any writes.
+
+    Args:
+        out_dir: the recipe's ``out_dir``.
+        rank: this process's global rank (``rank_zero_only.rank``).
+    """
+    pid, _, inherited = os.environ.get(RUN_DIR_ENV, "").partition(":")
+    if rank != 0 and inherited and pid == str(os.getppid()):
+        return Path(inherited)
+    run_dir = fresh_run_dir(out_dir)
+    os.environ[RUN_DIR_ENV] = f"{os.getpid()}:{run_dir}"
+    return run_dir
+
+
 def run_folders(out_dir: str | Path) -> list[Path]:
     """``out_dir``, ``out_dir_1``, ``out_dir_2``... that exist, oldest first (``fresh_run_dir`` order)."""
     base = Path(out_dir)

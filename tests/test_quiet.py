@@ -52,6 +52,21 @@ def test_short_epoch_logging_interval_warning_filtered_unless_verbose() -> None:
         assert len(seen) == shown
 
 
+def test_sync_dist_advice_filtered_for_val_metrics_only() -> None:
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    def advice(name: str) -> str:
+        return (f"It is recommended to use `self.log({name!r}, ..., sync_dist=True)` when logging on epoch level in "
+                "distributed setting to accumulate the metric across devices.")  # fmt: skip
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet(verbose=False):
+            warnings.warn(advice("val/knn_top1"), PossibleUserWarning, stacklevel=1)  # gathered by our callbacks
+            warnings.warn(advice("train/my_metric"), PossibleUserWarning, stacklevel=1)  # a user's own: kept
+    assert [str(w.message) for w in seen] == [advice("train/my_metric")]
+
+
 def test_lightning_tip_dropped_and_summary_trimmed_on_lightning_handlers() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)  # stands for Lightning's own console handler

@@ -13,6 +13,9 @@ Filtered (the list is ``WARNINGS`` and ``LOG_MESSAGES``):
     Trainer(log_every_n_steps=M)" (an epoch shorter than ``trainer.log_every_n_steps``): logging
     counts steps across epochs, so ``train/loss`` is still logged every M steps; the epoch values
     are logged at each epoch's end either way;
+  - Lightning's "It is recommended to use `self.log('val/...', ..., sync_dist=True)`" in a
+    multi-process run, once per ``val/`` metric: the evaluation callbacks gather across processes
+    themselves, so every process logs the same value (tested: 1 process = 2 processes);
   - the model summary's FLOPs column and "Total Flops" / "Modules in train|eval mode" lines (the
     summary table itself stays);
   - wandb's console output (``WANDB_SILENT``): the start banner and the end-of-run history/summary
@@ -36,6 +39,8 @@ WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
     (r"Total length of `list` across ranks is zero", UserWarning),
     (r"The number of training batches \(\d+\) is smaller than the logging interval", PossibleUserWarning),
+    # The evaluation callbacks gather across processes themselves: every process logs the same value.
+    (r"It is recommended to use `self\.log\('val/.*sync_dist=True\)`", PossibleUserWarning),
 )
 # Lightning log records (logger name prefix, message regex) that are dropped.
 LOG_MESSAGES: tuple[tuple[str, str], ...] = (

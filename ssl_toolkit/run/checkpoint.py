@@ -51,8 +51,7 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         CheckpointError: the file is missing, unreadable, or not a Lightning checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint: {path} does not exist")
+    check_checkpoint_path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # pickle, zip and weights_only errors alike: report, don't trace
@@ -97,6 +96,22 @@ def apply_data_overrides(recipe: dict[str, Any], data_overrides: dict[str, Any] 
         raise RecipeError(f"data.name: unknown {name!r} (known: {', '.join(DATAMODULES)})")
     check_call("data", DATAMODULES[name], {k: v for k, v in data.items() if k != "name"})
     return {**recipe, "data": data}
+
+
+def check_checkpoint_path(path: Path) -> None:
+    """One line for a checkpoint path that is not a file: missing, or a folder (with its checkpoints).
+
+    Raises:
+        CheckpointError: ``path`` is not a file.
+    """
+    if path.is_dir():
+        inside = sorted(p.name for p in (path / "checkpoints").glob("*.ckpt")) or sorted(
+            p.name for p in path.glob("*.ckpt")
+        )
+        hint = f" (it holds {', '.join(inside[:4])}{', ...' if len(inside) > 4 else ''})" if inside else ""
+        raise CheckpointError(f"checkpoint: {path} is a folder, not a checkpoint file{hint}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint: {path} does not exist")
 
 
 def load_checkpoint(

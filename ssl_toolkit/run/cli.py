@@ -283,8 +283,8 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     from ssl_toolkit.diagnostics import MAX_IMAGES
     from ssl_toolkit.eval.diagnose import CheckpointDiagnostics, default_out, diagnose_module, labels_for, write_report
-    from ssl_toolkit.run.checkpoint import load_checkpoint
-    from ssl_toolkit.run.errors import ArgumentError, CheckpointError
+    from ssl_toolkit.run.checkpoint import check_checkpoint_path, load_checkpoint
+    from ssl_toolkit.run.errors import ArgumentError
 
     # Checkpoint names hold '=' too (epoch=3-step=120.ckpt): overrides are the data.KEY=VALUE items.
     is_override = [i.startswith("data.") and "=" in i and not Path(i).exists() for i in args.items]
@@ -293,8 +293,7 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
     if not checkpoints:
         raise ArgumentError("diagnose: give at least one checkpoint")
     for ckpt in checkpoints:  # every path checked before the (slow) embedding
-        if not ckpt.is_file():
-            raise CheckpointError(f"checkpoint: {ckpt} does not exist")
+        check_checkpoint_path(ckpt)
     if not 2 <= args.num_images <= MAX_IMAGES:
         raise ArgumentError(f"--num-images: must be 2 to {MAX_IMAGES}, got {args.num_images}")
     if args.seed < 0:

@@ -299,6 +299,7 @@ def test_two_process_fit_logs_what_one_process_diagnose_computes(tmp_path: Path)
     "args, message",
     [
         (["/no/such.ckpt"], "checkpoint: /no/such.ckpt does not exist"),
+        (["{run}"], "is a folder, not a checkpoint file (it holds "),
         (["{ckpt}", "--num-images", "1"], "--num-images: must be 2 to 4096"),
         (["{ckpt}", "--out", "{run}"], "exists; diagnose never writes into an existing folder"),
     ],

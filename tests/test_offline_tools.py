@@ -418,3 +418,18 @@ def test_tools_never_download_for_a_pretrained_run(
     # The same checkpoint built as the recipe says (pretrained=true) does try to download.
     with pytest.raises(RecipeError, match="backbone.pretrained: cannot load the pretrained weights"):
         run_module.build_parts(torch.load(ckpt, weights_only=True)["recipe"])
+
+
+def test_select_report_names_the_run_of_each_choice() -> None:
+    # Runs of a sweep share file names (epoch=1-step=16.ckpt): the line says which run it is.
+    from ssl_toolkit.eval.selection import format_report
+
+    report = [
+        {"metric": "rankme", "better": "higher", "selected": "/sweep/t0.5/checkpoints/epoch=1-step=16.ckpt"},
+        {"metric": "lidar", "better": "higher", "selected": "/sweep/t0.2/checkpoints/epoch=1-step=16.ckpt",
+         "spearman_knn": 0.5, "regret_knn": 0.0039},
+    ]  # fmt: skip
+    assert format_report(report).splitlines() == [
+        "rankme (higher is better): selects t0.5/epoch=1-step=16.ckpt",
+        "lidar (higher is better): selects t0.2/epoch=1-step=16.ckpt; k-NN: Spearman +0.50, regret 0.39 points",
+    ]

@@ -285,11 +285,13 @@ def format_table(rows: list[Row], with_labels: bool = False) -> str:
 
 
 def format_report(report: list[dict[str, Any]]) -> str:
-    """One line per metric: its choice, and with labels its Spearman with k-NN / linear top-1 and
-    its regret in points."""
+    """One line per metric: its choice (``run/file``: runs of a sweep have the same file names), and
+    with labels its Spearman with k-NN / linear top-1 and its regret in points."""
     lines = []
     for e in report:
-        line = f"{e['metric']} ({e['better']} is better): selects {Path(e['selected']).name}"
+        chosen = Path(e["selected"])
+        run = chosen.parent.parent if chosen.parent.name == "checkpoints" else chosen.parent
+        line = f"{e['metric']} ({e['better']} is better): selects {run.name}/{chosen.name}"
         for kind, label in (("knn", "k-NN"), ("linear", "linear")):
             if f"spearman_{kind}" in e:
                 line += (

@@ -32,6 +32,7 @@ from ssl_toolkit.run.checkpoint import (
     read_checkpoint,
 )
 from ssl_toolkit.run.errors import ArgumentError, CheckpointError, DataError
+from ssl_toolkit.run.run_folder import run_dir_of
 
 # Loader settings that do not change which images are embedded.
 _LOADER_KEYS = ("batch_size", "num_workers")
@@ -290,8 +291,7 @@ def format_report(report: list[dict[str, Any]]) -> str:
     lines = []
     for e in report:
         chosen = Path(e["selected"])
-        run = chosen.parent.parent if chosen.parent.name == "checkpoints" else chosen.parent
-        line = f"{e['metric']} ({e['better']} is better): selects {run.name}/{chosen.name}"
+        line = f"{e['metric']} ({e['better']} is better): selects {run_dir_of(chosen).name}/{chosen.name}"
         for kind, label in (("knn", "k-NN"), ("linear", "linear")):
             if f"spearman_{kind}" in e:
                 line += (

@@ -135,13 +135,37 @@ class PILViews(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i, 0].numpy(), mode="L").convert("RGB"))
 
 
+class KorniaViews:
+    """Batches of views from ssl_toolkit's kornia augmentation (the recipe's ``augment`` section,
+    drawn in the training process), in place of lightly's PIL transform in the workers."""
+
+    def __init__(self, images: Tensor, s: Settings, seed: int) -> None:
+        from ssl_toolkit.augment import SimCLRAugment
+
+        settings = {k: v for k, v in toolkit_recipe("simclr", s, seed)["augment"].items() if k != "name"}
+        self.augment = SimCLRAugment(**settings)
+        self.loader = torch.utils.data.DataLoader(
+            images, batch_size=s.batch_size, shuffle=True, drop_last=True,
+            generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):  # noqa: ANN204
+        return (self.augment(images) for images in self.loader)
+
+
 def lightly_run(
-    method: str, data: FashionMNISTData, s: Settings, seed: int, prototype_bias: bool = True
-) -> tuple[nn.Module, dict]:
+    method: str, data: FashionMNISTData, s: Settings, seed: int, prototype_bias: bool = True,
+    kornia_views: bool = False,
+) -> tuple[nn.Module, dict]:  # fmt: skip
     """Train with lightly's modules; returns the backbone and the timing.
 
     ``prototype_bias=False`` removes the bias of lightly's ``SwaVPrototypes`` Linear (lightly 1.6
-    builds it with ``nn.Linear(dim, K)``, bias on; the authors' SwAV prototypes have none)."""
+    builds it with ``nn.Linear(dim, K)``, bias on; the authors' SwAV prototypes have none).
+    ``kornia_views=True`` trains on ssl_toolkit's views (``KorniaViews``) instead of lightly's
+    transform: everything else is lightly's, so it isolates the augmentation."""
     from lightly.loss import NTXentLoss, SwaVLoss
     from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead, SwaVProjectionHead, SwaVPrototypes
     from lightly.models.utils import update_momentum
@@ -173,11 +197,13 @@ def lightly_run(
             extra["head_m"] = copy.deepcopy(head).requires_grad_(False)
     model = nn.ModuleDict({"backbone": backbone, "head": head, **extra})
     optimizer = sgd(nn.ModuleList([backbone, head, *(m for k, m in extra.items() if k == "prototypes")]), s)
-    loader = torch.utils.data.DataLoader(
+    loader: object = torch.utils.data.DataLoader(
         PILViews(data.train_set.images, transform), batch_size=s.batch_size, shuffle=True, drop_last=True,
         num_workers=s.num_workers, persistent_workers=s.num_workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )  # fmt: skip
+    if kornia_views:
+        loader = KorniaViews(data.train_set.images, s, seed)
     total = len(loader) * s.epochs
     model.train()
     step, images, start = 0, 0, None
@@ -276,9 +302,15 @@ def lightly_no_prototype_bias_run(
     return lightly_run(method, data, s, seed, prototype_bias=False)
 
 
+def lightly_kornia_views_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
+    """lightly's model, loss and loop on ssl_toolkit's kornia views (the augmentation swapped only)."""
+    return lightly_run(method, data, s, seed, kornia_views=True)
+
+
 SIDES = {
     "lightly": lightly_run,
     "lightly_no_prototype_bias": lightly_no_prototype_bias_run,
+    "lightly_kornia_views": lightly_kornia_views_run,
     "ssl_toolkit": toolkit_run,
     "ssl_toolkit_no_bn": toolkit_no_bn_run,
 }
@@ -327,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         default=list(DEFAULT_SIDES),
         choices=list(SIDES),
         help="ssl_toolkit_no_bn: the toolkit with a projector without BN (the old SimCLR default); "
-        "lightly_no_prototype_bias: lightly's SwAV with bias-free prototypes (the authors')",
+        "lightly_no_prototype_bias: lightly's SwAV with bias-free prototypes (the authors'); "
+        "lightly_kornia_views: lightly's model and loop on ssl_toolkit's kornia views",
     )
     parser.add_argument("--train-samples", type=int, default=Settings.train_samples)
     parser.add_argument("--val-samples", type=int, default=Settings.val_samples)

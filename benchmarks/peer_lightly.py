@@ -135,37 +135,70 @@ class PILViews(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i, 0].numpy(), mode="L").convert("RGB"))
 
 
+class PILCrops(torch.utils.data.Dataset):
+    """Two torchvision ``RandomResizedCrop`` + flip crops of each image, on PIL, as uint8 (2, 1, S, S)
+    (the crop half of lightly's transform, in the loader workers)."""
+
+    def __init__(self, images: Tensor, s: Settings) -> None:
+        import torchvision.transforms as T
+
+        self.images = images
+        self.crop = T.Compose([T.RandomResizedCrop(s.image_size, scale=(0.08, 1.0), antialias=True),
+                               T.RandomHorizontalFlip(), T.PILToTensor()])  # fmt: skip
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        from PIL import Image
+
+        image = Image.fromarray(self.images[i, 0].numpy(), mode="L")
+        return torch.stack([self.crop(image) for _ in range(2)])
+
+
 class KorniaViews:
     """Batches of views from ssl_toolkit's kornia augmentation (the recipe's ``augment`` section,
-    drawn in the training process), in place of lightly's PIL transform in the workers."""
+    drawn in the training process), in place of lightly's PIL transform in the workers.
 
-    def __init__(self, images: Tensor, s: Settings, seed: int) -> None:
+    ``pil_crops=True``: the crops (and flips) come from torchvision on PIL (``PILCrops``), only the
+    colour jitter and normalization from ssl_toolkit's augmentation."""
+
+    def __init__(self, images: Tensor, s: Settings, seed: int, pil_crops: bool = False) -> None:
         from ssl_toolkit.augment import SimCLRAugment
 
         settings = {k: v for k, v in toolkit_recipe("simclr", s, seed)["augment"].items() if k != "name"}
-        self.augment = SimCLRAugment(**settings)
+        if pil_crops:  # a full-image crop (an exact copy) and no flip: only the colour half remains
+            settings.update(num_views=1, crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0], flip_p=0.0)
+        self.augment, self.pil_crops = SimCLRAugment(**settings), pil_crops
         self.loader = torch.utils.data.DataLoader(
-            images, batch_size=s.batch_size, shuffle=True, drop_last=True,
-            generator=torch.Generator().manual_seed(seed),
+            PILCrops(images, s) if pil_crops else images, batch_size=s.batch_size, shuffle=True, drop_last=True,
+            num_workers=s.num_workers if pil_crops else 0, generator=torch.Generator().manual_seed(seed),
         )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.loader)
 
+    def views(self, batch: Tensor) -> list[Tensor]:
+        if not self.pil_crops:
+            return self.augment(batch)
+        crops = batch.transpose(0, 1).flatten(0, 1)  # (2 B, 1, S, S), view-major
+        return list(self.augment(crops)[0].chunk(2))
+
     def __iter__(self):  # noqa: ANN204
-        return (self.augment(images) for images in self.loader)
+        return (self.views(batch) for batch in self.loader)
 
 
 def lightly_run(
     method: str, data: FashionMNISTData, s: Settings, seed: int, prototype_bias: bool = True,
-    kornia_views: bool = False,
+    views: str = "pil",
 ) -> tuple[nn.Module, dict]:  # fmt: skip
     """Train with lightly's modules; returns the backbone and the timing.
 
     ``prototype_bias=False`` removes the bias of lightly's ``SwaVPrototypes`` Linear (lightly 1.6
     builds it with ``nn.Linear(dim, K)``, bias on; the authors' SwAV prototypes have none).
-    ``kornia_views=True`` trains on ssl_toolkit's views (``KorniaViews``) instead of lightly's
-    transform: everything else is lightly's, so it isolates the augmentation."""
+    ``views="kornia"`` trains on ssl_toolkit's views (``KorniaViews``) instead of lightly's
+    transform, ``views="pil_crops"`` on torchvision's PIL crops with ssl_toolkit's colour jitter:
+    everything else is lightly's, so they isolate the augmentation and its two halves."""
     from lightly.loss import NTXentLoss, SwaVLoss
     from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead, SwaVProjectionHead, SwaVPrototypes
     from lightly.models.utils import update_momentum
@@ -202,8 +235,8 @@ def lightly_run(
         num_workers=s.num_workers, persistent_workers=s.num_workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )  # fmt: skip
-    if kornia_views:
-        loader = KorniaViews(data.train_set.images, s, seed)
+    if views != "pil":
+        loader = KorniaViews(data.train_set.images, s, seed, pil_crops=views == "pil_crops")
     total = len(loader) * s.epochs
     model.train()
     step, images, start = 0, 0, None
@@ -304,13 +337,19 @@ def lightly_no_prototype_bias_run(
 
 def lightly_kornia_views_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
     """lightly's model, loss and loop on ssl_toolkit's kornia views (the augmentation swapped only)."""
-    return lightly_run(method, data, s, seed, kornia_views=True)
+    return lightly_run(method, data, s, seed, views="kornia")
+
+
+def lightly_pil_crops_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
+    """lightly's model, loss and loop on torchvision's PIL crops coloured by ssl_toolkit's jitter."""
+    return lightly_run(method, data, s, seed, views="pil_crops")
 
 
 SIDES = {
     "lightly": lightly_run,
     "lightly_no_prototype_bias": lightly_no_prototype_bias_run,
     "lightly_kornia_views": lightly_kornia_views_run,
+    "lightly_pil_crops": lightly_pil_crops_run,
     "ssl_toolkit": toolkit_run,
     "ssl_toolkit_no_bn": toolkit_no_bn_run,
 }
@@ -360,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=list(SIDES),
         help="ssl_toolkit_no_bn: the toolkit with a projector without BN (the old SimCLR default); "
         "lightly_no_prototype_bias: lightly's SwAV with bias-free prototypes (the authors'); "
-        "lightly_kornia_views: lightly's model and loop on ssl_toolkit's kornia views",
+        "lightly_kornia_views: lightly's model and loop on ssl_toolkit's kornia views; "
+        "lightly_pil_crops: the same on torchvision's PIL crops with ssl_toolkit's colour jitter",
     )
     parser.add_argument("--train-samples", type=int, default=Settings.train_samples)
     parser.add_argument("--val-samples", type=int, default=Settings.val_samples)

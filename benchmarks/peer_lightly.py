@@ -323,6 +323,48 @@ def toolkit_run(
     return parts.module.backbone, {"images": timer.images, "seconds": timer.seconds, "steps": trainer.global_step}
 
 
+def toolkit_plain_loop_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
+    """ssl_toolkit's module (augmentation, backbone, head, momentum update) stepped by lightly's
+    plain loop instead of a Lightning ``Trainer``, on lightly's data order: isolates the trainer."""
+    from ssl_toolkit.ema import ema_update
+    from ssl_toolkit.heads.base import BatchInfo, Views
+
+    recipe = toolkit_recipe(method, s, seed)
+    validate(recipe)
+    pl.seed_everything(seed, verbose=False)
+    module = build_parts(recipe).module.train()
+    optimizer = sgd(module, s)  # requires_grad=False parts (momentum copies) are left out
+    images = data.train_set.images
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images, torch.arange(images.shape[0])), batch_size=s.batch_size,
+        shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    total = len(loader) * s.epochs
+    step, seen, start = 0, 0, None
+    for epoch in range(s.epochs):
+        for batch, index in loader:
+            if step == s.skip_steps:
+                start = time.perf_counter()
+            views = module.augment(batch)
+            feats, teacher = module.forward_views(views), None
+            if module.teacher is not None:
+                with torch.no_grad():
+                    teacher = module.forward_views(views, module.teacher)
+            info = BatchInfo(labels=torch.zeros_like(index), index=index, step=step, epoch=epoch)
+            loss = module.head(Views(feats, teacher=teacher), info).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            module.head.after_backward(step)
+            optimizer.step()
+            if module.teacher is not None:
+                ema_update(module.teacher, module.backbone, module.head.teacher_momentum(step, total))
+            module.head.after_step(step, total)
+            if start is not None:
+                seen += batch.shape[0]
+            step += 1
+    return module.backbone, {"images": seen, "seconds": time.perf_counter() - start, "steps": step}
+
+
 def toolkit_no_bn_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
     """ssl_toolkit with the projector it had before following the authors' code (no BN at all)."""
     return toolkit_run(method, data, s, seed, {"batch_norm": False, "last_norm": "none"})
@@ -352,6 +394,7 @@ SIDES = {
     "lightly_pil_crops": lightly_pil_crops_run,
     "ssl_toolkit": toolkit_run,
     "ssl_toolkit_no_bn": toolkit_no_bn_run,
+    "ssl_toolkit_plain_loop": toolkit_plain_loop_run,
 }
 DEFAULT_SIDES = ("lightly", "ssl_toolkit")
 
@@ -400,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         help="ssl_toolkit_no_bn: the toolkit with a projector without BN (the old SimCLR default); "
         "lightly_no_prototype_bias: lightly's SwAV with bias-free prototypes (the authors'); "
         "lightly_kornia_views: lightly's model and loop on ssl_toolkit's kornia views; "
-        "lightly_pil_crops: the same on torchvision's PIL crops with ssl_toolkit's colour jitter",
+        "lightly_pil_crops: the same on torchvision's PIL crops with ssl_toolkit's colour jitter; "
+        "ssl_toolkit_plain_loop: ssl_toolkit's module stepped by lightly's plain loop, no Trainer",
     )
     parser.add_argument("--train-samples", type=int, default=Settings.train_samples)
     parser.add_argument("--val-samples", type=int, default=Settings.val_samples)

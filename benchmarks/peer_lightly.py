@@ -3,6 +3,13 @@
     pip install -c constraints.txt -e '.[peers]'      # lightly; never a dependency of the library
     python benchmarks/peer_lightly.py                  # SimCLR, MoCo v2, SwAV x seeds 0 1 2
     python benchmarks/peer_lightly.py --methods simclr --seeds 0 --train-samples 2048   # quick look
+    python benchmarks/peer_lightly.py --methods mocov2 --sides lightly_kornia_views     # swap the views
+
+Besides the two sides of the table, ``--sides`` has swaps that locate a difference: lightly's model
+and loop on the toolkit's views (``lightly_kornia_views``) or on torchvision's PIL crops coloured by
+the toolkit (``lightly_pil_crops``), lightly's SwAV without its prototype bias
+(``lightly_no_prototype_bias``), the toolkit's module in lightly's plain loop and data order
+(``ssl_toolkit_plain_loop``), and the toolkit's old projector (``ssl_toolkit_no_bn``).
 
 For every (seed, method) it trains the same ResNet-18 (timm, standard stem, 32 px) twice on the same
 fixed subset of the Fashion-MNIST train split, at the same settings and for the same number of
@@ -409,25 +416,31 @@ def run_one(method: str, side: str, data: FashionMNISTData, s: Settings, seed: i
 
 def table(results: list[RunResult]) -> str:
     """Markdown: per method and side, k-NN mean ± sample std and per-seed values, views/s mean, and
-    each toolkit side against lightly (k-NN difference in points, throughput ratio)."""
+    each other side against lightly on the seeds both ran (paired: mean k-NN difference in points,
+    throughput ratio of the means)."""
     lines = ["| method | built from | k-NN top-1, mean ± std | per seed | training views/s (images/s) | "
-             "k-NN − lightly | throughput / lightly |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "k-NN − lightly, same seeds | throughput / lightly |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for method in METHODS:
-        knn_mean, rates = {}, {}
+        lightly = {r.seed: r for r in results if r.method == method and r.side == "lightly"}
         for side in SIDES:
             rows = sorted((r for r in results if r.method == method and r.side == side), key=lambda r: r.seed)
             if not rows:
                 continue
             knn = [r.knn_top1 for r in rows]
             spread = f"{statistics.stdev(knn):.4f}" if len(knn) > 1 else "-"
-            knn_mean[side], rates[side] = statistics.mean(knn), statistics.mean(r.views_per_s for r in rows)
+            rate = statistics.mean(r.views_per_s for r in rows)
             per_seed = ", ".join(f"{r.seed}: {r.knn_top1:.4f}" for r in rows)
             versus = ["", ""]
-            if side != "lightly" and "lightly" in rates:
-                versus = [f"{100 * (knn_mean[side] - knn_mean['lightly']):+.1f} pt",
-                          f"{rates[side] / rates['lightly']:.2f}x"]  # fmt: skip
-            lines.append(f"| {method} | {side} | {knn_mean[side]:.4f} ± {spread} | {per_seed} | "
-                         f"{rates[side]:.0f} ({rates[side] / 2:.0f}) | {versus[0]} | {versus[1]} |")  # fmt: skip
+            paired = [(r, lightly[r.seed]) for r in rows if r.seed in lightly]
+            if side != "lightly" and paired:
+                diff = statistics.mean(r.knn_top1 - ref.knn_top1 for r, ref in paired)
+                ratio = statistics.mean(r.views_per_s for r, _ in paired) / statistics.mean(
+                    ref.views_per_s for _, ref in paired
+                )
+                seeds = "" if len(paired) == len(lightly) else f" ({len(paired)} seeds)"
+                versus = [f"{100 * diff:+.1f} pt{seeds}", f"{ratio:.2f}x"]
+            lines.append(f"| {method} | {side} | {statistics.mean(knn):.4f} ± {spread} | {per_seed} | "
+                         f"{rate:.0f} ({rate / 2:.0f}) | {versus[0]} | {versus[1]} |")  # fmt: skip
     return "\n".join(lines)
 
 

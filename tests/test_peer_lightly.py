@@ -4,8 +4,9 @@ settings; the table's arithmetic. (The runs themselves need lightly: ``pip insta
 from __future__ import annotations
 
 import pytest
+import torch
 
-from benchmarks.peer_lightly import METHODS, RunResult, Settings, table, toolkit_recipe
+from benchmarks.peer_lightly import METHODS, KorniaViews, RunResult, Settings, table, toolkit_recipe
 from ssl_toolkit.run.recipe import validate
 
 
@@ -34,3 +35,21 @@ def test_table_means_spread_and_ratios() -> None:
     out = table(rows).splitlines()
     assert out[2].startswith("| simclr | lightly | 0.5100 ± 0.0141 | 0: 0.5000, 1: 0.5200 | 105 (52) |")
     assert out[3].endswith("| 155 (78) | +1.0 pt | 1.48x |")
+
+
+def test_table_compares_a_side_with_lightly_on_the_seeds_both_ran() -> None:
+    rows = [RunResult("swav", "lightly", s, k, v, v / 2, 1.0, 8) for s, k, v in [(0, 0.50, 100), (1, 0.52, 110)]]
+    rows.append(RunResult("swav", "ssl_toolkit", 1, 0.51, 160, 80, 1.0, 8))  # seed 1 only
+    out = table(rows).splitlines()
+    assert out[3].startswith("| swav | ssl_toolkit | 0.5100 ± - | 1: 0.5100 |")
+    assert out[3].endswith("| 160 (80) | -1.0 pt (1 seeds) | 1.45x |")  # against lightly's seed 1 alone
+
+
+@pytest.mark.parametrize("pil_crops", [False, True])
+def test_kornia_views_give_two_normalized_views_per_batch(pil_crops: bool) -> None:
+    images = torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8)
+    views = KorniaViews(images, Settings(batch_size=4, num_workers=0), seed=0, pil_crops=pil_crops)
+    batches = list(views)
+    assert len(views) == len(batches) == 1  # drop_last: 6 images, batch 4
+    assert [tuple(v.shape) for v in batches[0]] == [(4, 3, 32, 32)] * 2
+    assert batches[0][0].dtype == torch.float32 and not torch.equal(batches[0][0], batches[0][1])

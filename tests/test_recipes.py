@@ -91,7 +91,7 @@ def test_values_checked_by_constructors_name_the_key(tmp_path: Path) -> None:
         (["optimizer.lr=-0.1"], "optimizer.lr: must be > 0"),
         (["head.loss.temperature=0"], "head.loss.temperature: must be > 0"),
         (["backbone.name=resnet_nope"], "backbone.name: unknown timm model"),
-        (["data.train_samples=100"], "data.batch_size: 256 is larger than the 100 training images"),
+        (["data.train_samples=100"], "data.batch_size: 128 is larger than the 100 training images"),
     ]:
         with pytest.raises(RecipeError) as err:
             build_parts(load_recipe(DEMO, overrides))

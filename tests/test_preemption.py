@@ -176,3 +176,28 @@ def test_sigterm_while_a_resume_sets_up_leaves_its_checkpoints_as_they_were(tmp_
                     f"({last} is at step 2); resume with: {resume}")  # fmt: skip
     assert {p: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt")} == checkpoints
     assert main(shlex.split(resume)[1:]) == 0 and _load(last)["global_step"] == 4  # the resume then works
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers_still_saves_and_exits_143(tmp_path: Path) -> None:
+    # timeout, a terminal's Ctrl-C and SLURM signal every process of the job: the DataLoader worker
+    # gets the SIGTERM too, and must leave it to the training process (data/worker_signals.py).
+    recipe_path = _recipe(tmp_path, "run")
+    recipe = OmegaConf.to_container(OmegaConf.load(recipe_path))
+    recipe["data"]["num_workers"] = 1
+    recipe_path.write_text(OmegaConf.to_yaml(recipe))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    marker = tmp_path / "training"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW, str(marker), "fit", str(recipe_path)], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # the run and its loader worker alike
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "killed by signal" not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("ssl-toolkit: stopped by SIGTERM after step "), line
+    step = int(line.split("after step ")[1].split(";")[0])
+    assert _load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == step

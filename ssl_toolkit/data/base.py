@@ -19,6 +19,7 @@ from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
 from ssl_toolkit.data.chunks import Chunks
 from ssl_toolkit.data.eval_plan import ROLE_SPLIT, EvalPlan
 from ssl_toolkit.data.resumable import ResumableSampler, loader_position
+from ssl_toolkit.data.worker_signals import ignore_stop_signals
 
 
 def check_positive(**values: int | None) -> None:
@@ -178,6 +179,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
                 self.train_set,
                 batch_sampler=sampler,
                 num_workers=self.num_workers,
+                worker_init_fn=ignore_stop_signals,
                 persistent_workers=self.num_workers > 0,
                 pin_memory=torch.cuda.is_available(),
             )
@@ -251,6 +253,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
             drop_last=False,
             generator=torch.Generator().manual_seed(0),
             num_workers=self.num_workers,
+            worker_init_fn=ignore_stop_signals,
             pin_memory=torch.cuda.is_available(),
         )
 
@@ -271,6 +274,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
             shuffle=False,
             generator=torch.Generator().manual_seed(0),
             num_workers=self.num_workers,
+            worker_init_fn=ignore_stop_signals,
             pin_memory=torch.cuda.is_available(),
         )
 
@@ -286,6 +290,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
             generator=None if sampler is None else torch.Generator().manual_seed(sampler.seed),
             drop_last=drop_last,
             num_workers=self.num_workers,
+            worker_init_fn=ignore_stop_signals,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ssl_toolkit.data.base import ImageDataModule, check_positive
 from ssl_toolkit.data.image_files import decode_resized
 from ssl_toolkit.data.image_folder import eval_folder
+from ssl_toolkit.data.worker_signals import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp")  # a sample's first member with one of these is its image
@@ -276,7 +277,8 @@ class EpochLoader:
         stream = ShardStream(self.data.train_set, self.data.shuffle_buffer, self.seed, epoch, self.rank,
                              self.world_size, repeat=True)  # fmt: skip
         # batch_size=None: the workers' chunks as they are (a full chunk is passed on without a copy)
-        chunks = iter(DataLoader(_Chunks(stream, batch), batch_size=None, num_workers=workers))
+        chunks = iter(DataLoader(_Chunks(stream, batch), batch_size=None, num_workers=workers,
+                                 worker_init_fn=ignore_stop_signals))  # fmt: skip
         held: list[list[torch.Tensor]] = []  # chunks not yet in a batch
         count = 0
         try:

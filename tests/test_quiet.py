@@ -63,8 +63,22 @@ def test_sync_dist_advice_filtered_for_val_metrics_only() -> None:
         warnings.simplefilter("always")
         with quiet(verbose=False):
             warnings.warn(advice("val/knn_top1"), PossibleUserWarning, stacklevel=1)  # gathered by our callbacks
+            warnings.warn(advice("train/images_per_sec"), PossibleUserWarning, stacklevel=1)  # all processes' images
             warnings.warn(advice("train/my_metric"), PossibleUserWarning, stacklevel=1)  # a user's own: kept
     assert [str(w.message) for w in seen] == [advice("train/my_metric")]
+
+
+def test_all_gather_deprecation_filtered_unless_verbose() -> None:
+    text = ("torch.distributed.nn.functional.all_gather is deprecated, "
+            "use torch.distributed._functional_collectives.all_gather_tensor_autograd instead.")  # fmt: skip
+    other = "torch.distributed.nn.functional.broadcast is deprecated"  # not used by the toolkit: kept
+    for verbose, shown in ((False, 0), (True, 1)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with quiet(verbose=verbose):
+                warnings.warn(text, FutureWarning, stacklevel=1)
+                warnings.warn(other, FutureWarning, stacklevel=1)
+        assert [str(w.message) for w in seen] == [text][:shown] + [other]
 
 
 def test_lightning_tip_dropped_and_summary_trimmed_on_lightning_handlers() -> None:

@@ -15,7 +15,11 @@ Filtered (the list is ``WARNINGS`` and ``LOG_MESSAGES``):
     are logged at each epoch's end either way;
   - Lightning's "It is recommended to use `self.log('val/...', ..., sync_dist=True)`" in a
     multi-process run, once per ``val/`` metric: the evaluation callbacks gather across processes
-    themselves, so every process logs the same value (tested: 1 process = 2 processes);
+    themselves, so every process logs the same value (tested: 1 process = 2 processes); and the
+    same for ``train/images_per_sec``, which counts every process's images and is logged by rank 0;
+  - torch's FutureWarning "torch.distributed.nn.functional.all_gather is deprecated" in a
+    multi-process run: ``ssl_toolkit.distributed.gather_with_grad`` uses it on purpose, as the one
+    public all-gather whose backward returns the other processes' gradients;
   - the model summary's FLOPs column and "Total Flops" / "Modules in train|eval mode" lines (the
     summary table itself stays);
   - wandb's console output (``WANDB_SILENT``): the start banner and the end-of-run history/summary
@@ -41,6 +45,10 @@ WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
     (r"The number of training batches \(\d+\) is smaller than the logging interval", PossibleUserWarning),
     # The evaluation callbacks gather across processes themselves: every process logs the same value.
     (r"It is recommended to use `self\.log\('val/.*sync_dist=True\)`", PossibleUserWarning),
+    # Throughput counts the images of every process and is logged by rank 0 alone.
+    (r"It is recommended to use `self\.log\('train/images_per_sec'.*sync_dist=True\)`", PossibleUserWarning),
+    # Deliberate: the one public all-gather that carries gradients back (ssl_toolkit/distributed.py).
+    (r"torch\.distributed\.nn\.functional\.all_gather is deprecated", FutureWarning),
 )
 # Lightning log records (logger name prefix, message regex) that are dropped.
 LOG_MESSAGES: tuple[tuple[str, str], ...] = (

@@ -465,18 +465,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/peer_lightly.jsonl"))
     parser.add_argument("--table-only", action="store_true", help="print the table of the runs in --out")
     args = parser.parse_args(argv)
-    try:
-        import lightly  # noqa: F401
-    except ImportError:
-        print("lightly is not installed: pip install -c constraints.txt -e '.[peers]'", file=sys.stderr)
-        return 2
     if args.table_only:
+        if not args.out.is_file():
+            print(f"--out: {args.out} is not a file of runs (one JSON line per run)", file=sys.stderr)
+            return 2
         print(table([RunResult(**json.loads(line)) for line in args.out.read_text().splitlines() if line]))
         return 0
     s = Settings(root=args.root, train_samples=args.train_samples, val_samples=args.val_samples)
     if s.train_samples // s.batch_size * s.epochs <= s.skip_steps:
-        print(f"--train-samples: {s.train_samples} gives at most {s.skip_steps} steps of {s.batch_size}, all of "
-              f"them warm-up; use at least {(s.skip_steps + 1) * s.batch_size}", file=sys.stderr)  # fmt: skip
+        steps, least = s.train_samples // s.batch_size * s.epochs, (s.skip_steps + 1) * s.batch_size
+        print(f"--train-samples: {s.train_samples} gives {steps} step(s) of {s.batch_size}, none after the "
+              f"{s.skip_steps} warm-up steps; use at least {least}", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        import lightly  # noqa: F401
+    except ImportError:
+        print("lightly is not installed: pip install -c constraints.txt -e '.[peers]'", file=sys.stderr)
         return 2
     data = load_data(s)
     print(f"settings: {asdict(s)}; torch threads {torch.get_num_threads()}", flush=True)

@@ -53,3 +53,18 @@ def test_kornia_views_give_two_normalized_views_per_batch(pil_crops: bool) -> No
     assert len(views) == len(batches) == 1  # drop_last: 6 images, batch 4
     assert [tuple(v.shape) for v in batches[0]] == [(4, 3, 32, 32)] * 2
     assert batches[0][0].dtype == torch.float32 and not torch.equal(batches[0][0], batches[0][1])
+
+
+def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys) -> None:  # noqa: ANN001
+    pytest.importorskip("lightly")  # the script checks for lightly first
+    from benchmarks.peer_lightly import main
+
+    assert main(["--table-only", "--out", str(tmp_path / "missing.jsonl")]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"--out: {tmp_path / 'missing.jsonl'} is not a file of runs (one JSON line per run)"
+    )
+    assert main(["--train-samples", "100"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "--train-samples: 100 gives 0 step(s) of 256, none after the 2 warm-up steps; use at least 768"
+    )

@@ -168,15 +168,18 @@ class KorniaViews:
     drawn in the training process), in place of lightly's PIL transform in the workers.
 
     ``pil_crops=True``: the crops (and flips) come from torchvision on PIL (``PILCrops``), only the
-    colour jitter and normalization from ssl_toolkit's augmentation."""
+    colour jitter and normalization from ssl_toolkit's augmentation. ``eight_bit=True``: every
+    finished view is rounded to 8-bit grey levels before normalization, as a PIL view ends."""
 
-    def __init__(self, images: Tensor, s: Settings, seed: int, pil_crops: bool = False) -> None:
+    def __init__(
+        self, images: Tensor, s: Settings, seed: int, pil_crops: bool = False, eight_bit: bool = False
+    ) -> None:
         from ssl_toolkit.augment import SimCLRAugment
 
         settings = {k: v for k, v in toolkit_recipe("simclr", s, seed)["augment"].items() if k != "name"}
         if pil_crops:  # a full-image crop (an exact copy) and no flip: only the colour half remains
             settings.update(num_views=1, crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0], flip_p=0.0)
-        self.augment, self.pil_crops = SimCLRAugment(**settings), pil_crops
+        self.augment, self.pil_crops, self.eight_bit = SimCLRAugment(**settings), pil_crops, eight_bit
         self.loader = torch.utils.data.DataLoader(
             PILCrops(images, s) if pil_crops else images, batch_size=s.batch_size, shuffle=True, drop_last=True,
             num_workers=s.num_workers if pil_crops else 0, generator=torch.Generator().manual_seed(seed),
@@ -187,9 +190,14 @@ class KorniaViews:
 
     def views(self, batch: Tensor) -> list[Tensor]:
         if not self.pil_crops:
-            return self.augment(batch)
-        crops = batch.transpose(0, 1).flatten(0, 1)  # (2 B, 1, S, S), view-major
-        return list(self.augment(crops)[0].chunk(2))
+            views = self.augment(batch)
+        else:
+            crops = batch.transpose(0, 1).flatten(0, 1)  # (2 B, 1, S, S), view-major
+            views = list(self.augment(crops)[0].chunk(2))
+        if self.eight_bit:
+            views = [((v * STD + MEAN) * 255).round().clamp(0, 255) / 255 for v in views]
+            views = [(v - MEAN) / STD for v in views]
+        return views
 
     def __iter__(self):  # noqa: ANN204
         return (self.views(batch) for batch in self.loader)
@@ -243,7 +251,8 @@ def lightly_run(
         generator=torch.Generator().manual_seed(seed),
     )  # fmt: skip
     if views != "pil":
-        loader = KorniaViews(data.train_set.images, s, seed, pil_crops=views == "pil_crops")
+        loader = KorniaViews(data.train_set.images, s, seed, pil_crops=views == "pil_crops",
+                             eight_bit=views == "kornia_8bit")  # fmt: skip
     total = len(loader) * s.epochs
     model.train()
     step, images, start = 0, 0, None
@@ -389,6 +398,13 @@ def lightly_kornia_views_run(method: str, data: FashionMNISTData, s: Settings, s
     return lightly_run(method, data, s, seed, views="kornia")
 
 
+def lightly_kornia_views_8bit_run(
+    method: str, data: FashionMNISTData, s: Settings, seed: int
+) -> tuple[nn.Module, dict]:
+    """lightly's model, loss and loop on ssl_toolkit's views rounded to 8-bit grey levels at the end."""
+    return lightly_run(method, data, s, seed, views="kornia_8bit")
+
+
 def lightly_pil_crops_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
     """lightly's model, loss and loop on torchvision's PIL crops coloured by ssl_toolkit's jitter."""
     return lightly_run(method, data, s, seed, views="pil_crops")
@@ -399,6 +415,7 @@ SIDES = {
     "lightly_no_prototype_bias": lightly_no_prototype_bias_run,
     "lightly_kornia_views": lightly_kornia_views_run,
     "lightly_pil_crops": lightly_pil_crops_run,
+    "lightly_kornia_views_8bit": lightly_kornia_views_8bit_run,
     "ssl_toolkit": toolkit_run,
     "ssl_toolkit_no_bn": toolkit_no_bn_run,
     "ssl_toolkit_plain_loop": toolkit_plain_loop_run,
@@ -457,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         "lightly_no_prototype_bias: lightly's SwAV with bias-free prototypes (the authors'); "
         "lightly_kornia_views: lightly's model and loop on ssl_toolkit's kornia views; "
         "lightly_pil_crops: the same on torchvision's PIL crops with ssl_toolkit's colour jitter; "
+        "lightly_kornia_views_8bit: lightly on ssl_toolkit's views rounded to 8 bits; "
         "ssl_toolkit_plain_loop: ssl_toolkit's module stepped by lightly's plain loop, no Trainer",
     )
     parser.add_argument("--train-samples", type=int, default=Settings.train_samples)

@@ -7,7 +7,8 @@
 
 Besides the two sides of the table, ``--sides`` has swaps that locate a difference: lightly's model
 and loop on the toolkit's views (``lightly_kornia_views``) or on torchvision's PIL crops coloured by
-the toolkit (``lightly_pil_crops``), lightly's SwAV without its prototype bias
+the toolkit (``lightly_pil_crops``), or on the toolkit's views rounded to 8-bit grey levels
+(``lightly_kornia_views_8bit``), lightly's SwAV without its prototype bias
 (``lightly_no_prototype_bias``), the toolkit's module in lightly's plain loop and data order
 (``ssl_toolkit_plain_loop``), and the toolkit's old projector (``ssl_toolkit_no_bn``).
 

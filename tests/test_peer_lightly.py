@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.peer_lightly import METHODS, KorniaViews, RunResult, Settings, table, toolkit_recipe
+from benchmarks.peer_lightly import MEAN, METHODS, STD, KorniaViews, RunResult, Settings, table, toolkit_recipe
 from ssl_toolkit.run.recipe import validate
 
 
@@ -45,14 +45,17 @@ def test_table_compares_a_side_with_lightly_on_the_seeds_both_ran() -> None:
     assert out[3].endswith("| 160 (80) | -1.0 pt (1 seeds) | 1.45x |")  # against lightly's seed 1 alone
 
 
-@pytest.mark.parametrize("pil_crops", [False, True])
-def test_kornia_views_give_two_normalized_views_per_batch(pil_crops: bool) -> None:
+@pytest.mark.parametrize(("pil_crops", "eight_bit"), [(False, False), (True, False), (False, True)])
+def test_kornia_views_give_two_normalized_views_per_batch(pil_crops: bool, eight_bit: bool) -> None:
     images = torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8)
-    views = KorniaViews(images, Settings(batch_size=4, num_workers=0), seed=0, pil_crops=pil_crops)
+    views = KorniaViews(images, Settings(batch_size=4, num_workers=0), seed=0, pil_crops=pil_crops, eight_bit=eight_bit)
     batches = list(views)
     assert len(views) == len(batches) == 1  # drop_last: 6 images, batch 4
     assert [tuple(v.shape) for v in batches[0]] == [(4, 3, 32, 32)] * 2
     assert batches[0][0].dtype == torch.float32 and not torch.equal(batches[0][0], batches[0][1])
+    levels = (batches[0][0] * STD + MEAN) * 255  # grey levels before normalization
+    off_grid = (levels - levels.round()).abs().max().item()
+    assert (off_grid < 1e-3) if eight_bit else (off_grid > 0.01)
 
 
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys) -> None:  # noqa: ANN001

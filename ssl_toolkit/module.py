@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ssl_toolkit.backbone import BatchNormStats, feature_dim
 from ssl_toolkit.data.chunks import Chunk
 from ssl_toolkit.ema import ema_update
-from ssl_toolkit.heads.base import BatchInfo, SSLHead, Views
+from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
 from ssl_toolkit.optim import OptimizerFactory, WarmupCosine, param_groups
 
 Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,), indices (B,)
@@ -157,8 +157,26 @@ class SSLModule(pl.LightningModule):
             return self.augment(images), labels, index
         return batch
 
-    def training_step(self, batch: tuple[list[Tensor], Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        views, labels, index = batch
+    def step_loss(
+        self, views: list[Tensor], labels: Tensor, index: Tensor, step: int, epoch: int
+    ) -> tuple[HeadOutput, list[Tensor]]:
+        """The training step's forward: backbone on every view, teacher on the global views, head.
+
+        Called by ``training_step`` (Lightning) and usable from a plain PyTorch loop; it logs
+        nothing. A loop that steps the optimizer itself calls, in order: ``step_loss``,
+        ``loss.backward()``, ``after_backward(step)``, ``optimizer.step()``, ``after_optimizer_step(step)``.
+
+        Args:
+            views: V float views (B, 3, H, W) from ``augment``.
+            labels: (B,) int64; handed to the head (only label-aware diagnostics read them).
+            index: (B,) int64 sample positions in the training split.
+            step: optimizer steps done before this one (Lightning's ``global_step``).
+            epoch: the current epoch.
+
+        Returns:
+            the head's ``HeadOutput`` (``loss`` a scalar with gradient, ``logs``) and the backbone
+            features V x (B, F).
+        """
         feats = self.forward_views(views)
         if self._bn_stats is not None:
             self._bn_stats.save(self.backbone)
@@ -167,8 +185,32 @@ class SSLModule(pl.LightningModule):
             size = views[0].shape[-2:]
             with torch.no_grad():
                 teacher = self.forward_views([v for v in views if v.shape[-2:] == size], self.teacher)
-        info = BatchInfo(labels=labels, index=index, step=self.global_step, epoch=self.current_epoch)
-        out = self.head(Views(feats, teacher=teacher), info)
+        info = BatchInfo(labels=labels, index=index, step=step, epoch=epoch)
+        return self.head(Views(feats, teacher=teacher), info), feats
+
+    def after_backward(self, step: int) -> None:
+        """After ``loss.backward()``: restores BatchNorm statistics that gradient checkpointing ran
+        twice, then the head's ``after_backward`` (e.g. SwAV's frozen prototypes)."""
+        if self._bn_stats is not None:
+            self._bn_stats.restore()
+        self.head.after_backward(step)
+
+    def after_optimizer_step(self, step: int, total_steps: int | None = None) -> None:
+        """After ``optimizer.step()``: the teacher's EMA update with the head's ``teacher_momentum``,
+        then the head's ``after_step`` (e.g. prototype re-normalization).
+
+        Args:
+            step: optimizer steps done before the one that just ran.
+            total_steps: steps of the whole run (momentum schedules); None: the Trainer's estimate.
+        """
+        total = self._total_steps if total_steps is None else int(total_steps)
+        if self.teacher is not None:
+            ema_update(self.teacher, self.backbone, self.head.teacher_momentum(step, total))
+        self.head.after_step(step, total)
+
+    def training_step(self, batch: tuple[list[Tensor], Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        views, labels, index = batch
+        out, feats = self.step_loss(views, labels, index, self.global_step, self.current_epoch)
         batch_size = labels.shape[0]
         # Not prog_bar: Lightning turns progress-bar values into Python floats after EVERY step (a
         # host sync per step on a GPU); logged values are only read every log_every_n_steps.
@@ -201,16 +243,12 @@ class SSLModule(pl.LightningModule):
         self._total_steps = int(total) if math.isfinite(total) else 0
 
     def on_after_backward(self) -> None:
-        if self._bn_stats is not None:
-            self._bn_stats.restore()
-        self.head.after_backward(self.global_step)
+        self.after_backward(self.global_step)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         step = self.global_step  # optimizer steps done before this one
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if self.teacher is not None:
-            ema_update(self.teacher, self.backbone, self.head.teacher_momentum(step, self._total_steps))
-        self.head.after_step(step, self._total_steps)
+        self.after_optimizer_step(step)
 
     def configure_optimizers(self) -> Any:
         trainer = self.trainer

@@ -72,3 +72,55 @@ def test_fit_trains_on_augmented_views_and_steps_schedule(tmp_path) -> None:
     # Global batch 16 -> lr 0.3 * 16 / 256; after the full cosine it is back to ~0.
     assert sched.scheduler.base_lrs[0] == pytest.approx(0.3 * 16 / 256)
     assert trainer.optimizers[0].param_groups[0]["lr"] < 1e-3
+
+
+def test_plain_loop_with_step_loss_and_hooks_equals_the_trainer(tmp_path) -> None:
+    """``step_loss`` + ``after_backward`` + ``after_optimizer_step`` in a plain PyTorch loop (what
+    ``benchmarks/peer_lightly.py`` runs) trains exactly as Lightning's ``training_step``,
+    ``on_after_backward`` and ``optimizer_step`` do: same weights, teacher and queue after 4 steps
+    of a head with a momentum teacher (MoCo v2)."""
+    from ssl_toolkit.heads import MoCoV2Head
+    from ssl_toolkit.optim import SGDFactory, param_groups
+
+    def build() -> SSLModule:
+        torch.manual_seed(0)
+        backbone = build_backbone(TINY_BACKBONE)
+        head = MoCoV2Head(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, queue_size=24)
+        return SSLModule(backbone, head, SimCLRAugment(size=32), SGDFactory(lr=0.5, weight_decay=1e-4))
+
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    dataset = torch.utils.data.TensorDataset(images, torch.zeros(32, dtype=torch.long), torch.arange(32))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=False)
+
+    class Data(pl.LightningDataModule):
+        batch_size = 8
+
+        def train_dataloader(self) -> torch.utils.data.DataLoader:
+            return loader
+
+    trained = build()
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    torch.manual_seed(1)  # the augmentation's draws
+    trainer.fit(trained, datamodule=Data())
+    assert trainer.global_step == 4
+
+    looped = build().train()
+    optimizer = looped.optimizer_factory.build(param_groups(looped, looped.optimizer_factory.weight_decay), 8)
+    torch.manual_seed(1)
+    for step, (batch, labels, index) in enumerate(loader):
+        out, feats = looped.step_loss(looped.augment(batch), labels, index, step, 0)
+        assert len(feats) == 2 and feats[0].shape == (8, looped.feature_dim)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        looped.after_backward(step)
+        optimizer.step()
+        looped.after_optimizer_step(step, total_steps=4)
+
+    ours, theirs = looped.state_dict(), trained.state_dict()
+    assert ours.keys() == theirs.keys() and any(k.startswith("teacher.") for k in ours)
+    first = build().state_dict()
+    for key in ("teacher.conv1.0.weight", "head.momentum_projector.0.weight", "head.queue"):
+        assert not torch.equal(ours[key], first[key]), f"{key} did not change"
+    for key, value in ours.items():
+        torch.testing.assert_close(value, theirs[key], rtol=1e-5, atol=1e-6, msg=key)

@@ -343,9 +343,6 @@ def toolkit_run(
 def toolkit_plain_loop_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
     """ssl_toolkit's module (augmentation, backbone, head, momentum update) stepped by lightly's
     plain loop instead of a Lightning ``Trainer``, on lightly's data order: isolates the trainer."""
-    from ssl_toolkit.ema import ema_update
-    from ssl_toolkit.heads.base import BatchInfo, Views
-
     recipe = toolkit_recipe(method, s, seed)
     validate(recipe)
     pl.seed_everything(seed, verbose=False)
@@ -362,20 +359,12 @@ def toolkit_plain_loop_run(method: str, data: FashionMNISTData, s: Settings, see
         for batch, index in loader:
             if step == s.skip_steps:
                 start = time.perf_counter()
-            views = module.augment(batch)
-            feats, teacher = module.forward_views(views), None
-            if module.teacher is not None:
-                with torch.no_grad():
-                    teacher = module.forward_views(views, module.teacher)
-            info = BatchInfo(labels=torch.zeros_like(index), index=index, step=step, epoch=epoch)
-            loss = module.head(Views(feats, teacher=teacher), info).loss
+            out, _ = module.step_loss(module.augment(batch), torch.zeros_like(index), index, step, epoch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            module.head.after_backward(step)
+            out.loss.backward()
+            module.after_backward(step)
             optimizer.step()
-            if module.teacher is not None:
-                ema_update(module.teacher, module.backbone, module.head.teacher_momentum(step, total))
-            module.head.after_step(step, total)
+            module.after_optimizer_step(step, total)
             if start is not None:
                 seen += batch.shape[0]
             step += 1

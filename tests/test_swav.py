@@ -122,6 +122,27 @@ def test_head_loss_is_swapped_prediction_on_sinkhorn_codes_of_global_crops() -> 
     assert out.logs["loss_over_lnK"].item() == pytest.approx(out.loss.item() / math.log(10))
 
 
+def test_prototype_bias_adds_a_learned_offset_to_the_cosines() -> None:
+    """``prototype_bias=True`` (lightly's ``SwaVPrototypes``): scores p = z Cᵀ + b, used for the codes
+    and the prediction alike; the default has no bias (the authors' prototypes)."""
+    assert SwAVHead(in_dim=12, hidden_dim=16, out_dim=8, num_prototypes=10).prototypes.bias is None
+    torch.manual_seed(6)
+    head = SwAVHead(in_dim=12, hidden_dim=16, out_dim=8, num_prototypes=10, prototype_bias=True)
+    with torch.no_grad():
+        head.prototypes.bias.copy_(torch.linspace(-0.5, 0.5, 10))
+    feats = [torch.randn(6, 12) for _ in range(3)]
+    out = head(Views(feats), info(6))
+    z = F.normalize(head.projector(torch.cat(feats)), dim=1)
+    p = list((z @ head.prototypes.weight.T + torch.linspace(-0.5, 0.5, 10)).chunk(3))
+    codes = [reference_sinkhorn(p[0].detach()), reference_sinkhorn(p[1].detach())]
+    torch.testing.assert_close(out.loss, reference_swav_loss(p, codes, 0.1), rtol=1e-5, atol=1e-6)
+    out.loss.backward()
+    assert head.prototypes.bias.grad is not None and head.prototypes.bias.grad.abs().sum() > 0
+    head.freeze_prototypes_steps = 1
+    head.after_backward(0)  # frozen: the offset stays put too, as lightly freezes the whole Linear
+    assert head.prototypes.weight.grad is None and head.prototypes.bias.grad is None
+
+
 def test_logs_flag_collapse() -> None:
     # All samples embedded alike: codes are uniform (entropy ln K), argmax hits one prototype, and
     # the loss cannot go below ln K (cross-entropy of a uniform target).

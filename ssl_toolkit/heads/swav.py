@@ -19,9 +19,10 @@ class SwAVHead(SSLHead):
     """SwAV (Caron et al. 2020, arXiv 2006.09882): swapped prediction of online cluster codes.
 
     z = normalize(g(h)) (B, D); scores p = z Cᵀ against K unit-norm prototypes C (a bias-free
-    Linear, so scores are cosines); codes q = sinkhorn(p) of the first ``num_global`` crops only
-    (Eq. 3, ε and iterations below, sums all-reduced across processes); the loss predicts each
-    code from every other crop (``SwAVLoss``, Eq. 1-2, temperature τ).
+    Linear, so scores are cosines; ``prototype_bias`` adds lightly's per-prototype offset); codes
+    q = sinkhorn(p) of the first ``num_global`` crops only (Eq. 3, ε and iterations below, sums
+    all-reduced across processes); the loss predicts each code from every other crop
+    (``SwAVLoss``, Eq. 1-2, temperature τ).
 
     * Prototypes are re-normalized after every optimizer step (``after_step``) and at
       construction, so the forward pass always sees unit rows; their gradient is dropped
@@ -49,6 +50,8 @@ class SwAVHead(SSLHead):
         bias: bias on Linear layers without a BN after them (SwAV: yes).
         num_prototypes: K (SwAV: 3000). Keep K > out_dim: otherwise the embeddings can move into
             the prototypes' orthogonal complement, where every score is 0 and the loss sits at ln K.
+        prototype_bias: a learned offset b (K,) on the scores, p = z Cᵀ + b (lightly 1.6's
+            ``SwaVPrototypes``; the authors' prototypes have none, so the default is False).
         temperature: τ of the swapped prediction (SwAV: 0.1).
         epsilon: Sinkhorn ε (SwAV: 0.05).
         sinkhorn_iterations: Sinkhorn iterations (SwAV: 3).
@@ -77,6 +80,7 @@ class SwAVHead(SSLHead):
         last_norm: str = "none",
         bias: bool = True,
         num_prototypes: int = 3000,
+        prototype_bias: bool = False,
         temperature: float = 0.1,
         epsilon: float = 0.05,
         sinkhorn_iterations: int = 3,
@@ -97,7 +101,7 @@ class SwAVHead(SSLHead):
             raise ValueError(f"epsilon: must be > 0, got {epsilon}")
         # facebookresearch/swav src/resnet50.py: Linear -> BN -> ReLU -> Linear (docs/methods/swav.md)
         self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm, last_norm, bias)
-        self.prototypes = nn.Linear(out_dim, num_prototypes, bias=False)
+        self.prototypes = nn.Linear(out_dim, num_prototypes, bias=prototype_bias)
         self.loss = SwAVLoss(temperature)
         self.epsilon, self.sinkhorn_iterations = float(epsilon), int(sinkhorn_iterations)
         self.num_global, self.freeze_prototypes_steps = int(num_global), int(freeze_prototypes_steps)
@@ -113,7 +117,8 @@ class SwAVHead(SSLHead):
 
     def after_backward(self, step: int) -> None:
         if step < self.freeze_prototypes_steps:
-            self.prototypes.weight.grad = None  # the optimizer skips it: no decay, no momentum
+            for param in self.prototypes.parameters():  # weight (and bias): no update, decay or momentum
+                param.grad = None
 
     def after_step(self, step: int, total_steps: int) -> None:
         self.normalize_prototypes()
@@ -123,9 +128,11 @@ class SwAVHead(SSLHead):
         return F.normalize(self.projector(feats), dim=1)
 
     def scores(self, z: Tensor) -> Tensor:
-        """Cosines (N, D) -> (N, K) with the prototypes, in fp32 even under autocast."""
+        """Unit embeddings (N, D) -> scores (N, K): cosines with the prototypes (plus the offset
+        with ``prototype_bias``), in fp32 even under autocast."""
+        bias = self.prototypes.bias
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return F.linear(z.float(), self.prototypes.weight.float())
+            return F.linear(z.float(), self.prototypes.weight.float(), None if bias is None else bias.float())
 
     @torch.no_grad()
     def assign(self, scores: Tensor, crop: int) -> Tensor:

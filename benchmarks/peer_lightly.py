@@ -10,7 +10,8 @@ and loop on the toolkit's views (``lightly_kornia_views``) or on torchvision's P
 the toolkit (``lightly_pil_crops``), or on the toolkit's views rounded to 8-bit grey levels
 (``lightly_kornia_views_8bit``), lightly's SwAV without its prototype bias
 (``lightly_no_prototype_bias``), the toolkit's module in lightly's plain loop and data order
-(``ssl_toolkit_plain_loop``), and the toolkit's old projector (``ssl_toolkit_no_bn``).
+(``ssl_toolkit_plain_loop``), the toolkit's own defaults where they differ from lightly's model
+(``ssl_toolkit_authors_defaults``) and the toolkit's old projector (``ssl_toolkit_no_bn``).
 
 For every (seed, method) it trains the same ResNet-18 (timm, standard stem, 32 px) twice on the same
 fixed subset of the Fashion-MNIST train split, at the same settings and for the same number of
@@ -20,7 +21,10 @@ burst of other work on a shared machine hits both alike:
 * ``lightly``: lightly's projection head, loss, transform (PIL, in the DataLoader's workers), memory
   bank / prototypes / momentum helpers, trained by a plain PyTorch loop (lightly's examples);
 * ``ssl_toolkit``: the toolkit's ``SSLModule`` built from a recipe (kornia augmentation in the
-  training process) and trained by a Lightning ``Trainer``.
+  training process) and trained by a Lightning ``Trainer``. Its model is lightly's: where the
+  toolkit's default follows the authors' code and lightly does not, the recipe sets lightly's form
+  (SimCLR: the output BatchNorm with a shift, ``last_norm: bn_affine``; SwAV: prototypes with a
+  bias, ``prototype_bias: true``). ``ssl_toolkit_authors_defaults`` keeps the toolkit's defaults.
 
 Both use the same SGD (same lr, momentum, weight decay; biases and norm parameters without decay),
 no schedule, batch 256, one data-loading worker. Both backbones are then scored by the same
@@ -289,8 +293,16 @@ def lightly_run(
 
 
 # --- ssl_toolkit ----------------------------------------------------------------------------------
+# Where lightly's model differs from the authors' code (the toolkit's defaults), the equal recipe
+# takes lightly's form: SimCLR's output BN has a shift (the official code: scale only), SwAV's
+# prototypes have a bias (the official code: none). MoCo v2's heads are the same.
+LIGHTLY_FORM = {"simclr": {"last_norm": "bn_affine"}, "mocov2": {}, "swav": {"prototype_bias": True}}
+AUTHORS_FORM = {"simclr": {"last_norm": "bn"}, "mocov2": {}, "swav": {"prototype_bias": False}}
+
+
 def toolkit_recipe(method: str, s: Settings, seed: int, head_overrides: dict | None = None) -> dict:
-    """The recipe equal to ``lightly_run``'s settings (same crops, jitter, widths, loss, optimizer)."""
+    """The recipe equal to ``lightly_run``'s settings (same crops, jitter, widths, projector, loss,
+    optimizer); ``head_overrides`` replace head keys (``AUTHORS_FORM``: the toolkit's defaults)."""
     augment = {"name": "simclr", "size": s.image_size, "crop_scale": [0.08, 1.0], "brightness": 0.4,
                "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "jitter_p": 0.8, "grayscale_p": 0.2,
                "blur_p": 0.0, "mean": [MEAN] * 3, "std": [STD] * 3}  # fmt: skip
@@ -301,7 +313,8 @@ def toolkit_recipe(method: str, s: Settings, seed: int, head_overrides: dict | N
         "swav": {"name": "swav", "num_prototypes": s.num_prototypes, "temperature": s.swav_temperature,
                  "epsilon": 0.05, "num_global": 2},
     }  # fmt: skip
-    head = {**heads[method], "hidden_dim": s.hidden_dim, "out_dim": s.out_dim, **(head_overrides or {})}
+    head = {**heads[method], "hidden_dim": s.hidden_dim, "out_dim": s.out_dim, **LIGHTLY_FORM[method],
+            **(head_overrides or {})}  # fmt: skip
     return {
         "seed": seed,
         "out_dir": "runs/peer_lightly",
@@ -371,6 +384,11 @@ def toolkit_plain_loop_run(method: str, data: FashionMNISTData, s: Settings, see
     return module.backbone, {"images": seen, "seconds": time.perf_counter() - start, "steps": step}
 
 
+def toolkit_authors_defaults_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
+    """ssl_toolkit with its own defaults (the authors' projector and prototypes), not lightly's form."""
+    return toolkit_run(method, data, s, seed, AUTHORS_FORM[method])
+
+
 def toolkit_no_bn_run(method: str, data: FashionMNISTData, s: Settings, seed: int) -> tuple[nn.Module, dict]:
     """ssl_toolkit with the projector it had before following the authors' code (no BN at all)."""
     return toolkit_run(method, data, s, seed, {"batch_norm": False, "last_norm": "none"})
@@ -407,6 +425,7 @@ SIDES = {
     "lightly_pil_crops": lightly_pil_crops_run,
     "lightly_kornia_views_8bit": lightly_kornia_views_8bit_run,
     "ssl_toolkit": toolkit_run,
+    "ssl_toolkit_authors_defaults": toolkit_authors_defaults_run,
     "ssl_toolkit_no_bn": toolkit_no_bn_run,
     "ssl_toolkit_plain_loop": toolkit_plain_loop_run,
 }
@@ -429,7 +448,7 @@ def table(results: list[RunResult]) -> str:
              "k-NN − lightly, same seeds | throughput / lightly |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for method in METHODS:
         lightly = {r.seed: r for r in results if r.method == method and r.side == "lightly"}
-        for side in SIDES:
+        for side in [*SIDES, *sorted({r.side for r in results} - set(SIDES))]:  # then archived labels
             rows = sorted((r for r in results if r.method == method and r.side == side), key=lambda r: r.seed)
             if not rows:
                 continue
@@ -460,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=list(DEFAULT_SIDES),
         choices=list(SIDES),
-        help="ssl_toolkit_no_bn: the toolkit with a projector without BN (the old SimCLR default); "
+        help="ssl_toolkit_authors_defaults: the toolkit's own projector and prototypes (the authors'), "
+        "not lightly's form; ssl_toolkit_no_bn: the toolkit with a projector without BN (the old SimCLR default); "
         "lightly_no_prototype_bias: lightly's SwAV with bias-free prototypes (the authors'); "
         "lightly_kornia_views: lightly's model and loop on ssl_toolkit's kornia views; "
         "lightly_pil_crops: the same on torchvision's PIL crops with ssl_toolkit's colour jitter; "

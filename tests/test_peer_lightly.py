@@ -3,10 +3,25 @@ settings; the table's arithmetic. (The runs themselves need lightly: ``pip insta
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
+from torch import nn
 
-from benchmarks.peer_lightly import MEAN, METHODS, STD, KorniaViews, RunResult, Settings, table, toolkit_recipe
+from benchmarks.peer_lightly import (
+    AUTHORS_FORM,
+    LIGHTLY_FORM,
+    MEAN,
+    METHODS,
+    STD,
+    KorniaViews,
+    RunResult,
+    Settings,
+    table,
+    toolkit_recipe,
+)
+from ssl_toolkit.heads import HEADS
 from ssl_toolkit.run.recipe import validate
 
 
@@ -22,6 +37,29 @@ def test_toolkit_recipe_is_valid_and_uses_the_shared_settings(method: str) -> No
     a = recipe["augment"]
     assert (a["crop_scale"], a["brightness"], a["hue"], a["jitter_p"], a["grayscale_p"], a["blur_p"]) == (
         [0.08, 1.0], 0.4, 0.1, 0.8, 0.2, 0.0)  # lightly: cj_strength 0.5 x (0.8, 0.8, 0.8, 0.2), no blur  # fmt: skip
+
+
+def test_equal_recipe_builds_lightlys_heads_and_the_authors_side_keeps_our_defaults() -> None:
+    """The ``ssl_toolkit`` side trains lightly 1.6's model: SimCLR's projector ends in an affine
+    BatchNorm1d (``SimCLRProjectionHead``), SwAV's prototypes have a bias (``SwaVPrototypes``).
+    ``ssl_toolkit_authors_defaults`` overrides exactly those keys back to the constructors' defaults."""
+    s = Settings()
+    heads = {m: toolkit_recipe(m, s, 0)["head"] for m in METHODS}
+    simclr = HEADS["simclr"](
+        in_dim=512, hidden_dim=s.hidden_dim, out_dim=s.out_dim, last_norm=heads["simclr"]["last_norm"]
+    )
+    layers = list(simclr.projector)
+    assert [type(m) for m in layers] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d]
+    assert layers[0].bias is None and layers[3].bias is None and layers[4].bias is not None  # scale and shift
+    assert (
+        HEADS["swav"](in_dim=512, out_dim=s.out_dim, prototype_bias=heads["swav"]["prototype_bias"]).prototypes.bias
+        is not None
+    )
+    for method, overrides in AUTHORS_FORM.items():
+        assert overrides.keys() == LIGHTLY_FORM[method].keys()
+        defaults = inspect.signature(HEADS[method]).parameters
+        assert all(defaults[k].default == v for k, v in overrides.items()), method
+        assert toolkit_recipe(method, s, 0, overrides)["head"] == {**heads[method], **overrides}
 
 
 def test_old_projector_override_reaches_the_recipe() -> None:

@@ -48,9 +48,15 @@ class RunCheckpoint(ModelCheckpoint):
     """
 
     _said_unmonitored = False
+    _evaluated = False  # an evaluation (not the sanity check) has ended in this process
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._evaluated = True
+        super().on_validation_end(trainer, pl_module)
 
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
-        evaluated = trainer.fit_loop.epoch_loop.val_loop._has_run
+        evaluated = self._evaluated
         if (
             self.save_top_k != 0
             and self.monitor is not None

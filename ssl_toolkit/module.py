@@ -164,7 +164,8 @@ class SSLModule(pl.LightningModule):
 
         Called by ``training_step`` (Lightning) and usable from a plain PyTorch loop; it logs
         nothing. A loop that steps the optimizer itself calls, in order: ``step_loss``,
-        ``loss.backward()``, ``after_backward(step)``, ``optimizer.step()``, ``after_optimizer_step(step)``.
+        ``loss.backward()``, ``after_backward(step)``, ``optimizer.step()``,
+        ``after_optimizer_step(step, total_steps)``.
 
         Args:
             views: V float views (B, 3, H, W) from ``augment``.
@@ -195,18 +196,17 @@ class SSLModule(pl.LightningModule):
             self._bn_stats.restore()
         self.head.after_backward(step)
 
-    def after_optimizer_step(self, step: int, total_steps: int | None = None) -> None:
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """After ``optimizer.step()``: the teacher's EMA update with the head's ``teacher_momentum``,
         then the head's ``after_step`` (e.g. prototype re-normalization).
 
         Args:
             step: optimizer steps done before the one that just ran.
-            total_steps: steps of the whole run (momentum schedules); None: the Trainer's estimate.
+            total_steps: optimizer steps of the whole run (the momentum schedules run over it).
         """
-        total = self._total_steps if total_steps is None else int(total_steps)
         if self.teacher is not None:
-            ema_update(self.teacher, self.backbone, self.head.teacher_momentum(step, total))
-        self.head.after_step(step, total)
+            ema_update(self.teacher, self.backbone, self.head.teacher_momentum(step, total_steps))
+        self.head.after_step(step, total_steps)
 
     def training_step(self, batch: tuple[list[Tensor], Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         views, labels, index = batch
@@ -248,7 +248,7 @@ class SSLModule(pl.LightningModule):
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         step = self.global_step  # optimizer steps done before this one
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        self.after_optimizer_step(step)
+        self.after_optimizer_step(step, self._total_steps)
 
     def configure_optimizers(self) -> Any:
         trainer = self.trainer

@@ -258,6 +258,33 @@ def test_queue_survives_checkpoint_and_resume(tmp_path: Path) -> None:
 
 # --- 2 processes -----------------------------------------------------------------------------
 @pytest.mark.distributed
+def test_swav_run_with_a_queue_resumes_from_the_cli_and_refuses_another_queue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ssl-toolkit fit ... resume=auto`` of a SwAV run: its queue is module extra state (a dict, not
+    a tensor), which the resume check must compare entry by entry; a queue of another length is
+    refused in one line naming the checkpoint, before training."""
+    from omegaconf import OmegaConf
+
+    from conftest import tiny_recipe
+    from ssl_toolkit.run.cli import main
+
+    recipe = tiny_recipe(REPO / "recipes" / "fashion_mnist" / "swav.yaml", tmp_path, steps=2)
+    recipe["head"].update(num_prototypes=12, queue_length=16, prototype_bias=True)
+    recipe["augment"].update(local_size=16)
+    path = tmp_path / "swav.yaml"
+    path.write_text(OmegaConf.to_yaml(recipe))
+    assert main(["fit", str(path)]) == 0
+    assert main(["fit", str(path), "resume=auto", "trainer.max_steps=3"]) == 0
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 3 and last["state_dict"]["head.queue._extra_state"]["filled"] == 16
+    capsys.readouterr()
+    assert main(["fit", str(path), "resume=auto", "trainer.max_steps=4", "head.queue_length=8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ssl-toolkit: error: resume: ") and "does not fit" in err[0]
+    assert "head.queue._extra_state" in err[0]
+
+
 def test_two_processes_give_the_codes_loss_and_gradients_of_one(tmp_path: Path) -> None:
     from test_distributed import run_two_ranks
 

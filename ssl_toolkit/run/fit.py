@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -267,11 +268,22 @@ def check_batch_per_process(datamodule: pl.LightningDataModule, trainer: pl.Trai
         )
 
 
+def _layout(value: Any) -> Any:
+    """What must match for a state-dict entry to load: a tensor's shape; for module extra state (a
+    SwAV queue's ``{"rows": Tensor, "filled": int}``) the same, entry by entry; else the type."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _layout(v)) for k, v in value.items()))
+    return type(value).__name__
+
+
 def check_fits(module: pl.LightningModule, point: ResumePoint) -> None:
-    """The checkpoint's weights have the recipe's names and shapes (else resuming would fail late)."""
+    """The checkpoint's weights (and extra state) have the recipe's names and shapes (else resuming
+    would fail late)."""
     saved = read_checkpoint(point.checkpoint, mmap=True)["state_dict"]
-    wanted = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in saved.items()}
+    wanted = {k: _layout(v) for k, v in module.state_dict().items()}
+    have = {k: _layout(v) for k, v in saved.items()}
     if wanted != have:
-        diff = sorted(set(wanted.items()) ^ set(have.items()))[:3]
+        diff = sorted(set(wanted.items()) ^ set(have.items()), key=str)[:3]
         raise RecipeError(f"resume: {point.checkpoint} does not fit this recipe's model (e.g. {diff})")

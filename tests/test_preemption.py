@@ -201,3 +201,28 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_still_saves_and_
     assert line.startswith("ssl-toolkit: stopped by SIGTERM after step "), line
     step = int(line.split("after step ")[1].split(";")[0])
     assert _load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == step
+
+
+LEFT_ITERATING = """
+import torch
+from ssl_toolkit.data.worker_signals import ignore_stop_signals
+
+loader = torch.utils.data.DataLoader(torch.arange(64), batch_size=4, num_workers=2,
+                                     worker_init_fn=ignore_stop_signals)
+batches = iter(loader)
+next(batches)  # workers started and still iterating, as inside an evaluation that fails
+raise RuntimeError("failed while a loader was being iterated")
+"""
+
+
+def test_an_error_while_workers_that_ignore_sigterm_are_iterating_still_exits(tmp_path: Path) -> None:
+    # multiprocessing's exit hook ends daemonic children with SIGTERM and then joins them; workers
+    # that ignore SIGTERM kept the process alive forever after its traceback (seen after an error in
+    # evaluation). The toolkit's exit hook ends them with SIGKILL first.
+    script = tmp_path / "left_iterating.py"
+    script.write_text(LEFT_ITERATING)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert done.returncode == 1 and "failed while a loader was being iterated" in done.stderr
+    assert time.monotonic() - started < 120

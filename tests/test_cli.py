@@ -164,6 +164,27 @@ def test_monitored_checkpoint_before_any_evaluation_is_said_in_one_line(
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_an_evaluation_that_embeds_none_of_rankmes_rows_is_said_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # limit_val_batches=1 embeds only the k-NN bank's first batch (train rows 0-15); a RankMe subset
+    # of rows >= 16 is then absent. RankMe says so and logs nothing; the best-RankMe checkpoint is
+    # said not written (Lightning would raise "could not find the monitored key"), and the run ends.
+    from ssl_toolkit.data.subset import fixed_subset
+
+    seed = next(s for s in range(1000) if int(fixed_subset(64, 3, s).min()) >= 16)
+    with caplog.at_level("WARNING"):
+        assert main(["fit", str(eval_recipe(tmp_path)), "trainer.limit_val_batches=1", "callbacks.rankme.num_samples=3",
+                     f"callbacks.rankme.seed={seed}"]) == 0  # fmt: skip
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("RankMe: the evaluation embedded none of its 3 samples") for m in said)
+    assert [m for m in said if "not written" in m] == [
+        "checkpoint 'best-rankme-{epoch}' not written at step 4: val/rankme was not computed by the evaluation "
+        "(see the lines above)"]  # fmt: skip
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert not list((tmp_path / "run" / "checkpoints").glob("best-rankme*"))
+
+
 def test_val_check_interval_evaluates_every_n_steps(tmp_path: Path, capsys, validation_calls: list[int]) -> None:
     assert main(["fit", str(eval_recipe(tmp_path)), "trainer.val_check_interval=2"]) == 0
     out = capsys.readouterr().out

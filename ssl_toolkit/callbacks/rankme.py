@@ -3,6 +3,7 @@ checkpoint and run selection."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import rankme
 from ssl_toolkit.metrics_spectral import alpha_req as alpha_req_of
 from ssl_toolkit.metrics_spectral import default_fit_start
+
+log = logging.getLogger(__name__)
 
 
 class RankMe(EvalCallback):
@@ -98,10 +101,18 @@ class RankMe(EvalCallback):
 
         Returns:
             ``{"val/rankme": float, "val/rankme_proj": float}`` (no ``_proj`` without ``project``),
-            and ``val/alpha_req(_proj)`` when ``alpha_req``.
+            and ``val/alpha_req(_proj)`` when ``alpha_req``; ``{}`` when the evaluation embedded
+            none of the subset's rows (``trainer.limit_val_batches`` embeds only the first batches
+            of each loader), said in one log line. A partly embedded subset is scored on the rows
+            there are, also said once: RankMe grows with the row count, so compare such values
+            only among themselves.
         """
         assert self.indices is not None
         feats = split.feats[torch.isin(split.index, self.indices.to(split.index.device))]
+        if feats.shape[0] < self.indices.numel():
+            self._say_partial(feats.shape[0])
+        if feats.shape[0] == 0:
+            return {}
         spaces = {"": feats}
         if hasattr(module, "project"):
             spaces["_proj"] = project(module, feats)
@@ -109,6 +120,20 @@ class RankMe(EvalCallback):
         if self.alpha_req:
             metrics.update({f"val/alpha_req{suffix}": alpha_or_nan(x) for suffix, x in spaces.items()})
         return metrics
+
+    _said_partial = False
+
+    def _say_partial(self, rows: int) -> None:
+        if self._said_partial:
+            return
+        self._said_partial = True
+        wanted = self.indices.numel() if self.indices is not None else 0
+        if rows == 0:
+            log.warning("RankMe: the evaluation embedded none of its %d samples (trainer.limit_val_batches embeds "
+                        "only the first batches); val/rankme not computed", wanted)  # fmt: skip
+        else:
+            log.warning("RankMe: the evaluation embedded %d of its %d samples (trainer.limit_val_batches); "
+                        "val/rankme is computed on those", rows, wanted)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.indices is None else {"indices": self.indices.clone()}

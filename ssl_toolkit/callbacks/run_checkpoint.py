@@ -44,10 +44,12 @@ class RunCheckpoint(ModelCheckpoint):
     A monitored checkpoint (``best-rankme-*``) due before any evaluation ran (``limit_val_batches=0``,
     or ``max_steps`` stopping before the first evaluation) is not written, as in Lightning, but said
     in one line of our own instead of Lightning's "could not find the monitored key ... HINT: Did you
-    call `log(...)`" warning, which points at code the user did not write.
+    call `log(...)`" warning, which points at code the user did not write. The same holds after an
+    evaluation that did not log the monitored key (RankMe with none of its rows embedded), where
+    Lightning would raise.
     """
 
-    _said_unmonitored = False
+    _said_unmonitored = ""  # the reason last said, so each reason is said once
     _evaluated = False  # an evaluation (not the sanity check) has ended in this process
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -56,20 +58,17 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
 
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
-        evaluated = self._evaluated
-        if (
-            self.save_top_k != 0
-            and self.monitor is not None
-            and self.monitor not in monitor_candidates
-            and not evaluated
-        ):
-            if not self._said_unmonitored and trainer.is_global_zero:
-                log.warning(
-                    "checkpoint %r not written at step %d: %s is logged by evaluation, which has not run "
-                    "(see trainer.limit_val_batches / val_check_interval)",
-                    self.filename, trainer.global_step, self.monitor,
-                )  # fmt: skip
-            self._said_unmonitored = True
+        if self.save_top_k != 0 and self.monitor is not None and self.monitor not in monitor_candidates:
+            # Lightning would warn (no evaluation yet) or raise (an evaluation ran without logging it,
+            # e.g. RankMe with none of its rows embedded): one line of ours instead, and no file.
+            if self._evaluated:
+                why = "was not computed by the evaluation (see the lines above)"
+            else:
+                why = "is logged by evaluation, which has not run (see trainer.limit_val_batches / val_check_interval)"
+            if why != self._said_unmonitored and trainer.is_global_zero:
+                log.warning("checkpoint %r not written at step %d: %s %s", self.filename, trainer.global_step,
+                            self.monitor, why)  # fmt: skip
+            self._said_unmonitored = why
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 

@@ -120,3 +120,31 @@ def test_alpha_req_option_logs_alpha_req_of_the_same_rows_and_nan_when_collapsed
     assert math.isnan(metrics.score(PlainEmbedder(), split)["val/alpha_req"])
     with pytest.raises(ValueError, match="^alpha_req: "):
         RankMe(alpha_req="yes")  # type: ignore[arg-type]
+
+
+def test_rows_missing_from_the_evaluation_are_said_once_and_none_gives_no_metric(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # trainer.limit_val_batches embeds only the first batches of the bank: the subset may be partly
+    # or entirely absent. Partly: scored on the rows there are (the same value as those rows alone),
+    # said once. Entirely: no metric (not an error inside evaluation), said once.
+    cb = RankMe(num_samples=30)
+    cb.draw(64)
+    feats = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.zeros(64, dtype=torch.long)
+    first = cb.indices[cb.indices < 32]
+    part = EmbeddedSplit(feats[:32], None, labels[:32], torch.arange(32))
+    with caplog.at_level("WARNING"):
+        metrics = cb.score(PlainEmbedder(), part)
+        cb.score(PlainEmbedder(), part)
+    assert metrics["val/rankme"] == pytest.approx(rankme(feats[first], cb.eps))
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("RankMe:")]
+    assert said == [f"RankMe: the evaluation embedded {first.numel()} of its 30 samples "
+                    "(trainer.limit_val_batches); val/rankme is computed on those"]  # fmt: skip
+    caplog.clear()
+    cb = RankMe(num_samples=30)
+    cb.indices = torch.arange(40, 64)[:30]
+    with caplog.at_level("WARNING"):
+        assert cb.score(PlainEmbedder(), part) == {}
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("RankMe:")]
+    assert len(said) == 1 and "none of its 24 samples" in said[0] and "val/rankme not computed" in said[0]

@@ -250,12 +250,17 @@ class SSLModule(pl.LightningModule):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         self.after_optimizer_step(step, self._total_steps)
 
+    def build_optimizer(self, global_batch_size: int) -> torch.optim.Optimizer:
+        """The recipe's optimizer over this module's trainable parameters (weight decay on weights
+        only, ``optim.param_groups``), its lr scaled to ``global_batch_size`` images per optimizer
+        step (the factory's lr is per 256). ``configure_optimizers`` uses it; so can a plain loop."""
+        return self.optimizer_factory.build(param_groups(self, self.optimizer_factory.weight_decay), global_batch_size)
+
     def configure_optimizers(self) -> Any:
         trainer = self.trainer
         batch_size = int(trainer.datamodule.batch_size)
         global_batch = batch_size * trainer.world_size * trainer.accumulate_grad_batches
-        groups = param_groups(self, self.optimizer_factory.weight_decay)
-        optimizer = self.optimizer_factory.build(groups, global_batch)
+        optimizer = self.build_optimizer(global_batch)
         if self.scheduler_factory is None:
             return optimizer
         total = int(trainer.estimated_stepping_batches)  # also sets num_training_batches

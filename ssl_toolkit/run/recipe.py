@@ -160,8 +160,9 @@ class Parts:
 
 
 def build_parts(recipe: dict[str, Any]) -> Parts:
-    """Construct data, backbone, head, augmentation, optimizer and module (constructors validate
-    values; their ``arg: ...`` errors come back as ``section.arg: ...``)."""
+    """Construct data, backbone, head, augmentation, optimizer factory and module (constructors
+    validate values; their ``arg: ...`` errors come back as ``section.arg: ...``). The optimizer
+    itself is built when training starts (``SSLModule.build_optimizer``)."""
     datamodule = _construct("data", DATAMODULES, recipe["data"])
     # Load (or list) the data now so an empty split or a too-large batch fails before training.
     _guard("data", lambda: datamodule.setup("fit"))

@@ -66,6 +66,7 @@ class RankMe(EvalCallback):
             raise ValueError(f"alpha_req: must be true or false, got {alpha_req!r}")
         self.num_samples, self.eps, self.seed, self.alpha_req = num_samples, float(eps), seed, alpha_req
         self.indices: Tensor | None = None  # (M,) sorted train-split positions, drawn once
+        self._said_partial = False  # the "embedded k of M samples" line is said once per process
 
     def draw(self, num_train: int) -> Tensor:
         """Draw (once) and return the subset: ``min(num_samples, num_train)`` sorted positions."""
@@ -110,7 +111,7 @@ class RankMe(EvalCallback):
         assert self.indices is not None
         feats = split.feats[torch.isin(split.index, self.indices.to(split.index.device))]
         if feats.shape[0] < self.indices.numel():
-            self._say_partial(feats.shape[0])
+            self._say_partial(feats.shape[0], self.indices.numel())
         if feats.shape[0] == 0:
             return {}
         spaces = {"": feats}
@@ -121,13 +122,10 @@ class RankMe(EvalCallback):
             metrics.update({f"val/alpha_req{suffix}": alpha_or_nan(x) for suffix, x in spaces.items()})
         return metrics
 
-    _said_partial = False
-
-    def _say_partial(self, rows: int) -> None:
+    def _say_partial(self, rows: int, wanted: int) -> None:
         if self._said_partial:
             return
         self._said_partial = True
-        wanted = self.indices.numel() if self.indices is not None else 0
         if rows == 0:
             log.warning("RankMe: the evaluation embedded none of its %d samples (trainer.limit_val_batches embeds "
                         "only the first batches); val/rankme not computed", wanted)  # fmt: skip

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import statistics
 import sys
@@ -54,6 +55,7 @@ from torch import Tensor, nn
 
 from ssl_toolkit.callbacks.throughput import Throughput
 from ssl_toolkit.data.fashion_mnist import FashionMNISTData
+from ssl_toolkit.heads import HEADS
 from ssl_toolkit.metrics import knn_classify
 from ssl_toolkit.optim import param_groups
 from ssl_toolkit.run.recipe import build_parts, validate
@@ -297,7 +299,11 @@ def lightly_run(
 # takes lightly's form: SimCLR's output BN has a shift (the official code: scale only), SwAV's
 # prototypes have a bias (the official code: none). MoCo v2's heads are the same.
 LIGHTLY_FORM = {"simclr": {"last_norm": "bn_affine"}, "mocov2": {}, "swav": {"prototype_bias": True}}
-AUTHORS_FORM = {"simclr": {"last_norm": "bn"}, "mocov2": {}, "swav": {"prototype_bias": False}}
+# The same keys at the head constructors' defaults (the authors' forms).
+AUTHORS_FORM = {
+    method: {key: inspect.signature(HEADS[method]).parameters[key].default for key in keys}
+    for method, keys in LIGHTLY_FORM.items()
+}
 
 
 def toolkit_recipe(method: str, s: Settings, seed: int, head_overrides: dict | None = None) -> dict:

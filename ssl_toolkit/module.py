@@ -18,6 +18,19 @@ from ssl_toolkit.optim import OptimizerFactory, WarmupCosine, param_groups
 
 Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,), indices (B,)
 
+# The dtype of every feature and embedding the module hands to evaluation (``embed``,
+# ``embed_views``, ``project``, ``validation_step``), whatever the training precision.
+FEATURE_DTYPE = torch.float32
+
+
+def _weight_dtype(net: nn.Module) -> torch.dtype:
+    """The dtype of ``net``'s first floating parameter (float32 under mixed precision, bf16/fp16
+    under ``*-true`` half precisions): inputs are cast to it so a call outside autocast works."""
+    for p in net.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return FEATURE_DTYPE  # a parameter-free net (e.g. an identity projection)
+
 
 class SSLModule(pl.LightningModule):
     """Pairs a backbone with an SSL head; knows no method names.
@@ -104,19 +117,23 @@ class SSLModule(pl.LightningModule):
         return feats  # type: ignore[return-value]
 
     def embed(self, images: Tensor) -> Tensor:
-        """Backbone features of un-augmented uint8 images (B, C, H, W) -> (B, F), no gradient.
+        """Backbone features of un-augmented uint8 images (B, C, H, W) -> (B, F) float32, no gradient.
 
-        The one public entry point for evaluation callbacks; the caller sets train/eval mode.
+        The one public entry point for evaluation callbacks; the caller sets train/eval mode. The
+        features are ``FEATURE_DTYPE`` (float32) whatever the training precision: under bf16/fp16
+        autocast the backbone runs in half precision and its output is cast back, so callbacks and
+        offline verbs that read them outside autocast (projector, probe, SVD) see one dtype.
         """
         with torch.no_grad():
             x = self.augment.eval_view(images.to(self.device))
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return self.backbone(x)
+            return self.backbone(x.to(_weight_dtype(self.backbone))).to(FEATURE_DTYPE)
 
     def embed_views(self, images: Tensor, num_views: int, generator: torch.Generator | None = None) -> Tensor:
         """Backbone features of ``num_views`` training-augmentation views of uint8 images (B, C, H, W)
-        -> (B, num_views, F), no gradient; one backbone call for all views.
+        -> (B, num_views, F) float32 (``FEATURE_DTYPE``, as ``embed``), no gradient; one backbone
+        call for all views.
 
         The views are ``augment``'s (only those of the first view's size: multi-crop's local crops
         are skipped, more calls are made until there are enough); every random parameter is drawn
@@ -133,7 +150,8 @@ class SSLModule(pl.LightningModule):
             x = torch.stack(views[:num_views], dim=1).flatten(0, 1)  # (B V, C, H, W), image-major
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return self.backbone(x).view(images.shape[0], num_views, -1)
+            feats = self.backbone(x.to(_weight_dtype(self.backbone))).to(FEATURE_DTYPE)
+            return feats.view(images.shape[0], num_views, -1)
 
     @property
     def projection_parts(self) -> int:
@@ -142,13 +160,15 @@ class SSLModule(pl.LightningModule):
         return int(getattr(self.head, "embed_parts", 1))
 
     def project(self, feats: Tensor) -> Tensor:
-        """Projector embeddings of backbone features (B, F) -> (B, D) (``head.embed``), no gradient.
+        """Projector embeddings of backbone features (B, F) -> (B, D) float32 (``head.embed``), no
+        gradient. Features of any floating dtype are accepted (cast to the head's weight dtype), inside
+        or outside autocast; the result is ``FEATURE_DTYPE`` as ``embed``'s.
 
         The public entry point for callbacks that score the SSL embedding (RankMe on projections,
         diagnostics); the caller sets train/eval mode.
         """
         with torch.no_grad():
-            return self.head.embed(feats)
+            return self.head.embed(feats.to(_weight_dtype(self.head))).to(FEATURE_DTYPE)
 
     # --- training -------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -34,7 +34,11 @@ class AllReduceBatchNorm(_BatchNorm):
     with ``torch.distributed.nn`` all-reduces, whose backward all-reduces the gradient, so each
     process gets the gradient of the sum of all processes' losses (as torch's GPU kernel does).
     Running statistics use the unbiased global variance var * n / (n - 1), as ``F.batch_norm`` does.
-    Outside training, or in a single process, it is plain BatchNorm.
+    Outside training, or in a single process, it is plain BatchNorm. Under mixed precision the
+    input may be bf16/fp16 (a convolution's output under autocast): the statistics, the counts and
+    the normalization are computed in float32 (a half-precision sum over N H W values loses digits,
+    and bf16 cannot even hold a count above 256 exactly) and the output has the input's dtype, as
+    torch's ``SyncBatchNorm`` and ``F.batch_norm`` do.
 
     Shapes: input (N, C, *) -> output (N, C, *).
     """
@@ -54,11 +58,12 @@ class AllReduceBatchNorm(_BatchNorm):
                 factor = 1.0 / float(self.num_batches_tracked)
         dims = [0, *range(2, input.dim())]
         shape = [1, -1] + [1] * (input.dim() - 2)
-        local = torch.tensor([input.numel() // input.shape[1]], dtype=input.dtype, device=input.device)
-        sums = dist_nn.all_reduce(torch.cat([input.sum(dims), local]))  # (C + 1,)
+        x = input.float()  # statistics and normalization in float32 whatever the input dtype
+        local = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
+        sums = dist_nn.all_reduce(torch.cat([x.sum(dims), local]))  # (C + 1,)
         count = sums[-1]
         mean = sums[:-1] / count  # (C,)
-        centered = input - mean.view(shape)
+        centered = x - mean.view(shape)
         var = dist_nn.all_reduce(centered.square().sum(dims)) / count  # (C,), biased
         out = centered * torch.rsqrt(var + self.eps).view(shape)
         if self.weight is not None:
@@ -69,7 +74,7 @@ class AllReduceBatchNorm(_BatchNorm):
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), factor)
                 self.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), factor)
-        return out
+        return out.to(input.dtype)
 
 
 def swap_batchnorm(module: nn.Module, old: type[nn.Module], new: Callable[..., _BatchNorm]) -> nn.Module:

@@ -258,6 +258,20 @@ def sync_batchnorm(inputs: dict, rank: int, world: int) -> dict:
 CASES["sync_batchnorm"] = sync_batchnorm
 
 
+def sync_batchnorm_bf16(inputs: dict, rank: int, world: int) -> dict:
+    """AllReduceBatchNorm (train mode, float32 weights) on this rank's bf16 rows, as under autocast."""
+    from ssl_toolkit.sync_batchnorm import AllReduceBatchNorm
+
+    n = inputs["x"].shape[0] // world
+    bn = AllReduceBatchNorm(3, momentum=0.3)
+    bn.load_state_dict(inputs["state"])
+    y = bn(inputs["x"][rank * n : (rank + 1) * n].to(torch.bfloat16))
+    return {"y": y.detach(), "running_mean": bn.running_mean, "running_var": bn.running_var}
+
+
+CASES["sync_batchnorm_bf16"] = sync_batchnorm_bf16
+
+
 def label_free_metrics(inputs: dict, rank: int, world: int) -> dict:
     """Every metric by its documented distributed route on this rank's rows (all-reduced statistics,
     or gathered inputs); each rank returns the global values."""

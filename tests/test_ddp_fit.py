@@ -116,6 +116,23 @@ def test_sync_batchnorm_two_processes_equal_batchnorm_on_global_batch(tmp_path: 
         torch.testing.assert_close(r["running_var"], bn.running_var, rtol=1e-5, atol=1e-6)
 
 
+def test_sync_batchnorm_bf16_input_two_processes_equal_float32_batchnorm(tmp_path: Path) -> None:
+    """bf16 rows (a convolution's output under bf16 autocast) through AllReduceBatchNorm in 2 x 6: a
+    bf16 output equal to float32 BatchNorm on the 12 rows (to bf16 rounding), float32 running stats
+    equal to it to float32 precision (the statistics are computed in float32, the count too)."""
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(12, 3, 4, 4, generator=g) * 2 + 1).to(torch.bfloat16).float()  # values bf16 can hold
+    bn = nn.BatchNorm2d(3, momentum=0.3)
+    ranks = run_two_ranks("sync_batchnorm_bf16", {"x": x, "state": bn.state_dict()}, tmp_path)
+    y = bn(x)
+    assert all(r["y"].dtype == torch.bfloat16 for r in ranks)
+    torch.testing.assert_close(torch.cat([r["y"] for r in ranks]).float(), y.detach(), rtol=1e-2, atol=1e-2)
+    for r in ranks:
+        assert r["running_mean"].dtype == r["running_var"].dtype == torch.float32
+        torch.testing.assert_close(r["running_mean"], bn.running_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["running_var"], bn.running_var, rtol=1e-5, atol=1e-6)
+
+
 def test_scale_only_batchnorm_two_processes_equal_one(tmp_path: Path) -> None:
     """The SimCLR projector's output BN (scale, no shift) under CPU SyncBN: 2 x 6 rows = 12 rows."""
     from ssl_toolkit.heads.mlp import ScaleBatchNorm1d

@@ -1,0 +1,66 @@
+"""tools/rehearse.py: shipped recipes run as shipped (own precision, strategy, SyncBN, callbacks).
+
+The fast subset of the table in BENCHMARKS.md: the ImageNet-100 SwAV multi-crop recipe (bf16-mixed,
+2 gloo processes started by Lightning, SyncBN, every evaluation callback, 2 x 224 + 6 x 96 px views)
+trains 2 steps, evaluates, saves and resumes. The whole table is ``python tools/rehearse.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TOOL = REPO / "tools" / "rehearse.py"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("rehearse", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# What a rehearsal may change: where it runs, the data it reads, how long it runs.
+ALLOWED = {
+    "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.max_epochs", "trainer.max_steps",
+    "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.check_val_every_n_epoch",
+    "trainer.val_check_interval", "logger.wandb", "logger.csv", "data.root", "data.num_workers", "data.batch_size",
+    "callbacks.checkpoint.every_n_epochs", "callbacks.rankme_checkpoint.every_n_epochs",
+    "callbacks.checkpoint.every_n_train_steps", "callbacks.rankme_checkpoint.every_n_train_steps",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(REPO.glob("recipes/*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_overrides_keep_precision_strategy_syncbn_and_callbacks(path: Path) -> None:
+    recipe = yaml.safe_load(path.read_text())
+    keys = [o.split("=", 1)[0] for o in _tool().overrides(recipe, Path("/data"), full=False)]
+    assert set(keys) <= ALLOWED, set(keys) - ALLOWED
+    assert "trainer.devices" not in keys and "trainer.precision" not in keys and "trainer.sync_batchnorm" not in keys
+    one_gpu = _tool().overrides(recipe, Path("/data"), full=True, accelerator="gpu", devices=1)
+    assert "trainer.accelerator=gpu" in one_gpu and "trainer.devices=1" in one_gpu
+    assert not any(o.startswith("data.batch_size") for o in one_gpu)  # --full: the recipe's batch
+
+
+@pytest.mark.slow
+def test_swav_multicrop_recipe_as_shipped_trains_evaluates_saves_resumes(tmp_path: Path) -> None:
+    recipe = REPO / "recipes" / "imagenet100" / "swav.yaml"
+    shipped = yaml.safe_load(recipe.read_text())["trainer"]
+    assert shipped["precision"] == "bf16-mixed" and shipped["devices"] == 2 and shipped["sync_batchnorm"]
+    res = subprocess.run(
+        [sys.executable, str(TOOL), str(recipe), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (row,) = [json.loads(line) for line in (tmp_path / "out" / "rehearsal.jsonl").read_text().splitlines()]
+    assert row["green"] and row["trained"] and row["evaluated"] and row["saved"] and row["resumed"], row
+    assert {"val/knn_top1", "val/linear_top1", "val/rankme"} <= set(row["metrics"]), row["metrics"]
+    assert "1 of 1 green" in res.stdout

@@ -21,10 +21,12 @@ TOOL = REPO / "tools" / "rehearse.py"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("rehearse", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """tools/rehearse.py as a module (registered first: its dataclass looks itself up)."""
+    if "rehearse" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("rehearse", TOOL)
+        sys.modules["rehearse"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["rehearse"])
+    return sys.modules["rehearse"]
 
 
 # What a rehearsal may change: where it runs, the data it reads, how long it runs.

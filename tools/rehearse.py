@@ -9,7 +9,8 @@ Each recipe runs through ``ssl-toolkit fit`` twice, in its own precision, strate
   as 2 gloo processes that Lightning starts itself, as on a 2-GPU machine);
 - the data: ``data.root`` points at a generated folder of ImageNet-like JPEGs (``train/<class>/``,
   ``val/<class>/``; made once under ``--data``) for recipes that read image folders, and
-  ``data.num_workers=1``; without ``--full`` also ``data.batch_size=4`` (per process);
+  ``data.num_workers=1``; without ``--full`` also ``data.batch_size=8`` (per process; a multiple of
+  ``data.classes_per_batch`` where the recipe sets one) and a 16-class folder;
 - the run length: 2 training batches per epoch (``trainer.limit_train_batches=2``), one epoch
   (``trainer.max_epochs=1``, ``max_steps=-1``), an evaluation at its end (``trainer.check_val_every_n_epoch=1``,
   ``trainer.limit_val_batches=2``: a few batches per evaluation loader) and the periodic checkpoints
@@ -47,7 +48,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SMALL_BATCH = 4
+SMALL_BATCH = 8  # per process; hard-negative losses need a global batch above their top-k
+SMALL_CLASSES = 16  # enough for a label-balanced sampler's classes per batch (Hydra: 16)
 # Runs the command given after it and prints its (and its children's) peak resident memory in KiB.
 _MEASURE = (
     "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
@@ -130,12 +132,19 @@ def overrides(
     if "num_workers" in data:
         out.append("data.num_workers=1")
     if not full:
-        out.append(f"data.batch_size={SMALL_BATCH}")
+        out.append(f"data.batch_size={small_batch(data)}")
     if devices is not None:
         out.append(f"trainer.devices={devices}")
         if devices == 1 and recipe.get("trainer", {}).get("strategy") == "ddp":
             out.append("trainer.strategy=auto")
     return out
+
+
+def small_batch(data: dict) -> int:
+    """The per-process batch of a small rehearsal: ``SMALL_BATCH``, or a multiple of the recipe's
+    ``data.classes_per_batch`` (a label-balanced batch must hold whole classes)."""
+    per = data.get("classes_per_batch")
+    return SMALL_BATCH if not per else per * max(1, SMALL_BATCH // per)
 
 
 def logged_metrics(run_dir: Path) -> dict[str, float]:
@@ -187,7 +196,7 @@ def rehearse(
     if devices is not None:
         trainer["devices"] = devices
     name = f"{path.parent.name}/{path.stem}"
-    batch = int(recipe["data"].get("batch_size", 0)) if full else SMALL_BATCH
+    batch = int(recipe["data"].get("batch_size", 0)) if full else small_batch(recipe["data"])
     size = int((recipe.get("augment") or {}).get("size", recipe["data"].get("image_size", 0)))
     row = Row(name, str(trainer.get("precision", "32-true")), int(trainer.get("devices", 1) or 1), batch, size)
     run_dir = out / "runs" / path.parent.name / path.stem
@@ -280,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data).expanduser() if args.data else out / "data"
     print(f"data: {data} (generating JPEGs if needed)", flush=True)
-    make_folder(data, 100 if args.full else 4, 6 if args.full else 8, 2)
+    make_folder(data, 100 if args.full else SMALL_CLASSES, 6, 2)
 
     def one(p: Path) -> Row:
         row = rehearse(p.resolve(), out.resolve(), data.resolve(), args.full, args.accelerator, args.devices)

@@ -51,6 +51,7 @@ class Backbone:
     Example:
         >>> from ssl_toolkit import Backbone, fit, load_backbone
         >>> backbone = load_backbone(fit("recipes/tiny/simclr.yaml").checkpoint)
+        evaluation 1 at step 2 (epoch 0): ... val/rankme ...
         >>> isinstance(backbone, Backbone), backbone.name, backbone.image_size, backbone.feature_dim
         (True, 'test_resnet', 32, 96)
         >>> images = torch.randint(0, 256, (4, 3, 48, 40), dtype=torch.uint8)  # any size: resized to 32 px
@@ -100,6 +101,7 @@ def load_backbone(checkpoint: str | Path, device: str | torch.device = "cpu") ->
     Example:
         >>> from ssl_toolkit import fit, load_backbone
         >>> run = fit("recipes/tiny/simclr.yaml")
+        evaluation 1 at step 2 (epoch 0): ... val/rankme ...
         >>> backbone = load_backbone(run.checkpoint)
         >>> backbone.name, backbone.feature_dim, backbone.model.training
         ('test_resnet', 96, False)
@@ -157,6 +159,7 @@ def load_run(
     Example:
         >>> from ssl_toolkit import fit, load_run
         >>> run = load_run(fit("recipes/tiny/simclr.yaml").checkpoint)
+        evaluation 1 at step 2 (epoch 0): ... val/rankme ...
         >>> type(run.module.head).__name__, run.datamodule, run.step
         ('SimCLRHead', None, 2)
         >>> run.module.embed(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape
@@ -209,9 +212,10 @@ def fit(recipe: str | Path, overrides: Sequence[str] = (), *, verbose: bool = Fa
 
     Example:
         >>> from ssl_toolkit import fit
-        >>> result = fit("recipes/tiny/simclr.yaml", ["seed=1", "head.loss.temperature=0.1"])
-        >>> result.run_dir, result.checkpoint.name, result.steps
-        (PosixPath('runs/tiny_simclr'), 'last.ckpt', 2)
+        >>> result = fit("recipes/tiny/simclr.yaml", ["out_dir=runs/t01", "head.loss.temperature=0.1"])
+        evaluation 1 at step 2 (epoch 0): ... val/rankme ...
+        >>> result.run_dir, result.checkpoint, result.steps
+        (PosixPath('runs/t01'), PosixPath('runs/t01/checkpoints/last.ckpt'), 2)
         >>> sorted(result.val_metrics)
         ['val/rankme', 'val/rankme_proj']
         >>> fit("recipes/tiny/simclr.yaml", ["head.loss.temprature=0.1"])

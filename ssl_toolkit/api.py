@@ -8,6 +8,7 @@ one-line message naming the file or key, as the command line prints it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ssl_toolkit.augment import AUGMENTS
 from ssl_toolkit.run.checkpoint import (
     LoadedCheckpoint,
     checkpoint_recipe,
@@ -85,6 +87,10 @@ def load_backbone(checkpoint: str | Path, device: str | torch.device = "cpu") ->
     model is rebuilt from the recipe stored in the checkpoint, ``pretrained=False`` (nothing is
     downloaded), and the ``backbone.*`` weights are loaded strictly: the same weights that
     ``ssl-toolkit export`` writes (a head's EMA teacher is not it; ``load_run`` gives the whole module).
+    The model's ``pretrained_cfg`` says how it was trained: input size, mean and std (timm's
+    defaults for the architecture would be wrong), so timm's
+    ``create_transform(**resolve_model_data_config(model))`` prepares PIL images as in training
+    (resize and center crop; ``preprocess``, for uint8 tensors, resizes without cropping).
 
     Args:
         checkpoint: a ``.ckpt`` file, wherever it lies now.
@@ -113,17 +119,32 @@ def load_backbone(checkpoint: str | Path, device: str | torch.device = "cpu") ->
     recipe = checkpoint_recipe(ckpt, checkpoint)
     model = rebuild_backbone(ckpt, recipe, checkpoint).to(device)
     augment = build_augment(recipe).to(device).eval()
+    size = int(backbone_kwargs(recipe)["input_sizes"]["augment.size"])
+    model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **training_data_config(recipe, size)}
     return Backbone(
         model=model,
         feature_dim=int(model.feature_dim),
         name=str(recipe["backbone"]["name"]),
-        image_size=int(backbone_kwargs(recipe)["input_sizes"]["augment.size"]),
+        image_size=size,
         preprocess=augment.eval_view,
         timm_kwargs=dict(model.timm_kwargs),
         small_image_stem=bool(recipe["backbone"].get("small_image_stem", False)),
         step=int(ckpt.get("global_step", -1)),
         recipe=recipe,
     )
+
+
+def training_data_config(recipe: dict[str, Any], size: int) -> dict[str, Any]:
+    """timm's data-config keys (``timm.data.resolve_model_data_config``) for the evaluation view of
+    ``recipe``: ``size`` px square, bilinear, no crop margin, the augmentation's mean and std."""
+    augment = recipe["augment"]
+    defaults = {k: p.default for k, p in inspect.signature(AUGMENTS[augment["name"]]).parameters.items()}
+    mean, std = augment.get("mean", defaults.get("mean")), augment.get("std", defaults.get("std"))
+    config: dict[str, Any] = {"input_size": (3, size, size), "interpolation": "bilinear", "crop_pct": 1.0,
+                              "crop_mode": "center"}  # fmt: skip
+    if mean is not None and std is not None:
+        config.update(mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
+    return config
 
 
 def load_run(

@@ -52,7 +52,7 @@ def recipe_file(path: Path, base: Path = TINY, **sections: dict) -> Path:
     return path
 
 
-def images_folder_run(tmp_path: Path, backbone: str = "test_resnet") -> Path:
+def images_folder_run(tmp_path: Path, backbone: str = "test_resnet", overrides: tuple[str, ...] = ()) -> Path:
     """Two SimCLR steps on a folder of JPEGs (``tmp_path/photos``) with ``backbone``; the checkpoint."""
     data = {
         "name": "image_folder",
@@ -62,7 +62,7 @@ def images_folder_run(tmp_path: Path, backbone: str = "test_resnet") -> Path:
         "num_workers": 0,
     }
     recipe = recipe_file(tmp_path / "photos.yaml", data=data)
-    result = fit(recipe, [f"backbone.name={backbone}", f"out_dir={tmp_path / 'run'}"])
+    result = fit(recipe, [f"backbone.name={backbone}", f"out_dir={tmp_path / 'run'}", *overrides])
     assert result.steps == 2 and result.checkpoint is not None
     return result.checkpoint
 
@@ -104,7 +104,7 @@ def test_backbone_loads_without_its_data_and_equals_the_export_in_timm(tmp_path:
 
 def test_a_moved_vit_checkpoint_loads_with_its_timm_kwargs(tmp_path: Path) -> None:
     # A fixed-size model (timm's test_vit is built for 160 px) trained at 32 px, its run folder moved.
-    ckpt = images_folder_run(tmp_path, backbone="test_vit")
+    ckpt = images_folder_run(tmp_path, "test_vit", ["augment.mean=[0.5,0.4,0.3]", "augment.std=[0.25,0.2,0.3]"])
     shutil.move(tmp_path / "run", tmp_path / "laptop")
     shutil.rmtree(tmp_path / "photos")
     moved = tmp_path / "laptop" / "checkpoints" / ckpt.name
@@ -117,6 +117,15 @@ def test_a_moved_vit_checkpoint_loads_with_its_timm_kwargs(tmp_path: Path) -> No
     with torch.no_grad():
         expected = timm_model(backbone.preprocess(images))
     assert torch.equal(backbone.embed(images), expected) and expected.shape == (2, backbone.feature_dim)
+    # timm's own preprocessing of PIL images follows the training's size, mean and std, not timm's
+    # defaults for test_vit (160 px, ImageNet statistics).
+    config = timm.data.resolve_model_data_config(backbone.model)
+    assert (
+        config["input_size"] == (3, 32, 32) and config["mean"] == (0.5, 0.4, 0.3) and config["std"] == (0.25, 0.2, 0.3)
+    )
+    transform = timm.data.create_transform(**config)
+    pil = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images]
+    torch.testing.assert_close(torch.stack([transform(p) for p in pil]), backbone.preprocess(images))
 
 
 def test_fit_from_python_is_the_run_the_cli_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,7 +61,7 @@ class Backbone:
         torch.Size([4, 96])
     """
 
-    model: nn.Module
+    model: nn.Module = field(repr=False)
     feature_dim: int
     name: str
     image_size: int

@@ -5,13 +5,16 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+from pathlib import Path
 
 import pytest
 import torch
 
 import ssl_toolkit
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(ssl_toolkit.__path__, "ssl_toolkit."))
+REPO = Path(__file__).resolve().parent.parent
+# The package itself (its docstring shows the registries) and every module in it.
+MODULES = ["ssl_toolkit", *sorted(m.name for m in pkgutil.walk_packages(ssl_toolkit.__path__, "ssl_toolkit."))]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -30,7 +33,11 @@ def test_the_package_has_examples() -> None:
 
 
 @pytest.mark.parametrize("name", WITH_EXAMPLES)
-def test_docstring_examples_run(name: str) -> None:
+def test_docstring_examples_run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a user at the repository root would run them (the Python API's examples train
+    # recipes/tiny/simclr.yaml), in a fresh folder: their runs/ go to tmp_path.
+    (tmp_path / "recipes").symlink_to(REPO / "recipes")
+    monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     for test in _examples(name):

@@ -66,6 +66,13 @@ class DCLWLoss(DCLLoss):
     Args:
         temperature: t > 0.
         sigma: kernel width > 0.
+
+    Shapes:
+        z_a, z_b: (N, D) projections of the two views. Returns a scalar.
+
+    Example:
+        >>> DCLWLoss(temperature=0.1, sigma=0.5)(torch.randn(8, 16), torch.randn(8, 16)).shape
+        torch.Size([])
     """
 
     def __init__(self, temperature: float = 0.1, sigma: float = 0.5) -> None:

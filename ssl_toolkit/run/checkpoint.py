@@ -14,11 +14,15 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch import nn
 
+from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.run.errors import CheckpointError, RecipeError
-from ssl_toolkit.run.recipe import build_parts, check_call, load_recipe
+from ssl_toolkit.run.recipe import backbone_kwargs, build_parts, check_call, load_recipe
+
+BACKBONE_PREFIX = "backbone."
 
 
 @dataclass
@@ -150,3 +154,45 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint: {path} does not match its recipe ({detail})") from None
     module.eval()
     return LoadedCheckpoint(module, datamodule, recipe, int(ckpt.get("epoch", -1)), int(ckpt.get("global_step", -1)))
+
+
+def backbone_weights(ckpt: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``backbone.*`` entries of a checkpoint's ``state_dict``, prefix removed (the trained
+    backbone; a head's EMA teacher is ``teacher.*`` and not included).
+
+    Raises:
+        CheckpointError: the checkpoint has no ``backbone.*`` weights.
+    """
+    n = len(BACKBONE_PREFIX)
+    weights = {k[n:]: v for k, v in ckpt["state_dict"].items() if k.startswith(BACKBONE_PREFIX)}
+    if not weights:
+        raise CheckpointError(f"checkpoint: {path} has no backbone.* weights")
+    return weights
+
+
+def rebuild_backbone(ckpt: dict[str, Any], recipe: dict[str, Any], path: str | Path) -> nn.Module:
+    """The recipe's backbone (``build_backbone`` with the recipe's keys and view sizes,
+    ``pretrained=False``: nothing is downloaded) with the checkpoint's ``backbone.*`` weights loaded
+    strictly, in eval mode. Needs neither the data nor the head.
+
+    Args:
+        ckpt: a checkpoint dict from ``read_checkpoint``.
+        recipe: its recipe (``checkpoint_recipe``).
+        path: the checkpoint file, named in errors.
+
+    Raises:
+        CheckpointError: no backbone weights, or weights that do not fit the recipe's backbone.
+        RecipeError: the recipe's backbone does not build (e.g. a model this timm does not have).
+    """
+    weights = backbone_weights(ckpt, path)
+    spec = backbone_kwargs(recipe, pretrained=False)
+    try:
+        model = build_backbone(**spec)
+    except ValueError as e:  # build_backbone's "<keyword>: ..." line, named as the recipe key
+        raise RecipeError(f"backbone.{str(e).splitlines()[0]}") from None
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"checkpoint: {path} backbone does not fit {spec['name']!r} ({detail})") from None
+    return model.eval()

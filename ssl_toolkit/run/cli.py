@@ -332,14 +332,10 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.run.signal_note import SignalNote  # standard library only: in place before torch loads
 
     with SignalNote() as note:  # a stop signal from here on is noted; fit acts on it (run/signals.py)
-        from ssl_toolkit.run.fit import fit
-        from ssl_toolkit.run.quiet import quiet
-        from ssl_toolkit.run.recipe import load_recipe
+        from ssl_toolkit.run.fit import fit_file
 
         command = ["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv
-        recipe = load_recipe(args.recipe, args.overrides)
-        with quiet(verbose=args.verbose):
-            result = fit(recipe, argv=command, note=note)
+        result = fit_file(args.recipe, args.overrides, argv=command, note=note, verbose=args.verbose)
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank != 0:  # a multi-process run: rank 0 prints the one summary

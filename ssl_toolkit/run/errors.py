@@ -9,7 +9,19 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """A problem the user can fix; the message is one line naming the key, argument or file."""
+    """A problem the user can fix; the message is one line naming the key, argument or file.
+
+    Exported as ``ssl_toolkit.UserError``: the one type to catch around the Python API
+    (``RecipeError``, ``CheckpointError``, ``ArgumentError`` and ``DataError`` are its kinds).
+
+    Example:
+        >>> from ssl_toolkit import UserError, load_backbone
+        >>> try:
+        ...     load_backbone("runs/nowhere/last.ckpt")
+        ... except UserError as e:
+        ...     print(e)
+        checkpoint: runs/nowhere/last.ckpt does not exist
+    """
 
 
 class RecipeError(UserError):

@@ -10,12 +10,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ssl_toolkit.backbone import build_backbone
-from ssl_toolkit.run.checkpoint import checkpoint_recipe, read_checkpoint
+from ssl_toolkit.run.checkpoint import backbone_weights, checkpoint_recipe, read_checkpoint, rebuild_backbone
 from ssl_toolkit.run.errors import CheckpointError
-from ssl_toolkit.run.recipe import backbone_kwargs
-
-PREFIX = "backbone."
 
 
 @dataclass
@@ -47,29 +43,22 @@ def export_backbone(checkpoint: str | Path, out: str | Path, force: bool = False
     Raises:
         CheckpointError: unreadable checkpoint, no backbone weights, weights that do not fit the
             recipe's backbone, or ``out`` exists and ``force`` is False (nothing is overwritten).
+        RecipeError: the recipe's backbone does not build here (e.g. a model this timm lacks).
     """
     checkpoint, out = Path(checkpoint), Path(out)
     if out.exists() and not force:
         raise CheckpointError(f"--out: {out} exists; choose another path or pass --force")
     ckpt = read_checkpoint(checkpoint)
     recipe = checkpoint_recipe(ckpt, checkpoint)
-    weights = {k[len(PREFIX) :]: v.contiguous() for k, v in ckpt["state_dict"].items() if k.startswith(PREFIX)}
-    if not weights:
-        raise CheckpointError(f"checkpoint: {checkpoint} has no backbone.* weights")
-    spec = backbone_kwargs(recipe, pretrained=False)
-    model = build_backbone(**spec)
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:300]
-        raise CheckpointError(f"checkpoint: {checkpoint} backbone does not fit {spec['name']!r} ({detail})") from None
-    small = bool(spec.get("small_image_stem", False))
-    metadata = {"model_name": spec["name"], "small_image_stem": str(small), "source": str(checkpoint.resolve()),
+    model = rebuild_backbone(ckpt, recipe, checkpoint)  # refuses weights that would not load
+    weights = {k: v.contiguous() for k, v in backbone_weights(ckpt, checkpoint).items()}
+    name, small = recipe["backbone"]["name"], bool(recipe["backbone"].get("small_image_stem", False))
+    metadata = {"model_name": name, "small_image_stem": str(small), "source": str(checkpoint.resolve()),
                 "format": "pt", "step": str(int(ckpt.get("global_step", -1))),
                 "timm_kwargs": json.dumps(model.timm_kwargs), "feature_dim": str(model.feature_dim)}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in weights.items()}, tmp, metadata)
     tmp.replace(out)
-    return ExportResult(path=out, model_name=spec["name"], num_tensors=len(weights), small_image_stem=small,
+    return ExportResult(path=out, model_name=name, num_tensors=len(weights), small_image_stem=small,
                         timm_kwargs=dict(model.timm_kwargs), feature_dim=int(model.feature_dim))  # fmt: skip

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
 from ssl_toolkit.run.errors import CheckpointError, RecipeError, TrainingStopped
 from ssl_toolkit.run.last_checkpoint import LastCheckpoint
 from ssl_toolkit.run.lock import RunLock
-from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer
+from ssl_toolkit.run.quiet import quiet
+from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer, load_recipe
 from ssl_toolkit.run.resume import ResumePoint, check_trains_more, find_resume, newest_checkpoint
 from ssl_toolkit.run.run_folder import agreed_run_dir, check_out_dir, resume_name, write_run_files
 from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
@@ -96,6 +97,33 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None, note: SignalNote 
         return _fit(recipe, argv, note)
     finally:
         note.restore()
+
+
+def fit_file(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    argv: list[str] | None = None,
+    note: SignalNote | None = None,
+    verbose: bool = False,
+) -> FitResult:
+    """What ``ssl-toolkit fit PATH [key=value ...] [--verbose]`` runs (the CLI calls this, and so
+    does ``ssl_toolkit.fit``): ``load_recipe(path, overrides)``, then ``fit`` with the third-party
+    messages of ``run/quiet.py`` held back unless ``verbose``.
+
+    Args:
+        path: the recipe YAML.
+        overrides: dot-list ``key=value`` strings, as on the command line.
+        argv: the command recorded in ``run.json`` and used in the resume hint (default ``sys.argv``).
+        note: see ``fit``.
+        verbose: show every third-party message.
+
+    Raises:
+        RecipeError: the recipe, an override or the data is wrong (nothing written); and what
+            ``fit`` raises.
+    """
+    recipe = load_recipe(path, overrides)
+    with quiet(verbose=verbose):
+        return fit(recipe, argv=argv, note=note)
 
 
 def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> FitResult:

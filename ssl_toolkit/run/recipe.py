@@ -176,25 +176,56 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
         raise RecipeError(
             f"data.classes_per_batch: {per_batch} classes per batch, but the data has {datamodule.num_classes} classes"
         )
+    return Parts(module=build_module(recipe, datamodule), datamodule=datamodule)
+
+
+def build_module(recipe: dict[str, Any], datamodule: pl.LightningDataModule | None = None) -> SSLModule:
+    """The recipe's ``SSLModule`` (augmentation, backbone, head, optimizer and schedule factories).
+
+    Args:
+        recipe: a validated recipe.
+        datamodule: the recipe's DataModule, set up; a head that needs labels is checked against
+            it, and a head with a ``num_classes`` keyword gets its number of classes. None: the
+            module alone (a checkpoint's module rebuilt without its data).
+
+    Raises:
+        RecipeError: a part that does not build, a labels-needing head on unlabelled data, or a
+            ``num_classes`` head without ``datamodule``.
+    """
     # The augmentation first: its own checks name augment.* keys before the backbone uses its sizes.
-    augment = _construct("augment", AUGMENTS, recipe["augment"])
+    augment = build_augment(recipe)
     backbone = _guard("backbone", lambda: build_backbone(**backbone_kwargs(recipe)))
     head_cfg = _kwargs(recipe["head"])
     if isinstance(head_cfg.get("loss"), dict):
         head_cfg["loss"] = _construct("head.loss", LOSSES, head_cfg["loss"])
     head_cls = _pick("head", HEADS, recipe["head"])
-    if getattr(head_cls, "uses_labels", False) and not _guard("data", lambda: datamodule.has_labels):
-        raise RecipeError(
-            f"head.name: {recipe['head']['name']!r} needs class labels, but data {recipe['data']['name']!r} has none"
-        )
+    num_classes = None
+    if datamodule is not None:
+        if getattr(head_cls, "uses_labels", False) and not _guard("data", lambda: datamodule.has_labels):
+            name, data = recipe["head"]["name"], recipe["data"]["name"]
+            raise RecipeError(f"head.name: {name!r} needs class labels, but data {data!r} has none")
+        num_classes = datamodule.num_classes
     if "num_classes" in inspect.signature(head_cls).parameters:
-        head_cfg["num_classes"] = datamodule.num_classes
+        if num_classes is None:
+            raise RecipeError(
+                f"head.name: {recipe['head']['name']!r} needs the data's number of classes (load the data)"
+            )
+        head_cfg["num_classes"] = num_classes
     head = _guard("head", lambda: head_cls(in_dim=backbone.feature_dim, **head_cfg))
     optimizer = _construct("optimizer", OPTIMIZERS, recipe["optimizer"])
     sched = recipe.get("scheduler")
     scheduler = _construct("scheduler", SCHEDULERS, sched) if sched is not None else None
-    module = SSLModule(backbone, head, augment, optimizer, scheduler, **_section(recipe, "module", required=False))
-    return Parts(module=module, datamodule=datamodule)
+    return SSLModule(backbone, head, augment, optimizer, scheduler, **_section(recipe, "module", required=False))
+
+
+def build_augment(recipe: dict[str, Any]) -> Any:
+    """The recipe's augmentation module (``augment`` section); its ``eval_view`` is the evaluation
+    preprocessing (resize to ``augment.size`` + normalize).
+
+    Raises:
+        RecipeError: the section does not build (named ``augment.<key>``).
+    """
+    return _construct("augment", AUGMENTS, recipe["augment"])
 
 
 def backbone_kwargs(recipe: Mapping[str, Any], pretrained: bool | None = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from torch import nn
 
@@ -78,12 +79,24 @@ def gather_per_process_state(model: nn.Module) -> dict[str, list[Any]]:
     modules = per_process_modules(model)
     if not modules:
         return {}
-    mine = {key: module.get_extra_state() for key, module in modules.items()}
+    # On the CPU: a pickled CUDA tensor would be unpickled onto the sender's device index.
+    mine = {key: _to_cpu(module.get_extra_state()) for key, module in modules.items()}
     if not is_distributed():
         return {key: [state] for key, state in mine.items()}
     everyone: list[Any] = [None] * world_size()
     dist.all_gather_object(everyone, mine)
     return {key: [states[key] for states in everyone] for key in mine}
+
+
+def _to_cpu(state: Any) -> Any:
+    """``state`` with every tensor (also inside dicts, lists and tuples) copied to the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_cpu(v) for v in state)
+    return state
 
 
 def select_own_state(model: nn.Module, state_dict: dict[str, Any], saved: dict[str, list[Any]]) -> None:

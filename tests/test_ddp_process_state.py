@@ -6,6 +6,7 @@ forward, BatchNorm statistics still are, and the queues stay equal across proces
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -106,9 +107,31 @@ def test_declared_names_are_qualified_and_checked() -> None:
 def test_one_process_saves_one_state_and_loads_it() -> None:
     queue = ProcessLocalQueue(1, 2, 3)
     model = torch.nn.ModuleDict({"q": queue})
+    queue.push(torch.ones(1, 2, 3, dtype=torch.float64))
     saved = gather_per_process_state(model)
     assert list(saved) == ["q._extra_state"] and len(saved["q._extra_state"]) == 1
+    assert saved["q._extra_state"][0]["filled"] == 2 and saved["q._extra_state"][0]["rows"].device.type == "cpu"
     other = {"rows": torch.ones(1, 2, 3), "filled": 2}
     state = {"q._extra_state": other}
     select_own_state(model, state, {"q._extra_state": [other]})  # one saved, one running: its own
     assert state["q._extra_state"] is other
+
+
+@pytest.mark.parametrize(("me", "world", "saved"), [(1, 2, 1), (0, 1, 2)])
+def test_another_process_count_never_hands_a_process_someone_elses_rows(
+    me: int, world: int, saved: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl_toolkit.process_state as ps
+
+    monkeypatch.setattr(ps, "rank", lambda: me)
+    monkeypatch.setattr(ps, "world_size", lambda: world)
+    model = torch.nn.ModuleDict({"q": ProcessLocalQueue(1, 2, 3)})
+    fresh = model["q"].get_extra_state()
+    states = [{"rows": torch.full((1, 2, 3), float(r)), "filled": 2} for r in range(saved)]
+    state: dict = {"q._extra_state": states[0]}
+    said = rf"holds q._extra_state of {saved} processes, this run has {world}"
+    with pytest.warns(UserWarning, match=said) if me == 0 else contextlib.nullcontext():  # rank 0 says it
+        select_own_state(model, state, {"q._extra_state": states})
+    expected = states[me] if me < saved else fresh
+    got = state["q._extra_state"]
+    assert got["filled"] == expected["filled"] and torch.equal(got["rows"], expected["rows"])

@@ -15,6 +15,12 @@ from ssl_toolkit.data.chunks import Chunk
 from ssl_toolkit.ema import ema_update
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
 from ssl_toolkit.optim import OptimizerFactory, WarmupCosine, param_groups
+from ssl_toolkit.process_state import (
+    PER_PROCESS_KEY,
+    exclude_identical_buffers_from_ddp,
+    gather_per_process_state,
+    select_own_state,
+)
 
 Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,), indices (B,)
 
@@ -91,6 +97,9 @@ class SSLModule(pl.LightningModule):
         # Gradient checkpointing runs BatchNorm layers again in the backward pass: their running
         # statistics are put back to their value after the forward pass (one update per step).
         self._bn_stats = BatchNormStats() if getattr(backbone, "recomputes_forward", False) else None
+        # Buffers the head declares identical on every process (MoCo's queue) are not broadcast by
+        # DDP before every forward (ssl_toolkit.process_state); BatchNorm statistics still are.
+        exclude_identical_buffers_from_ddp(self)
 
     @property
     def feature_dim(self) -> int:
@@ -257,6 +266,21 @@ class SSLModule(pl.LightningModule):
         if isinstance(batch, Chunk):
             return {"labels": labels.long(), "index": index.long()}
         return {"feats": self.embed(images), "labels": labels.long(), "index": index.long()}
+
+    def setup(self, stage: str) -> None:
+        exclude_identical_buffers_from_ddp(self)  # again: submodules may have been replaced since __init__
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Every process's copy of per-process state (SwAV's queue) goes into the checkpoint
+        (``checkpoint["per_process_state"]``; ``state_dict`` holds rank 0's). Runs on every process."""
+        per_process = gather_per_process_state(self)
+        if per_process:
+            checkpoint[PER_PROCESS_KEY] = per_process
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Before the state dict is loaded: each process takes its own per-process state."""
+        if PER_PROCESS_KEY in checkpoint and "state_dict" in checkpoint:
+            select_own_state(self, checkpoint["state_dict"], checkpoint[PER_PROCESS_KEY])
 
     def on_train_start(self) -> None:
         total = self.trainer.estimated_stepping_batches

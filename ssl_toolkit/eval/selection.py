@@ -198,12 +198,15 @@ def rank_checkpoints(
             subset, total = fixed_subset(len(dm.train_set), num_samples, seed), len(dm.train_set)
         elif len(dm.train_set) != total:  # same data spec, yet other files on disk: not comparable
             raise DataError(f"select: {path} sees {len(dm.train_set)} train images, the first checkpoint {total}")
-        loader = DataLoader(ImagesOnly(dm.train_set, subset), batch_size=dm.batch_size, num_workers=dm.num_workers)
+        # Own generators: iterating a loader draws its worker seed, never from the global generator.
+        loader = DataLoader(ImagesOnly(dm.train_set, subset), batch_size=dm.batch_size, num_workers=dm.num_workers,
+                            generator=torch.Generator().manual_seed(seed))  # fmt: skip
         split = embed_split(module, loader, with_proj=True)
         views = None
         if any(METRICS[m].needs_views for m in metrics):
             few = ImagesOnly(dm.train_set, subset[:num_view_images])
-            views = embed_views(module, DataLoader(few, batch_size=dm.batch_size), num_views, seed)
+            few_loader = DataLoader(few, batch_size=dm.batch_size, generator=torch.Generator().manual_seed(seed))
+            views = embed_views(module, few_loader, num_views, seed)
         ranks = {"rankme": rankme(split.feats), "rankme_proj": rankme(split.proj)}
         scores = {m: ranks[m] if m in ranks else compute(m, split.feats, split.proj, views) for m in metrics}
         knn = linear = None

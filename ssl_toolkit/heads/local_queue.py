@@ -11,10 +11,11 @@ class ProcessLocalQueue(nn.Module):
 
     SwAV keeps one such queue per process and per code crop (``main_swav.py``: ``queue_length /
     world_size`` rows each). The rows are held in the module's extra state
-    (``state_dict()["<prefix>_extra_state"]``), so they are saved in checkpoints and restored on
-    resume, but they are not a registered buffer: DDP broadcasts every buffer from rank 0 before
-    each forward (``broadcast_buffers=True``, Lightning's default), which would replace every
-    process's queue with rank 0's. The fill count is a host int, so deciding "full" needs no
+    (``state_dict()["<prefix>_extra_state"]``), not in a registered buffer: DDP broadcasts every
+    buffer from rank 0 before each forward (``broadcast_buffers=True``, Lightning's default), which
+    would replace every process's queue with rank 0's. ``per_process_state`` makes ``SSLModule``
+    save every process's queue in checkpoints and give each process its own back on resume
+    (``ssl_toolkit.process_state``). The fill count is a host int, so deciding "full" needs no
     device sync. ``module.to(device)`` does not move the rows; ``push``/``rows`` follow their
     input's device.
 
@@ -31,6 +32,8 @@ class ProcessLocalQueue(nn.Module):
         >>> queue.full, queue.rows(torch.device("cpu"))[0].shape  # (L, D) of crop 0
         (True, torch.Size([64, 128]))
     """
+
+    per_process_state = True  # the extra state is this process's own (ssl_toolkit.process_state)
 
     def __init__(self, num_queues: int, length: int, dim: int) -> None:
         super().__init__()

@@ -32,7 +32,9 @@ class MoCoV2Head(SSLHead):
     averaged, both keys enqueued), momentum 0.99 -> 1.0 on BYOL's cosine schedule, t = 0.2,
     queue 65536. The queue (K, D) is a persistent buffer of unit rows; keys are gathered from every
     process before the enqueue, so all processes hold the queue of a 1-process run on the global
-    batch; the write pointer wraps, so K need not divide the global batch. No shuffle-BN (set
+    batch (declared in ``identical_buffers``, so DDP does not broadcast the queue before every
+    forward: ``ssl_toolkit.process_state``); the write pointer wraps, so K need not divide the global
+    batch. No shuffle-BN (set
     ``trainer.sync_batchnorm`` under DDP). Departures and reference numbers: ``docs/methods/mocov2.md``.
 
     Args:
@@ -54,6 +56,8 @@ class MoCoV2Head(SSLHead):
     """
 
     uses_teacher = True
+    # The same on every process by construction (gathered keys): DDP does not broadcast them.
+    identical_buffers = ("queue", "queue_index", "queue_ptr")
 
     def __init__(
         self,

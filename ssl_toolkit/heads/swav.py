@@ -30,8 +30,9 @@ class SwAVHead(SSLHead):
     * Queue (``queue_length`` > 0): per process and per code crop, the last ``queue_length``
       normalized embeddings. Filled from epoch ``queue_start_epoch``, used only once full: its
       rows are scored with the *current* prototypes and prepended to the batch for Sinkhorn; the
-      batch rows' codes are kept. A ``ProcessLocalQueue``: in checkpoints and restored on resume,
-      but not a registered buffer, which DDP would overwrite with rank 0's before every forward.
+      batch rows' codes are kept. A ``ProcessLocalQueue``: every process's queue is in checkpoints
+      and each process gets its own back on resume; not a registered buffer, which DDP would
+      overwrite with rank 0's before every forward.
 
     Logs (per process, no host sync): ``loss_over_lnK`` (1 at collapse, SwAV README),
     ``code_max`` (mean over samples of the largest code entry: 1/K for uniform codes, 1 for hard

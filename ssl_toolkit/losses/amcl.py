@@ -105,7 +105,8 @@ class AMCLLoss(nn.Module):
                 f"z_a, z_b, temperatures: need C >= 1 each, got {len(z_a)}, {len(z_b)}, {len(temperatures)}"
             )
         logs: dict[str, Tensor] = {}
-        losses, regs, taus = [], [], []
+        losses, regs = [], []
+        tau_sum, tau_min, tau_max, tau_count = [], [], [], 0  # over pairs without self, no host sync
         with torch.autocast(device_type=z_a[0].device.type, enabled=False):
             for c, (za, zb, temperature) in enumerate(zip(z_a, z_b, temperatures)):
                 pairs = two_view_logits(za, zb, temperature=1.0)  # raw similarities, gathered keys
@@ -117,8 +118,12 @@ class AMCLLoss(nn.Module):
                 loss = F.cross_entropy(logits, pairs.pos_cols) + self.reg_weight * reg
                 losses.append(loss)
                 regs.append(reg.detach())
-                taus.append(tau.detach()[~is_self])
+                t = tau.detach()
+                tau_sum.append(t.masked_fill(is_self, 0).sum())
+                tau_min.append(t.masked_fill(is_self, float("inf")).min())
+                tau_max.append(t.masked_fill(is_self, float("-inf")).max())
+                tau_count += t.numel() - t.shape[0]  # one self pair per anchor row
                 logs[f"loss_head{c}"] = loss.detach()
-        all_tau = torch.cat(taus)
-        logs.update(reg=torch.stack(regs).mean(), tau_mean=all_tau.mean(), tau_min=all_tau.min(), tau_max=all_tau.max())
+        logs.update(reg=torch.stack(regs).mean(), tau_mean=torch.stack(tau_sum).sum() / tau_count,
+                    tau_min=torch.stack(tau_min).min(), tau_max=torch.stack(tau_max).max())  # fmt: skip
         return torch.stack(losses).mean(), logs

@@ -51,9 +51,9 @@ class MVDHELLoss(MultiViewLoss):
             mv = multi_view_batch(views)
             u, keys = mv.anchors, mv.keys  # (V, M, D), (V, W*M, D)
             v = u.shape[0]
-            upper = torch.ones(v, v, dtype=torch.bool, device=u.device).triu(diagonal=1)
+            upper = torch.triu_indices(v, v, offset=1, device=u.device)  # (2, V(V-1)/2): l < l', no host sync
             pos = torch.einsum("lid,mid->ilm", u, u) / self.temperature  # (M, V, V)
-            pos = pos[:, upper].logsumexp(dim=1)  # (M,) over l < l'
+            pos = pos[:, upper[0], upper[1]].logsumexp(dim=1)  # (M,) over l < l'
             logits = torch.einsum("lid,ljd->lij", u, keys) / self.temperature  # (V, M, W*M), same view
             neg = logits.masked_fill(mv.is_self()[None], float("-inf")).logsumexp(dim=2).sum(dim=0)  # (M,)
             return (neg - pos).mean()

@@ -11,6 +11,14 @@ from torch import Tensor, nn
 from ssl_toolkit.distributed import gather_with_grad
 
 
+def _off_diagonal(n: int, device: torch.device) -> Tensor:
+    """Flat positions (n (n - 1),) of the off-diagonal entries of an (n, n) matrix, row-major (the
+    order of ``m[~eye]``), by index arithmetic: a boolean mask would read its count back to the host."""
+    k = torch.arange(n * (n - 1), device=device)
+    row, col = k // (n - 1), k % (n - 1)
+    return row * n + col + (col >= row).long()  # skip the diagonal entry of each row
+
+
 class MWLoss(nn.Module):
     """MW loss (Sheikholeslami, Hosseini, Bechard, Daruru, Rajeswar, "Optimizing What Matters:
     AUC-Driven Learning for Robust Neural Retrieval", arXiv 2510.00137, Eq. 3 with the temperature
@@ -67,8 +75,7 @@ class MWLoss(nn.Module):
             if keys_a.shape[0] < 2:
                 raise ValueError("MWLoss needs a (global) batch of at least 2 images")
             scores = keys_a @ keys_b.T / self.temperature  # (W*N, W*N): query j, passage k
-            off_diag = ~torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
-            pooled = scores[off_diag]  # (W*N * (W*N - 1),)
+            pooled = scores.flatten()[_off_diagonal(scores.shape[0], scores.device)]  # (W*N * (W*N - 1),)
             positives = (a * b).sum(dim=1) / self.temperature  # (N,) this process's images
             diffs = F.softplus(pooled[None, :] - positives[:, None])  # (N, |S-|)
             per_positive = diffs.mean(dim=1) if self.reduction == "mean" else diffs.sum(dim=1)

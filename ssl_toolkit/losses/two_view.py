@@ -33,15 +33,19 @@ class TwoViewLogits:
         """(2N,) s_{i,p(i)} / temperature."""
         return self.logits.gather(1, self.pos_cols[:, None]).squeeze(1)
 
+    def _at(self, cols: Tensor) -> Tensor:
+        # A comparison, not F.one_hot: one_hot reads the indices' range back to the host on the CPU.
+        return cols[:, None] == torch.arange(self.logits.shape[1], device=cols.device)
+
     def is_self(self) -> Tensor:
         """(2N, 2WN) bool, True at each anchor's own column."""
-        return F.one_hot(self.self_cols, self.logits.shape[1]).bool()
+        return self._at(self.self_cols)
 
     def masked(self, drop_positive: bool) -> Tensor:
         """Logits with the self column (and the positive, if asked) set to -inf, i.e. left out."""
         drop = self.is_self()
         if drop_positive:
-            drop |= F.one_hot(self.pos_cols, self.logits.shape[1]).bool()
+            drop |= self._at(self.pos_cols)
         return self.logits.masked_fill(drop, float("-inf"))
 
 

@@ -52,6 +52,21 @@ def gather_with_grad(x: Tensor) -> Tensor:
     return torch.cat([_ContiguousGrad.apply(t) for t in dist_nn.all_gather(x)], dim=0)
 
 
+def all_reduce_with_grad(x: Tensor) -> Tensor:
+    """Sum ``x`` over processes with autograd (identity on one process).
+
+    The backward pass sums the incoming gradients over processes too (``torch.distributed.nn``),
+    so a statistic built from every process's rows (Barlow Twins' cross-correlation, its batch
+    mean and variance) sends each process the gradient of every process's loss through its own
+    rows. A plain ``dist.all_reduce`` keeps only this process's share of the gradient, off by the
+    number of processes (the Barlow Twins defect of lightly issue #1977). Every rank must pass the
+    same shape.
+    """
+    if not is_distributed():
+        return x
+    return dist_nn.all_reduce(x)
+
+
 @torch.no_grad()
 def gather_no_grad(x: Tensor) -> Tensor:
     """All-gather ``x`` (B, ...) into (W*B, ...), rank-ordered, outside autograd (for statistics)."""

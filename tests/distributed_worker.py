@@ -402,6 +402,36 @@ def diagnostics(inputs: dict, rank: int, world: int) -> dict:
 CASES["diagnostics"] = diagnostics
 
 
+def baseline_losses(inputs: dict, rank: int, world: int) -> dict:
+    """For each ``key: (class name, kwargs, args)`` of ``inputs["cases"]``: the loss class of
+    ``ssl_toolkit.losses`` on this rank's rows of every (B, D) tensor of ``args`` (lists of views
+    are sliced view by view; other values passed as they are); the loss, the gradients of the local
+    tensors, and the loss's buffers after the call (DINO's centre)."""
+    import ssl_toolkit.losses as losses
+
+    def local(x: object) -> object:
+        if isinstance(x, torch.Tensor):
+            n = x.shape[0] // world
+            return x[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        return [local(v) for v in x] if isinstance(x, list) else x
+
+    def leaves(x: object) -> list[torch.Tensor]:
+        return [x] if isinstance(x, torch.Tensor) else [t for v in x for t in leaves(v)] if isinstance(x, list) else []
+
+    out = {}
+    for key, (name, kwargs, args) in inputs["cases"].items():
+        loss_fn = getattr(losses, name)(**kwargs)
+        args = [local(a) for a in args]
+        loss = loss_fn(*args)
+        loss.backward()
+        grads = [t.grad for a in args for t in leaves(a)]
+        out[key] = {"loss": loss.detach(), "grads": grads, "buffers": dict(loss_fn.named_buffers())}
+    return out
+
+
+CASES["baseline_losses"] = baseline_losses
+
+
 def main() -> None:
     case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

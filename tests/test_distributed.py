@@ -159,3 +159,54 @@ def test_feature_transformation_head_two_processes_equal_one(tmp_path: Path) -> 
         torch.testing.assert_close(torch.cat([r["grads"][v] for r in ranks]) / 2, local[v].grad)
     for r in ranks:
         torch.testing.assert_close(r["queue"], head.queue, rtol=0, atol=0)
+
+
+def baseline_loss_cases() -> dict[str, tuple[str, dict, list]]:
+    """Losses built by their heads (not in LOSSES): ``key: (class name, kwargs, args)``, global batch 12."""
+    g = torch.Generator().manual_seed(7)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+
+    return {
+        "barlow_twins": ("BarlowTwinsLoss", {"lambd": 0.1}, [rand(12, 6) * 2 + 1, rand(12, 6)]),
+        "vicreg": ("VICRegLoss", {}, [rand(12, 6) * 0.5, rand(12, 6) * 2]),
+        "dino": ("DINOLoss", {"out_dim": 10, "teacher_temp": 0.07},
+                 [[rand(12, 10) for _ in range(4)], [rand(12, 10) for _ in range(2)], 0]),
+        "nnclr": ("NNCLRLoss", {"temperature": 0.2}, [rand(12, 6), rand(12, 6)]),
+        "nnclr_same_view": ("NNCLRLoss", {"temperature": 0.2, "same_view_negatives": True}, [rand(12, 6), rand(12, 6)]),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def baseline_loss_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """Every case of baseline_loss_cases on 2 gloo ranks, in one launch."""
+    return run_two_ranks("baseline_losses", {"cases": baseline_loss_cases()}, tmp_path_factory.mktemp("baselines"))
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("key", sorted(baseline_loss_cases()))
+def test_baseline_losses_two_processes_equal_one(key: str, baseline_loss_ranks: list[dict]) -> None:
+    """Loss, input gradients and buffers (DINO's centre, all-reduced) of 2 processes equal 1."""
+    import ssl_toolkit.losses as losses
+
+    name, kwargs, args = baseline_loss_cases()[key]
+    args = [[v.requires_grad_(True) for v in a] if isinstance(a, list) else a for a in args]
+    args = [a.requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args]
+    loss_fn = getattr(losses, name)(**kwargs)
+    loss = loss_fn(*args)
+    loss.backward()
+    inputs = [t for a in args for t in (a if isinstance(a, list) else [a] if isinstance(a, torch.Tensor) else [])]
+    ranks = [r[key] for r in baseline_loss_ranks]
+    torch.testing.assert_close(torch.stack([r["loss"] for r in ranks]).mean(), loss.detach())
+    for i, x in enumerate(inputs):  # DDP averages gradients: each rank's local gradient is 2 x dL/dx of its rows
+        rank_grads = [r["grads"][i] for r in ranks]
+        if x.grad is None:  # the teacher's outputs and NNCLR's neighbours carry no gradient
+            assert all(g is None for g in rank_grads), i
+            continue
+        torch.testing.assert_close(torch.cat(rank_grads) / 2, x.grad, rtol=1e-5, atol=1e-7)
+    for buffer, value in loss_fn.named_buffers():
+        for r in ranks:
+            torch.testing.assert_close(r["buffers"][buffer], value, rtol=1e-6, atol=1e-7)
+    if name == "DINOLoss":
+        assert loss_fn.center.abs().sum() > 0  # the centre moved, on every rank alike

@@ -1,12 +1,16 @@
 """SSL heads: one file per method; ``HEADS`` is the one name -> class table."""
 
 from ssl_toolkit.heads.amcl import AMCLHead
+from ssl_toolkit.heads.barlow_twins import BarlowTwinsHead
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
+from ssl_toolkit.heads.dino import DINOHead
 from ssl_toolkit.heads.ft import MoCoV2FTHead
 from ssl_toolkit.heads.hydra import HydraHead
 from ssl_toolkit.heads.moco import MoCHiHead, MoCoV2Head
+from ssl_toolkit.heads.nnclr import NNCLRHead
 from ssl_toolkit.heads.simclr import SimCLRHead
 from ssl_toolkit.heads.swav import SwAVHead
+from ssl_toolkit.heads.vicreg import VICRegHead
 
 HEADS = {
     "simclr": SimCLRHead,
@@ -16,19 +20,27 @@ HEADS = {
     "mochi": MoCHiHead,
     "mocov2_ft": MoCoV2FTHead,
     "swav": SwAVHead,
+    "barlow_twins": BarlowTwinsHead,
+    "vicreg": VICRegHead,
+    "dino": DINOHead,
+    "nnclr": NNCLRHead,
 }
 
 __all__ = [
     "HEADS",
     "AMCLHead",
+    "BarlowTwinsHead",
+    "DINOHead",
     "HydraHead",
     "MoCHiHead",
     "MoCoV2FTHead",
     "MoCoV2Head",
+    "NNCLRHead",
     "BatchInfo",
     "HeadOutput",
     "SSLHead",
     "SimCLRHead",
     "SwAVHead",
+    "VICRegHead",
     "Views",
 ]

@@ -1,7 +1,9 @@
 """Losses on embeddings: pure torch, no Lightning or omegaconf."""
 
 from ssl_toolkit.losses.amcl import AMCLLoss, PairTemperature
+from ssl_toolkit.losses.barlow_twins import BarlowTwinsLoss
 from ssl_toolkit.losses.dcl import DCLLoss, DCLWLoss
+from ssl_toolkit.losses.dino import DINOLoss
 from ssl_toolkit.losses.groco import GroCoLoss
 from ssl_toolkit.losses.hard_contrastive import HardContrastiveLoss
 from ssl_toolkit.losses.mochi import MoCHiLoss
@@ -9,14 +11,18 @@ from ssl_toolkit.losses.multi_view import MultiViewLoss
 from ssl_toolkit.losses.mv_dhel import MVDHELLoss
 from ssl_toolkit.losses.mv_infonce import MVInfoNCELoss
 from ssl_toolkit.losses.mw import MWLoss
+from ssl_toolkit.losses.nnclr import NNCLRLoss
 from ssl_toolkit.losses.ntxent import NTXentLoss
 from ssl_toolkit.losses.sinkhorn import sinkhorn
 from ssl_toolkit.losses.swav import SwAVLoss
+from ssl_toolkit.losses.vicreg import VICRegLoss
 
 # Losses selectable as head.loss in recipes: two-view losses called as loss(z_a, z_b) (averaged over
 # view pairs by the head), and MultiViewLoss subclasses called once as loss([z_1, ..., z_V]).
 # AMCLLoss has its own signature (per-head projections and temperature networks) and is built by
 # AMCLHead; MoCHiLoss (query, key, queue) is for a MoCo head that owns the queue.
+# BarlowTwinsLoss and VICRegLoss (the same value on every process), DINOLoss (student and teacher
+# views, a centre) and NNCLRLoss (neighbours, predictions) are built by their heads.
 LOSSES = {
     "ntxent": NTXentLoss,
     "dcl": DCLLoss,
@@ -31,9 +37,11 @@ LOSSES = {
 __all__ = [
     "LOSSES",
     "AMCLLoss",
+    "BarlowTwinsLoss",
     "PairTemperature",
     "DCLLoss",
     "DCLWLoss",
+    "DINOLoss",
     "GroCoLoss",
     "HardContrastiveLoss",
     "MoCHiLoss",
@@ -41,7 +49,9 @@ __all__ = [
     "MVDHELLoss",
     "MVInfoNCELoss",
     "MWLoss",
+    "NNCLRLoss",
     "NTXentLoss",
     "SwAVLoss",
+    "VICRegLoss",
     "sinkhorn",
 ]

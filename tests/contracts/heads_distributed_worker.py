@@ -4,7 +4,8 @@
 
 Builds each head from its table row with the same seed as the 1-process test, runs it on this rank's
 rows of the same global batch, and writes ``OUT_DIR/rank{RANK}.pt`` with, per head, the loss and the
-gradients of the local features and of the parameters.
+gradients of the local features and of the parameters, and the buffers after the step (queues,
+centres).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main(rank: int, world: int, init: str, out: str, names: list[str]) -> None:
             "loss": loss.detach(),
             "feat_grads": [f.grad for f in feats],
             "param_grads": {k: p.grad for k, p in head.named_parameters() if p.grad is not None},
+            "buffers": {k: b.clone() for k, b in head.named_buffers()},
         }
     torch.save(results, f"{out}/rank{rank}.pt")
     dist.barrier()  # both ranks have written their results

@@ -51,6 +51,14 @@ CASES: dict[str, dict[str, Any]] = {
     "swav": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "num_prototypes": 10, "num_global": 2,
                         "batch_norm": False},
              "views": 4, "gathers": True, "fit_overrides": {"freeze_prototypes_steps": 1, "num_prototypes": 12}},
+    "barlow_twins": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "batch_norm": False, "lambd": 0.1}, "views": 2,
+                     "gathers": True},
+    "vicreg": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "batch_norm": False}, "views": 2, "gathers": True},
+    "dino": {"kwargs": {"hidden_dim": 16, "bottleneck_dim": 8, "out_dim": 10, "teacher_temp": 0.07,
+                        "freeze_last_layer_epochs": 0}, "views": 4, "gathers": True},
+    "nnclr": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "batch_norm": False, "last_norm": "none",
+                         "pred_hidden_dim": 16, "pred_batch_norm": False, "queue_size": 24}, "views": 2,
+              "gathers": True, "fit_overrides": {"queue_size": 64}},
 }  # fmt: skip
 
 
@@ -151,3 +159,10 @@ def test_two_processes_equal_one(name: str, two_process_heads: list[dict]) -> No
         if p.grad is not None:
             mean = (ranks[0]["param_grads"][key] + ranks[1]["param_grads"][key]) / 2
             torch.testing.assert_close(mean, p.grad, rtol=1e-4, atol=1e-6, msg=key)
+    # Queues and centres hold what 1 process on the global batch holds (BatchNorm's running
+    # statistics are per process without SyncBN: tests/test_ddp_fit.py).
+    for key, b in head.named_buffers():
+        if key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked"):
+            continue
+        for r in ranks:
+            torch.testing.assert_close(r["buffers"][key], b, rtol=1e-5, atol=1e-6, msg=key)

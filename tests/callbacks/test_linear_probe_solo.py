@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from distributed_worker import tiny_module
+from test_distributed import run_two_ranks
 from torch import Tensor
 
 from ssl_toolkit.callbacks import LinearProbe
@@ -113,3 +114,18 @@ def test_unknown_labels_give_zero_loss_without_a_nan() -> None:
     labels = torch.tensor([0, -1, 2, 1])
     expected = torch.nn.functional.cross_entropy(probe.classifier(feats[0]), labels, ignore_index=-1)
     torch.testing.assert_close(probe.feature_loss(feats, labels), expected)
+
+
+@pytest.mark.distributed
+def test_two_processes_average_the_classifier_gradients_to_the_one_process_ones(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(8, 6, generator=g) for _ in range(2)]
+    labels = torch.tensor([0, 1, 2, 0, 2, 2, 1, 0])
+    ranks = run_two_ranks("solo_probe", {"feats": feats, "labels": labels, "num_classes": 3}, tmp_path)
+    probe = LinearProbe(protocol="solo_learn")
+    probe.build(6, 3)
+    probe.feature_loss(feats, labels).backward()
+    assert ranks[0]["loss"] != pytest.approx(float(ranks[1]["loss"]))  # each rank scores its own half
+    for r in ranks:
+        for got, want in zip(r["grads"], probe.classifier.parameters()):
+            torch.testing.assert_close(got, want.grad)

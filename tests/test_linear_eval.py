@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.embedding import EmbeddedSplit
-from ssl_toolkit.eval.linear_eval import LinearEvalSettings, image_batches, train_linear
+from ssl_toolkit.eval.linear_eval import LinearEvalSettings, image_batches, normalization, train_linear
 from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled
 from ssl_toolkit.run.checkpoint import load_checkpoint
 from ssl_toolkit.run.cli import main
@@ -97,7 +97,10 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_image_views_are_random_resized_crops_drawn_from_the_generator(tiny_ckpt: Path) -> None:
     loaded = load_checkpoint(tiny_ckpt)
     dataset = loaded.datamodule.train_eval_dataloader().dataset
-    batches = image_batches(loaded.module, dataset, LinearEvalSettings(batch_size=16))
+    mean, std = normalization(loaded.recipe["augment"])
+    assert (mean, std) == ([0.286] * 3, [0.353] * 3)  # the Fashion-MNIST recipe's keys
+    assert normalization({"name": "multicrop"}) == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # defaults
+    batches = image_batches(loaded.module, dataset, LinearEvalSettings(batch_size=16), mean, std)
     first = list(batches(0, torch.Generator().manual_seed(5)))
     again = list(batches(0, torch.Generator().manual_seed(5)))
     other = list(batches(1, torch.Generator().manual_seed(6)))

@@ -11,9 +11,10 @@ with ``(seed, epoch)``).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from ssl_toolkit.augment import SimCLRAugment
+from ssl_toolkit.augment import AUGMENTS, SimCLRAugment
 from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import topk_accuracy
 from ssl_toolkit.run.errors import ArgumentError, CheckpointError
@@ -160,18 +161,30 @@ def train_linear(
     return LinearEvalResult(top1=last["val_top1"], top5=last["val_top5"], history=history)
 
 
+def normalization(augment: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """The (mean, std) a recipe's ``augment`` section normalizes with: its keys, else the
+    constructor's defaults (the recipe keys are the constructor keywords)."""
+    params = inspect.signature(AUGMENTS[augment["name"]]).parameters
+    mean = augment.get("mean", params["mean"].default)
+    std = augment.get("std", params["std"].default)
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
 def image_batches(
-    module: nn.Module, dataset: Any, settings: LinearEvalSettings, num_workers: int = 0
+    module: nn.Module,
+    dataset: Any,
+    settings: LinearEvalSettings,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_workers: int = 0,
 ) -> Callable[[int, torch.Generator], Iterator[tuple[Tensor, Tensor]]]:
     """Per epoch: the train split in a shuffled order, each image as a random-resized crop + flip
-    (``settings.crop_scale``, the module's image size and normalization), through the frozen
-    backbone in eval mode (``module.forward_views``, no gradient) -> (features (B, F), labels (B,))."""
-    aug = module.augment
-    flags = aug.normalize.flags
-    view = SimCLRAugment(size=int(aug.size), num_views=1, crop_scale=settings.crop_scale, flip_p=0.5,
+    (``settings.crop_scale``) at the module's image size, normalized with ``mean``/``std``, through
+    the frozen backbone in eval mode (``module.forward_views``, no gradient) -> (features (B, F),
+    labels (B,))."""
+    view = SimCLRAugment(size=int(module.augment.size), num_views=1, crop_scale=settings.crop_scale, flip_p=0.5,
                          brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, jitter_p=0.0, grayscale_p=0.0,
-                         blur_p=0.0, solarize_p=0.0, mean=flags["mean"].flatten().tolist(),
-                         std=flags["std"].flatten().tolist())  # fmt: skip
+                         blur_p=0.0, solarize_p=0.0, mean=mean, std=std)  # fmt: skip
     device = next(module.parameters()).device
 
     def epoch_batches(epoch: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
@@ -236,7 +249,8 @@ def evaluate_checkpoint(
     log(f"linear {ckpt} (epoch {loaded.epoch}, step {loaded.step}): {len(train_set)} train images, "
         f"{len(val.labels)} val images, {num_classes} classes")  # fmt: skip
     state_path = run_dir_of(ckpt) / "eval" / f"linear-{ckpt.stem}.state.pt"
-    batches = image_batches(loaded.module, train_set, settings, num_workers=int(data.num_workers))
+    mean, std = normalization(loaded.recipe["augment"])
+    batches = image_batches(loaded.module, train_set, settings, mean, std, num_workers=int(data.num_workers))
     result = train_linear(batches, val, val.feats.shape[1], num_classes, settings, state_path, log=log)
     record = {"checkpoint": str(ckpt.resolve()), "epoch": loaded.epoch, "step": loaded.step,
               "linear": _plain(settings), "data_overrides": data_overrides, "num_train": len(train_set),

@@ -235,9 +235,10 @@ class SSLModule(pl.LightningModule):
 
         ``groups`` (each ``{"params": [...], "lr": ..., "weight_decay": ...}``, optionally
         ``lars_adapt``) become more parameter groups of the optimizer that ``build_optimizer``
-        returns, so the schedule scales their lr like the others; ``loss(feats, labels)`` -- ``feats`` the backbone
-        features (B, F) of every global view, detached, ``labels`` (B,) -- is added to the training
-        loss (not to ``train/loss``). Call before the optimizer is built (a callback's ``setup``).
+        returns, so the schedule scales their lr like the others. ``loss(feats, labels)`` -- with
+        ``feats`` the backbone features (B, F) of every global view, detached, and ``labels`` (B,)
+        -- is added to the training loss (not to ``train/loss``). Call before the optimizer is
+        built (a callback's ``setup``).
         """
         self._extra_param_groups.extend(groups)
         self._feature_losses.append(loss)

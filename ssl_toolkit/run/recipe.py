@@ -187,6 +187,12 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
         raise RecipeError(
             f"head.name: {recipe['head']['name']!r} needs class labels, but data {recipe['data']['name']!r} has none"
         )
+    probe = (recipe.get("callbacks") or {}).get("linear_probe") or {}
+    if probe.get("protocol") == "solo_learn" and not _guard("data", lambda: datamodule.has_labels):
+        raise RecipeError(
+            "callbacks.linear_probe.protocol: solo_learn trains on the training batches' labels, but data "
+            f"{recipe['data']['name']!r} has none (use protocol: separate with data.eval_root)"
+        )
     if "num_classes" in inspect.signature(head_cls).parameters:
         head_cfg["num_classes"] = datamodule.num_classes
     head = _guard("head", lambda: head_cls(in_dim=backbone.feature_dim, **head_cfg))

@@ -129,3 +129,20 @@ def test_two_processes_average_the_classifier_gradients_to_the_one_process_ones(
     for r in ranks:
         for got, want in zip(r["grads"], probe.classifier.parameters()):
             torch.testing.assert_close(got, want.grad)
+
+
+def test_solo_protocol_on_unlabelled_data_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from conftest import REPO, tiny_recipe
+    from ssl_toolkit.run.errors import RecipeError
+    from ssl_toolkit.run.recipe import build_parts
+
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (36, 36), (10 * i, 20, 30)).save(folder / f"{i}.png")
+    recipe = tiny_recipe(REPO / "recipes" / "imagenet100" / "simclr.yaml", tmp_path, keep_data=True)
+    recipe["data"].update(root=str(folder), image_size=32, resize_size=32, batch_size=2, num_workers=0, labels="none")
+    with pytest.raises(RecipeError, match="^callbacks.linear_probe.protocol: solo_learn trains on"):
+        build_parts(recipe)

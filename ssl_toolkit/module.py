@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -94,6 +95,9 @@ class SSLModule(pl.LightningModule):
                 if net is not None:
                     net.compile()
         self._total_steps = 0
+        # Parameters outside the module trained by its optimizer on detached features (add_feature_loss).
+        self._extra_param_groups: list[dict[str, Any]] = []
+        self._feature_losses: list[Callable[[list[Tensor], Tensor], Tensor]] = []
         # Gradient checkpointing runs BatchNorm layers again in the backward pass: their running
         # statistics are put back to their value after the forward pass (one update per step).
         self._bn_stats = BatchNormStats() if getattr(backbone, "recomputes_forward", False) else None
@@ -246,7 +250,27 @@ class SSLModule(pl.LightningModule):
         self.log("train/loss", out.loss, batch_size=batch_size)
         if out.logs:
             self.log_dict({f"train/{k}": v for k, v in out.logs.items()}, batch_size=batch_size)
-        return {"loss": out.loss, "feats": feats[0].detach()}
+        loss = out.loss
+        if self._feature_losses:  # e.g. an online classifier: no gradient reaches the backbone
+            size = views[0].shape[-2:]
+            detached = [f.detach() for f, v in zip(feats, views) if v.shape[-2:] == size]
+            loss = loss + sum(fn(detached, labels) for fn in self._feature_losses)
+        return {"loss": loss, "feats": feats[0].detach()}
+
+    def add_feature_loss(self, groups: list[dict[str, Any]], loss: Callable[[list[Tensor], Tensor], Tensor]) -> None:
+        """Train parameters that live outside this module (an online classifier) with the recipe's
+        optimizer and lr schedule, on detached features (solo-learn ``BaseMethod``: the classifier
+        is a parameter group of the main optimizer and its loss is added to the SSL loss).
+
+        ``groups`` (each ``{"params": [...], "lr": ..., "weight_decay": ...}``, optionally
+        ``lars_adapt``) become more parameter groups of the optimizer that ``build_optimizer``
+        returns, so the schedule scales their lr like the others. ``loss(feats, labels)`` -- with
+        ``feats`` the backbone features (B, F) of every global view, detached, and ``labels`` (B,)
+        -- is added to the training loss (not to ``train/loss``). Call before the optimizer is
+        built (a callback's ``setup``).
+        """
+        self._extra_param_groups.extend(groups)
+        self._feature_losses.append(loss)
 
     # --- evaluation -----------------------------------------------------------------------
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
@@ -295,10 +319,13 @@ class SSLModule(pl.LightningModule):
         self.after_optimizer_step(step, self._total_steps)
 
     def build_optimizer(self, global_batch_size: int) -> torch.optim.Optimizer:
-        """The recipe's optimizer over this module's trainable parameters (weight decay on weights
-        only, ``optim.param_groups``), its lr scaled to ``global_batch_size`` images per optimizer
-        step (the factory's lr is per 256). ``configure_optimizers`` uses it; so can a plain loop."""
-        return self.optimizer_factory.build(param_groups(self, self.optimizer_factory.weight_decay), global_batch_size)
+        """The recipe's optimizer over this module's trainable parameters (``optim.param_groups`` with
+        the factory's ``exclude_bias_n_norm``) and the groups of ``add_feature_loss``, its lr scaled
+        to ``global_batch_size`` images per optimizer step (the factory's lr is per 256).
+        ``configure_optimizers`` uses it; so can a plain loop."""
+        factory = self.optimizer_factory
+        groups = param_groups(self, factory.weight_decay, factory.exclude_bias_n_norm) + self._extra_param_groups
+        return factory.build(groups, global_batch_size)
 
     def configure_optimizers(self) -> Any:
         trainer = self.trainer

@@ -17,16 +17,21 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, exclude_bias_n_norm: bool = True) -> list[dict]:
     """Two groups: weights with decay, and biases / norm parameters (ndim <= 1) without.
 
     The no-decay group also skips LARS adaptation (``lars_adapt``; solo-learn's
     ``exclude_bias_n_norm``); the weights are adapted whatever ``weight_decay`` is, 0 included.
+    With ``exclude_bias_n_norm=False`` there is one group: every parameter decays and is adapted
+    (``torch.optim.SGD(model.parameters(), weight_decay=...)`` as in MoCo's and solo-learn's plain
+    SGD, and apex ``LARC`` over all parameters as in the official SwAV ``main_swav.py``).
     """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not exclude_bias_n_norm:
+        return [{"params": trainable, "weight_decay": weight_decay, "lars_adapt": True}]
     decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+    for p in trainable:
+        (no_decay if p.ndim <= 1 else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay, "lars_adapt": True},
         {"params": no_decay, "weight_decay": 0.0, "lars_adapt": False},
@@ -39,6 +44,7 @@ class OptimizerFactory:
 
     lr: float
     weight_decay: float
+    exclude_bias_n_norm: bool = True  # biases and norm parameters: no weight decay, no LARS adaptation
 
     def _check(self) -> None:
         if self.lr <= 0:
@@ -66,6 +72,8 @@ class LARSFactory(OptimizerFactory):
     min(ratio / lr, 1) (LARC clipping, solo-learn's ``clip_lr``). Every group with ``lars_adapt``
     (``param_groups``: the weights, not biases and norms) is adapted, also at weight_decay 0: timm's
     ``Lars`` by itself adapts only groups with weight_decay != 0, which made LARS plain SGD there.
+    ``exclude_bias_n_norm=False`` adapts and decays every parameter: apex ``LARC(trust_coefficient=
+    0.001, clip=False)`` over ``model.parameters()`` in the official SwAV ``main_swav.py``.
     """
 
     def __init__(
@@ -75,9 +83,11 @@ class LARSFactory(OptimizerFactory):
         momentum: float = 0.9,
         trust_coefficient: float = 0.02,
         trust_clip: bool = True,
+        exclude_bias_n_norm: bool = True,
     ) -> None:
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         self.trust_coefficient, self.trust_clip = trust_coefficient, trust_clip
+        self.exclude_bias_n_norm = exclude_bias_n_norm
         self._check()
 
     def build(self, params: Iterable[dict], global_batch_size: int) -> Optimizer:
@@ -93,12 +103,22 @@ class LARSFactory(OptimizerFactory):
 
 
 class SGDFactory(OptimizerFactory):
-    """``torch.optim.SGD`` with momentum (foreach implementation)."""
+    """``torch.optim.SGD`` with momentum (foreach implementation).
+
+    ``exclude_bias_n_norm=False`` decays biases and norm parameters too (MoCo's and solo-learn's
+    ``torch.optim.SGD(params, weight_decay=...)``); the default exempts them (``param_groups``).
+    """
 
     def __init__(
-        self, lr: float = 0.05, weight_decay: float = 1e-4, momentum: float = 0.9, nesterov: bool = False
+        self,
+        lr: float = 0.05,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        exclude_bias_n_norm: bool = True,
     ) -> None:
         self.lr, self.weight_decay, self.momentum, self.nesterov = lr, weight_decay, momentum, nesterov
+        self.exclude_bias_n_norm = exclude_bias_n_norm
         self._check()
 
     def build(self, params: Iterable[dict], global_batch_size: int) -> Optimizer:

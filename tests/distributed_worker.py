@@ -195,10 +195,29 @@ def mocov2_head(inputs: dict, rank: int, world: int) -> dict:
     out = head(Views(feats, teacher=teacher), info)
     out.loss.backward()
     return {"loss": out.loss.detach(), "grads": [f.grad for f in feats], "queue": head.queue,
-            "queue_index": head.queue_index, "queue_ptr": head.queue_ptr}  # fmt: skip
+            "queue_index": head.queue_index, "queue_ptr": head.queue_ptr,
+            "queue_view2": getattr(head, "queue_view2", None)}  # fmt: skip
 
 
 CASES["mocov2_head"] = mocov2_head
+
+
+def solo_probe(inputs: dict, rank: int, world: int) -> dict:
+    """LinearProbe(protocol="solo_learn") on this rank's rows: its loss, then the gradients after
+    ``on_before_optimizer_step`` averaged them over the processes."""
+    from ssl_toolkit.callbacks import LinearProbe
+
+    probe = LinearProbe(protocol="solo_learn")
+    probe.build(inputs["feats"][0].shape[1], inputs["num_classes"])
+    n = inputs["labels"].shape[0] // world
+    rows = slice(rank * n, (rank + 1) * n)
+    loss = probe.feature_loss([f[rows] for f in inputs["feats"]], inputs["labels"][rows])
+    loss.backward()
+    probe.on_before_optimizer_step(None, None, None)  # type: ignore[arg-type]
+    return {"loss": loss.detach(), "grads": [p.grad.clone() for p in probe.classifier.parameters()]}
+
+
+CASES["solo_probe"] = solo_probe
 
 
 def swav_head(inputs: dict, rank: int, world: int) -> dict:

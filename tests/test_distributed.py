@@ -71,12 +71,13 @@ def test_multi_view_losses_two_processes_equal_one(key: str, multi_view_ranks: l
 
 
 @pytest.mark.distributed
-def test_moco_queue_and_gradients_two_processes_equal_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_view_queues", [False, True], ids=["one_queue", "per_view_queues"])
+def test_moco_queue_and_gradients_two_processes_equal_one(tmp_path: Path, per_view_queues: bool) -> None:
     from ssl_toolkit.heads import BatchInfo, MoCoV2Head, Views
 
     torch.manual_seed(0)
     b, f = 8, 12  # global batch 8 -> 4 per rank
-    kwargs = {"in_dim": f, "hidden_dim": 16, "out_dim": 8, "queue_size": 40}
+    kwargs = {"in_dim": f, "hidden_dim": 16, "out_dim": 8, "queue_size": 40, "per_view_queues": per_view_queues}
     head = MoCoV2Head(**kwargs)
     head.queue_index[:3] = torch.tensor([1, 6, 20])  # older keys of samples 1 and 6 are in the queue
     feats = [torch.randn(b, f) for _ in range(2)]
@@ -93,7 +94,9 @@ def test_moco_queue_and_gradients_two_processes_equal_one(tmp_path: Path) -> Non
         torch.testing.assert_close(torch.cat([r["grads"][v] for r in ranks]) / 2, local[v].grad)
     for r in ranks:  # every rank enqueued the keys of the global batch, in the 1-process order
         torch.testing.assert_close(r["queue"], head.queue, rtol=0, atol=0)
-        assert torch.equal(r["queue_index"], head.queue_index) and int(r["queue_ptr"]) == 16
+        assert torch.equal(r["queue_index"], head.queue_index) and int(r["queue_ptr"]) == (8 if per_view_queues else 16)
+        if per_view_queues:
+            torch.testing.assert_close(r["queue_view2"], head.queue_view2, rtol=0, atol=0)
 
 
 @pytest.mark.distributed

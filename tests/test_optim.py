@@ -22,6 +22,26 @@ def test_param_groups_exclude_bias_and_norm() -> None:
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_without_exclusion_every_parameter_decays_and_is_lars_adapted() -> None:
+    # apex LARC over model.parameters() (official SwAV): the bias too moves by lr * ratio * (g + wd * b).
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    (group,) = param_groups(model, 1e-2, exclude_bias_n_norm=False)
+    assert group["weight_decay"] == 1e-2 and group["lars_adapt"] and len(group["params"]) == 2
+    b0 = model.bias.detach().clone()
+    factory = LARSFactory(
+        lr=0.5, weight_decay=1e-2, trust_coefficient=0.001, trust_clip=False, exclude_bias_n_norm=False
+    )
+    opt = factory.build([group], global_batch_size=256)
+    model(torch.randn(5, 4)).pow(2).sum().backward()
+    gb = model.bias.grad.clone()
+    opt.step()
+    ratio = 0.001 * b0.norm() / (gb.norm() + 1e-2 * b0.norm() + 1e-8)
+    torch.testing.assert_close(model.bias.detach(), b0 - 0.5 * ratio * (gb + 1e-2 * b0))
+    sgd = SGDFactory(lr=0.1, weight_decay=1e-4, exclude_bias_n_norm=False)
+    assert sgd.exclude_bias_n_norm is False and SGDFactory().exclude_bias_n_norm is True
+
+
 def test_lr_scaled_per_256() -> None:
     opt = SGDFactory(lr=0.1).build(param_groups(small_model(), 0.0), global_batch_size=512)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.2)

@@ -18,13 +18,24 @@ from ssl_toolkit.distributed import is_distributed, world_size
 from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import topk_accuracy
 
+PROTOCOLS = ("separate", "solo_learn")
+
 
 class LinearProbe(EvalCallback):
-    """``nn.Linear(F, C)`` trained on every training batch's view-0 backbone features (solo-learn's
-    online linear evaluation), evaluated on the un-augmented held-out split in the validation loop.
+    """``nn.Linear(F, C)`` trained on detached backbone features of every training batch, evaluated on
+    the un-augmented held-out split in the validation loop. Two protocols (``docs/protocols.md``):
 
-    The probe is never part of the SSL loss or of the module's optimizer: it reads
-    ``outputs["feats"]`` (detached) in ``on_train_batch_end`` and steps its own SGD (momentum 0.9).
+    ``protocol="solo_learn"`` is solo-learn's online linear evaluation (``solo/methods/base.py``
+    ``BaseMethod``, commit f25dc1f): the classifier is a parameter group of the module's optimizer
+    (``SSLModule.add_feature_loss``) with its own lr, weight decay 0 and the run's warm-up/cosine
+    schedule (and LARS adaptation of its weight when the optimizer is LARS, as solo-learn's
+    ``LARSWrapper`` does); its loss, the cross-entropy averaged over every global (large) crop's
+    detached features, is added to the SSL loss, so it steps with the same optimizer step.
+
+    ``protocol="separate"`` (the default) reads ``outputs["feats"]`` (view 0, detached) in
+    ``on_train_batch_end`` and steps its own SGD (momentum 0.9, constant lr); the module's
+    optimizer and loss are untouched.
+
     Under torch.distributed its gradients are averaged over processes by hand (it is outside the
     DDP wrapper), so every process keeps the same weights. Its init uses a private RNG stream, so
     adding the probe leaves the training run unchanged. Weights and optimizer state are part of
@@ -43,18 +54,33 @@ class LinearProbe(EvalCallback):
         has more than 5 classes) whenever Lightning's validation loop runs.
 
     Args:
-        lr: learning rate per 256 samples; SGD uses lr * global_batch / 256 (solo-learn's scaling).
-        weight_decay: SGD weight decay.
+        lr: learning rate per 256 samples; SGD uses lr * global_batch / 256 (solo-learn's scaling
+            of the base lr; its ``classifier_lr`` is the same number at its global batch of 256).
+        weight_decay: SGD weight decay (``separate`` only; ``solo_learn`` uses 0).
         heldout_epochs: passes over ``eval_root``'s train features per evaluation (only with a
             separate labelled ``eval_root``).
+        protocol: ``"separate"`` or ``"solo_learn"`` (above).
+
+    Raises:
+        ValueError: ``lr <= 0``, ``weight_decay < 0``, an unknown ``protocol``, ``solo_learn`` with a
+            ``weight_decay`` other than 0, or (at fit start) ``solo_learn`` on unlabelled training data.
     """
 
     needs_labels = True
 
-    def __init__(self, lr: float = 0.1, weight_decay: float = 0.0, heldout_epochs: int = 10) -> None:
+    def __init__(
+        self, lr: float = 0.1, weight_decay: float = 0.0, heldout_epochs: int = 10, protocol: str = "separate"
+    ) -> None:
         super().__init__()
         check_int("heldout_epochs", heldout_epochs)
         self.heldout_epochs = heldout_epochs
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        if protocol == "solo_learn" and weight_decay != 0:
+            raise ValueError("weight_decay: the solo_learn protocol trains the classifier without weight decay")
+        self.protocol = protocol
+        self._registered_on: pl.LightningModule | None = None  # solo_learn: the module whose optimizer trains it
+        self._last_loss: Tensor | None = None
         if not lr > 0:
             raise ValueError(f"lr: must be > 0, got {lr!r}")
         if not weight_decay >= 0:
@@ -124,6 +150,60 @@ class LinearProbe(EvalCallback):
         width = getattr(pl_module, "feature_dim", None)
         if stage == "fit" and self.classifier is None and isinstance(width, int) and data is not None:
             self.build(width, int(data.num_classes))  # before a checkpoint is restored
+        if stage == "fit" and self.protocol == "solo_learn":
+            self._join_main_optimizer(trainer, pl_module)
+
+    def _join_main_optimizer(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Before configure_optimizers: the classifier becomes parameter groups of the module's optimizer.
+        if not self._online or self.classifier is None:
+            raise ValueError(
+                "callbacks.linear_probe.protocol: solo_learn trains on the training batches' labels; "
+                "this data has none (use protocol: separate with data.eval_root)"
+            )
+        if self._registered_on is pl_module:
+            return
+        # On the training device now: the optimizer (and a restored momentum) refers to these tensors.
+        self.classifier.to(trainer.strategy.root_device)
+        batch = int(datamodule_of(trainer, self).batch_size) * trainer.world_size * trainer.accumulate_grad_batches
+        lr = self.lr * batch / 256
+        exclude = bool(getattr(pl_module.optimizer_factory, "exclude_bias_n_norm", True))
+        groups = [
+            {"params": [self.classifier.weight], "lr": lr, "weight_decay": 0.0, "lars_adapt": True},
+            {"params": [self.classifier.bias], "lr": lr, "weight_decay": 0.0, "lars_adapt": not exclude},
+        ]
+        pl_module.add_feature_loss(groups, self.feature_loss)
+        self._registered_on = pl_module
+
+    def feature_loss(self, feats: list[Tensor], labels: Tensor) -> Tensor:
+        """solo-learn's online classifier loss: cross-entropy of the classifier on each global view's
+        detached features (V x (B, F)), averaged over the views; labels (B,), -1 ignored. In fp32.
+
+        Returns:
+            A scalar with gradient to the classifier only (0 when no label is known).
+        """
+        assert self.classifier is not None
+        weight = self.classifier.weight
+        labels = labels.to(weight.device).long()
+        known = (labels >= 0).float()
+        count = known.sum().clamp_min(1.0)  # no host sync: an all-unknown batch gives 0
+        with torch.autocast(weight.device.type, enabled=False):
+            losses = [
+                (F.cross_entropy(self.classifier(f.detach().to(weight.device, torch.float32)), labels.clamp_min(0),
+                                 reduction="none") * known).sum() / count
+                for f in feats
+            ]  # fmt: skip
+            loss = torch.stack(losses).mean()
+        self._last_loss = loss.detach()
+        return loss
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        # solo_learn: the classifier is outside the DDP wrapper; average its gradients by hand.
+        if self.protocol != "solo_learn" or self.classifier is None or not is_distributed():
+            return
+        for p in self.classifier.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)  # SUM: gloo has no AVG
+                p.grad.div_(world_size())
 
     def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
         data = labelled_of(datamodule)
@@ -139,7 +219,7 @@ class LinearProbe(EvalCallback):
         # optimizer (and its restored momentum) is built once the weights are there.
         self.classifier.to(pl_module.device)
         batch_size = getattr(trainer.datamodule, "batch_size", None)
-        if self.optimizer is None and isinstance(batch_size, int):
+        if self.protocol == "separate" and self.optimizer is None and isinstance(batch_size, int):
             self._build_optimizer(batch_size * trainer.world_size)
 
     def on_train_batch_end(
@@ -148,6 +228,10 @@ class LinearProbe(EvalCallback):
         if self._online is None:  # decided once per fit: the data does not change
             self._online = labelled_of(datamodule_of(trainer, self)) is datamodule_of(trainer, self)
         if not self._online:  # skipped, or trained on eval_root at evaluation
+            return
+        if self.protocol == "solo_learn":  # stepped by the module's optimizer with the SSL loss
+            if self._last_loss is not None:
+                pl_module.log("train/linear_loss", self._last_loss, batch_size=batch[1].shape[0])
             return
         if not isinstance(outputs, dict) or "feats" not in outputs:
             raise ValueError("outputs: LinearProbe needs training_step to return {'loss', 'feats'}")

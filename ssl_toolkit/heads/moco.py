@@ -47,9 +47,13 @@ class MoCoV2Head(SSLHead):
         symmetric: both views as queries (``False``: the original MoCo v2, x_1 query, x_2 key).
         exclude_own_keys: drop queue entries of the current images from their negatives (matters when
             the queue holds more keys than the data set has images).
+        per_view_queues: one queue of K keys per view (solo-learn ``mocov2plus.py``: a (2, D, K)
+            queue; q1 is scored against past x_2 keys, q2 against past x_1 keys, so each view keeps
+            K keys); ``False`` keeps one queue of the K newest keys of both views. Needs ``symmetric``.
 
     Raises:
-        ValueError: ``queue_size < 1`` or a momentum outside [0, 1].
+        ValueError: ``queue_size < 1``, a momentum outside [0, 1], or ``per_view_queues`` without
+            ``symmetric``.
 
     Shapes:
         views.feats / views.teacher: >= 2 tensors (B, F); the first two are x_1, x_2.
@@ -72,9 +76,12 @@ class MoCoV2Head(SSLHead):
         final_momentum: float = 1.0,
         symmetric: bool = True,
         exclude_own_keys: bool = True,
+        per_view_queues: bool = False,
     ) -> None:
         super().__init__()
         check_int("queue_size", queue_size)
+        if per_view_queues and not symmetric:
+            raise ValueError("per_view_queues: needs symmetric=True (one queue per query view)")
         for name, m in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
             if not 0.0 <= m <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {m}")
@@ -86,6 +93,9 @@ class MoCoV2Head(SSLHead):
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
         self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.per_view_queues = per_view_queues
+        if per_view_queues:  # ``queue`` then holds the x_1 keys, ``queue_view2`` the x_2 keys
+            self.register_buffer("queue_view2", F.normalize(torch.randn(queue_size, out_dim), dim=1))
 
     def embed(self, feats: Tensor) -> Tensor:
         return self.projector(feats)
@@ -107,14 +117,18 @@ class MoCoV2Head(SSLHead):
         the queue is the same on every process and equal to a 1-process run on the global batch;
         with more keys than K only the last K are kept."""
         index = gather_no_grad(index)
-        keys = torch.cat([gather_no_grad(k.detach()) for k in keys])
-        index = index.repeat(keys.shape[0] // index.shape[0])
+        gathered = [gather_no_grad(k.detach()) for k in keys]
+        # One queue: the views' keys one after the other; per view: view v's keys into queue v.
+        parts = [(self.queue, gathered[0]), (self.queue_view2, gathered[1])] if self.per_view_queues else \
+            [(self.queue, torch.cat(gathered))]  # fmt: skip
         size = self.queue.shape[0]
-        keys, index = keys[-size:], index[-size:]
-        slots = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
-        self.queue[slots] = F.normalize(keys.float(), dim=1).to(self.queue.dtype)
+        for queue, rows in parts:
+            rows = rows[-size:]
+            slots = (self.queue_ptr + torch.arange(rows.shape[0], device=rows.device)) % size
+            queue[slots] = F.normalize(rows.float(), dim=1).to(queue.dtype)
+        index = index.repeat(parts[0][1].shape[0] // index.shape[0])[-size:]
         self.queue_index[slots] = index.to(self.queue_index.device)
-        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+        self.queue_ptr.copy_((self.queue_ptr + index.shape[0]) % size)
 
     def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
         if len(views.feats) < 2 or views.teacher is None or len(views.teacher) < 2:
@@ -127,7 +141,8 @@ class MoCoV2Head(SSLHead):
             exclude = self.queue_index[None, :] == batch.index[:, None].to(self.queue_index.device)  # (B, K)
         mix = self.mixing(batch.step)
         queue = self.queue.clone()  # the enqueue below writes the buffer in place
-        loss, logs = self.loss(q1, k2, queue, mix=mix, exclude=exclude, generator=batch.generator)
+        queue2 = self.queue_view2.clone() if self.per_view_queues else queue  # q1's negatives: past x_2 keys
+        loss, logs = self.loss(q1, k2, queue2, mix=mix, exclude=exclude, generator=batch.generator)
         if self.symmetric:
             loss2, logs2 = self.loss(q2, k1, queue, mix=mix, exclude=exclude, generator=batch.generator)
             loss = (loss + loss2) / 2

@@ -1,5 +1,6 @@
 """``ssl-toolkit`` command line: ``fit`` a recipe, ``bench`` its speed, list ``recipes``;
-``probe``, ``knn``, ``select`` and ``diagnose`` evaluate checkpoints offline; ``export`` writes a backbone for timm."""
+``probe``, ``linear``, ``knn``, ``select`` and ``diagnose`` evaluate checkpoints offline; ``export`` writes a
+backbone for timm."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "export": _export,
         "probe": _evaluate,
         "knn": _evaluate,
+        "linear": _linear,
         "select": _select,
         "diagnose": _diagnose,
     }
@@ -112,8 +114,24 @@ def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
         "<run>/eval/knn-<checkpoint>.json (never overwritten).",
     )
     p_knn.add_argument("checkpoint", help="a .ckpt file written by `ssl-toolkit fit`")
-    p_knn.add_argument("--k", type=int, default=200, help="neighbours (default: 200)")
-    p_knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(cos/T) (default: 0.07)")
+    p_knn.add_argument("--k", type=_ints, default=[200], help="neighbours; a list (10,20,50) sweeps (default: 200)")
+    p_knn.add_argument("--temperature", type=_floats, default=[0.07],
+                       help="vote weight exp(cos/T); a list (0.02,0.07) sweeps (default: 0.07)")  # fmt: skip
+    p_linear = sub.add_parser(
+        "linear",
+        help="solo-learn's offline linear evaluation (augmented views, SGD, lr steps)",
+        description="Train a linear classifier on the frozen backbone with random-resized-crop + flip views of the "
+        "train split, score center crops of the val split after every epoch (solo-learn main_linear.py; "
+        "docs/protocols.md). The state is saved every epoch to <run>/eval/linear-<checkpoint>.state.pt and "
+        "a rerun continues from it; the result goes to a new <run>/eval/linear-<checkpoint>.json.",
+    )
+    p_linear.add_argument("checkpoint", help="a .ckpt file written by `ssl-toolkit fit`")
+    p_linear.add_argument("--lr", type=float, required=True, help="SGD lr (solo-learn: SimCLR 1, MoCo 3, SwAV 0.15)")
+    p_linear.add_argument("--epochs", type=int, default=100, help="(default: %(default)s)")
+    p_linear.add_argument("--batch-size", type=int, default=256, help="(default: %(default)s)")
+    p_linear.add_argument("--weight-decay", type=float, default=0.0, help="(default: %(default)s)")
+    p_linear.add_argument("--milestones", type=int, nargs="*", default=[60, 80], help="lr x 0.1 after these epochs")
+    p_linear.add_argument("--seed", type=int, default=0, help="classifier init, batch order, crops (default: 0)")
     p_sel = sub.add_parser(
         "select",
         help="pick a checkpoint without labels (RankMe, LiDAR, alpha-ReQ, ROC-AUC, ...)",
@@ -159,11 +177,19 @@ def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
     p_diag.add_argument("--num-images", type=int, default=1024, help="image pairs, 2 to 4096 (default: 1024)")
     p_diag.add_argument("--seed", type=int, default=0, help="seed of the images and views (default: 0)")
     p_diag.add_argument("items", nargs="+", metavar="CKPT|data.KEY=VALUE", help="checkpoints; " + DATA_HELP)
-    for p in (p_probe, p_knn, p_sel, p_diag):
+    for p in (p_probe, p_knn, p_sel, p_diag, p_linear):
         p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    for p in (p_probe, p_knn):
+    for p in (p_probe, p_knn, p_linear):
         p.add_argument("overrides", nargs="*", default=[], metavar="data.KEY=VALUE", help=DATA_HELP)
-    return {"probe": p_probe, "knn": p_knn, "select": p_sel, "diagnose": p_diag}
+    return {"probe": p_probe, "knn": p_knn, "select": p_sel, "diagnose": p_diag, "linear": p_linear}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
 
 
 def _data_overrides(items: list[str]) -> dict[str, Any] | None:
@@ -215,8 +241,9 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.run.run_folder import run_dir_of, write_new_json
 
     for name in ("epochs", "k", "temperature"):  # fail before the (slow) embedding
-        if getattr(args, name, 1) <= 0:
-            raise ArgumentError(f"--{name}: must be positive, got {getattr(args, name)}")
+        values = getattr(args, name, [1])
+        if min(values if isinstance(values, list) else [values]) <= 0:
+            raise ArgumentError(f"--{name}: must be positive, got {values}")
     overrides = _data_overrides(args.overrides)
     loaded = load_checkpoint(args.checkpoint, overrides)
     loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -226,11 +253,22 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
         settings = {"method": args.method, "epochs": args.epochs, "lr": args.lr, "weight_decay": args.weight_decay}
         result = linear_probe(train, val, classes, args.method, args.epochs, args.lr, args.weight_decay)
     else:
-        settings = {"k": args.k, "temperature": args.temperature}
+        ks, temperatures = args.k, args.temperature
+        settings = {
+            "k": ks if len(ks) > 1 else ks[0],
+            "temperature": temperatures if len(temperatures) > 1 else temperatures[0],
+        }
         bank = int((train.labels >= 0).sum())
-        if args.k > bank:
-            print(f"note: --k {args.k} is larger than the bank ({bank} labelled train images); all {bank} vote")
-        result = knn_probe(train, val, classes, args.k, args.temperature)
+        if max(ks) > bank:
+            print(f"note: --k {max(ks)} is larger than the bank ({bank} labelled train images); all {bank} vote")
+        sweep = [(k, t, knn_probe(train, val, classes, k, t)) for k in ks for t in temperatures]
+        if len(sweep) > 1:  # solo-learn main_knn.py: every (k, T) on the whole train split; the best is reported
+            for k, t, r in sweep:
+                print(f"k {k:4d}  T {t:<6g} val top-1 {r.top1:.4f}  top-5 {r.top5:.4f}")
+            settings["sweep"] = [{"k": k, "temperature": t, **asdict(r)} for k, t, r in sweep]
+            best = max(sweep, key=lambda row: row[2].top1)
+            settings["best"] = {"k": best[0], "temperature": best[1]}
+        result = max((r for _, _, r in sweep), key=lambda r: r.top1)
     ckpt = Path(args.checkpoint)
     record = {"checkpoint": str(ckpt.resolve()), "epoch": loaded.epoch, "step": loaded.step,
               args.command: settings, "data_overrides": overrides, "num_train": len(train.labels),
@@ -239,6 +277,18 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"{args.command} {ckpt} (epoch {loaded.epoch}, step {loaded.step}, {len(val.labels)} val images)")
     train_top1 = "" if result.train_top1 is None else f"  (train top-1 {result.train_top1:.4f})"
     print(f"val top-1 {result.top1:.4f}  top-5 {result.top5:.4f}{train_top1}\nwritten: {path}")
+    return 0
+
+
+def _linear(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``linear``: solo-learn's offline linear evaluation (``ssl_toolkit.eval.linear_eval``)."""
+    from ssl_toolkit.eval.linear_eval import LinearEvalSettings, evaluate_checkpoint
+
+    settings = LinearEvalSettings(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                                  weight_decay=args.weight_decay, milestones=tuple(args.milestones),
+                                  seed=args.seed)  # fmt: skip
+    record, path = evaluate_checkpoint(args.checkpoint, settings, _data_overrides(args.overrides), args.device)
+    print(f"val top-1 {record['top1']:.4f}  top-5 {record['top5']:.4f}\nwritten: {path}")
     return 0
 
 

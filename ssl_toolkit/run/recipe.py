@@ -204,6 +204,12 @@ def build_module(recipe: dict[str, Any], datamodule: pl.LightningDataModule | No
         if getattr(head_cls, "uses_labels", False) and not _guard("data", lambda: datamodule.has_labels):
             name, data = recipe["head"]["name"], recipe["data"]["name"]
             raise RecipeError(f"head.name: {name!r} needs class labels, but data {data!r} has none")
+        probe = (recipe.get("callbacks") or {}).get("linear_probe") or {}
+        if probe.get("protocol") == "solo_learn" and not _guard("data", lambda: datamodule.has_labels):
+            raise RecipeError(
+                "callbacks.linear_probe.protocol: solo_learn trains on the training batches' labels, but data "
+                f"{recipe['data']['name']!r} has none (use protocol: separate with data.eval_root)"
+            )
         num_classes = datamodule.num_classes
     if "num_classes" in inspect.signature(head_cls).parameters:
         if num_classes is None:

@@ -67,6 +67,29 @@ def test_symmetric_loss_averages_both_directions() -> None:
     assert int(head.queue_ptr) == 2 * b  # both views' keys enqueued
 
 
+def test_per_view_queues_score_each_query_against_the_other_views_past_keys() -> None:
+    # solo-learn mocov2plus.py: queue (2, D, K); loss(q1, k2, queue[1]) + loss(q2, k1, queue[0]), / 2.
+    torch.manual_seed(2)
+    b, f, t = 4, 10, 0.2
+    head = MoCoV2Head(in_dim=f, hidden_dim=16, out_dim=8, queue_size=12, temperature=t, exclude_own_keys=False,
+                      per_view_queues=True).double()  # fmt: skip
+    feats = [torch.randn(b, f, dtype=torch.double) for _ in range(2)]
+    teacher = [torch.randn(b, f, dtype=torch.double) for _ in range(2)]
+    view1, view2 = head.queue.clone(), head.queue_view2.clone()
+    out = head(Views(feats, teacher=teacher), batch_info(b))
+    q1, q2 = head.projector(feats[0]), head.projector(feats[1])
+    k1, k2 = head.momentum_projector(teacher[0]), head.momentum_projector(teacher[1])
+    expected = (moco_loss(q1, k2, view2, t) + moco_loss(q2, k1, view1, t)) / 2
+    torch.testing.assert_close(out.loss, expected)
+    # Each view's keys went into its own queue at the same slots; the pointer moved by B, not 2B.
+    torch.testing.assert_close(head.queue[:b], F.normalize(k1, dim=1))
+    torch.testing.assert_close(head.queue_view2[:b], F.normalize(k2, dim=1))
+    torch.testing.assert_close(head.queue_view2[b:], view2[b:])
+    assert int(head.queue_ptr) == b and head.queue_index[:b].tolist() == list(range(b))
+    with pytest.raises(ValueError, match="^per_view_queues: "):
+        MoCoV2Head(in_dim=f, symmetric=False, per_view_queues=True)
+
+
 def test_queue_pointer_wraps_around() -> None:
     head = MoCoV2Head(in_dim=4, hidden_dim=8, out_dim=3, queue_size=5)
     first, second = torch.randn(3, 3), torch.randn(3, 3)

@@ -67,3 +67,31 @@ def test_check_every_step_stops_right_after_the_bad_step(tmp_path: Path, capsys)
     steps = [int(line.split(",")[1]) for line in metrics[1:]]  # logged from 0: row BAD_STEP = the next step
     losses = [float(line.split(",")[3]) for line in metrics[1:] if line.split(",")[3]]
     assert max(steps) < BAD_STEP and all(math.isfinite(v) for v in losses)
+
+
+def test_weights_broken_by_the_last_update_stop_before_the_save(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A finite loss whose update breaks the weights (e.g. a non-finite gradient): the save that
+    follows is refused naming the parameter, and the checkpoint before it stays the newest."""
+    from ssl_toolkit.module import SSLModule
+
+    after = SSLModule.after_optimizer_step
+    BROKEN = "layer1.0.conv1.weight"  # noqa: N806
+
+    def breaking_step(self, step: int, total_steps: int) -> None:  # noqa: ANN001
+        after(self, step, total_steps)
+        if step == 5:  # the update of step 6 leaves a NaN in one weight; its loss was finite
+            with torch.no_grad():
+                dict(self.backbone.named_parameters())[BROKEN].view(-1)[0] = float("nan")
+
+    monkeypatch.setattr(SSLModule, "after_optimizer_step", breaking_step)
+    assert main(["fit", str(_recipe(tmp_path, {}))]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ssl-toolkit:")]
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert (
+        len(err) == 1
+        and f"the weights (backbone.{BROKEN}) after the last optimizer step is not finite at step 6" in err[0]
+    ), err
+    assert f"last good checkpoint: {ckpts / 'last.ckpt'} (step 4)" in err[0]
+    last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())

@@ -27,7 +27,9 @@ class FiniteLoss(pl.Callback):
 
     The check costs one host sync, so it runs every ``check_every_n_steps`` steps, and always
     before a checkpoint is written, before validation, at the end of each epoch (``fit`` puts this
-    callback first, so before any evaluation callback) and at the end of training. A
+    callback first, so before any evaluation callback) and at the end of training. Before a save
+    and before an evaluation the weights themselves are checked too (``check_weights``): the last
+    optimizer step may have broken them after the last loss was computed. A
     checkpoint is therefore never written after a non-finite loss: the newest checkpoint on disk is
     the last good one. Under DDP the first bad step is reduced over processes (min), so every
     process stops at the same check.
@@ -57,17 +59,43 @@ class FiniteLoss(pl.Callback):
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.check(trainer)  # before any evaluation embeds data with the current weights
+        if trainer.training or trainer.state.fn == "fit":
+            self.check_weights(trainer, pl_module)
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self.check(trainer)  # raising here aborts the save: the previous checkpoint stays
+        self.check_weights(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.check(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.check(trainer)
+
+    def check_weights(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Raise ``NonFiniteLossError`` naming the first non-finite parameter or buffer.
+
+        The losses checked so far were computed *before* the last optimizer step, so an update that
+        broke the weights (a non-finite gradient with a finite loss) would otherwise reach the
+        evaluation and the checkpoint. One host sync for all tensors; run only before an
+        evaluation and a save, which sync anyway.
+        """
+        tensors = [(n, t) for n, t in pl_module.state_dict(keep_vars=True).items() if t.is_floating_point()]
+        if not tensors:
+            return
+        ok = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors])
+        bad = int((~ok).nonzero()[0, 0]) if not bool(ok.all()) else -1
+        if trainer.world_size > 1:  # every process stops together
+            anyone = trainer.strategy.reduce(torch.tensor(float(bad >= 0), device=ok.device), reduce_op="max")
+            if float(anyone) > 0 and bad < 0:
+                raise NonFiniteLossError(
+                    trainer.global_step, trainer.current_epoch, "not finite", "another process's weights"
+                )
+        if bad >= 0:
+            what = f"the weights ({tensors[bad][0]}) after the last optimizer step"
+            raise NonFiniteLossError(trainer.global_step, trainer.current_epoch, "not finite", what)
 
     def check(self, trainer: pl.Trainer) -> None:
         """Raise ``NonFiniteLossError`` if any loss since the last check was NaN or infinite."""

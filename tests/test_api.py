@@ -71,6 +71,8 @@ def test_backbone_loads_without_its_data_and_equals_the_export_in_timm(tmp_path:
     ckpt = images_folder_run(tmp_path)
     exported = export_backbone(ckpt, tmp_path / "backbone.safetensors").path
     shutil.rmtree(tmp_path / "photos")  # as when a checkpoint is copied from the cluster to a laptop
+    with pytest.raises(CheckpointError, match=r"backbone\.safetensors is a safetensors file .*timm\.create_model"):
+        load_backbone(exported)  # the export given where the checkpoint belongs
     with pytest.raises(RecipeError, match=r"^data\.root: .*photos does not exist$"):
         load_run(ckpt, with_data=True)  # the data is gone: the full run with data says so in one line
 

@@ -130,6 +130,7 @@ def test_a_moved_vit_checkpoint_loads_with_its_timm_kwargs(tmp_path: Path) -> No
     torch.testing.assert_close(torch.stack([transform(p) for p in pil]), backbone.preprocess(images))
 
 
+@pytest.mark.slow  # a second process that imports torch and Lightning
 def test_fit_from_python_is_the_run_the_cli_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = ["seed=3", "head.loss.temperature=0.3", "data.batch_size=8", "out_dir=runs/same"]
     (tmp_path / "py").mkdir()

@@ -6,6 +6,7 @@ data; ``load_run`` the whole module (and the data when wanted); the loss classes
 training loop; bad input raises ``UserError`` with one line naming the file or key. The registries
 map a recipe's ``name`` keys to classes, one per family:
 
+    >>> import torch
     >>> from ssl_toolkit import AUGMENTS, DATAMODULES, HEADS, LOSSES
     >>> HEADS["simclr"].__name__, LOSSES["ntxent"].__name__, list(AUGMENTS)
     ('SimCLRHead', 'NTXentLoss', ['simclr', 'multicrop'])

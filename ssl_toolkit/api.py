@@ -51,6 +51,7 @@ class Backbone:
         recipe: the resolved recipe the run was trained with.
 
     Example:
+        >>> import torch
         >>> from ssl_toolkit import Backbone, fit, load_backbone
         >>> backbone = load_backbone(fit("recipes/tiny/simclr.yaml").checkpoint)
         evaluation 1 at step 2 (epoch 0): ... val/rankme ...
@@ -105,6 +106,7 @@ def load_backbone(checkpoint: str | Path, device: str | torch.device = "cpu") ->
             recipe's backbone does not build here (``RecipeError``).
 
     Example:
+        >>> import torch
         >>> from ssl_toolkit import fit, load_backbone
         >>> run = fit("recipes/tiny/simclr.yaml")
         evaluation 1 at step 2 (epoch 0): ... val/rankme ...
@@ -178,6 +180,7 @@ def load_run(
             needs the data's number of classes (Hydra).
 
     Example:
+        >>> import torch
         >>> from ssl_toolkit import fit, load_run
         >>> run = load_run(fit("recipes/tiny/simclr.yaml").checkpoint)
         evaluation 1 at step 2 (epoch 0): ... val/rankme ...

@@ -71,6 +71,8 @@ def test_backbone_loads_without_its_data_and_equals_the_export_in_timm(tmp_path:
     ckpt = images_folder_run(tmp_path)
     exported = export_backbone(ckpt, tmp_path / "backbone.safetensors").path
     shutil.rmtree(tmp_path / "photos")  # as when a checkpoint is copied from the cluster to a laptop
+    with pytest.raises(CheckpointError, match=r"backbone\.safetensors is a safetensors file .*timm\.create_model"):
+        load_backbone(exported)  # the export given where the checkpoint belongs
     with pytest.raises(RecipeError, match=r"^data\.root: .*photos does not exist$"):
         load_run(ckpt, with_data=True)  # the data is gone: the full run with data says so in one line
 
@@ -128,6 +130,7 @@ def test_a_moved_vit_checkpoint_loads_with_its_timm_kwargs(tmp_path: Path) -> No
     torch.testing.assert_close(torch.stack([transform(p) for p in pil]), backbone.preprocess(images))
 
 
+@pytest.mark.slow  # a second process that imports torch and Lightning
 def test_fit_from_python_is_the_run_the_cli_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = ["seed=3", "head.loss.temperature=0.3", "data.batch_size=8", "out_dir=runs/same"]
     (tmp_path / "py").mkdir()

@@ -56,6 +56,11 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """
     path = Path(path)
     check_checkpoint_path(path)
+    if path.suffix == ".safetensors":  # an exported backbone given where a checkpoint belongs
+        raise CheckpointError(
+            f"checkpoint: {path} is a safetensors file (an exported backbone: timm.create_model loads it), "
+            "not a checkpoint written by ssl-toolkit fit"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # pickle, zip and weights_only errors alike: report, don't trace

@@ -82,7 +82,8 @@ class FiniteLoss(pl.Callback):
         evaluation and the checkpoint. One host sync for all tensors; run only before an
         evaluation and a save, which sync anyway.
         """
-        tensors = [(n, t) for n, t in pl_module.state_dict(keep_vars=True).items() if t.is_floating_point()]
+        named = [*pl_module.named_parameters(), *pl_module.named_buffers()]  # not extra state (dicts)
+        tensors = [(n, t) for n, t in named if t.is_floating_point()]
         if not tensors:
             return
         ok = torch.stack([torch.isfinite(t.detach()).all() for _, t in tensors])

@@ -48,7 +48,10 @@ RECIPE_LR = {name: yaml.safe_load((REPO / "recipes" / "fashion_mnist" / f"{name}
 # after 1 step and to 2-5% after 3 (a few near-zero biases). Its loss and gradients match 1 process
 # to 1e-5 (tests/contracts/test_losses_contract.py, tests/test_distributed.py); a wrong gather or
 # rank offset moves the weights by the size of the update itself.
-RTOL = {"mv_infonce": 0.1}
+# Barlow Twins standardizes 2048 projector dimensions over a global batch of 16, which amplifies
+# rounding the same way: measured, 1e-5 of the update after 1 step, up to 9% after 3 (projector
+# weights and biases; the loss and gradients match 1 process to 1e-5 in the contract tests).
+RTOL = {"mv_infonce": 0.1, "barlow_twins": 0.15}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +88,10 @@ def test_two_process_fit_with_syncbn_equals_one_process(name: str, fits: Path) -
             continue
         update = (a - start).abs().max().item()
         floor = 1e-6 * max(a.abs().max().item(), 1e-3)  # ~ float noise
+        if key.endswith("running_mean"):
+            # A BN whose input is exactly centred (NNCLR's predictor after the projector's output BN)
+            # keeps a running mean of pure rounding noise (~1e-8), rounded differently by 1 and 2 processes.
+            floor = max(floor, 1e-6)
         allowed = RTOL.get(name, 0.02) * update + floor  # << the step
         assert (a - b).abs().max().item() <= allowed, f"{key}: 2 processes differ from 1"
         updated += update > 10 * (0.02 * update + floor)

@@ -18,10 +18,12 @@ class Throughput(pl.Callback):
     Training: images per second of the training loop (data + augment + forward + backward +
     optimizer), the first ``skip_steps`` steps (allocator and kernel warm-up, worker start)
     excluded, the validation loop excluded (the clock stops at ``on_validation_start`` and
-    restarts at ``on_validation_end``). The device is synchronized only at those points and at
-    the end. Results: ``images_per_sec`` (None when no step was measured), ``train_seconds`` (wall
-    time from the first to the last training step, evaluation excluded), logged as
-    ``train/images_per_sec`` per epoch.
+    restarts at ``on_validation_end``), and so is what other callbacks do at the end of an epoch
+    (checkpoints, plots: the clock stops at ``on_train_epoch_end`` and restarts at the next
+    step). The device is synchronized only at those points and at the end. Results:
+    ``images_per_sec`` (None when no step was measured), ``train_seconds`` (wall time from the
+    first to the last training step, evaluation excluded), logged as ``train/images_per_sec`` per
+    epoch.
 
     Evaluation: each validation loop's wall time; after each one (not the sanity check) rank 0
     prints one line ``evaluation N at step S (epoch E): T s  val/...`` with the logged ``val/``
@@ -45,6 +47,7 @@ class Throughput(pl.Callback):
         self._train_start: float | None = None
         self._eval_start: float | None = None
         self._paused = False  # the training clocks were stopped for an evaluation
+        self._epoch_ended = False  # ... or at the end of an epoch, until the next step
         self._steps = 0
 
     @property
@@ -64,6 +67,11 @@ class Throughput(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self._epoch_ended:  # the next epoch's first step: restart the clocks
+            self._epoch_ended = False
+            self._train_start = time.perf_counter()
+            if self._steps >= self.skip_steps:
+                self._start = self._train_start
         if self._steps == self.skip_steps and self._start is None:
             self._start = time.perf_counter()
 
@@ -75,7 +83,9 @@ class Throughput(pl.Callback):
         self._steps += 1
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stop(pl_module, restart=True)
+        # The epoch-end work of the callbacks after this one (checkpoint, curves) is left out.
+        self._stop(pl_module, restart=False)
+        self._epoch_ended = True
         if self.images_per_sec is not None:
             pl_module.log("train/images_per_sec", self.images_per_sec, rank_zero_only=True)
 

@@ -12,8 +12,10 @@
 * (c) ``loader``: the recipe's train data loader alone (decode, resize, collate, workers); with
   ``loader_only`` nothing else is measured (no model runs), e.g. to compare data layouts.
 
-Throughputs in images/s are batch size / median time. ``overhead_ratio`` = median of step /
-(backbone fwd + bwd) = 1 + ``overhead`` (1.0: the toolkit costs nothing beyond the backbone).
+Throughputs in images/s are images / wall-clock time summed over the timed steps (as ``fit``
+reports its rate); the table gives medians and IQRs, which a burst of other work moves less.
+``overhead_ratio`` = median of step / (backbone fwd + bwd) = 1 + ``overhead`` (1.0: the toolkit
+costs nothing beyond the backbone).
 ``views_per_image`` = augmented views made of each image (all crops, any size), and
 ``step_views_s = step_img_s * views_per_image``, as the peer side-by-side
 (``benchmarks/peer_lightly.py``, BENCHMARKS.md) reports it.
@@ -127,9 +129,9 @@ def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3, loader_only:
     shares = {k: sum(d[k] for d in timed) / total for k in PARTS}
     backbone = [d["backbone_fwd"] + d["backbone_bwd"] for d in timed]
     overhead = Spread.of([(d["step"] - b) / b for d, b in zip(timed, backbone)])
-    step_img_s = batch_size / (spreads["step"].median / 1000.0)
+    step_img_s = batch_size * len(timed) / total  # wall clock over the timed steps, as fit reports it
     return BenchResult(
-        backbone_img_s=batch_size / statistics.median(backbone),
+        backbone_img_s=batch_size * len(timed) / sum(backbone),
         step_img_s=step_img_s,
         loader_img_s=loader_img_s,
         overhead_ratio=1.0 + overhead.median,

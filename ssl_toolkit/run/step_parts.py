@@ -86,9 +86,9 @@ class StepParts(Profiler):
         for name, part in (("augment", "augment"), ("backbone", "backbone_fwd"), ("teacher", "teacher_fwd"),
                            ("head", "head_fwd")):  # fmt: skip
             net = getattr(module, name, None)
-            if isinstance(net, nn.Module):
-                self._handles.append(net.register_forward_pre_hook(self._pre_hook(part)))
-                self._handles.append(net.register_forward_hook(self._post_hook(part)))
+            if isinstance(net, nn.Module):  # a compiled backbone runs its hooks eagerly (graph breaks)
+                self._handles.append(net.register_forward_pre_hook(torch.compiler.disable(self._pre_hook(part))))
+                self._handles.append(net.register_forward_hook(torch.compiler.disable(self._post_hook(part))))
 
     # --- clock --------------------------------------------------------------------------------
     def _mark(self) -> Mark:

@@ -116,45 +116,45 @@ class StepParts(Profiler):
 
     def start(self, action_name: str) -> None:
         hook = self._hook(action_name)
-        if hook == "_TrainingEpochLoop.train_dataloader_next":
-            self._steps.append({"start": self._mark()})
-            self._open["fetch"] = self._steps[-1]["start"]
-            return
-        if hook == "LightningModule.optimizer_step":
-            self._hook_optimizers()
         if hook == "Strategy.training_step":
             self._in_training_step = True
-        if hook == "LightningModule.on_after_backward" and "backward" in self._open:
-            stop = self._mark()
-            start = self._open.pop("backward")
-            grad = self._open.pop("backbone_grad", None)
-            self._add("head_bwd", start, grad if grad is not None else stop)
-            if grad is not None:
-                self._add("backbone_bwd", grad, stop)
-            self._open[hook] = stop
-            return
-        if hook in _STARTS:
+        elif hook == "LightningModule.optimizer_step":
+            self._hook_optimizers()
+        elif hook == "LightningModule.on_after_backward":
+            self._end_backward()
+        if hook in _TIMED or hook == "LightningModule.on_before_optimizer_step":
             self._open[hook] = self._mark()
+        if hook == _FETCH:  # a new step begins
+            self._steps.append({"start": self._open[hook]})
 
     def stop(self, action_name: str) -> None:
         hook = self._hook(action_name)
-        if hook == "LightningModule.on_before_backward":
-            self._open["backward"] = self._mark()
-            return
-        if hook == "LightningModule.optimizer_step":
-            stop, after = self._mark(), self._open.pop("optimizer_post", None)
-            start = self._open.pop("optimizer_math", None)
-            if start is not None and after is not None:
-                self._add("optimizer", start, after)
-                self._add("hooks", after, stop)
-            return
         if hook == "Strategy.training_step":
             self._in_training_step = False
-        part = _STARTS.get(hook)
-        if part is not None and hook in self._open and hook != "LightningModule.on_before_optimizer_step":
-            self._add(part, self._open.pop(hook), self._mark())
-        elif hook == "_TrainingEpochLoop.train_dataloader_next" and "fetch" in self._open:
-            self._add("fetch", self._open.pop("fetch"), self._mark())
+        if hook == "LightningModule.on_before_backward":  # loss.backward() comes next
+            self._open["backward"] = self._mark()
+        elif hook == "LightningModule.optimizer_step":
+            self._end_optimizer_step()
+        elif hook in _TIMED and hook in self._open:
+            self._add(_TIMED[hook], self._open.pop(hook), self._mark())
+
+    def _end_backward(self) -> None:
+        """``loss.backward()`` ended: split it where the gradient reached the backbone outputs."""
+        if "backward" not in self._open:
+            return
+        stop, start = self._mark(), self._open.pop("backward")
+        grad = self._open.pop("backbone_grad", None)
+        self._add("head_bwd", start, grad if grad is not None else stop)
+        if grad is not None:
+            self._add("backbone_bwd", grad, stop)
+
+    def _end_optimizer_step(self) -> None:
+        """``optimizer_step`` ended: the optimizer's own work, then ``after_optimizer_step``."""
+        stop, done = self._mark(), self._open.pop("optimizer_done", None)
+        start = self._open.pop("optimizer_math", None)
+        if start is not None and done is not None:
+            self._add("optimizer", start, done)
+            self._add("hooks", done, stop)
 
     def _hook_optimizers(self) -> None:
         trainer = getattr(self.module, "_trainer", None)
@@ -164,7 +164,7 @@ class StepParts(Profiler):
                 self._handles.append(optimizer.register_step_post_hook(self._optimizer_done))
 
     def _optimizer_done(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._open["optimizer_post"] = self._mark()
+        self._open["optimizer_done"] = self._mark()
         # optimizer.step() ran the closure (training_step, backward) first: its own work starts
         # at on_before_optimizer_step, which the closure calls last.
         self._open["optimizer_math"] = self._open.pop("LightningModule.on_before_optimizer_step", None)
@@ -218,12 +218,13 @@ class StepParts(Profiler):
         super().teardown(stage)
 
 
-# Lightning action -> part, for the actions timed by their own start and stop.
-_STARTS: dict[str, str] = {
+# Lightning's actions (``_hook`` form) timed by their own start and stop -> part.
+_FETCH = "_TrainingEpochLoop.train_dataloader_next"
+_TIMED: dict[str, str] = {
+    _FETCH: "fetch",
     "LightningModule.transfer_batch_to_device": "h2d",
     "Strategy.training_step": "training_step",
     "LightningModule.optimizer_zero_grad": "optimizer",
     "LightningModule.on_after_backward": "hooks",
-    "LightningModule.on_before_optimizer_step": "optimizer",
     "LightningModule.lr_scheduler_step": "optimizer",
 }

@@ -18,9 +18,10 @@ class Throughput(pl.Callback):
     Training: images per second of the training loop (data + augment + forward + backward +
     optimizer), the first ``skip_steps`` steps (allocator and kernel warm-up, worker start)
     excluded, the validation loop excluded (the clock stops at ``on_validation_start`` and
-    restarts at ``on_validation_end``), and so is what other callbacks do at the end of an epoch
-    (checkpoints, plots: the clock stops at ``on_train_epoch_end`` and restarts at the next
-    step). The device is synchronized only at those points and at the end. Results:
+    restarts at ``on_validation_end``), and so is what the callbacks after this one do at the end
+    of an epoch (checkpoints, plots: the clock stops at ``on_train_epoch_end`` and restarts at
+    the next ``on_train_epoch_start``, so the next epoch's loader start counts, as in a plain
+    loop). The device is synchronized only at those points and at the end. Results:
     ``images_per_sec`` (None when no step was measured), ``train_seconds`` (wall time from the
     first to the last training step, evaluation excluded), logged as ``train/images_per_sec`` per
     epoch.
@@ -47,7 +48,7 @@ class Throughput(pl.Callback):
         self._train_start: float | None = None
         self._eval_start: float | None = None
         self._paused = False  # the training clocks were stopped for an evaluation
-        self._epoch_ended = False  # ... or at the end of an epoch, until the next step
+        self._epoch_ended = False  # ... or at the end of an epoch, until the next one starts
         self._steps = 0
 
     @property
@@ -64,14 +65,16 @@ class Throughput(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._train_start = time.perf_counter()
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._epoch_ended:  # the clocks stopped at the last epoch's end: the new epoch counts
+            self._epoch_ended = False
+            self._train_start = time.perf_counter()
+            if self._steps > self.skip_steps:
+                self._start = self._train_start
+
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._epoch_ended:  # the next epoch's first step: restart the clocks
-            self._epoch_ended = False
-            self._train_start = time.perf_counter()
-            if self._steps >= self.skip_steps:
-                self._start = self._train_start
         if self._steps == self.skip_steps and self._start is None:
             self._start = time.perf_counter()
 

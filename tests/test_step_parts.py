@@ -29,7 +29,7 @@ def _parts_and_batch(name: str, tmp_path: Path, **data: Any) -> tuple[Any, tuple
     return parts.module, batch, recipe
 
 
-@pytest.mark.parametrize("name", ["simclr", "mocov2"])  # mocov2: EMA teacher forward and update, queue
+@pytest.mark.parametrize("name", ["simclr", "mocov2", "swav"])  # EMA teacher + queue; multi-crop
 def test_parts_add_up_to_the_step(name: str, tmp_path: Path) -> None:
     """Each part is timed by its own pair of clock readings, the step from one batch fetch to the
     next: the parts (all but the unattributed ``loop``) cover 90-100% of the timed steps."""

@@ -1,6 +1,7 @@
-"""Speed of a recipe on the current device: (a) backbone, (b) training step, (c) data loader.
+"""Where the time of a recipe's training step goes on the current device (docs/benchmarking.md).
 
     .venv/bin/python tools/bench.py recipes/fashion_mnist/simclr.yaml [key=value ...] [--steps N] [--warmup N]
+        [--json FILE] [--markdown FILE]
 
 Same as ``ssl-toolkit bench``; the last line printed is JSON (backbone_img_s, step_img_s,
 loader_img_s, overhead_ratio, ...).

@@ -18,10 +18,13 @@ class Throughput(pl.Callback):
     Training: images per second of the training loop (data + augment + forward + backward +
     optimizer), the first ``skip_steps`` steps (allocator and kernel warm-up, worker start)
     excluded, the validation loop excluded (the clock stops at ``on_validation_start`` and
-    restarts at ``on_validation_end``). The device is synchronized only at those points and at
-    the end. Results: ``images_per_sec`` (None when no step was measured), ``train_seconds`` (wall
-    time from the first to the last training step, evaluation excluded), logged as
-    ``train/images_per_sec`` per epoch.
+    restarts at ``on_validation_end``), and so is what the callbacks after this one do at the end
+    of an epoch (checkpoints, plots: the clock stops at ``on_train_epoch_end`` and restarts at
+    the next ``on_train_epoch_start``, so the next epoch's loader start counts, as in a plain
+    loop). The device is synchronized only at those points and at the end. Results:
+    ``images_per_sec`` (None when no step was measured), ``train_seconds`` (wall time from the
+    first to the last training step, evaluation excluded), logged as ``train/images_per_sec`` per
+    epoch.
 
     Evaluation: each validation loop's wall time; after each one (not the sanity check) rank 0
     prints one line ``evaluation N at step S (epoch E): T s  val/...`` with the logged ``val/``
@@ -45,6 +48,7 @@ class Throughput(pl.Callback):
         self._train_start: float | None = None
         self._eval_start: float | None = None
         self._paused = False  # the training clocks were stopped for an evaluation
+        self._epoch_ended = False  # ... or at the end of an epoch, until the next one starts
         self._steps = 0
 
     @property
@@ -61,6 +65,13 @@ class Throughput(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._train_start = time.perf_counter()
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._epoch_ended:  # the clocks stopped at the last epoch's end: the new epoch counts
+            self._epoch_ended = False
+            self._train_start = time.perf_counter()
+            if self._steps > self.skip_steps:
+                self._start = self._train_start
+
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -75,7 +86,9 @@ class Throughput(pl.Callback):
         self._steps += 1
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stop(pl_module, restart=True)
+        # The epoch-end work of the callbacks after this one (checkpoint, curves) is left out.
+        self._stop(pl_module, restart=False)
+        self._epoch_ended = True
         if self.images_per_sec is not None:
             pl_module.log("train/images_per_sec", self.images_per_sec, rank_zero_only=True)
 

@@ -35,15 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_bench = sub.add_parser(
         "bench",
-        help="images/s of backbone, training step and loader",
-        description="Measure on the current device (a) the bare backbone forward+backward on the recipe's views, "
-        "(b) the full training step, (c) the data loader; print images/s, the overhead (b)/(a) and a JSON line.",
+        help="where the time of a training step goes; images/s of backbone, step and loader",
+        description="Time on the current device each part of the real training step (copy, augmentation, backbone "
+        "forward, head, backward, optimizer, hooks, loop) inside trainer.fit, and the data loader; print the table "
+        "(median, IQR, share), images/s, the overhead (step - backbone fwd - bwd) / (backbone fwd + bwd) of the "
+        "same steps and a JSON line. docs/benchmarking.md explains the numbers.",
     )
     p_bench.add_argument("recipe", help="path to a recipe YAML (see `ssl-toolkit recipes`)")
     p_bench.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides")
-    p_bench.add_argument("--steps", type=int, default=10, help="timed iterations (default: %(default)s)")
-    p_bench.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: %(default)s)")
+    p_bench.add_argument("--steps", type=int, default=10, help="timed steps, at least 5 (default: %(default)s)")
+    p_bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
     p_bench.add_argument("--loader-only", action="store_true", help="measure (c), the data loader, only")
+    p_bench.add_argument("--json", metavar="FILE", help="append the result as one JSON line to FILE")
+    p_bench.add_argument("--markdown", metavar="FILE", help="append the breakdown as a Markdown table to FILE")
     p_list = sub.add_parser("recipes", help="list the shipped recipes", description="List the shipped recipes.")
     p_list.add_argument("--dir", default=str(RECIPES_DIR), help="recipes folder (default: %(default)s)")
     p_export = sub.add_parser(
@@ -435,11 +439,14 @@ def timing_lines(result: Any) -> list[str]:
 
 
 def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from ssl_toolkit.run.bench import bench, format_result
+    from ssl_toolkit.run.bench import bench, check_outputs, format_result, write_outputs
     from ssl_toolkit.run.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    print(format_result(bench(recipe, steps=args.steps, warmup=args.warmup, loader_only=args.loader_only)))
+    outputs = check_outputs(args.json, args.markdown)
+    result = bench(recipe, steps=args.steps, warmup=args.warmup, loader_only=args.loader_only)
+    print(format_result(result))
+    write_outputs(result, outputs, " ".join([args.recipe, *args.overrides]))
     return 0
 
 

@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="show every third-party message (Lightning tips, deprecation warnings, wandb's console output)",
     )
+    p_fit.add_argument(
+        "--store-env",
+        action="store_true",
+        help="write values taken from the environment (${oc.env:NAME}) in clear into recipe.yaml and the "
+        "checkpoints (default: the ${oc.env:NAME} expression is written, never the value)",
+    )
     p_bench = sub.add_parser(
         "bench",
         help="images/s of backbone, training step and loader",
@@ -334,12 +340,16 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
     with SignalNote() as note:  # a stop signal from here on is noted; fit acts on it (run/signals.py)
         from ssl_toolkit.run.fit import fit
         from ssl_toolkit.run.quiet import quiet
-        from ssl_toolkit.run.recipe import load_recipe
+        from ssl_toolkit.run.recipe import load_recipe, recipe_to_store
 
         command = ["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv
         recipe = load_recipe(args.recipe, args.overrides)
+        stored, from_env = recipe_to_store(args.recipe, args.overrides, recipe)
+        if from_env and not args.store_env:
+            print(f"note: {', '.join(from_env)} come(s) from the environment: recipe.yaml and the checkpoints "
+                  "store the ${oc.env:...} expression, not the value (--store-env stores the value)")  # fmt: skip
         with quiet(verbose=args.verbose):
-            result = fit(recipe, argv=command, note=note)
+            result = fit(recipe, argv=command, note=note, stored=recipe if args.store_env else stored)
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank != 0:  # a multi-process run: rank 0 prints the one summary

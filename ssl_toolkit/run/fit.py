@@ -42,6 +42,7 @@ from ssl_toolkit.run.last_checkpoint import LastCheckpoint
 from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer
 from ssl_toolkit.run.resume import ResumePoint, check_trains_more, find_resume, newest_checkpoint
+from ssl_toolkit.run.resume_changes import ResumeChanges, check_same_kinds
 from ssl_toolkit.run.run_folder import agreed_run_dir, check_out_dir, resume_name, write_run_files
 from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 from ssl_toolkit.run.signals import Preemption, resume_command, start_command
@@ -72,7 +73,12 @@ class FitResult:
     best: dict[str, Path] = field(default_factory=dict)  # monitored metric -> its best checkpoint, by score
 
 
-def fit(recipe: dict[str, Any], argv: list[str] | None = None, note: SignalNote | None = None) -> FitResult:
+def fit(
+    recipe: dict[str, Any],
+    argv: list[str] | None = None,
+    note: SignalNote | None = None,
+    stored: dict[str, Any] | None = None,
+) -> FitResult:
     """Train from a validated recipe (``load_recipe``); see the module docstring for the order.
 
     ``recipe["resume"]`` (``none`` by default, ``auto``, a checkpoint or a run folder) continues a
@@ -82,6 +88,8 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None, note: SignalNote 
 
     ``note`` holds the stop signals noted so far (the CLI installs it before its imports); without
     one, ``fit`` installs its own. Either way the handlers in place before are back when ``fit`` ends.
+    ``stored`` is the recipe as written to the run folder and the checkpoints (default ``recipe``;
+    the CLI passes ``recipe_to_store``'s, where values from the environment stay expressions).
 
     Raises:
         RecipeError: anything wrong with the recipe, the data or the resume point (nothing written).
@@ -93,12 +101,12 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None, note: SignalNote 
     note = note or SignalNote()
     note.install()
     try:
-        return _fit(recipe, argv, note)
+        return _fit(recipe, argv, note, stored)
     finally:
         note.restore()
 
 
-def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> FitResult:
+def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote, stored: dict[str, Any] | None) -> FitResult:
     """``fit`` with the signals noted by ``note``."""
     pl.seed_everything(int(recipe.get("seed", 0)), workers=True, verbose=False)
     check_out_dir(recipe.get("out_dir", "runs/run"))
@@ -110,6 +118,9 @@ def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> Fi
     out_dir = recipe.get("out_dir", "runs/run")
     run_dir = point.run_dir if point is not None else agreed_run_dir(out_dir, rank_zero_only.rank)
     resolved = {**recipe, "out_dir": str(run_dir)}
+    stored = stored if stored is not None else recipe
+    # The run folder is recorded, unless out_dir came from the environment (then its expression).
+    kept = {**stored, "out_dir": stored["out_dir"] if "${oc.env:" in str(stored.get("out_dir")) else str(run_dir)}
     throughput = Throughput()
     last = run_dir / "checkpoints" / "last.ckpt"
     again = f"start again with: {start_command(argv)}"
@@ -119,13 +130,16 @@ def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> Fi
         not_started = (f"checkpoints unchanged ({point.checkpoint} is at step {point.step}); "
                        f"resume with: {resume_command(argv, run_dir)}")  # fmt: skip
     preemption = Preemption(last, resume_command(argv, run_dir), note, not_started)
-    trainer = build_run_trainer(resolved, run_dir, parts, point, [throughput, LastCheckpoint(last), preemption])
+    own = [throughput, LastCheckpoint(last), preemption]
+    if point is not None:  # the recipe's optimizer/schedule values over the checkpoint's, said and recorded
+        own.append(ResumeChanges(run_dir / f"{resume_name(run_dir)}.json"))
+    trainer = build_run_trainer(resolved, run_dir, parts, point, own, stored=kept)
     note.stop_if_received(f"nothing written; {again}")  # a signal during the checks: stop before any write
     lock = RunLock(run_dir) if rank_zero_only.rank == 0 else None  # DDP: rank 0 speaks for the run
     if lock is not None:
         lock.acquire()  # a second process training into run_dir stops here, before writing anything
     try:
-        prepare_run_folder(trainer, run_dir, resolved, argv, point, parts)
+        prepare_run_folder(trainer, run_dir, kept, argv, point, parts)
         seconds = train(trainer, parts, point, run_dir, preemption)
     finally:
         if lock is not None:
@@ -134,13 +148,19 @@ def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> Fi
 
 
 def build_run_trainer(
-    recipe: dict[str, Any], run_dir: Path, parts: Parts, point: ResumePoint | None, own: list[pl.Callback]
+    recipe: dict[str, Any],
+    run_dir: Path,
+    parts: Parts,
+    point: ResumePoint | None,
+    own: list[pl.Callback],
+    stored: dict[str, Any] | None = None,
 ) -> pl.Trainer:
     """The recipe's trainer plus the callbacks every run has (and ``own``, those ``fit`` reads back:
-    throughput, preemption); checks that need the trainer."""
+    throughput, preemption); checks that need the trainer. ``stored`` (default ``recipe``) is the
+    recipe each checkpoint carries."""
     extra = [
         *own,
-        RecipeInCheckpoint(recipe),
+        RecipeInCheckpoint(recipe if stored is None else stored),
         Curves(run_dir / "curves.png"),
         RNGState(int(recipe.get("seed", 0))),
     ]
@@ -151,6 +171,7 @@ def build_run_trainer(
         check_batch_per_process(parts.datamodule, trainer)
         if point is not None:
             check_fits(parts.module, point)
+            check_same_kinds(read_checkpoint(point.checkpoint, mmap=True).get("recipe"), recipe, point.checkpoint)
             check_trains_more(point, trainer.max_steps, trainer.max_epochs, type(parts.datamodule).__qualname__)
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return trainer

@@ -10,6 +10,7 @@ Every problem is raised as ``RecipeError("<section>.<key>: ...")`` before any tr
 from __future__ import annotations
 
 import inspect
+import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_check
 # A monitored metric -> the callback that logs it (a checkpoint monitoring it needs that callback on).
 METRIC_SOURCES = {"val/knn_": "knn", "val/linear_": "linear_probe", "val/rankme": "rankme"}
 ALWAYS_ON = {"checkpoint"}  # fit, resume and the summary need last.ckpt
+_NO_DEFAULT = object()
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -72,8 +74,88 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
         raise RecipeError(f"recipe: {str(e).splitlines()[0]}") from None
     if not isinstance(recipe, dict):
         raise RecipeError(f"recipe: {path} must be a mapping of sections")
+    expand_paths(recipe)
     validate(recipe)
     return recipe  # type: ignore[return-value]
+
+
+# Recipe values that are paths on this machine: ``~`` is expanded here, once, for every writer and reader.
+PATH_KEYS = (("out_dir",), ("resume",), *(("data", k) for k in ("root", "train_list", "val_list", "train_dir",
+             "val_dir", "eval_root", "train_shards", "val_shards")))  # fmt: skip
+
+
+def expand_paths(recipe: dict[str, Any]) -> None:
+    """Expand a leading ``~`` of the recipe's path values in place (``out_dir='~/x'`` is ``$HOME/x``
+    for the run folder, the checkpoints and the logs alike, never a folder named ``~``)."""
+    for keys in PATH_KEYS:
+        parent = recipe
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        value = parent.get(keys[-1]) if isinstance(parent, dict) else None
+        if isinstance(value, str) and value.startswith("~"):
+            parent[keys[-1]] = os.path.expanduser(value)
+
+
+def _env_expression(key: str, default: Any = _NO_DEFAULT) -> str:
+    """Stands in for omegaconf's ``oc.env`` resolver: the expression itself instead of the value."""
+    return "${oc.env:" + key + ("" if default is _NO_DEFAULT else f",{default}") + "}"
+
+
+def recipe_to_store(
+    path: str | Path, overrides: Sequence[str], recipe: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The recipe as written to ``recipe.yaml``, ``resume-N.json`` and every checkpoint: ``recipe``
+    (``load_recipe(path, overrides)``) with each value taken from the environment (``${oc.env:NAME}``,
+    also through another key or inside a string) kept as its expression, never its value (an API
+    token in ``logger.run_name`` is not written in clear). Offline tools resolve the expressions
+    again when they read a checkpoint (``resolve_environment``).
+
+    Returns:
+        the recipe to store and the dotted keys whose values came from the environment.
+    """
+    from omegaconf.resolvers import oc
+
+    cfg = OmegaConf.merge(OmegaConf.load(Path(path)), OmegaConf.from_dotlist(list(overrides)))
+    OmegaConf.register_new_resolver("oc.env", _env_expression, replace=True)
+    try:
+        marked = OmegaConf.to_container(cfg, resolve=True)
+    finally:
+        OmegaConf.register_new_resolver("oc.env", oc.env, replace=True)
+    keys: list[str] = []
+
+    def merge(value: Any, mark: Any, key: str) -> Any:
+        if isinstance(value, dict) and isinstance(mark, dict):
+            return {k: merge(v, mark.get(k, v), f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, list) and isinstance(mark, list) and len(value) == len(mark):
+            return [merge(v, m, f"{key}.{i}") for i, (v, m) in enumerate(zip(value, mark))]
+        if isinstance(mark, str) and "${oc.env:" in mark and mark != value:
+            keys.append(key)
+            return mark
+        return value
+
+    return merge(recipe, marked, ""), keys
+
+
+def resolve_environment(recipe: dict[str, Any], where: str) -> dict[str, Any]:
+    """A stored recipe with its ``${oc.env:NAME}`` expressions resolved from the current environment.
+
+    Raises:
+        RecipeError: an expression names a variable that is not set (names the key and ``where``).
+    """
+
+    def resolve(value: Any, key: str) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, f"{key}.{i}") for i, v in enumerate(value)]
+        if isinstance(value, str) and "${oc.env:" in value:
+            try:
+                return OmegaConf.to_container(OmegaConf.create({"v": value}), resolve=True)["v"]
+            except OmegaConfBaseException as e:
+                raise RecipeError(f"{key}: {where} stores {value} ({str(e).splitlines()[0]})") from None
+        return value
+
+    return resolve(recipe, "")
 
 
 def validate(recipe: dict[str, Any]) -> None:

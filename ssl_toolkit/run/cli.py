@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         args = evaluators[words[0]].parse_intermixed_args(words[1:], argparse.Namespace(command=words[0]))
     else:
         args = parser.parse_args(argv)
+    expand_user_paths(args)
 
     if args.command == "recipes":
         for path in sorted(Path(args.dir).rglob("*.yaml")):
@@ -88,15 +89,37 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # bad recipe, argument, checkpoint or data: one line, exit 2
         print(f"ssl-toolkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+    except OSError as e:  # any writer on a full disk / quota / read-only file system: one line, exit 2
+        from ssl_toolkit.run.errors import WRITE_ERRNOS
+
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        print(f"ssl-toolkit: error: {e.filename or 'a file'}: {e.strerror}; nothing else was changed", file=sys.stderr)
+        return 2
     except TrainingStopped as e:  # NaN/Inf loss: one line naming the step and the last good checkpoint
         print(f"ssl-toolkit: error: {e}", file=sys.stderr)
         return 1
-    except Preempted as e:  # SIGTERM/SIGUSR1/Ctrl-C: checkpoint saved; 128 + signal so schedulers requeue
+    except Preempted as e:  # SIGTERM/SIGUSR1/SIGHUP/Ctrl-C: checkpoint saved; 128 + signal so schedulers requeue
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 
         if rank_zero_only.rank == 0:
-            print(f"ssl-toolkit: {e}", file=sys.stderr)
+            try:
+                print(f"ssl-toolkit: {e}", file=sys.stderr)
+            except OSError:  # SIGHUP: the terminal is gone; the checkpoint is saved all the same
+                pass
         return e.exit_code
+
+
+def expand_user_paths(args: argparse.Namespace) -> None:
+    """Expand a leading ``~`` in every path argument once, here (a quoted ``--out '~/x'`` or
+    ``--out=~/x`` reaches us unexpanded), as ``load_recipe`` does for the recipe's paths."""
+    import os
+
+    for name in ("recipe", "checkpoint", "out", "dir"):
+        if isinstance(getattr(args, name, None), str):
+            setattr(args, name, os.path.expanduser(getattr(args, name)))
+    if isinstance(getattr(args, "items", None), list):
+        args.items = [i if i.startswith("data.") else os.path.expanduser(i) for i in args.items]
 
 
 def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:

@@ -37,7 +37,7 @@ from ssl_toolkit.callbacks.rng_state import RNGState
 from ssl_toolkit.callbacks.throughput import Throughput
 from ssl_toolkit.run.checkpoint import read_checkpoint
 from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
-from ssl_toolkit.run.errors import CheckpointError, RecipeError, TrainingStopped
+from ssl_toolkit.run.errors import CheckpointError, RecipeError, TrainingStopped, WriteError
 from ssl_toolkit.run.last_checkpoint import LastCheckpoint
 from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer
@@ -222,6 +222,13 @@ def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir:
                 last = None
             kept = f"last good checkpoint: {last.checkpoint} (step {last.step})" if last else "no checkpoint written"
             raise TrainingStopped(f"{e}; {kept}") from None
+        except WriteError as e:  # a checkpoint save on a full disk: the earlier files are intact
+            try:
+                last = newest_checkpoint(run_dir)
+            except CheckpointError:
+                last = None
+            kept = f"last good checkpoint: {last.checkpoint} (step {last.step})" if last else "no checkpoint written"
+            raise WriteError(f"{e}; {kept}; free space, then resume with: {preemption.resume_command}") from None
         except SIGTERMException:  # raised by Lightning's loops, which only saw it before on_train_start
             if preemption.note.training:
                 raise

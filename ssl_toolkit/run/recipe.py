@@ -136,8 +136,13 @@ def recipe_to_store(
     return merge(recipe, marked, ""), keys
 
 
+# The sections that rebuild a model and its data (an offline tool needs no logger, out_dir, ...).
+MODEL_SECTIONS = ("backbone", "head", "augment", "data", "optimizer", "scheduler", "module")
+
+
 def resolve_environment(recipe: dict[str, Any], where: str) -> dict[str, Any]:
-    """A stored recipe with its ``${oc.env:NAME}`` expressions resolved from the current environment.
+    """A stored recipe with the ``${oc.env:NAME}`` expressions of its ``MODEL_SECTIONS`` resolved
+    from the current environment (the other sections are left as stored).
 
     Raises:
         RecipeError: an expression names a variable that is not set (names the key and ``where``).
@@ -155,7 +160,7 @@ def resolve_environment(recipe: dict[str, Any], where: str) -> dict[str, Any]:
                 raise RecipeError(f"{key}: {where} stores {value} ({str(e).splitlines()[0]})") from None
         return value
 
-    return resolve(recipe, "")
+    return {k: resolve(v, k) if k in MODEL_SECTIONS else v for k, v in recipe.items()}
 
 
 def validate(recipe: dict[str, Any]) -> None:

@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ssl_toolkit.run.arguments import OneLineParser
+
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 DATA_HELP = "data overrides, e.g. data.root=/moved/data data.num_workers=4 data.val_samples=1000"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ssl-toolkit", description="Self-supervised pretraining with timm backbones.")
+    parser = OneLineParser(prog="ssl-toolkit", description="Self-supervised pretraining with timm backbones.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_fit = sub.add_parser(
         "fit",
@@ -241,12 +243,15 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled, linear_probe
     from ssl_toolkit.run.checkpoint import load_checkpoint
     from ssl_toolkit.run.errors import ArgumentError
-    from ssl_toolkit.run.run_folder import run_dir_of, write_new_json
+    from ssl_toolkit.run.run_folder import check_writable, run_dir_of, write_new_json
 
     for name in ("epochs", "k", "temperature"):  # fail before the (slow) embedding
         if getattr(args, name, 1) <= 0:
             raise ArgumentError(f"--{name}: must be positive, got {getattr(args, name)}")
     overrides = _data_overrides(args.overrides)
+    check_device(args.device)
+    ckpt = Path(args.checkpoint)
+    check_writable(run_dir_of(ckpt) / "eval", "eval folder")  # before the (slow) embedding, not after
     loaded = load_checkpoint(args.checkpoint, overrides)
     loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train, val = embed_labelled(loaded.module, loaded.datamodule)
@@ -260,14 +265,14 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.k > bank:
             print(f"note: --k {args.k} is larger than the bank ({bank} labelled train images); all {bank} vote")
         result = knn_probe(train, val, classes, args.k, args.temperature)
-    ckpt = Path(args.checkpoint)
     record = {"checkpoint": str(ckpt.resolve()), "epoch": loaded.epoch, "step": loaded.step,
               args.command: settings, "data_overrides": overrides, "num_train": len(train.labels),
               "num_val": len(val.labels), **asdict(result), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-    path = write_new_json(run_dir_of(ckpt) / "eval" / f"{args.command}-{ckpt.stem}.json", record)
     print(f"{args.command} {ckpt} (epoch {loaded.epoch}, step {loaded.step}, {len(val.labels)} val images)")
     train_top1 = "" if result.train_top1 is None else f"  (train top-1 {result.train_top1:.4f})"
-    print(f"val top-1 {result.top1:.4f}  top-5 {result.top5:.4f}{train_top1}\nwritten: {path}")
+    print(f"val top-1 {result.top1:.4f}  top-5 {result.top5:.4f}{train_top1}", flush=True)  # before the write
+    path = write_new_json(run_dir_of(ckpt) / "eval" / f"{args.command}-{ckpt.stem}.json", record)
+    print(f"written: {path}")
     return 0
 
 
@@ -282,18 +287,30 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     runs = [Path(i) for i in args.items if "=" not in i]
     if not runs:
         raise ArgumentError("select: give at least one RUN_DIR")
+    unique = list({r.resolve(): r for r in reversed(runs)}.values())[::-1]  # first spelling of each folder kept
+    if len(unique) < len(runs):
+        print(f"note: {len(runs) - len(unique)} run folder(s) given more than once; each is ranked once")
+        runs = unique
     out = Path(args.out) if args.out else selection_path(runs)
-    if out.exists() and not args.force:
-        raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
+    check_selection_out(out, args.force)
+    check_device(args.device)
+    skipped: list[tuple[Path, str]] = []
     rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device,
-                            args.metric, args.view_images, args.views)  # fmt: skip
+                            args.metric, args.view_images, args.views, skipped=skipped)  # fmt: skip
+    for path, why in skipped:  # never passed over silently
+        print(f"ssl-toolkit: select: skipped {path} ({why})", file=sys.stderr)
     report = metric_report(rows)
     print(format_table(rows, args.with_labels) + "\n\n" + format_report(report))
+    used = rows[0].num_samples
+    if used is not None and used < args.num_samples:
+        print(f"note: --num-samples {args.num_samples} is more than the {used} train images; all {used} were used")
     first = METRICS[args.metric[0]]
     criterion = f"{args.metric[0]} ({first.description}; {first.better} is better)"
     record = {"selected": rows[0].as_dict(), "criterion": criterion, "metrics": report,
-              "num_samples": args.num_samples, "seed": args.seed, "with_labels": args.with_labels,
-              "data_overrides": overrides, "table": [r.as_dict() for r in rows]}  # fmt: skip
+              "num_samples": used, "num_samples_asked": args.num_samples, "seed": args.seed,
+              "with_labels": args.with_labels, "data_overrides": overrides,
+              "skipped": [{"checkpoint": str(p), "reason": why} for p, why in skipped],
+              "table": [r.as_dict() for r in rows]}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nselected: {rows[0].checkpoint}\nwritten:  {out}")
@@ -314,6 +331,7 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.eval.diagnose import CheckpointDiagnostics, default_out, diagnose_module, labels_for, write_report
     from ssl_toolkit.run.checkpoint import check_checkpoint_path, load_checkpoint
     from ssl_toolkit.run.errors import ArgumentError
+    from ssl_toolkit.run.run_folder import check_writable
 
     # Checkpoint names hold '=' too (epoch=3-step=120.ckpt): overrides are the data.KEY=VALUE items.
     is_override = [i.startswith("data.") and "=" in i and not Path(i).exists() for i in args.items]
@@ -330,6 +348,8 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
     out = Path(args.out) if args.out else default_out(checkpoints)
     if out.exists():
         raise ArgumentError(f"--out: {out} exists; diagnose never writes into an existing folder")
+    check_writable(out.parent, "--out")
+    check_device(args.device)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results, loaded = [], None
     for ckpt, label in zip(checkpoints, labels_for(checkpoints)):
@@ -345,6 +365,50 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
     paths = write_report(results, out, args.num_images, args.seed)
     print(f"written: {paths['png']}\n         {paths['json']}\n         {paths['csv']}")
     return 0
+
+
+def check_selection_out(out: Path, force: bool) -> None:
+    """``select --out``: a file path in a writable folder; an existing file only with ``--force`` and
+    only an earlier selection (a JSON object with ``selected``): a checkpoint or any other file is
+    never replaced."""
+    from ssl_toolkit.run.errors import ArgumentError
+    from ssl_toolkit.run.run_folder import check_writable
+
+    if out.is_dir():
+        raise ArgumentError(f"--out: {out} is a folder; give a file path, e.g. {out / 'selection.json'}")
+    if out.exists() and not force:
+        raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
+    if out.exists():
+        try:
+            earlier = json.loads(out.read_text())
+        except (ValueError, UnicodeDecodeError):
+            earlier = None
+        if not (isinstance(earlier, dict) and "selected" in earlier):
+            raise ArgumentError(f"--out: {out} is not an earlier selection; --force replaces only those")
+    check_writable(out.parent, "--out")
+
+
+def check_device(device: str | None) -> None:
+    """``--device``: a torch device name that exists on this machine (None: the default).
+
+    Raises:
+        ArgumentError: an unknown name, or a CUDA device that is not there.
+    """
+    import torch
+
+    from ssl_toolkit.run.errors import ArgumentError
+
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ArgumentError(f"--device: {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+        raise ArgumentError(f"--device: {device} is not available (this machine has {have}); use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps") or (dev.type == "mps" and not torch.backends.mps.is_available()):
+        raise ArgumentError(f"--device: {device} is not available here; use --device cpu")
 
 
 def selection_path(runs: list[Path]) -> Path:
@@ -380,11 +444,15 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"\nrun folder:       {result.run_dir}")
     print(f"checkpoint:       {result.checkpoint or '(none written)'}")
     print(f"resolved recipe:  {result.run_dir / 'recipe.yaml'}  (git commit in run.json)")
-    print(
-        f"logs:             {result.run_dir / 'csv' / 'metrics.csv'}"
-        + (f", {result.run_dir / 'wandb'}" if (result.run_dir / "wandb").exists() else "")
-    )
-    print(f"final train/loss: {result.final_loss:.4f} after {result.steps} steps")
+    wandb_dir = result.run_dir / "wandb"
+    logs = [str(p) for p in result.logs] + ([str(wandb_dir)] if wandb_dir.exists() else [])
+    fast_dev_run = (recipe.get("trainer") or {}).get("fast_dev_run")
+    why = ": trainer.fast_dev_run turns logging and checkpoints off" if fast_dev_run else ""
+    print(f"logs:             {', '.join(logs) if logs else f'(none written{why})'}")
+    if result.final_loss == result.final_loss:  # not NaN: a loss was logged
+        print(f"final train/loss: {result.final_loss:.4f} after {result.steps} steps")
+    else:
+        print(f"final train/loss: (none logged) after {result.steps} steps")
     if "val/rankme" in result.best:  # the tracker's choice by score, not the newest file name
         print(f"best RankMe ckpt: {result.best['val/rankme']}  (chosen without labels)")
     from ssl_toolkit.callbacks.diagnostics_plot import is_detail

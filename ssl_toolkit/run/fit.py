@@ -71,6 +71,7 @@ class FitResult:
     sanity_seconds: float = 0.0
     measured_steps: int = 0
     best: dict[str, Path] = field(default_factory=dict)  # monitored metric -> its best checkpoint, by score
+    logs: list[Path] = field(default_factory=list)  # the metrics.csv files this run wrote (none: logging off)
 
 
 def fit(
@@ -255,8 +256,13 @@ def summarize(trainer: pl.Trainer, run_dir: Path, seconds: float, throughput: Th
         best={
             cb.monitor: Path(cb.best_model_path)
             for cb in trainer.checkpoint_callbacks
-            if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path
+            if isinstance(cb, ModelCheckpoint) and cb.monitor and Path(cb.best_model_path or "/nonexistent").is_file()
         },
+        logs=[
+            Path(lg.log_dir) / "metrics.csv"
+            for lg in trainer.loggers
+            if isinstance(lg, CSVLogger) and (Path(lg.log_dir) / "metrics.csv").is_file()
+        ],
         train_seconds=throughput.train_seconds,
         eval_seconds=throughput.eval_seconds,
         eval_runs=throughput.eval_runs,

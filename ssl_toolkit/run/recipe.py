@@ -187,6 +187,7 @@ def validate(recipe: dict[str, Any]) -> None:
     for key in MANAGED_TRAINER_KEYS & trainer.keys():
         raise RecipeError(f"trainer.{key}: set by ssl-toolkit (use the logger/callbacks sections or out_dir)")
     check_call("trainer", pl.Trainer, trainer)
+    check_trainer_counts(trainer)
     if str(trainer.get("precision")) in ("64", "64-true", "double"):  # views and heads are float32
         raise RecipeError(
             f"trainer.precision: {trainer['precision']} is not supported (augmentation and heads compute in "
@@ -206,6 +207,26 @@ def validate(recipe: dict[str, Any]) -> None:
             )
     check_call("logger", build_loggers, _section(recipe, "logger", required=False), derived={"run_dir"})
     check_monitors(callbacks, {name: issubclass(CALLBACKS[name], ModelCheckpoint) for name in callbacks})
+
+
+def check_trainer_counts(trainer: Mapping[str, Any]) -> None:
+    """Counts Lightning accepts but that train nothing (``max_steps=0``, ``max_epochs=0``,
+    ``limit_train_batches=0``) or divide by zero later (``val_check_interval=0``,
+    ``check_val_every_n_epoch=0``).
+
+    Raises:
+        RecipeError: naming the key and what to give instead.
+    """
+    for key in ("max_steps", "max_epochs"):
+        value = trainer.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and (value == 0 or value < -1):
+            raise RecipeError(f"trainer.{key}: {value} trains nothing; give a positive number, or -1 for no limit")
+    if trainer.get("limit_train_batches") in (0, 0.0) and trainer.get("limit_train_batches") is not False:
+        raise RecipeError("trainer.limit_train_batches: 0 trains nothing; give a positive number or fraction")
+    for key in ("val_check_interval", "check_val_every_n_epoch"):
+        value = trainer.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise RecipeError(f"trainer.{key}: must be positive, got {value}")
 
 
 def check_call(

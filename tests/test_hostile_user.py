@@ -8,20 +8,26 @@ All runs are tiny (``test_resnet``, 16 px synthetic images, 1-2 steps); one trai
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import json
 import os
+import runpy
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from omegaconf import OmegaConf
+from PIL import Image
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.run.cli import main
@@ -293,3 +299,338 @@ def test_5b_disk_full_at_the_start_and_during_export(
     assert main(["export", str(run / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 2
     one_line_error(capsys, "No space left on device")
     assert list((tmp_path / "e").iterdir()) == []
+
+
+# --- 6. non-finite weights ------------------------------------------------------------------------
+def broken_run(run: Path, dest: Path, value: float, which: str = "last.ckpt") -> Path:
+    """A copy of ``run`` whose checkpoint ``which`` has one backbone weight set to ``value``."""
+    dest = copy_run(run, dest)
+    path = dest / "checkpoints" / which
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    key = next(k for k in ckpt["state_dict"] if k.startswith("backbone.") and k.endswith("weight"))
+    ckpt["state_dict"][key].view(-1)[0] = value
+    torch.save(ckpt, path)
+    return dest
+
+
+def test_6_nan_weights_are_refused_by_diagnose(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = broken_run(run, tmp_path / "run", float("nan"))
+    assert main(["diagnose", str(bad / "checkpoints" / "last.ckpt"), "--num-images", "8"]) == 2
+    one_line_error(capsys, "non-finite weights", "last.ckpt")
+    assert not (bad / "diagnose").exists()
+
+
+def test_6b_inf_weights_are_refused_by_knn_and_export_and_passed_over_by_select(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = broken_run(run, tmp_path / "run", float("inf"), "epoch=1-step=2.ckpt")
+    ckpt = bad / "checkpoints" / "epoch=1-step=2.ckpt"
+    assert main(["knn", str(ckpt), "--k", "5"]) == 2
+    one_line_error(capsys, "non-finite weights")
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "e.safetensors")]) == 2
+    one_line_error(capsys, "non-finite weights")
+    assert main(["select", str(bad), "--num-samples", "16"]) == 0
+    out = capsys.readouterr()
+    assert f"skipped {ckpt} (" in out.err and "non-finite weights" in out.err
+    record = json.loads((bad / "selection.json").read_text())
+    assert [Path(r["checkpoint"]).name for r in record["table"]] == ["epoch=0-step=1.ckpt"]  # last.ckpt is a copy
+    assert record["skipped"][0]["checkpoint"] == str(ckpt)
+
+
+# --- 7. select's numbers and runs ------------------------------------------------------------------
+def test_7_select_records_the_subset_it_used_and_ranks_a_run_once(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "selection.json"
+    assert main(["select", str(run), str(run), "--num-samples", "100000000", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "given more than once" in printed and "--num-samples 100000000 is more than the 40 train images" in printed
+    record = json.loads(out.read_text())
+    assert record["num_samples"] == 40 and record["num_samples_asked"] == 100000000
+    assert len(record["table"]) == 2  # steps 1 and 2, once each
+
+
+def test_7b_the_same_run_spelled_two_ways_is_ranked_once(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(run.parent)
+    out = tmp_path / "selection.json"
+    assert main(["select", str(run) + "/", f"./{run.name}", "--num-samples", "16", "--out", str(out)]) == 0
+    assert len(json.loads(out.read_text())["table"]) == 2
+
+
+# --- 8. a run that trains nothing ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("trainer.max_steps=0", "trainer.max_steps"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("trainer.limit_train_batches=0", "trainer.limit_train_batches"),
+    ],  # fmt: skip
+)
+def test_8_zero_steps_or_epochs_is_refused_before_a_run_folder_exists(
+    override: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fit", str(recipe_file(tmp_path)), override]) == 2
+    one_line_error(capsys, f"{key}:", "trains nothing")
+    assert not (tmp_path / "tiny").exists()
+
+
+# --- 9. the summary names only files that exist ----------------------------------------------------
+@pytest.mark.parametrize("override", ["trainer.fast_dev_run=true", "logger.csv=false"])
+def test_9_the_summary_never_names_a_log_that_was_not_written(
+    override: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fit", str(recipe_file(tmp_path)), override]) == 0
+    logs = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("logs:"))
+    assert "metrics.csv" not in logs and "(none written" in logs
+    assert not list((tmp_path / "tiny").rglob("metrics.csv"))
+
+
+# --- 10. classes without images --------------------------------------------------------------------
+def png(colour: tuple[int, int, int], size: int = 20) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_recipe(tmp: Path, data: dict) -> Path:
+    path = recipe_file(tmp, max_epochs=1)
+    recipe = OmegaConf.to_container(OmegaConf.load(path))
+    recipe["data"] = {"image_size": 16, "batch_size": 4, "num_workers": 0, **data}
+    recipe["callbacks"] = {**OFF, "checkpoint": {}}
+    path.write_text(OmegaConf.to_yaml(recipe))
+    return path
+
+
+def test_10_file_list_labels_0_and_7_say_that_six_classes_are_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = []
+    for i in range(8):
+        (tmp_path / f"{i}.png").write_bytes(png((30 * i, 10, 200)))
+        rows.append(f"{i}.png\t{0 if i < 4 else 7}")
+    (tmp_path / "train.txt").write_text("\n".join(rows) + "\n")
+    path = data_recipe(
+        tmp_path, {"name": "file_list", "root": str(tmp_path), "train_list": str(tmp_path / "train.txt")}
+    )
+    with caplog.at_level("WARNING"):
+        assert main(["fit", str(path)]) == 0
+    said = caplog.text
+    assert "8 classes" in said and "6 of them have no image: 1, 2, 3, 4, 5, 6" in said
+
+
+def write_tar(path: Path, samples: list[tuple[bytes, str | None]]) -> None:
+    """A WebDataset shard: sample k is ``k.png`` (+ ``k.cls`` when its label is not None)."""
+    with tarfile.open(path, "w") as tar:
+        for k, (image, label) in enumerate(samples):
+            for name, data in [(f"{k:06d}.png", image)] + ([(f"{k:06d}.cls", label.encode())] if label else []):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def shards(tmp: Path, train: list[tuple[bytes, str | None]], val: list | None = None) -> dict:
+    write_tar(tmp / "train-000000.tar", train)
+    spec = {"name": "webdataset", "train_shards": str(tmp / "train-000000.tar"), "shuffle_buffer": 4}
+    if val is not None:
+        write_tar(tmp / "val-000000.tar", val)
+        spec["val_shards"] = str(tmp / "val-000000.tar")
+    return spec
+
+
+def test_10b_shard_labels_0_and_3_say_that_two_classes_are_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = shards(tmp_path, [(png((20 * i, 0, 0)), "0" if i < 4 else "3") for i in range(8)])
+    with caplog.at_level("WARNING"):
+        assert main(["fit", str(data_recipe(tmp_path, spec))]) == 0
+    assert "4 classes (0 to the largest label); 2 of them have no sample: 1, 2" in caplog.text
+
+
+# --- 11. shards get the folders' up-front checks ---------------------------------------------------
+GOOD8 = [(png((20 * i, 50, 90)), "0" if i % 2 else "1") for i in range(8)]
+
+
+@pytest.mark.parametrize(
+    ("train", "val", "needles"),
+    [
+        ([*GOOD8[:7], (png((1, 2, 3)), "-5")], None, ["train_shards:", "not a class index >= 0", "'-5'"]),
+        ([*GOOD8[:6], (png((1, 2, 3)), None), (png((4, 5, 6)), None)], None, ["train_shards:", "6 of 8 samples have"]),
+        ([*GOOD8[:7], (b"not an image at all", "1")], None, ["max_bad_fraction:", "1 of 8", "not an image"]),
+        (GOOD8, [(png((9, 9, 9)), None)] * 4, ["val_shards:", "labelled and unlabelled"]),  # the second input
+    ],
+    ids=["negative-cls", "mixed-labels", "undecodable", "labelled-train-unlabelled-val"],
+)
+def test_11_bad_shards_are_one_line_before_training(
+    train: list, val: list | None, needles: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fit", str(data_recipe(tmp_path, shards(tmp_path, train, val)))]) == 2
+    one_line_error(capsys, *needles)
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_11b_bad_images_within_max_bad_fraction_are_listed_and_never_reach_evaluation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truncated = png((7, 7, 7), size=64)[:70]
+    spec = shards(tmp_path, [*GOOD8, (truncated, "1")], [*GOOD8[:4], (b"", "0")])
+    spec["max_bad_fraction"] = 0.5
+    assert main(["fit", str(data_recipe(tmp_path, spec))]) == 0
+    bad = (tmp_path / "tiny" / "bad_files.txt").read_text()
+    assert "000008.png\tcorrupt" in bad and "000004.png\tempty file" in bad
+    capsys.readouterr()
+    assert main(["knn", str(tmp_path / "tiny" / "checkpoints" / "last.ckpt"), "--k", "3"]) == 0  # no PIL error
+    assert "(epoch 0, step 1, 4 val images)" in capsys.readouterr().out
+
+
+# --- 12. offline verbs on a read-only run folder ---------------------------------------------------
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """``folder`` cannot be written into, for root too (``chattr +i``), or by mode bits otherwise."""
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        return
+    if os.geteuid() == 0:
+        pytest.skip("neither chattr nor a non-root user: a read-only folder cannot be made")
+    folder.chmod(0o555)
+    try:
+        yield
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("verb", ["knn", "probe"])
+def test_12_knn_and_probe_on_a_read_only_run_stop_before_the_work(
+    verb: str, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ssl_toolkit.eval.probe as probe_module
+
+    ro = copy_run(run, tmp_path / "run")
+    monkeypatch.setattr(probe_module, "embed_split", lambda *a, **k: pytest.fail("embedded before the check"))
+    with read_only(ro):
+        assert main([verb, str(ro / "checkpoints" / "last.ckpt")]) == 2
+    one_line_error(capsys, "eval folder:", "cannot write into")
+
+
+def test_12b_select_and_diagnose_into_a_read_only_folder(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ro = copy_run(run, tmp_path / "run")
+    with read_only(ro):
+        assert main(["select", str(ro), "--num-samples", "16"]) == 2
+        one_line_error(capsys, "--out:", "cannot write into")
+        assert main(["diagnose", str(ro / "checkpoints" / "last.ckpt"), "--num-images", "8"]) == 2
+        one_line_error(capsys, "--out:", "cannot write into")
+
+
+# --- 13. checkpoints with a broken recipe, unreadable ones among good ones --------------------------
+def test_13_a_checkpoint_with_an_empty_recipe_is_one_line_for_every_verb(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = copy_run(run, tmp_path / "run")
+    for p in (dest / "checkpoints").glob("*.ckpt"):
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        ckpt["recipe"] = {}
+        torch.save(ckpt, p)
+    last = str(dest / "checkpoints" / "last.ckpt")
+    for args in (["knn", last], ["probe", last], ["diagnose", last], ["export", last], ["select", str(dest)]):
+        assert main(args) == 2, args
+        one_line_error(capsys, "incomplete recipe", "no backbone, head, augment, data, optimizer section")
+
+
+def test_13b_select_ranks_past_a_truncated_and_a_pickled_code_checkpoint_and_names_them(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = copy_run(run, tmp_path / "run")
+    first = dest / "checkpoints" / "epoch=0-step=1.ckpt"
+    first.write_bytes(first.read_bytes()[:5000])  # a copy cut short
+    torch.save({"state_dict": {}, "hook": print}, dest / "checkpoints" / "evil.ckpt")  # pickled code
+    assert main(["select", str(dest), "--num-samples", "16"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {first} (truncated" in err
+    assert "evil.ckpt (not loadable (holds objects that torch.load(weights_only=True) refuses: print))" in err
+    record = json.loads((dest / "selection.json").read_text())
+    assert {Path(r["checkpoint"]).name for r in record["table"]} == {"epoch=1-step=2.ckpt"}
+
+
+# --- 14. values that divided by zero, devices that are not there, unwritable shard folders -----------
+@pytest.mark.parametrize("override", ["trainer.val_check_interval=0", "trainer.check_val_every_n_epoch=0"])
+def test_14_zero_evaluation_intervals_are_one_line_before_training(
+    override: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fit", str(recipe_file(tmp_path)), override]) == 2
+    one_line_error(capsys, override.split("=")[0] + ":", "must be positive")
+    assert not (tmp_path / "tiny").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["knn", "{ckpt}", "--device", "nonsense"], "is not a torch device"),
+        (["knn", "{ckpt}", "--device", "cuda:7"], "is not available"),
+        (["diagnose", "{ckpt}", "--device", "cuda:7"], "is not available"),
+    ],  # fmt: skip
+)
+def test_14b_a_device_that_is_not_there_is_one_line(
+    args: list[str], needle: str, run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    assert main([a.replace("{ckpt}", ckpt) for a in args]) == 2
+    one_line_error(capsys, "--device:", needle)
+
+
+def test_14c_write_shards_into_a_file_or_read_only_folder_is_one_line(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        (images / f"{i}.png").write_bytes(png((i, 2, 3)))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "ro").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    tool = str(REPO / "tools" / "write_shards.py")
+    res = subprocess.run([sys.executable, tool, str(images), str(tmp_path / "afile")], capture_output=True,
+                         text=True, env=env)  # fmt: skip
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "is a file" in res.stderr, res.stderr
+    with read_only(tmp_path / "ro"):
+        res = subprocess.run([sys.executable, tool, str(images), str(tmp_path / "ro" / "s")], capture_output=True,
+                             text=True, env=env)  # fmt: skip
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "cannot write into" in res.stderr, res.stderr
+
+
+# --- 15. every script in tools/ is a command -------------------------------------------------------
+TOOLS = sorted(p.name for p in (REPO / "tools").glob("*.py"))
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_15_every_tool_takes_help_and_answers_a_wrong_argument_in_one_line(
+    tool: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(REPO / "tools" / tool)
+    for argv, code in (([path, "--help"], 0), ([path, "--no-such-option"], 2)):
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(path, run_name="__main__")
+        assert stop.value.code == code, (tool, argv)
+        out = capsys.readouterr()
+        if code == 0:
+            assert out.out.startswith("usage:"), out
+        else:
+            assert out.err.count("\n") == 1 and ": error: " in out.err and "Traceback" not in out.err, out.err
+
+
+def test_15b_baselines_with_no_recipe_or_a_wrong_path_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(REPO / "tools" / "baselines.py")
+    for argv in ([path], [path, "/nonexistent/recipe.yaml"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(path, run_name="__main__")
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("baselines.py: error: "), err

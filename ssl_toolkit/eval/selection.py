@@ -123,7 +123,7 @@ def find_checkpoints(
                 recipes[p] = apply_data_overrides(checkpoint_recipe(metas[p], p), data_overrides)
             except (CheckpointError, RecipeError) as e:
                 metas.pop(p, None)
-                passed.append((p, str(e).removeprefix("checkpoint: ")))
+                passed.append((p, _reason(e, p)))
         if skipped is not None:
             skipped.extend(passed)
         if not metas:
@@ -151,6 +151,11 @@ def find_checkpoints(
                     "every checkpoint must embed the same images"
                 )
     return [(run_dir, path) for run_dir, path, _ in found]
+
+
+def _reason(error: Exception, path: Path) -> str:
+    """``error``'s message without its ``checkpoint: PATH`` prefix (the reason only)."""
+    return str(error).removeprefix("checkpoint: ").removeprefix(str(path)).lstrip(": ")
 
 
 def _images_spec(data: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +226,7 @@ def rank_checkpoints(
         try:
             loaded = load_checkpoint(path, data_overrides, reuse=loaded)
         except CheckpointError as e:  # non-finite weights: name it, rank the others
-            skipped.append((path, str(e).removeprefix("checkpoint: ")))
+            skipped.append((path, _reason(e, path)))
             continue
         module, dm = loaded.module.to(device), loaded.datamodule
         if subset is None:

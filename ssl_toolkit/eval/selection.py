@@ -116,7 +116,7 @@ def find_checkpoints(
         paths = sorted((run_dir / "checkpoints").glob("*.ckpt"))
         if not paths:
             raise CheckpointError(f"select: {run_dir} has no checkpoints/*.ckpt")
-        metas, recipes, passed = {}, {}, []
+        metas, recipes, passed, errors = {}, {}, [], []
         for p in paths:
             try:
                 metas[p] = read_checkpoint(p, mmap=True)
@@ -124,10 +124,13 @@ def find_checkpoints(
             except (CheckpointError, RecipeError) as e:
                 metas.pop(p, None)
                 passed.append((p, _reason(e, p)))
+                errors.append(e)
         if skipped is not None:
             skipped.extend(passed)
+        if not metas and len(errors) == 1:
+            raise errors[0]  # the one file's own line
         if not metas:
-            listed = "; ".join(why for _, why in passed)
+            listed = "; ".join(f"{p.name}: {why}" for p, why in passed)
             raise CheckpointError(f"select: {run_dir} has no readable checkpoint ({listed})")
         # One checkpoint per step: last.ckpt and best-* copies duplicate a periodic checkpoint.
         by_step: dict[int, Path] = {}
@@ -155,7 +158,8 @@ def find_checkpoints(
 
 def _reason(error: Exception, path: Path) -> str:
     """``error``'s message without its ``checkpoint: PATH`` prefix (the reason only)."""
-    return str(error).removeprefix("checkpoint: ").removeprefix(str(path)).lstrip(": ")
+    short = getattr(error, "reason", None)  # an unreadable file: resume's words (empty file, truncated ...)
+    return short or str(error).removeprefix("checkpoint: ").removeprefix(str(path)).lstrip(": ")
 
 
 def _images_spec(data: dict[str, Any]) -> dict[str, Any]:

@@ -58,7 +58,10 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     except Exception as e:  # pickle, zip and weights_only errors alike: report, don't trace
         if mmap:  # only zip-format files map; let the plain read decide about the others
             return read_checkpoint(path, mmap=False)
-        raise CheckpointError(f"checkpoint: {path}: {unreadable_reason(path, e)}") from None
+        reason = unreadable_reason(path, e)
+        error = CheckpointError(f"checkpoint: {path} {_sentence(reason)}")
+        error.reason = reason  # the short form, as resume and select list skipped files
+        raise error from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint: {path} has no state_dict; not a checkpoint written by ssl-toolkit fit")
     return ckpt
@@ -80,6 +83,15 @@ def unreadable_reason(path: Path, error: Exception) -> str:
     if zipped and not zipfile.is_zipfile(path):
         return "truncated (the zip archive has no end; a write cut short?)"
     return "not loadable (corrupt zip archive)" if zipped else "not a checkpoint (not a PyTorch file)"
+
+
+def _sentence(reason: str) -> str:
+    """A short reason of ``unreadable_reason`` as the rest of a sentence about the file."""
+    if "holds objects" in reason:  # the README's words: "holds objects that ... refuses (NAME)"
+        return reason.removeprefix("not loadable (").replace(" refuses: ", " refuses (")
+    if reason.startswith("not a checkpoint"):
+        return "is not a PyTorch checkpoint file"
+    return f"is {'an ' if reason == 'empty file' else ''}{reason}"
 
 
 # The sections a checkpoint's recipe needs to rebuild the model and its data.

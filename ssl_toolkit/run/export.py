@@ -101,7 +101,7 @@ def check_out(out: Path, checkpoint: Path, force: bool) -> None:
     if out.is_dir():
         example = out / f"{checkpoint.stem}.safetensors"
         raise CheckpointError(f"--out: {out} is a folder; give a file path, e.g. {example}")
-    if out.suffix == ".ckpt" or (out.exists() and checkpoint.exists() and out.samefile(checkpoint)):
+    if out.suffix.lower() == ".ckpt" or (out.exists() and checkpoint.exists() and out.samefile(checkpoint)):
         raise CheckpointError(
             f"--out: {out} is a checkpoint path; export writes a .safetensors file, never over a checkpoint"
         )

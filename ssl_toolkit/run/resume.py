@@ -28,8 +28,7 @@ def checkpoint_problem(path: Path) -> str | None:
         read_checkpoint(path, mmap=True)
         return None
     except CheckpointError as e:
-        reason = str(e).removeprefix(f"checkpoint: {path}")
-        return "not a checkpoint (no state_dict)" if "has no state_dict" in reason else reason.removeprefix(": ")
+        return getattr(e, "reason", "not a checkpoint (no state_dict)")
 
 
 def newest_checkpoint(run_dir: Path) -> ResumePoint | None:

@@ -359,20 +359,31 @@ def test_7b_the_same_run_spelled_two_ways_is_ranked_once(
     assert len(json.loads(out.read_text())["table"]) == 2
 
 
+def test_7c_diagnose_diagnoses_a_checkpoint_given_twice_once(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # found re-trying the list
+    last = str(run / "checkpoints" / "last.ckpt")
+    assert main(["diagnose", last, last, "--num-images", "8", "--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "given more than once" in out and sum(" AUC proj " in line for line in out.splitlines()) == 1
+
+
 # --- 8. a run that trains nothing ------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("override", "key"),
+    ("override", "needle"),
     [
-        ("trainer.max_steps=0", "trainer.max_steps"),
-        ("trainer.max_epochs=0", "trainer.max_epochs"),
-        ("trainer.limit_train_batches=0", "trainer.limit_train_batches"),
-    ],  # fmt: skip
+        ("trainer.max_steps=0", "trains nothing"),
+        ("trainer.max_epochs=0", "trains nothing"),
+        ("trainer.limit_train_batches=0", "trains nothing"),
+        ("trainer.max_time=00:00:00:00", "trains nothing"),  # found re-trying: exit 0, 0 steps
+        ("trainer.limit_train_batches=0.001", "less than one batch"),  # found re-trying: a traceback
+    ],
 )
 def test_8_zero_steps_or_epochs_is_refused_before_a_run_folder_exists(
-    override: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    override: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["fit", str(recipe_file(tmp_path)), override]) == 2
-    one_line_error(capsys, f"{key}:", "trains nothing")
+    one_line_error(capsys, override.split("=")[0] + ":", needle)
     assert not (tmp_path / "tiny").exists()
 
 

@@ -339,6 +339,10 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
     checkpoints = [Path(i) for i, o in zip(args.items, is_override) if not o]
     if not checkpoints:
         raise ArgumentError("diagnose: give at least one checkpoint")
+    unique = list({c.resolve(): c for c in reversed(checkpoints)}.values())[::-1]
+    if len(unique) < len(checkpoints):
+        print(f"note: {len(checkpoints) - len(unique)} checkpoint(s) given more than once; each is diagnosed once")
+        checkpoints = unique
     for ckpt in checkpoints:  # every path checked before the (slow) embedding
         check_checkpoint_path(ckpt)
     if not 2 <= args.num_images <= MAX_IMAGES:

@@ -300,6 +300,12 @@ def check_batch_per_process(datamodule: pl.LightningDataModule, trainer: pl.Trai
             f"data.batch_size: {batch} per process x {processes} processes needs {batch * processes} "
             f"training images per step; the train split has {images}"
         )
+    limit, batches = trainer.limit_train_batches, images // (processes * batch)
+    if isinstance(limit, float) and int(limit * batches) < 1:  # Lightning would raise inside fit
+        raise RecipeError(
+            f"trainer.limit_train_batches: {limit} of the {batches} batches per epoch is less than one batch; "
+            f"give at least {1 / batches:.3g}, or a whole number of batches"
+        )
 
 
 def _layout(value: Any) -> Any:

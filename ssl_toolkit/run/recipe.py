@@ -211,7 +211,7 @@ def validate(recipe: dict[str, Any]) -> None:
 
 def check_trainer_counts(trainer: Mapping[str, Any]) -> None:
     """Counts Lightning accepts but that train nothing (``max_steps=0``, ``max_epochs=0``,
-    ``limit_train_batches=0``) or divide by zero later (``val_check_interval=0``,
+    ``limit_train_batches=0``, ``max_time=00:00:00:00``) or divide by zero later (``val_check_interval=0``,
     ``check_val_every_n_epoch=0``).
 
     Raises:
@@ -221,6 +221,10 @@ def check_trainer_counts(trainer: Mapping[str, Any]) -> None:
         value = trainer.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and (value == 0 or value < -1):
             raise RecipeError(f"trainer.{key}: {value} trains nothing; give a positive number, or -1 for no limit")
+    max_time = trainer.get("max_time")
+    parts = max_time.values() if isinstance(max_time, dict) else str(max_time).split(":") if max_time else ["1"]
+    if all(str(v).strip().isdigit() and int(str(v).strip()) == 0 for v in parts):  # "00:00:00:00", {"hours": 0}
+        raise RecipeError(f"trainer.max_time: {max_time} trains nothing; give a positive time (DD:HH:MM:SS), or null")
     if trainer.get("limit_train_batches") in (0, 0.0) and trainer.get("limit_train_batches") is not False:
         raise RecipeError("trainer.limit_train_batches: 0 trains nothing; give a positive number or fraction")
     for key in ("val_check_interval", "check_val_every_n_epoch"):

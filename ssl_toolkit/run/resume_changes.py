@@ -102,9 +102,9 @@ class ResumeChanges(pl.Callback):
             if list(sched.base_lrs) != fresh["base_lrs"]:
                 changes.setdefault("lr", [sched.base_lrs[0], fresh["base_lrs"][0]])
                 sched.base_lrs = list(fresh["base_lrs"])
-            if changes:  # the lr of this step under the recipe's values
-                for group, lr in zip(sched.optimizer.param_groups, sched.get_lr()):
-                    group["lr"] = lr
+            if changes and hasattr(sched, "lr_lambdas"):  # the lr of this step under the recipe's values
+                for group, base, fn in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+                    group["lr"] = base * fn(sched.last_epoch)
                 sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
         self.applied = changes
         if rank_zero_only.rank != 0:

@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    args.out_dir = os.path.expanduser(args.out_dir)
     if args.count < 1 or args.width < 1 or args.height < 1:
         parser.error("--count, --width, --height: must be positive")
     try:

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: %(default)s)")
     parser.add_argument("--max-bad-fraction", type=float, default=0.01, help="as data.max_bad_fraction")
     args = parser.parse_args(argv)
+    for name in ("source", "out_dir", "list", "val_list"):  # a quoted ~ too, as ssl-toolkit does
+        if getattr(args, name) is not None:
+            setattr(args, name, os.path.expanduser(getattr(args, name)))
     try:
         check_writable(Path(args.out_dir), "out_dir")  # before the (slow) listing and checking of the images
         if args.list is not None:

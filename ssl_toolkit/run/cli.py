@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if e.errno not in WRITE_ERRNOS:
             raise
-        print(f"ssl-toolkit: error: {e.filename or 'a file'}: {e.strerror}; nothing else was changed", file=sys.stderr)
+        where = e.filename or "a file"
+        print(f"ssl-toolkit: error: {where}: {e.strerror}; free space (or pick another place), then run again",
+              file=sys.stderr)  # fmt: skip
         return 2
     except TrainingStopped as e:  # NaN/Inf loss: one line naming the step and the last good checkpoint
         print(f"ssl-toolkit: error: {e}", file=sys.stderr)

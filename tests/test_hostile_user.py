@@ -29,6 +29,7 @@ import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 
+import ssl_toolkit.run.fit  # noqa: F401 - Lightning's log handlers bind the session's stderr, not one test's capture
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.run.cli import main
 

@@ -385,8 +385,8 @@ def check_selection_out(out: Path, force: bool) -> None:
     if out.exists() and not force:
         raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
     if out.exists():
-        try:
-            earlier = json.loads(out.read_text())
+        try:  # a .ckpt or any other non-JSON file is never read whole, nor replaced
+            earlier = json.loads(out.read_text()) if out.suffix.lower() == ".json" else None
         except (ValueError, UnicodeDecodeError):
             earlier = None
         if not (isinstance(earlier, dict) and "selected" in earlier):

@@ -652,3 +652,21 @@ def test_15b_baselines_with_no_recipe_or_a_wrong_path_is_one_line(
             runpy.run_path(path, run_name="__main__")
         err = capsys.readouterr().err
         assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("baselines.py: error: "), err
+
+
+def test_6c_finite_weights_with_non_finite_features_are_refused_by_probe(
+    run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ssl_toolkit.eval.probe as probe_module
+
+    embed = probe_module.embed_split
+
+    def overflowing(module: torch.nn.Module, loader: object) -> object:  # features that overflow to Inf
+        split = embed(module, loader)
+        split.feats[0, 0] = float("inf")
+        return split
+
+    monkeypatch.setattr(probe_module, "embed_split", overflowing)
+    assert main(["probe", str(run / "checkpoints" / "last.ckpt"), "--epochs", "2"]) == 2
+    one_line_error(capsys, "features: 1 of the 40 images of the train split embed to NaN/Inf")
+    assert not (run / "eval").exists()

@@ -62,6 +62,10 @@ def test_export_never_overwrites_and_reports_bad_checkpoints(tmp_path: Path, cap
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--out" in err and "exists" in err
     assert out.read_bytes() == b"user data"
+    assert main(["export", str(ckpt), "--out", str(out), "--force"]) == 2  # --force replaces only an export
+    assert "not an earlier export" in capsys.readouterr().err and out.read_bytes() == b"user data"
+    out.unlink()
+    assert main(["export", str(ckpt), "--out", str(out)]) == 0
     assert main(["export", str(ckpt), "--out", str(out), "--force"]) == 0
     assert load_file(str(out))
 

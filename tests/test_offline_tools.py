@@ -333,6 +333,9 @@ def test_select_refuses_mixed_methods_other_data_and_overwriting(
     out.write_text("keep me")
     assert main(["select", str(tiny_run.path), "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err and out.read_text() == "keep me"
+    assert main(["select", str(tiny_run.path), "--out", str(out), "--force", "--num-samples", "8"]) == 2
+    assert "not an earlier selection" in capsys.readouterr().err and out.read_text() == "keep me"
+    out.write_text(json.dumps({"selected": {}}))  # an earlier selection: --force replaces it
     assert main(["select", str(tiny_run.path), "--out", str(out), "--force", "--num-samples", "8"]) == 0
     assert json.loads(out.read_text())["num_samples"] == 8
     assert main(["select", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")]) == 2

@@ -12,7 +12,6 @@ wall time but not the CPU time this process uses.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import warnings
@@ -20,6 +19,7 @@ import warnings
 import torch
 
 from ssl_toolkit.backbone import build_backbone
+from ssl_toolkit.run.arguments import OneLineParser
 
 # (label, timm name, model_kwargs, small_image_stem)
 FAMILIES = [
@@ -58,7 +58,7 @@ def measure(name: str, kwargs: dict, stem: bool, size: int, batch: int, steps: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32, help="image side in px (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=32, help="images per view (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps (default: %(default)s)")

@@ -16,6 +16,8 @@ import torch
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import embed_split
 from ssl_toolkit.metrics import knn_classify, rankme
+from ssl_toolkit.run.arguments import OneLineParser
+from ssl_toolkit.run.errors import UserError
 from ssl_toolkit.run.recipe import build_parts, load_recipe
 
 
@@ -27,8 +29,16 @@ def scores(
     return top1, rankme(train_feats[subset])
 
 
-def main() -> None:
-    recipe = load_recipe(sys.argv[1], ["data.num_workers=0", *sys.argv[2:]])
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("recipe", help="a recipe YAML (its data and backbone are used)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides, e.g. data.root=...")
+    args = parser.parse_args(argv)
+    try:
+        recipe = load_recipe(args.recipe, ["data.num_workers=0", *args.overrides])
+    except UserError as e:
+        print(f"baselines.py: error: {e}", file=sys.stderr)
+        return 2
     torch.manual_seed(int(recipe.get("seed", 0)))
     parts = build_parts(recipe)
     dm, module = parts.datamodule, parts.module.eval()
@@ -43,7 +53,8 @@ def main() -> None:
     (tx, ty), (vx, vy) = pixels(dm.train_eval_dataloader()), pixels(dm.heldout_dataloader())
     top1, rank = scores(tx, ty, vx, vy)
     print(f"raw pixels: k-NN top-1 {top1:.4f}, RankMe {rank:.1f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,11 +8,15 @@ ImageNet's average); pure noise would be far larger and slower to decode than re
 
 from __future__ import annotations
 
-import argparse
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ssl_toolkit.run.arguments import OneLineParser
+from ssl_toolkit.run.errors import UserError
+from ssl_toolkit.run.run_folder import check_writable
 
 
 def fake_photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -24,13 +28,20 @@ def fake_photo(rng: np.random.Generator, width: int, height: int) -> Image.Image
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir")
     parser.add_argument("--count", type=int, default=512)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    args.out_dir = os.path.expanduser(args.out_dir)
+    if args.count < 1 or args.width < 1 or args.height < 1:
+        parser.error("--count, --width, --height: must be positive")
+    try:
+        check_writable(Path(args.out_dir), "out_dir")
+    except UserError as e:
+        parser.exit(2, f"fake_photos.py: error: {e}\n")
     os.makedirs(args.out_dir, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     for i in range(args.count):

@@ -5,14 +5,13 @@ Usage: python tools/make_imagenet100.py --imagenet /data/imagenet --out /data/im
 
 from __future__ import annotations
 
-import argparse
-
 from ssl_toolkit.data.imagenet100 import make_imagenet100
+from ssl_toolkit.run.arguments import OneLineParser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments and build the symlink tree."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imagenet", required=True, help="ImageNet root with train/<wnid>/ and val/<wnid>/")
     parser.add_argument("--out", required=True, help="output root; gets train/<wnid> and val/<wnid> symlinks")
     parser.add_argument("--classes", default=None, help="class list, one wnid per line (default: ImageNet-100)")
@@ -20,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         created = make_imagenet100(args.imagenet, args.out, args.classes)
     except (OSError, ValueError) as error:
-        parser.exit(1, f"error: {error}\n")
+        parser.exit(2, f"make_imagenet100.py: error: {str(error).splitlines()[0]}\n")
     print(f"{args.out}: created {created} symlinks (train/ and val/ complete)")
 
 

@@ -16,7 +16,6 @@ are read back from ``<run>/selection_scores.json``, so a second call only writes
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -29,6 +28,7 @@ from pathlib import Path
 from ssl_toolkit.eval.label_free import METRICS
 from ssl_toolkit.eval.selection import Row, judge, metric_report, rank_checkpoints, rank_vote
 from ssl_toolkit.eval.selection_plot import plot_selection
+from ssl_toolkit.run.arguments import OneLineParser
 from ssl_toolkit.run.run_folder import run_folders
 
 REPO = Path(__file__).resolve().parent.parent
@@ -406,7 +406,7 @@ Reading (written by hand for those numbers):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="toy size (2 configs x 2 epochs x 512 images, resnet10t)")
     parser.add_argument("--out", type=Path, default=None, help="runs folder (default: runs/selection_sweep[_tiny])")
     parser.add_argument("--report", type=Path, default=None,

@@ -18,7 +18,6 @@ Writes ``<out>/view_count.json``, ``<out>/view_count.png`` and ``<out>/view_coun
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -29,6 +28,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ssl_toolkit.run.arguments import OneLineParser
 
 RECIPE = "recipes/fashion_mnist/simclr.yaml"
 LOSSES = {"ntxent": "pairwise NT-Xent", "mv_infonce": "MV-InfoNCE", "mv_dhel": "MV-DHEL"}
@@ -98,7 +99,7 @@ def plot(fixed_steps: list[dict], fixed_compute: list[dict], path: Path) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=80, help="steps of the fixed-step budget (even)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/view_count"))
     parser.add_argument("--out", type=Path, default=Path("docs"))

@@ -11,16 +11,19 @@ For exactly-once epochs, make the number of train shards a multiple of processes
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from pathlib import Path
 
 from ssl_toolkit.data import FileListData, ImageFolderData
 from ssl_toolkit.data.shard_writer import write_shards
+from ssl_toolkit.run.arguments import OneLineParser
+from ssl_toolkit.run.errors import UserError
+from ssl_toolkit.run.run_folder import check_writable
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="image folder (image_folder layouts), or the root of --list's paths")
     parser.add_argument("out_dir", help="folder to write the shards into (created; existing shards refused)")
     parser.add_argument("--list", default=None, help="train file list (file_list format) instead of a folder")
@@ -29,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: %(default)s)")
     parser.add_argument("--max-bad-fraction", type=float, default=0.01, help="as data.max_bad_fraction")
     args = parser.parse_args(argv)
+    for name in ("source", "out_dir", "list", "val_list"):  # a quoted ~ too, as ssl-toolkit does
+        if getattr(args, name) is not None:
+            setattr(args, name, os.path.expanduser(getattr(args, name)))
     try:
+        check_writable(Path(args.out_dir), "out_dir")  # before the (slow) listing and checking of the images
         if args.list is not None:
             data = FileListData(args.source, args.list, args.val_list, labels=args.labels, num_workers=0,
                                 max_bad_fraction=args.max_bad_fraction)  # fmt: skip
@@ -49,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{split}: {sum(n for _, n in shards)} samples in {len(shards)} shards")
             last = len(shards) - 1
             lines.append(f"  {split}_shards: {os.path.join(args.out_dir, split)}-{{000000..{last:06d}}}.tar")
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, UserError) as e:
         print(f"write_shards: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     print("recipe:\n" + "\n".join(lines))

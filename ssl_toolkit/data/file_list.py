@@ -175,6 +175,11 @@ class FileListData(ImageDataModule):
 def _say_layout(data: FileListData) -> None:
     if data.labels == "column":
         what = f"labels=column: {data.num_classes} classes in {shown(data.train_list)}"
+        empty = sorted(set(range(data.num_classes)) - set(data.class_to_idx.values()))
+        if empty:  # integer labels 0 and 7 only: indices 0..7, six of them never seen
+            shown_empty = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+            what += (f" (integer labels: indices 0 to {data.num_classes - 1}, up to the largest label; "
+                     f"{len(empty)} of them have no image: {shown_empty})")  # fmt: skip
     else:
         what = f"labels=none: {len(data.train_rows)} images listed in {shown(data.train_list)}, label -1"
     val = "no held-out split" if data.val_list is None else f"held-out split {shown(data.val_list)}"

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # matched case-insensitively
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_JPEG_END, _PNG_END = b"\xff\xd9", b"IEND\xaeB`\x82"
+JPEG_END, PNG_END = b"\xff\xd9", b"IEND\xaeB`\x82"
 
 
 def shown(path: str) -> str:
@@ -91,7 +91,7 @@ def check_file(path: str) -> tuple[str | None, str]:
             with open(path, "rb") as f:
                 f.seek(-8, os.SEEK_END)
                 tail = f.read()
-            complete = (fmt == "JPEG" and tail.endswith(_JPEG_END)) or (fmt == "PNG" and tail == _PNG_END)
+            complete = (fmt == "JPEG" and tail.endswith(JPEG_END)) or (fmt == "PNG" and tail == PNG_END)
             if not complete:
                 img.load()  # the full decode raises on truncated or corrupt data
     except Image.DecompressionBombError:

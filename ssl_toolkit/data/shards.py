@@ -25,10 +25,11 @@ import torch.distributed as dist
 import torchvision.transforms.functional as TF
 import webdataset as wds
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ssl_toolkit.data.base import ImageDataModule, check_positive
-from ssl_toolkit.data.image_files import decode_resized
+from ssl_toolkit.data.image_files import JPEG_END, PNG_END, decode_resized
 from ssl_toolkit.data.image_folder import eval_folder
 from ssl_toolkit.data.worker_signals import ignore_stop_signals
 
@@ -55,6 +56,9 @@ class ShardIndex:
         size: (N,) byte size of the image.
         labels: (N,) int64 class index (-1 without a ``cls`` member).
         starts: (S + 1,) index of each shard's first sample (the last entry is N).
+        bad: ``(shard-url:member, reason)`` of each sample whose image cannot be decoded.
+        good: (N,) bool, False for those samples (kept in the index so that positions match the
+            stream's; every loader passes over them).
     """
 
     urls: list[str]
@@ -63,19 +67,51 @@ class ShardIndex:
     size: np.ndarray
     labels: np.ndarray
     starts: np.ndarray
+    bad: list[tuple[str, str]]
+    good: np.ndarray
+
+
+def image_problem(member: Any) -> str | None:
+    """Why a shard member (an open ``tarfile`` member file) is not a decodable image, or None.
+
+    Cheap, as the folder check: the first bytes must be an image signature, and a JPEG or PNG must
+    end with its end marker; only when the marker is missing is the image decoded.
+    """
+    head = member.read(16)
+    if not head:
+        return "empty file"
+    kinds = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP"}
+    kind = next((k for sig, k in kinds.items() if head.startswith(sig)), None)
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "WEBP"
+    if kind is None:
+        return "not an image"
+    member.seek(-8, os.SEEK_END)
+    tail = member.read(8)
+    if (kind == "JPEG" and tail.endswith(JPEG_END)) or (kind == "PNG" and tail == PNG_END) or kind in ("BMP", "WEBP"):
+        return None
+    member.seek(0)
+    try:
+        with Image.open(io.BytesIO(member.read())) as img:
+            img.load()
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt: the reason is reported
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return f"corrupt ({first[:80]})"
+    return None
 
 
 def index_shards(urls: list[str], arg: str) -> ShardIndex:
     """Read the tar headers (and ``cls`` members) of every shard once; samples in shard order.
 
     Samples are grouped exactly as WebDataset groups them (consecutive members with one key, see
-    ``webdataset.tariterators.base_plus_ext``); a sample without an image member is left out.
+    ``webdataset.tariterators.base_plus_ext``); a sample without an image member is left out. Each
+    image is checked as folder images are (``image_problem``); bad ones are listed in ``bad``.
 
     Raises:
         FileNotFoundError: a shard cannot be opened (names ``arg`` and the URL).
-        ValueError: a shard is not a tar file, or a ``cls`` member is not an integer.
+        ValueError: a shard is not a tar file, or a ``cls`` member is not a class index >= 0.
     """
-    shard, offset, size, labels, starts = [], [], [], [], [0]
+    shard, offset, size, labels, starts, bad, good = [], [], [], [], [0], [], []
     for s, url in enumerate(urls):
         try:
             handle = fsspec.open(url, "rb").open()
@@ -91,24 +127,27 @@ def index_shards(urls: list[str], arg: str) -> ShardIndex:
                     if name_key != key:
                         if image is not None:
                             shard.append(s), offset.append(image[0]), size.append(image[1]), labels.append(label)
+                            good.append(image[2] is None)
                         key, image, label = name_key, None, -1
                     suffix = suffix.lower()
                     if suffix in IMAGE_SUFFIXES and image is None:
-                        image = (member.offset_data, member.size)
+                        problem = image_problem(tar.extractfile(member))
+                        if problem is not None:
+                            bad.append((f"{url}:{member.name}", problem))
+                        image = (member.offset_data, member.size, problem)
                     elif suffix == LABEL_SUFFIX:
-                        text = tar.extractfile(member).read().decode().strip()
-                        if not text.lstrip("-").isdigit():
-                            raise ValueError(
-                                f"{arg}: {url}: {member.name} is not an integer class index ({text[:20]!r})"
-                            )
+                        text = tar.extractfile(member).read().decode(errors="replace").strip()
+                        if not text.isdigit():
+                            raise ValueError(f"{arg}: {url}: {member.name} is not a class index >= 0 ({text[:20]!r})")
                         label = int(text)
                 if image is not None:
                     shard.append(s), offset.append(image[0]), size.append(image[1]), labels.append(label)
+                    good.append(image[2] is None)
         except tarfile.TarError as e:
             raise ValueError(f"{arg}: {url} is not a tar shard ({e})") from None
         starts.append(len(shard))
     return ShardIndex(urls, np.array(shard, np.int32), np.array(offset, np.int64), np.array(size, np.int64),
-                      np.array(labels, np.int64), np.array(starts, np.int64))  # fmt: skip
+                      np.array(labels, np.int64), np.array(starts, np.int64), bad, np.array(good, bool))  # fmt: skip
 
 
 def decode_bytes(data: bytes, image_size: int, resize_size: int) -> torch.Tensor:
@@ -120,6 +159,8 @@ class ShardImages(Dataset):
     """Random access to the images of indexed shards (evaluation loaders: k-NN bank, RankMe subset).
 
     Each image is one ranged read of its shard (files are opened lazily, once per loader worker).
+    Samples whose image is bad (``index.good`` False) are not part of it: item ``i`` is the
+    ``i``-th good sample (``rows[i]`` in the index).
 
     Args:
         index: from ``index_shards``.
@@ -130,7 +171,10 @@ class ShardImages(Dataset):
 
     def __init__(self, index: ShardIndex, image_size: int, resize_size: int, labelled: bool = True) -> None:
         self.index, self.image_size, self.resize_size = index, image_size, resize_size
-        self.labels = index.labels if labelled else np.full_like(index.labels, -1)
+        self.rows = np.flatnonzero(index.good)
+        self.item_of = np.full(len(index.good), -1, np.int64)  # index position -> item (-1: bad image)
+        self.item_of[self.rows] = np.arange(len(self.rows))
+        self.labels = index.labels[self.rows] if labelled else np.full(len(self.rows), -1, np.int64)
         self._files: dict[int, Any] = {}
 
     def __len__(self) -> int:
@@ -141,12 +185,13 @@ class ShardImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         """Return ``(uint8 (3, S, S), label, i)``."""
-        s = int(self.index.shard[i])
+        row = int(self.rows[i])
+        s = int(self.index.shard[row])
         if s not in self._files:
             self._files[s] = fsspec.open(self.index.urls[s], "rb").open()
         f = self._files[s]
-        f.seek(int(self.index.offset[i]))
-        data = f.read(int(self.index.size[i]))
+        f.seek(int(self.index.offset[row]))
+        data = f.read(int(self.index.size[row]))
         return decode_bytes(data, self.image_size, self.resize_size), int(self.labels[i]), i
 
 
@@ -160,7 +205,8 @@ class ShardStream(IterableDataset):
     pass starts over (a new shard order) when a consumer's shards run out.
 
     Yields:
-        ``(uint8 (3, S, S), label, index)``; ``index`` is the sample's position in ``ShardIndex``.
+        ``(uint8 (3, S, S), label, index)``; ``index`` is the sample's item number in ``images``
+        (samples with a bad image are passed over).
     """
 
     def __init__(
@@ -211,7 +257,10 @@ class ShardStream(IterableDataset):
     def _decoded(self, shards: list[int], rng: random.Random) -> Iterator[tuple[torch.Tensor, int, int]]:
         # shuffled while still encoded (the buffer holds file bytes), then decoded
         buffered = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
-        for data, i, where in buffered(self._samples(shards)):
+        for data, position, where in buffered(self._samples(shards)):
+            i = int(self.images.item_of[position])
+            if i < 0:  # found bad at setup: listed in bad_files.txt, passed over silently here
+                continue
             try:
                 image = decode_bytes(data, self.images.image_size, self.images.resize_size)
             except Exception as e:  # noqa: BLE001 - a bad image: skip it, keep training
@@ -323,13 +372,18 @@ class WebDatasetData(ImageDataModule):
         resize_size: shorter side before the crop (None = ``image_size``).
         eval_root: a separate labelled class-folder dataset for k-NN and the linear probe (see
             ``ImageFolderData``).
+        max_bad_fraction: the largest fraction of samples per split whose image cannot be decoded
+            (empty, truncated, not an image); those are listed in ``bad_files.txt`` and passed over,
+            more stop the run before training (as for image folders).
 
     ``setup`` reads every shard's tar headers once (local files: a seek per member; remote: one
     ranged read per member), which gives the sample count and the byte offsets.
 
     Raises:
         FileNotFoundError: a shard cannot be opened (at ``setup``).
-        ValueError: a bad argument, a malformed shard, or too few shards for the loader workers.
+        ValueError: a bad argument, a malformed shard, a negative ``cls`` label, labelled and
+            unlabelled samples mixed, more bad images than ``max_bad_fraction``, or too few shards
+            for the loader workers.
     """
 
     def __init__(
@@ -343,9 +397,13 @@ class WebDatasetData(ImageDataModule):
         labels: Literal["auto", "none"] = "auto",
         resize_size: int | None = None,
         eval_root: str | None = None,
+        max_bad_fraction: float = 0.01,
     ) -> None:
         super().__init__(image_size, batch_size, num_workers)
         check_positive(shuffle_buffer=shuffle_buffer, resize_size=resize_size)
+        if not 0 <= max_bad_fraction < 1:
+            raise ValueError(f"max_bad_fraction: must be in [0, 1), got {max_bad_fraction}")
+        self.max_bad_fraction = max_bad_fraction
         if labels not in ("auto", "none"):
             raise ValueError(f"labels: expected auto or none, got {labels!r}")
         if resize_size is not None and resize_size < image_size:
@@ -376,14 +434,46 @@ class WebDatasetData(ImageDataModule):
 
     def _build(self) -> tuple[ShardImages, ShardImages | None]:
         labelled = self.labels == "auto"
-        train = ShardImages(index_shards(self.train_urls, "train_shards"), self.image_size, self.resize_size, labelled)
+        train = ShardImages(self._index(self.train_urls, "train_shards"), self.image_size, self.resize_size, labelled)
         if not len(train):
-            raise ValueError(f"train_shards: {len(self.train_urls)} shards hold no image samples")
+            raise ValueError(f"train_shards: {len(self.train_urls)} shards hold no decodable image samples")
         val = None
         if self.val_urls is not None:
-            val = ShardImages(index_shards(self.val_urls, "val_shards"), self.image_size, self.resize_size, labelled)
+            val = ShardImages(self._index(self.val_urls, "val_shards"), self.image_size, self.resize_size, labelled)
+        if labelled:
+            classes = int(train.labels.max()) + 1
+            if val is not None and len(val) and (int(val.labels.min()) < 0) != (int(train.labels.min()) < 0):
+                raise ValueError("val_shards: labelled and unlabelled splits mixed (train and val must both carry "
+                                 ".cls labels, or neither); or set data.labels=none")  # fmt: skip
+            if val is not None and len(val) and int(val.labels.max()) >= max(classes, 1):
+                raise ValueError(f"val_shards: label {int(val.labels.max())} is not a train class (0 to {classes - 1})")
         _say_layout(self, train, val)
         return train, val
+
+    def _index(self, urls: list[str], arg: str) -> ShardIndex:
+        """``index_shards`` plus the checks: every sample labelled or none, bad images within
+        ``max_bad_fraction`` (recorded in ``skipped``, reported once)."""
+        index = index_shards(urls, arg)
+        total, labelled = len(index.labels), int((index.labels >= 0).sum())
+        if self.labels == "auto" and 0 < labelled < total:
+            first = int(np.flatnonzero(index.labels < 0)[0])
+            shard_url = index.urls[int(index.shard[first])]
+            raise ValueError(
+                f"{arg}: {labelled} of {total} samples have a .cls label and {total - labelled} do not (e.g. one in "
+                f"{shard_url}); label every sample, or set data.labels=none"
+            )
+        if index.bad and len(index.bad) > self.max_bad_fraction * total:
+            shown_bad = ", ".join(f"{where} ({why})" for where, why in index.bad[:3])
+            raise ValueError(
+                f"max_bad_fraction: {len(index.bad)} of {total} samples in {arg} cannot be decoded "
+                f"({len(index.bad) / total:.1%} > {self.max_bad_fraction:.1%}): {shown_bad}; "
+                "rewrite those shards, or raise data.max_bad_fraction"
+            )
+        if index.bad:
+            self.skipped += index.bad
+            log.warning("webdataset: %s: skipped %d of %d samples whose image cannot be decoded: %s", arg,
+                        len(index.bad), total, ", ".join(f"{w} ({why})" for w, why in index.bad[:3]))  # fmt: skip
+        return index
 
     def train_dataloader(self) -> EpochLoader:
         """``len`` batches per epoch of the streamed, shuffled train shards (rank-aware itself)."""
@@ -407,5 +497,11 @@ class WebDatasetData(ImageDataModule):
 def _say_layout(data: WebDatasetData, train: ShardImages, val: ShardImages | None) -> None:
     labelled = int((train.labels >= 0).sum())
     what = f"{labelled} of {len(train)} samples labelled" if labelled else "no labels (label -1)"
+    if labelled:
+        classes = int(train.labels.max()) + 1
+        empty = sorted(set(range(classes)) - {int(c) for c in np.unique(train.labels)})
+        what += f", {classes} classes (0 to the largest label)"
+        if empty:  # .cls 0 and 7 only: classes 1-6 exist in name only
+            what += f"; {len(empty)} of them have no sample: {', '.join(map(str, empty[:10]))}"
     held = "no held-out split" if val is None else f"held-out split of {len(val)} samples"
     log.warning("webdataset: %d train samples in %d shards, %s; %s", len(train), len(data.train_urls), what, held)

@@ -24,12 +24,12 @@ import multiprocessing
 import signal
 
 # The signals ``Preemption`` turns into "finish the step, save, exit 128 + signal".
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP)
 
 
 def ignore_stop_signals(worker_id: int) -> None:
-    """``worker_init_fn`` of every DataLoader the toolkit builds: ignore SIGTERM, SIGUSR1 and SIGINT
-    in this worker (``worker_id`` is unused; the signature is DataLoader's)."""
+    """``worker_init_fn`` of every DataLoader the toolkit builds: ignore SIGTERM, SIGUSR1, SIGINT and
+    SIGHUP in this worker (``worker_id`` is unused; the signature is DataLoader's)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
 

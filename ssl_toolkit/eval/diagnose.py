@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from ssl_toolkit.callbacks.diagnostics_plot import bin_centers, space_title
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.diagnostics import SpaceDiagnostics, diagnose, embed_pairs
+from ssl_toolkit.eval.probe import check_finite_features
 from ssl_toolkit.run.run_folder import numbered_paths, run_dir_of
 
 
@@ -56,6 +57,8 @@ def diagnose_module(
     finally:
         module.train(was_training)
     feats, proj, labels = (torch.cat(p) for p in zip(*parts))
+    check_finite_features(feats, "held-out pairs (backbone)")
+    check_finite_features(proj, "held-out pairs (projector)")
     return diagnose(feats, proj, labels if bool((labels >= 0).any()) else None, module.projection_parts)
 
 

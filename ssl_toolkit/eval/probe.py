@@ -50,7 +50,22 @@ def embed_labelled(module: nn.Module, datamodule: pl.LightningDataModule) -> tup
     """Backbone features of the whole labelled train split (fixed order) and the val split of
     ``labelled(datamodule)``."""
     data = labelled(datamodule)
-    return embed_split(module, data.train_eval_dataloader()), embed_split(module, data.heldout_dataloader())
+    train, val = embed_split(module, data.train_eval_dataloader()), embed_split(module, data.heldout_dataloader())
+    check_finite_features(train.feats, "train split")
+    check_finite_features(val.feats, "val split")
+    return train, val
+
+
+def check_finite_features(feats: Tensor, what: str) -> None:
+    """Refuse features (N, F) with NaN/Inf: every score computed from them would be meaningless.
+
+    Raises:
+        DataError: naming ``what`` and how many rows are not finite.
+    """
+    bad = int((~torch.isfinite(feats)).any(dim=-1).sum()) if feats.numel() else 0
+    if bad:
+        raise DataError(f"features: {bad} of the {len(feats)} images of the {what} embed to NaN/Inf; "
+                        "the checkpoint's weights are broken (use an earlier checkpoint)")  # fmt: skip
 
 
 def _check_labels(split: EmbeddedSplit, num_classes: int, name: str) -> None:

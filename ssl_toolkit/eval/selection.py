@@ -31,7 +31,7 @@ from ssl_toolkit.run.checkpoint import (
     load_checkpoint,
     read_checkpoint,
 )
-from ssl_toolkit.run.errors import ArgumentError, CheckpointError, DataError
+from ssl_toolkit.run.errors import ArgumentError, CheckpointError, DataError, RecipeError
 from ssl_toolkit.run.run_folder import run_dir_of
 
 # Loader settings that do not change which images are embedded.
@@ -53,6 +53,7 @@ class Row:
     knn_top1: float | None = None
     scores: dict[str, float] = field(default_factory=dict)
     linear_top1: float | None = None
+    num_samples: int | None = None  # images of the subset the metrics were computed on
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (paths as strings)."""
@@ -94,30 +95,50 @@ def _copy_rank(path: Path) -> tuple[int, str]:
     return (2 if path.name == "last.ckpt" else 1 if path.name.startswith("best-") else 0, path.name)
 
 
-def find_checkpoints(run_dirs: list[Path], data_overrides: dict[str, Any] | None = None) -> list[tuple[Path, Path]]:
+def find_checkpoints(
+    run_dirs: list[Path],
+    data_overrides: dict[str, Any] | None = None,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> list[tuple[Path, Path]]:
     """``(run_dir, checkpoint)`` pairs to score, checked to share one method and one data set.
 
     One checkpoint per ``global_step`` and run: ``last.ckpt`` and ``best-*`` copies are skipped when a
-    periodic checkpoint of the same step exists.
+    periodic checkpoint of the same step exists. A checkpoint that cannot be read, or carries no
+    usable recipe, is passed over and appended to ``skipped`` with its reason (the others are ranked).
     Only metadata is read here (memory-mapped), so a bad set of runs fails before any embedding.
 
     Raises:
-        CheckpointError: a run without checkpoints. ArgumentError: runs of different methods.
-        DataError: checkpoints trained on different data.
+        CheckpointError: a run without (readable) checkpoints. ArgumentError: runs of different
+            methods. DataError: checkpoints trained on different data.
     """
     found: list[tuple[Path, Path, dict[str, Any]]] = []
     for run_dir in map(Path, run_dirs):
         paths = sorted((run_dir / "checkpoints").glob("*.ckpt"))
         if not paths:
             raise CheckpointError(f"select: {run_dir} has no checkpoints/*.ckpt")
-        metas = {p: read_checkpoint(p, mmap=True) for p in paths}
+        metas, recipes, passed, errors = {}, {}, [], []
+        for p in paths:
+            try:
+                metas[p] = read_checkpoint(p, mmap=True)
+                recipes[p] = apply_data_overrides(checkpoint_recipe(metas[p], p), data_overrides)
+            except (CheckpointError, RecipeError) as e:
+                metas.pop(p, None)
+                passed.append((p, _reason(e, p)))
+                errors.append(e)
+        if skipped is not None:
+            skipped.extend(passed)
+        if not metas and len(errors) == 1:
+            raise errors[0]  # the one file's own line
+        if not metas:
+            listed = "; ".join(f"{p.name}: {why}" for p, why in passed)
+            raise CheckpointError(f"select: {run_dir} has no readable checkpoint ({listed})")
         # One checkpoint per step: last.ckpt and best-* copies duplicate a periodic checkpoint.
         by_step: dict[int, Path] = {}
         for p in sorted(metas, key=_copy_rank):
             by_step.setdefault(int(metas[p].get("global_step", -1)), p)
         metas = {p: metas[p] for p in by_step.values()}
         for p in sorted(metas, key=lambda p: (int(metas[p].get("global_step", -1)), p.name)):
-            found.append((run_dir, p, apply_data_overrides(checkpoint_recipe(metas[p], p), data_overrides)))
+            found.append((run_dir, p, recipes[p]))
     first_run, first_path, first = found[0]
     for run_dir, path, recipe in found[1:]:
         if method_of(recipe) != method_of(first):
@@ -133,6 +154,12 @@ def find_checkpoints(run_dirs: list[Path], data_overrides: dict[str, Any] | None
                     "every checkpoint must embed the same images"
                 )
     return [(run_dir, path) for run_dir, path, _ in found]
+
+
+def _reason(error: Exception, path: Path) -> str:
+    """``error``'s message without its ``checkpoint: PATH`` prefix (the reason only)."""
+    short = getattr(error, "reason", None)  # an unreadable file: resume's words (empty file, truncated ...)
+    return short or str(error).removeprefix("checkpoint: ").removeprefix(str(path)).lstrip(": ")
 
 
 def _images_spec(data: dict[str, Any]) -> dict[str, Any]:
@@ -152,6 +179,7 @@ def rank_checkpoints(
     metrics: list[str] | None = None,
     num_view_images: int = 1000,
     num_views: int = 8,
+    skipped: list[tuple[Path, str]] | None = None,
 ) -> list[Row]:
     """Score every checkpoint of ``run_dirs``; best by the first of ``metrics`` first (the selection).
 
@@ -175,10 +203,17 @@ def rank_checkpoints(
         device: where to embed (default: CUDA when available).
         metrics: metric names; the first decides the order.
         num_view_images, num_views: LiDAR's n images x q views (the paper: 1000 x 50).
+        skipped: receives ``(checkpoint, reason)`` for each checkpoint passed over (unreadable,
+            no usable recipe, non-finite weights or features); the others are ranked.
 
     Returns:
-        rows sorted by the first metric, best first (NaN last).
+        rows sorted by the first metric, best first (NaN last); each row's ``num_samples`` is the
+        subset size actually used.
+
+    Raises:
+        CheckpointError: no checkpoint could be scored.
     """
+    skipped = [] if skipped is None else skipped
     metrics = list(metrics or ["rankme"])
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -191,8 +226,12 @@ def rank_checkpoints(
     rows: list[Row] = []
     loaded: LoadedCheckpoint | None = None
     subset: Tensor | None = None
-    for run_dir, path in find_checkpoints(run_dirs, data_overrides):
-        loaded = load_checkpoint(path, data_overrides, reuse=loaded)
+    for run_dir, path in find_checkpoints(run_dirs, data_overrides, skipped):
+        try:
+            loaded = load_checkpoint(path, data_overrides, reuse=loaded)
+        except CheckpointError as e:  # non-finite weights: name it, rank the others
+            skipped.append((path, _reason(e, path)))
+            continue
         module, dm = loaded.module.to(device), loaded.datamodule
         if subset is None:
             subset, total = fixed_subset(len(dm.train_set), num_samples, seed), len(dm.train_set)
@@ -202,6 +241,9 @@ def rank_checkpoints(
         loader = DataLoader(ImagesOnly(dm.train_set, subset), batch_size=dm.batch_size, num_workers=dm.num_workers,
                             generator=torch.Generator().manual_seed(seed))  # fmt: skip
         split = embed_split(module, loader, with_proj=True)
+        if not (bool(torch.isfinite(split.feats).all()) and bool(torch.isfinite(split.proj).all())):
+            skipped.append((path, "its features are NaN/Inf"))
+            continue
         views = None
         if any(METRICS[m].needs_views for m in metrics):
             few = ImagesOnly(dm.train_set, subset[:num_view_images])
@@ -214,9 +256,10 @@ def rank_checkpoints(
             train, val = embed_labelled(module, dm)
             classes = labelled(dm).num_classes
             knn, linear = knn_probe(train, val, classes).top1, linear_probe(train, val, classes).top1
-        rows.append(
-            Row(run_dir, path, loaded.epoch, loaded.step, ranks["rankme"], ranks["rankme_proj"], knn, scores, linear)
-        )
+        rows.append(Row(run_dir, path, loaded.epoch, loaded.step, ranks["rankme"], ranks["rankme_proj"], knn, scores,
+                        linear, num_samples=len(subset)))  # fmt: skip
+    if not rows:
+        raise CheckpointError(f"select: no checkpoint could be scored ({'; '.join(why for _, why in skipped)})")
     return sorted(rows, key=lambda r: selection_key(metrics[0], r.scores[metrics[0]]))
 
 

@@ -8,6 +8,7 @@ Files are always read with ``torch.load(weights_only=True)``: loading never runs
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.run.errors import CheckpointError, RecipeError
-from ssl_toolkit.run.recipe import backbone_kwargs, build_parts, check_call, load_recipe
+from ssl_toolkit.run.recipe import (
+    backbone_kwargs,
+    build_parts,
+    check_call,
+    expand_paths,
+    load_recipe,
+    resolve_environment,
+)
 
 BACKBONE_PREFIX = "backbone."
 
@@ -66,22 +74,75 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     except Exception as e:  # pickle, zip and weights_only errors alike: report, don't trace
         if mmap:  # only zip-format files map; let the plain read decide about the others
             return read_checkpoint(path, mmap=False)
-        # A pickle of some other class (an old or foreign checkpoint) vs. a file that is no pickle at all.
-        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        if refused:
-            raise CheckpointError(
-                f"checkpoint: {path} holds objects that torch.load(weights_only=True) refuses ({refused.group(1)})"
-            ) from None
-        raise CheckpointError(f"checkpoint: {path} is not a PyTorch checkpoint file") from None
+        reason = unreadable_reason(path, e)
+        error = CheckpointError(f"checkpoint: {path} {_sentence(reason)}")
+        error.reason = reason  # the short form, as resume and select list skipped files
+        raise error from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint: {path} has no state_dict; not a checkpoint written by ssl-toolkit fit")
     return ckpt
 
 
+def unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` raised ``error``: ``empty file``, ``truncated
+    (...)``, ``not loadable (holds objects that torch.load(weights_only=True) refuses: NAME)`` (pickled
+    code or classes; never unpickled), ``not loadable (corrupt zip archive)`` or ``not a checkpoint
+    (not a PyTorch file)``."""
+    if path.stat().st_size == 0:
+        return "empty file"
+    with path.open("rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's zip format
+    refused = re.search(r"(?:Unsupported global: |unsupported )GLOBAL ([\w.]+)", str(error))
+    if refused or "Weights only load failed" in str(error):
+        what = refused.group(1) if refused else "an object it does not allow"
+        return f"not loadable (holds objects that torch.load(weights_only=True) refuses: {what})"
+    if zipped and not zipfile.is_zipfile(path):
+        return "truncated (the zip archive has no end; a write cut short?)"
+    return "not loadable (corrupt zip archive)" if zipped else "not a checkpoint (not a PyTorch file)"
+
+
+def _sentence(reason: str) -> str:
+    """A short reason of ``unreadable_reason`` as the rest of a sentence about the file."""
+    if "holds objects" in reason:  # the README's words: "holds objects that ... refuses (NAME)"
+        return reason.removeprefix("not loadable (").replace(" refuses: ", " refuses (")
+    if reason.startswith("not a checkpoint"):
+        return "is not a PyTorch checkpoint file"
+    return f"is {'an ' if reason == 'empty file' else ''}{reason}"
+
+
+# The sections a checkpoint's recipe needs to rebuild the model and its data.
+NEEDED_SECTIONS = ("backbone", "head", "augment", "data", "optimizer")
+
+
+def check_finite(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Every floating-point weight of the checkpoint is finite.
+
+    Raises:
+        CheckpointError: naming the file, how many tensors hold NaN/Inf and the first of them.
+    """
+    bad = [k for k, v in ckpt["state_dict"].items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]  # fmt: skip
+    if bad:
+        raise CheckpointError(
+            f"checkpoint: {path} has non-finite weights (NaN/Inf in {len(bad)} tensor(s), e.g. {bad[0]}); "
+            "use an earlier checkpoint of the run"
+        )
+
+
 def checkpoint_recipe(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """The recipe a checkpoint was trained with: its own copy, else the run folder's ``recipe.yaml``."""
+    """The recipe a checkpoint was trained with: its own copy, else the run folder's ``recipe.yaml``.
+
+    Raises:
+        CheckpointError: there is neither, or the recipe lacks a section the model needs.
+    """
     path = Path(path)
     if isinstance(ckpt.get("recipe"), dict):
+        missing = [k for k in NEEDED_SECTIONS if not isinstance(ckpt["recipe"].get(k), dict)]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint: {path} carries an incomplete recipe (no {', '.join(missing)} section); "
+                "it was not written by ssl-toolkit fit, or was edited"
+            )
         return ckpt["recipe"]
     fallback = path.parent.parent / "recipe.yaml"
     if path.parent.name == "checkpoints" and fallback.is_file():
@@ -99,7 +160,9 @@ def apply_data_overrides(recipe: dict[str, Any], data_overrides: dict[str, Any] 
     Raises:
         RecipeError: an unknown key or a wrong type, named as ``data.<key>``.
     """
-    data = {**recipe["data"], **(data_overrides or {})}
+    recipe = resolve_environment({**recipe, "data": {**recipe["data"], **(data_overrides or {})}}, "the checkpoint")
+    expand_paths(recipe)
+    data = recipe["data"]
     name = data.get("name")
     if name not in DATAMODULES:
         raise RecipeError(f"data.name: unknown {name!r} (known: {', '.join(DATAMODULES)})")
@@ -147,6 +210,7 @@ def load_checkpoint(
     """
     ckpt = read_checkpoint(path)
     recipe = apply_data_overrides(checkpoint_recipe(ckpt, path), data_overrides)
+    check_finite(ckpt, path)
     if reuse is not None and reuse.recipe == recipe:
         module, datamodule = reuse.module, reuse.datamodule
     else:  # pretrained=False: the checkpoint holds the weights, so nothing is downloaded

@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ssl_toolkit.run.arguments import OneLineParser
+
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 DATA_HELP = "data overrides, e.g. data.root=/moved/data data.num_workers=4 data.val_samples=1000"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ssl-toolkit", description="Self-supervised pretraining with timm backbones.")
+    parser = OneLineParser(prog="ssl-toolkit", description="Self-supervised pretraining with timm backbones.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_fit = sub.add_parser(
         "fit",
@@ -32,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         "--verbose",
         action="store_true",
         help="show every third-party message (Lightning tips, deprecation warnings, wandb's console output)",
+    )
+    p_fit.add_argument(
+        "--store-env",
+        action="store_true",
+        help="write values taken from the environment (${oc.env:NAME}) in clear into recipe.yaml and the "
+        "checkpoints (default: the ${oc.env:NAME} expression is written, never the value)",
     )
     p_bench = sub.add_parser(
         "bench",
@@ -66,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         args = evaluators[words[0]].parse_intermixed_args(words[1:], argparse.Namespace(command=words[0]))
     else:
         args = parser.parse_args(argv)
+    expand_user_paths(args)
 
     if args.command == "recipes":
         for path in sorted(Path(args.dir).rglob("*.yaml")):
@@ -88,15 +97,39 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # bad recipe, argument, checkpoint or data: one line, exit 2
         print(f"ssl-toolkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+    except OSError as e:  # any writer on a full disk / quota / read-only file system: one line, exit 2
+        from ssl_toolkit.run.errors import WRITE_ERRNOS
+
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        where = e.filename or "a file"
+        print(f"ssl-toolkit: error: {where}: {e.strerror}; free space (or pick another place), then run again",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except TrainingStopped as e:  # NaN/Inf loss: one line naming the step and the last good checkpoint
         print(f"ssl-toolkit: error: {e}", file=sys.stderr)
         return 1
-    except Preempted as e:  # SIGTERM/SIGUSR1/Ctrl-C: checkpoint saved; 128 + signal so schedulers requeue
+    except Preempted as e:  # SIGTERM/SIGUSR1/SIGHUP/Ctrl-C: checkpoint saved; 128 + signal so schedulers requeue
         from lightning.fabric.utilities.rank_zero import rank_zero_only
 
         if rank_zero_only.rank == 0:
-            print(f"ssl-toolkit: {e}", file=sys.stderr)
+            try:
+                print(f"ssl-toolkit: {e}", file=sys.stderr)
+            except OSError:  # SIGHUP: the terminal is gone; the checkpoint is saved all the same
+                pass
         return e.exit_code
+
+
+def expand_user_paths(args: argparse.Namespace) -> None:
+    """Expand a leading ``~`` in every path argument once, here (a quoted ``--out '~/x'`` or
+    ``--out=~/x`` reaches us unexpanded), as ``load_recipe`` does for the recipe's paths."""
+    import os
+
+    for name in ("recipe", "checkpoint", "out", "dir"):
+        if isinstance(getattr(args, name, None), str):
+            setattr(args, name, os.path.expanduser(getattr(args, name)))
+    if isinstance(getattr(args, "items", None), list):
+        args.items = [i if i.startswith("data.") else os.path.expanduser(i) for i in args.items]
 
 
 def _add_eval_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
@@ -242,13 +275,16 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled, linear_probe
     from ssl_toolkit.run.checkpoint import load_checkpoint
     from ssl_toolkit.run.errors import ArgumentError
-    from ssl_toolkit.run.run_folder import run_dir_of, write_new_json
+    from ssl_toolkit.run.run_folder import check_writable, run_dir_of, write_new_json
 
     for name in ("epochs", "k", "temperature"):  # fail before the (slow) embedding
         values = getattr(args, name, [1])
         if min(values if isinstance(values, list) else [values]) <= 0:
             raise ArgumentError(f"--{name}: must be positive, got {values}")
     overrides = _data_overrides(args.overrides)
+    check_device(args.device)
+    ckpt = Path(args.checkpoint)
+    check_writable(run_dir_of(ckpt) / "eval", "eval folder")  # before the (slow) embedding, not after
     loaded = load_checkpoint(args.checkpoint, overrides)
     loaded.module.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     train, val = embed_labelled(loaded.module, loaded.datamodule)
@@ -273,14 +309,14 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
             best = max(sweep, key=lambda row: row[2].top1)
             settings["best"] = {"k": best[0], "temperature": best[1]}
         result = max((r for _, _, r in sweep), key=lambda r: r.top1)
-    ckpt = Path(args.checkpoint)
     record = {"checkpoint": str(ckpt.resolve()), "epoch": loaded.epoch, "step": loaded.step,
               args.command: settings, "data_overrides": overrides, "num_train": len(train.labels),
               "num_val": len(val.labels), **asdict(result), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-    path = write_new_json(run_dir_of(ckpt) / "eval" / f"{args.command}-{ckpt.stem}.json", record)
     print(f"{args.command} {ckpt} (epoch {loaded.epoch}, step {loaded.step}, {len(val.labels)} val images)")
     train_top1 = "" if result.train_top1 is None else f"  (train top-1 {result.train_top1:.4f})"
-    print(f"val top-1 {result.top1:.4f}  top-5 {result.top5:.4f}{train_top1}\nwritten: {path}")
+    print(f"val top-1 {result.top1:.4f}  top-5 {result.top5:.4f}{train_top1}", flush=True)  # before the write
+    path = write_new_json(run_dir_of(ckpt) / "eval" / f"{args.command}-{ckpt.stem}.json", record)
+    print(f"written: {path}")
     return 0
 
 
@@ -307,18 +343,30 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     runs = [Path(i) for i in args.items if "=" not in i]
     if not runs:
         raise ArgumentError("select: give at least one RUN_DIR")
+    unique = list({r.resolve(): r for r in reversed(runs)}.values())[::-1]  # first spelling of each folder kept
+    if len(unique) < len(runs):
+        print(f"note: {len(runs) - len(unique)} run folder(s) given more than once; each is ranked once")
+        runs = unique
     out = Path(args.out) if args.out else selection_path(runs)
-    if out.exists() and not args.force:
-        raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
+    check_selection_out(out, args.force)
+    check_device(args.device)
+    skipped: list[tuple[Path, str]] = []
     rows = rank_checkpoints(runs, args.num_samples, args.seed, args.with_labels, overrides, args.device,
-                            args.metric, args.view_images, args.views)  # fmt: skip
+                            args.metric, args.view_images, args.views, skipped=skipped)  # fmt: skip
+    for path, why in skipped:  # never passed over silently
+        print(f"ssl-toolkit: select: skipped {path} ({why})", file=sys.stderr)
     report = metric_report(rows)
     print(format_table(rows, args.with_labels) + "\n\n" + format_report(report))
+    used = rows[0].num_samples
+    if used is not None and used < args.num_samples:
+        print(f"note: --num-samples {args.num_samples} is more than the {used} train images; all {used} were used")
     first = METRICS[args.metric[0]]
     criterion = f"{args.metric[0]} ({first.description}; {first.better} is better)"
     record = {"selected": rows[0].as_dict(), "criterion": criterion, "metrics": report,
-              "num_samples": args.num_samples, "seed": args.seed, "with_labels": args.with_labels,
-              "data_overrides": overrides, "table": [r.as_dict() for r in rows]}  # fmt: skip
+              "num_samples": used, "num_samples_asked": args.num_samples, "seed": args.seed,
+              "with_labels": args.with_labels, "data_overrides": overrides,
+              "skipped": [{"checkpoint": str(p), "reason": why} for p, why in skipped],
+              "table": [r.as_dict() for r in rows]}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nselected: {rows[0].checkpoint}\nwritten:  {out}")
@@ -339,6 +387,7 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.eval.diagnose import CheckpointDiagnostics, default_out, diagnose_module, labels_for, write_report
     from ssl_toolkit.run.checkpoint import check_checkpoint_path, load_checkpoint
     from ssl_toolkit.run.errors import ArgumentError
+    from ssl_toolkit.run.run_folder import check_writable
 
     # Checkpoint names hold '=' too (epoch=3-step=120.ckpt): overrides are the data.KEY=VALUE items.
     is_override = [i.startswith("data.") and "=" in i and not Path(i).exists() for i in args.items]
@@ -346,6 +395,10 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
     checkpoints = [Path(i) for i, o in zip(args.items, is_override) if not o]
     if not checkpoints:
         raise ArgumentError("diagnose: give at least one checkpoint")
+    unique = list({c.resolve(): c for c in reversed(checkpoints)}.values())[::-1]
+    if len(unique) < len(checkpoints):
+        print(f"note: {len(checkpoints) - len(unique)} checkpoint(s) given more than once; each is diagnosed once")
+        checkpoints = unique
     for ckpt in checkpoints:  # every path checked before the (slow) embedding
         check_checkpoint_path(ckpt)
     if not 2 <= args.num_images <= MAX_IMAGES:
@@ -355,6 +408,8 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
     out = Path(args.out) if args.out else default_out(checkpoints)
     if out.exists():
         raise ArgumentError(f"--out: {out} exists; diagnose never writes into an existing folder")
+    check_writable(out.parent, "--out")
+    check_device(args.device)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results, loaded = [], None
     for ckpt, label in zip(checkpoints, labels_for(checkpoints)):
@@ -370,6 +425,50 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
     paths = write_report(results, out, args.num_images, args.seed)
     print(f"written: {paths['png']}\n         {paths['json']}\n         {paths['csv']}")
     return 0
+
+
+def check_selection_out(out: Path, force: bool) -> None:
+    """``select --out``: a file path in a writable folder; an existing file only with ``--force`` and
+    only an earlier selection (a JSON object with ``selected``): a checkpoint or any other file is
+    never replaced."""
+    from ssl_toolkit.run.errors import ArgumentError
+    from ssl_toolkit.run.run_folder import check_writable
+
+    if out.is_dir():
+        raise ArgumentError(f"--out: {out} is a folder; give a file path, e.g. {out / 'selection.json'}")
+    if out.exists() and not force:
+        raise ArgumentError(f"--out: {out} exists; pass --force to overwrite it")
+    if out.exists():
+        try:  # a .ckpt or any other non-JSON file is never read whole, nor replaced
+            earlier = json.loads(out.read_text()) if out.suffix.lower() == ".json" else None
+        except (ValueError, UnicodeDecodeError):
+            earlier = None
+        if not (isinstance(earlier, dict) and "selected" in earlier):
+            raise ArgumentError(f"--out: {out} is not an earlier selection; --force replaces only those")
+    check_writable(out.parent, "--out")
+
+
+def check_device(device: str | None) -> None:
+    """``--device``: a torch device name that exists on this machine (None: the default).
+
+    Raises:
+        ArgumentError: an unknown name, or a CUDA device that is not there.
+    """
+    import torch
+
+    from ssl_toolkit.run.errors import ArgumentError
+
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ArgumentError(f"--device: {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+        raise ArgumentError(f"--device: {device} is not available (this machine has {have}); use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps") or (dev.type == "mps" and not torch.backends.mps.is_available()):
+        raise ArgumentError(f"--device: {device} is not available here; use --device cpu")
 
 
 def selection_path(runs: list[Path]) -> Path:
@@ -389,7 +488,9 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
         from ssl_toolkit.run.fit import fit_file
 
         command = ["ssl-toolkit", "fit", args.recipe, *args.overrides] if argv is None else argv
-        result = fit_file(args.recipe, args.overrides, argv=command, note=note, verbose=args.verbose)
+        result = fit_file(
+            args.recipe, args.overrides, argv=command, note=note, verbose=args.verbose, store_env=args.store_env
+        )
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank != 0:  # a multi-process run: rank 0 prints the one summary
@@ -397,11 +498,14 @@ def _fit(args: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"\nrun folder:       {result.run_dir}")
     print(f"checkpoint:       {result.checkpoint or '(none written)'}")
     print(f"resolved recipe:  {result.run_dir / 'recipe.yaml'}  (git commit in run.json)")
-    print(
-        f"logs:             {result.run_dir / 'csv' / 'metrics.csv'}"
-        + (f", {result.run_dir / 'wandb'}" if (result.run_dir / "wandb").exists() else "")
-    )
-    print(f"final train/loss: {result.final_loss:.4f} after {result.steps} steps")
+    wandb_dir = result.run_dir / "wandb"
+    logs = [str(p) for p in result.logs] + ([str(wandb_dir)] if wandb_dir.exists() else [])
+    why = ": trainer.fast_dev_run turns logging and checkpoints off" if result.fast_dev_run else ""
+    print(f"logs:             {', '.join(logs) if logs else f'(none written{why})'}")
+    if result.final_loss == result.final_loss:  # not NaN: a loss was logged
+        print(f"final train/loss: {result.final_loss:.4f} after {result.steps} steps")
+    else:
+        print(f"final train/loss: (none logged) after {result.steps} steps")
     if "val/rankme" in result.best:  # the tracker's choice by score, not the newest file name
         print(f"best RankMe ckpt: {result.best['val/rankme']}  (chosen without labels)")
     from ssl_toolkit.callbacks.diagnostics_plot import is_detail

@@ -7,6 +7,11 @@ exits with status 2; the message is one line that names the recipe key, the argu
 
 from __future__ import annotations
 
+import errno
+
+# The errors of a write the user fixes by freeing space or choosing another place.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
 
 class UserError(Exception):
     """A problem the user can fix; the message is one line naming the key, argument or file.
@@ -40,13 +45,18 @@ class DataError(UserError):
     """Data that cannot serve the request (an unlabelled split for a probe, different data sets)."""
 
 
+class WriteError(UserError):
+    """A file could not be written (no space left, quota, read-only file system); names the file and
+    what was kept."""
+
+
 class TrainingStopped(RuntimeError):
     """Training stopped on a non-finite loss; the message is one line naming the step and the last
     good checkpoint."""
 
 
 class Preempted(Exception):
-    """Training stopped on a signal (SIGTERM, SIGUSR1, Ctrl-C) after saving a resumable checkpoint;
+    """Training stopped on a signal (SIGTERM, SIGUSR1, SIGHUP, Ctrl-C) after saving a resumable checkpoint;
     the message is one line naming the step, the checkpoint and the command that resumes;
     ``exit_code`` is ``128 + signal`` (143 for SIGTERM) so schedulers see a killed job and requeue."""
 

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ssl_toolkit.run.checkpoint import backbone_weights, checkpoint_recipe, read_checkpoint, rebuild_backbone
+from ssl_toolkit.run.checkpoint import (
+    backbone_weights,
+    check_finite,
+    checkpoint_recipe,
+    read_checkpoint,
+    rebuild_backbone,
+)
 from ssl_toolkit.run.errors import CheckpointError
+from ssl_toolkit.run.recipe import resolve_environment
+from ssl_toolkit.run.run_folder import check_writable
 
 
 @dataclass
@@ -41,15 +51,15 @@ def export_backbone(checkpoint: str | Path, out: str | Path, force: bool = False
     the stem, ``timm_kwargs`` (JSON), the feature width and the source checkpoint.
 
     Raises:
-        CheckpointError: unreadable checkpoint, no backbone weights, weights that do not fit the
-            recipe's backbone, or ``out`` exists and ``force`` is False (nothing is overwritten).
+        CheckpointError: unreadable checkpoint, non-finite or no backbone weights, weights that do
+            not fit the recipe's backbone, or an ``out`` that may not be written (``check_out``).
         RecipeError: the recipe's backbone does not build here (e.g. a model this timm lacks).
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    if out.exists() and not force:
-        raise CheckpointError(f"--out: {out} exists; choose another path or pass --force")
+    check_out(out, checkpoint, force)
     ckpt = read_checkpoint(checkpoint)
-    recipe = checkpoint_recipe(ckpt, checkpoint)
+    check_finite(ckpt, checkpoint)
+    recipe = resolve_environment(checkpoint_recipe(ckpt, checkpoint), "the checkpoint")
     model = rebuild_backbone(ckpt, recipe, checkpoint)  # refuses weights that would not load
     weights = {k: v.contiguous() for k, v in backbone_weights(ckpt, checkpoint).items()}
     name, small = recipe["backbone"]["name"], bool(recipe["backbone"].get("small_image_stem", False))
@@ -57,8 +67,44 @@ def export_backbone(checkpoint: str | Path, out: str | Path, force: bool = False
                 "format": "pt", "step": str(int(ckpt.get("global_step", -1))),
                 "timm_kwargs": json.dumps(model.timm_kwargs), "feature_dim": str(model.feature_dim)}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in weights.items()}, tmp, metadata)
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(8)}.tmp")  # never an existing file's name
+    try:
+        save_file({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in weights.items()}, tmp, metadata)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves nothing behind
     return ExportResult(path=out, model_name=name, num_tensors=len(weights), small_image_stem=small,
                         timm_kwargs=dict(model.timm_kwargs), feature_dim=int(model.feature_dim))  # fmt: skip
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file (an earlier export), read from its header."""
+    try:
+        with safe_open(str(path), framework="pt"):
+            return True
+    except Exception:  # safetensors raises its own error types for any other file
+        return False
+
+
+def check_out(out: Path, checkpoint: Path, force: bool) -> None:
+    """``out`` may be written: not a folder, not the checkpoint itself, not a ``.ckpt`` file, and
+    when it exists (with ``force``) an earlier export; its folder is writable. ``force`` only ever
+    replaces an earlier export: a training checkpoint or any other file is never overwritten.
+
+    Raises:
+        CheckpointError: naming ``--out`` and what is in the way.
+    """
+    if out.is_dir():
+        example = out / f"{checkpoint.stem}.safetensors"
+        raise CheckpointError(f"--out: {out} is a folder; give a file path, e.g. {example}")
+    if out.suffix.lower() == ".ckpt" or (out.exists() and checkpoint.exists() and out.samefile(checkpoint)):
+        raise CheckpointError(
+            f"--out: {out} is a checkpoint path; export writes a .safetensors file, never over a checkpoint"
+        )
+    if out.exists() and not force:
+        raise CheckpointError(f"--out: {out} exists; choose another path or pass --force")
+    if out.exists() and not is_safetensors(out):
+        raise CheckpointError(
+            f"--out: {out} is not an earlier export (not a safetensors file); --force replaces only those"
+        )
+    check_writable(out.parent, "--out")

@@ -37,12 +37,13 @@ from ssl_toolkit.callbacks.rng_state import RNGState
 from ssl_toolkit.callbacks.throughput import Throughput
 from ssl_toolkit.run.checkpoint import read_checkpoint
 from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
-from ssl_toolkit.run.errors import CheckpointError, RecipeError, TrainingStopped
+from ssl_toolkit.run.errors import CheckpointError, RecipeError, TrainingStopped, WriteError
 from ssl_toolkit.run.last_checkpoint import LastCheckpoint
 from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.quiet import quiet
-from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer, load_recipe
+from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer, load_recipe, recipe_to_store
 from ssl_toolkit.run.resume import ResumePoint, check_trains_more, find_resume, newest_checkpoint
+from ssl_toolkit.run.resume_changes import ResumeChanges, check_same_kinds
 from ssl_toolkit.run.run_folder import agreed_run_dir, check_out_dir, resume_name, write_run_files
 from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 from ssl_toolkit.run.signals import Preemption, resume_command, start_command
@@ -71,9 +72,16 @@ class FitResult:
     sanity_seconds: float = 0.0
     measured_steps: int = 0
     best: dict[str, Path] = field(default_factory=dict)  # monitored metric -> its best checkpoint, by score
+    logs: list[Path] = field(default_factory=list)  # the metrics.csv files this run wrote (none: logging off)
+    fast_dev_run: bool = False  # trainer.fast_dev_run: Lightning turned logging and checkpoints off
 
 
-def fit(recipe: dict[str, Any], argv: list[str] | None = None, note: SignalNote | None = None) -> FitResult:
+def fit(
+    recipe: dict[str, Any],
+    argv: list[str] | None = None,
+    note: SignalNote | None = None,
+    stored: dict[str, Any] | None = None,
+) -> FitResult:
     """Train from a validated recipe (``load_recipe``); see the module docstring for the order.
 
     ``recipe["resume"]`` (``none`` by default, ``auto``, a checkpoint or a run folder) continues a
@@ -83,6 +91,8 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None, note: SignalNote 
 
     ``note`` holds the stop signals noted so far (the CLI installs it before its imports); without
     one, ``fit`` installs its own. Either way the handlers in place before are back when ``fit`` ends.
+    ``stored`` is the recipe as written to the run folder and the checkpoints (default ``recipe``;
+    the CLI passes ``recipe_to_store``'s, where values from the environment stay expressions).
 
     Raises:
         RecipeError: anything wrong with the recipe, the data or the resume point (nothing written).
@@ -94,7 +104,7 @@ def fit(recipe: dict[str, Any], argv: list[str] | None = None, note: SignalNote 
     note = note or SignalNote()
     note.install()
     try:
-        return _fit(recipe, argv, note)
+        return _fit(recipe, argv, note, stored)
     finally:
         note.restore()
 
@@ -105,6 +115,7 @@ def fit_file(
     argv: list[str] | None = None,
     note: SignalNote | None = None,
     verbose: bool = False,
+    store_env: bool = False,
 ) -> FitResult:
     """What ``ssl-toolkit fit PATH [key=value ...] [--verbose]`` runs (the CLI calls this, and so
     does ``ssl_toolkit.fit``): ``load_recipe(path, overrides)``, then ``fit`` with the third-party
@@ -116,17 +127,24 @@ def fit_file(
         argv: the command recorded in ``run.json`` and used in the resume hint (default ``sys.argv``).
         note: see ``fit``.
         verbose: show every third-party message.
+        store_env: write values taken from the environment (``${oc.env:NAME}``) in clear into
+            ``recipe.yaml`` and the checkpoints; by default the expression is stored, never the
+            value, and one line says which keys came from the environment.
 
     Raises:
         RecipeError: the recipe, an override or the data is wrong (nothing written); and what
             ``fit`` raises.
     """
     recipe = load_recipe(path, overrides)
+    stored, from_env = recipe_to_store(path, overrides, recipe)
+    if from_env and not store_env:
+        print(f"note: {', '.join(from_env)} come(s) from the environment: recipe.yaml and the checkpoints "
+              "store the ${oc.env:...} expression, not the value (--store-env stores the value)")  # fmt: skip
     with quiet(verbose=verbose):
-        return fit(recipe, argv=argv, note=note)
+        return fit(recipe, argv=argv, note=note, stored=recipe if store_env else stored)
 
 
-def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> FitResult:
+def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote, stored: dict[str, Any] | None) -> FitResult:
     """``fit`` with the signals noted by ``note``."""
     pl.seed_everything(int(recipe.get("seed", 0)), workers=True, verbose=False)
     check_out_dir(recipe.get("out_dir", "runs/run"))
@@ -138,6 +156,9 @@ def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> Fi
     out_dir = recipe.get("out_dir", "runs/run")
     run_dir = point.run_dir if point is not None else agreed_run_dir(out_dir, rank_zero_only.rank)
     resolved = {**recipe, "out_dir": str(run_dir)}
+    stored = stored if stored is not None else recipe
+    # The run folder is recorded, unless out_dir came from the environment (then its expression).
+    kept = {**stored, "out_dir": stored["out_dir"] if "${oc.env:" in str(stored.get("out_dir")) else str(run_dir)}
     throughput = Throughput()
     last = run_dir / "checkpoints" / "last.ckpt"
     again = f"start again with: {start_command(argv)}"
@@ -147,13 +168,16 @@ def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> Fi
         not_started = (f"checkpoints unchanged ({point.checkpoint} is at step {point.step}); "
                        f"resume with: {resume_command(argv, run_dir)}")  # fmt: skip
     preemption = Preemption(last, resume_command(argv, run_dir), note, not_started)
-    trainer = build_run_trainer(resolved, run_dir, parts, point, [throughput, LastCheckpoint(last), preemption])
+    own = [throughput, LastCheckpoint(last), preemption]
+    if point is not None:  # the recipe's optimizer/schedule values over the checkpoint's, said and recorded
+        own.append(ResumeChanges(run_dir / f"{resume_name(run_dir)}.json"))
+    trainer = build_run_trainer(resolved, run_dir, parts, point, own, stored=kept)
     note.stop_if_received(f"nothing written; {again}")  # a signal during the checks: stop before any write
     lock = RunLock(run_dir) if rank_zero_only.rank == 0 else None  # DDP: rank 0 speaks for the run
     if lock is not None:
         lock.acquire()  # a second process training into run_dir stops here, before writing anything
     try:
-        prepare_run_folder(trainer, run_dir, resolved, argv, point, parts)
+        prepare_run_folder(trainer, run_dir, kept, argv, point, parts)
         seconds = train(trainer, parts, point, run_dir, preemption)
     finally:
         if lock is not None:
@@ -162,13 +186,19 @@ def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote) -> Fi
 
 
 def build_run_trainer(
-    recipe: dict[str, Any], run_dir: Path, parts: Parts, point: ResumePoint | None, own: list[pl.Callback]
+    recipe: dict[str, Any],
+    run_dir: Path,
+    parts: Parts,
+    point: ResumePoint | None,
+    own: list[pl.Callback],
+    stored: dict[str, Any] | None = None,
 ) -> pl.Trainer:
     """The recipe's trainer plus the callbacks every run has (and ``own``, those ``fit`` reads back:
-    throughput, preemption); checks that need the trainer."""
+    throughput, preemption); checks that need the trainer. ``stored`` (default ``recipe``) is the
+    recipe each checkpoint carries."""
     extra = [
         *own,
-        RecipeInCheckpoint(recipe),
+        RecipeInCheckpoint(recipe if stored is None else stored),
         Curves(run_dir / "curves.png"),
         RNGState(int(recipe.get("seed", 0))),
     ]
@@ -179,6 +209,7 @@ def build_run_trainer(
         check_batch_per_process(parts.datamodule, trainer)
         if point is not None:
             check_fits(parts.module, point)
+            check_same_kinds(read_checkpoint(point.checkpoint, mmap=True).get("recipe"), recipe, point.checkpoint)
             check_trains_more(point, trainer.max_steps, trainer.max_epochs, type(parts.datamodule).__qualname__)
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return trainer
@@ -229,6 +260,13 @@ def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir:
                 last = None
             kept = f"last good checkpoint: {last.checkpoint} (step {last.step})" if last else "no checkpoint written"
             raise TrainingStopped(f"{e}; {kept}") from None
+        except WriteError as e:  # a checkpoint save on a full disk: the earlier files are intact
+            try:
+                last = newest_checkpoint(run_dir)
+            except CheckpointError:
+                last = None
+            kept = f"last good checkpoint: {last.checkpoint} (step {last.step})" if last else "no checkpoint written"
+            raise WriteError(f"{e}; {kept}; free space, then resume with: {preemption.resume_command}") from None
         except SIGTERMException:  # raised by Lightning's loops, which only saw it before on_train_start
             if preemption.note.training:
                 raise
@@ -255,8 +293,14 @@ def summarize(trainer: pl.Trainer, run_dir: Path, seconds: float, throughput: Th
         best={
             cb.monitor: Path(cb.best_model_path)
             for cb in trainer.checkpoint_callbacks
-            if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_path
+            if isinstance(cb, ModelCheckpoint) and cb.monitor and Path(cb.best_model_path or "/nonexistent").is_file()
         },
+        fast_dev_run=bool(trainer.fast_dev_run),
+        logs=[
+            Path(lg.log_dir) / "metrics.csv"
+            for lg in trainer.loggers
+            if isinstance(lg, CSVLogger) and (Path(lg.log_dir) / "metrics.csv").is_file()
+        ],
         train_seconds=throughput.train_seconds,
         eval_seconds=throughput.eval_seconds,
         eval_runs=throughput.eval_runs,
@@ -293,6 +337,12 @@ def check_batch_per_process(datamodule: pl.LightningDataModule, trainer: pl.Trai
         raise RecipeError(
             f"data.batch_size: {batch} per process x {processes} processes needs {batch * processes} "
             f"training images per step; the train split has {images}"
+        )
+    limit, batches = trainer.limit_train_batches, images // (processes * batch)
+    if isinstance(limit, float) and int(limit * batches) < 1:  # Lightning would raise inside fit
+        raise RecipeError(
+            f"trainer.limit_train_batches: {limit} of the {batches} batches per epoch is less than one batch; "
+            f"give at least {1 / batches:.3g}, or a whole number of batches"
         )
 
 

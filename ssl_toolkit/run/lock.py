@@ -15,7 +15,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from ssl_toolkit.run.errors import RecipeError
+from ssl_toolkit.run.errors import RecipeError, WriteError
 
 LOCK_NAME = ".lock"
 
@@ -55,8 +55,11 @@ class RunLock:
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{LOCK_NAME}.{secrets.token_hex(6)}.tmp")
-        tmp.write_text(json.dumps(_owner()) + "\n")
         try:
+            try:
+                tmp.write_text(json.dumps(_owner()) + "\n")
+            except OSError as e:  # a full disk: one line, and the half-written file goes
+                raise WriteError(f"out_dir: cannot write the lock {tmp} ({os.strerror(e.errno or 0)})") from None
             for _ in range(3):
                 try:
                     os.link(tmp, self.path)  # fails if the lock exists: atomic test-and-set

@@ -10,6 +10,7 @@ Every problem is raised as ``RecipeError("<section>.<key>: ...")`` before any tr
 from __future__ import annotations
 
 import inspect
+import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_check
 # A monitored metric -> the callback that logs it (a checkpoint monitoring it needs that callback on).
 METRIC_SOURCES = {"val/knn_": "knn", "val/linear_": "linear_probe", "val/rankme": "rankme"}
 ALWAYS_ON = {"checkpoint"}  # fit, resume and the summary need last.ckpt
+_NO_DEFAULT = object()
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -72,8 +74,93 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
         raise RecipeError(f"recipe: {str(e).splitlines()[0]}") from None
     if not isinstance(recipe, dict):
         raise RecipeError(f"recipe: {path} must be a mapping of sections")
+    expand_paths(recipe)
     validate(recipe)
     return recipe  # type: ignore[return-value]
+
+
+# Recipe values that are paths on this machine: ``~`` is expanded here, once, for every writer and reader.
+PATH_KEYS = (("out_dir",), ("resume",), *(("data", k) for k in ("root", "train_list", "val_list", "train_dir",
+             "val_dir", "eval_root", "train_shards", "val_shards")))  # fmt: skip
+
+
+def expand_paths(recipe: dict[str, Any]) -> None:
+    """Expand a leading ``~`` of the recipe's path values in place (``out_dir='~/x'`` is ``$HOME/x``
+    for the run folder, the checkpoints and the logs alike, never a folder named ``~``)."""
+    for keys in PATH_KEYS:
+        parent = recipe
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        value = parent.get(keys[-1]) if isinstance(parent, dict) else None
+        if isinstance(value, str) and value.startswith("~"):
+            parent[keys[-1]] = os.path.expanduser(value)
+
+
+def _env_expression(key: str, default: Any = _NO_DEFAULT) -> str:
+    """Stands in for omegaconf's ``oc.env`` resolver: the expression itself instead of the value."""
+    return "${oc.env:" + key + ("" if default is _NO_DEFAULT else f",{default}") + "}"
+
+
+def recipe_to_store(
+    path: str | Path, overrides: Sequence[str], recipe: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The recipe as written to ``recipe.yaml``, ``resume-N.json`` and every checkpoint: ``recipe``
+    (``load_recipe(path, overrides)``) with each value taken from the environment (``${oc.env:NAME}``,
+    also through another key or inside a string) kept as its expression, never its value (an API
+    token in ``logger.run_name`` is not written in clear). Offline tools resolve the expressions
+    again when they read a checkpoint (``resolve_environment``).
+
+    Returns:
+        the recipe to store and the dotted keys whose values came from the environment.
+    """
+    from omegaconf.resolvers import oc
+
+    cfg = OmegaConf.merge(OmegaConf.load(Path(path)), OmegaConf.from_dotlist(list(overrides)))
+    OmegaConf.register_new_resolver("oc.env", _env_expression, replace=True)
+    try:
+        marked = OmegaConf.to_container(cfg, resolve=True)
+    finally:
+        OmegaConf.register_new_resolver("oc.env", oc.env, replace=True)
+    keys: list[str] = []
+
+    def merge(value: Any, mark: Any, key: str) -> Any:
+        if isinstance(value, dict) and isinstance(mark, dict):
+            return {k: merge(v, mark.get(k, v), f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, list) and isinstance(mark, list) and len(value) == len(mark):
+            return [merge(v, m, f"{key}.{i}") for i, (v, m) in enumerate(zip(value, mark))]
+        if isinstance(mark, str) and "${oc.env:" in mark and mark != value:
+            keys.append(key)
+            return mark
+        return value
+
+    return merge(recipe, marked, ""), keys
+
+
+# The sections that rebuild a model and its data (an offline tool needs no logger, out_dir, ...).
+MODEL_SECTIONS = ("backbone", "head", "augment", "data", "optimizer", "scheduler", "module")
+
+
+def resolve_environment(recipe: dict[str, Any], where: str) -> dict[str, Any]:
+    """A stored recipe with the ``${oc.env:NAME}`` expressions of its ``MODEL_SECTIONS`` resolved
+    from the current environment (the other sections are left as stored).
+
+    Raises:
+        RecipeError: an expression names a variable that is not set (names the key and ``where``).
+    """
+
+    def resolve(value: Any, key: str) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, f"{key}.{i}") for i, v in enumerate(value)]
+        if isinstance(value, str) and "${oc.env:" in value:
+            try:
+                return OmegaConf.to_container(OmegaConf.create({"v": value}), resolve=True)["v"]
+            except OmegaConfBaseException as e:
+                raise RecipeError(f"{key}: {where} stores {value} ({str(e).splitlines()[0]})") from None
+        return value
+
+    return {k: resolve(v, k) if k in MODEL_SECTIONS else v for k, v in recipe.items()}
 
 
 def validate(recipe: dict[str, Any]) -> None:
@@ -100,6 +187,7 @@ def validate(recipe: dict[str, Any]) -> None:
     for key in MANAGED_TRAINER_KEYS & trainer.keys():
         raise RecipeError(f"trainer.{key}: set by ssl-toolkit (use the logger/callbacks sections or out_dir)")
     check_call("trainer", pl.Trainer, trainer)
+    check_trainer_counts(trainer)
     if str(trainer.get("precision")) in ("64", "64-true", "double"):  # views and heads are float32
         raise RecipeError(
             f"trainer.precision: {trainer['precision']} is not supported (augmentation and heads compute in "
@@ -119,6 +207,30 @@ def validate(recipe: dict[str, Any]) -> None:
             )
     check_call("logger", build_loggers, _section(recipe, "logger", required=False), derived={"run_dir"})
     check_monitors(callbacks, {name: issubclass(CALLBACKS[name], ModelCheckpoint) for name in callbacks})
+
+
+def check_trainer_counts(trainer: Mapping[str, Any]) -> None:
+    """Counts Lightning accepts but that train nothing (``max_steps=0``, ``max_epochs=0``,
+    ``limit_train_batches=0``, ``max_time=00:00:00:00``) or divide by zero later (``val_check_interval=0``,
+    ``check_val_every_n_epoch=0``).
+
+    Raises:
+        RecipeError: naming the key and what to give instead.
+    """
+    for key in ("max_steps", "max_epochs"):
+        value = trainer.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and (value == 0 or value < -1):
+            raise RecipeError(f"trainer.{key}: {value} trains nothing; give a positive number, or -1 for no limit")
+    max_time = trainer.get("max_time")
+    parts = max_time.values() if isinstance(max_time, dict) else str(max_time).split(":") if max_time else ["1"]
+    if all(str(v).strip().isdigit() and int(str(v).strip()) == 0 for v in parts):  # "00:00:00:00", {"hours": 0}
+        raise RecipeError(f"trainer.max_time: {max_time} trains nothing; give a positive time (DD:HH:MM:SS), or null")
+    if trainer.get("limit_train_batches") in (0, 0.0) and trainer.get("limit_train_batches") is not False:
+        raise RecipeError("trainer.limit_train_batches: 0 trains nothing; give a positive number or fraction")
+    for key in ("val_check_interval", "check_val_every_n_epoch"):
+        value = trainer.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise RecipeError(f"trainer.{key}: must be positive, got {value}")
 
 
 def check_call(

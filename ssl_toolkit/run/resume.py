@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,24 +22,13 @@ class ResumePoint:
 
 
 def checkpoint_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be resumed from: ``empty file``, ``truncated ...``, ``not a checkpoint
-    ...``, ``not loadable ...``; None when it reads as a checkpoint."""
-    if path.stat().st_size == 0:
-        return "empty file"
+    """Why ``path`` cannot be resumed from (``read_checkpoint``'s reason: an empty, truncated or
+    corrupt file, pickled objects it refuses, no state_dict); None when it reads as a checkpoint."""
     try:
         read_checkpoint(path, mmap=True)
         return None
     except CheckpointError as e:
-        detail = str(e)
-    with path.open("rb") as f:
-        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's zip format
-    if zipped and not zipfile.is_zipfile(path):
-        return "truncated (the zip archive has no end; a write cut short?)"
-    if "refuses" in detail:
-        return "not loadable (" + detail.split("(", 1)[-1]
-    if "has no state_dict" in detail:
-        return "not a checkpoint (no state_dict)"
-    return "not loadable (corrupt zip archive)" if zipped else "not a checkpoint (not a PyTorch file)"
+        return getattr(e, "reason", "not a checkpoint (no state_dict)")
 
 
 def newest_checkpoint(run_dir: Path) -> ResumePoint | None:

@@ -182,3 +182,30 @@ def check_out_dir(out_dir: str | Path) -> None:
             raise RecipeError(f"out_dir: cannot create {path} ({parent} is a file)")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise RecipeError(f"out_dir: cannot create {path} ({parent} is not writable)")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """``folder`` exists and a file can be created in it, or it can be created (its nearest existing
+    parent is a writable folder); tried with a real file, so read-only mounts and root alike are
+    judged right. Nothing is left behind.
+
+    Raises:
+        UserError: naming ``what`` (the option or key) and the folder.
+    """
+    import errno
+    import tempfile
+
+    from ssl_toolkit.run.errors import ArgumentError
+
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ArgumentError(f"{what}: cannot write into {folder} ({existing} is a file)")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        why = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left"}.get(e.errno, "not writable")
+        raise ArgumentError(f"{what}: cannot write into {folder} ({existing}: {why})") from None

@@ -1,6 +1,6 @@
 """The stop signals a ``fit`` receives, noted from its first line on (standard library only).
 
-Python's default SIGTERM / SIGUSR1 action ends the process on the spot, silently, with status
+Python's default SIGTERM / SIGUSR1 / SIGHUP action ends the process on the spot, silently, with status
 128 + signal, and Ctrl-C raises ``KeyboardInterrupt`` wherever the program is. ``SignalNote`` replaces
 both by "note the signal and go on": the CLI installs it before it imports torch (the slow part of a
 start), and ``fit`` acts on what was noted at defined points (``run/signals.py``): before anything is
@@ -18,11 +18,12 @@ from typing import Any
 
 from ssl_toolkit.run.errors import Preempted
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+# SIGHUP: the terminal closed or the ssh connection dropped; saved like SIGTERM.
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP)
 
 
 class SignalNote:
-    """Installs note-only handlers for SIGTERM, SIGUSR1 and SIGINT; ``received`` is the first one.
+    """Installs note-only handlers for SIGTERM, SIGUSR1, SIGHUP and SIGINT; ``received`` is the first one.
 
     Use as a context manager (the previous handlers come back at the end). A second Ctrl-C raises
     ``KeyboardInterrupt`` at once. ``training`` (set by ``Preemption`` once training starts) only

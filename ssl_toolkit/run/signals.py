@@ -1,5 +1,6 @@
-"""Preemption: SIGTERM, SIGUSR1 or Ctrl-C stop a run at the end of the current step with a
-resumable checkpoint, and the process exits with ``128 + signal`` so a scheduler requeues it.
+"""Preemption: SIGTERM, SIGUSR1, SIGHUP (terminal closed, ssh dropped) or Ctrl-C stop a run at the
+end of the current step with a resumable checkpoint, and the process exits with ``128 + signal``
+so a scheduler requeues it.
 
 Lightning's own SIGTERM handling sets ``trainer.received_sigterm`` and leaves ``fit`` through
 ``SIGTERMException``, a ``SystemExit`` with status 0, without saving anything; its
@@ -27,7 +28,7 @@ from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 
 
 class Preemption(Checkpoint):
-    """Turns SIGTERM / SIGUSR1 / SIGINT into "finish this step, save ``path``, raise ``Preempted``",
+    """Turns SIGTERM / SIGUSR1 / SIGHUP / SIGINT into "finish this step, save ``path``, raise ``Preempted``",
     and a signal that came before training started into "stop before the first step, save nothing".
 
     The signals are noted by ``note`` (a ``SignalNote`` that ``fit``, or the CLI, installed when the

@@ -1,22 +1,27 @@
 """Losses on embeddings: pure torch, no Lightning or omegaconf."""
 
 from ssl_toolkit.losses.amcl import AMCLLoss, PairTemperature
+from ssl_toolkit.losses.byol import BYOLLoss
 from ssl_toolkit.losses.dcl import DCLLoss, DCLWLoss
 from ssl_toolkit.losses.groco import GroCoLoss
 from ssl_toolkit.losses.hard_contrastive import HardContrastiveLoss
 from ssl_toolkit.losses.mochi import MoCHiLoss
+from ssl_toolkit.losses.mocov3 import MoCoV3Loss
 from ssl_toolkit.losses.multi_view import MultiViewLoss
 from ssl_toolkit.losses.mv_dhel import MVDHELLoss
 from ssl_toolkit.losses.mv_infonce import MVInfoNCELoss
 from ssl_toolkit.losses.mw import MWLoss
 from ssl_toolkit.losses.ntxent import NTXentLoss
+from ssl_toolkit.losses.simsiam import SimSiamLoss
 from ssl_toolkit.losses.sinkhorn import sinkhorn
 from ssl_toolkit.losses.swav import SwAVLoss
 
 # Losses selectable as head.loss in recipes: two-view losses called as loss(z_a, z_b) (averaged over
 # view pairs by the head), and MultiViewLoss subclasses called once as loss([z_1, ..., z_V]).
 # AMCLLoss has its own signature (per-head projections and temperature networks) and is built by
-# AMCLHead; MoCHiLoss (query, key, queue) is for a MoCo head that owns the queue.
+# AMCLHead; MoCHiLoss (query, key, queue) is for a MoCo head that owns the queue. MoCoV3Loss (query,
+# momentum key), BYOLLoss and SimSiamLoss (prediction, stop-gradient target) are one direction of
+# their method's loss, called by MoCoV3Head, BYOLHead and SimSiamHead.
 LOSSES = {
     "ntxent": NTXentLoss,
     "dcl": DCLLoss,
@@ -31,17 +36,20 @@ LOSSES = {
 __all__ = [
     "LOSSES",
     "AMCLLoss",
+    "BYOLLoss",
     "PairTemperature",
     "DCLLoss",
     "DCLWLoss",
     "GroCoLoss",
     "HardContrastiveLoss",
     "MoCHiLoss",
+    "MoCoV3Loss",
     "MultiViewLoss",
     "MVDHELLoss",
     "MVInfoNCELoss",
     "MWLoss",
     "NTXentLoss",
+    "SimSiamLoss",
     "SwAVLoss",
     "sinkhorn",
 ]

@@ -2,10 +2,13 @@
 
 from ssl_toolkit.heads.amcl import AMCLHead
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
+from ssl_toolkit.heads.byol import BYOLHead
 from ssl_toolkit.heads.ft import MoCoV2FTHead
 from ssl_toolkit.heads.hydra import HydraHead
 from ssl_toolkit.heads.moco import MoCHiHead, MoCoV2Head
+from ssl_toolkit.heads.mocov3 import MoCoV3Head
 from ssl_toolkit.heads.simclr import SimCLRHead
+from ssl_toolkit.heads.simsiam import SimSiamHead
 from ssl_toolkit.heads.swav import SwAVHead
 
 HEADS = {
@@ -16,19 +19,25 @@ HEADS = {
     "mochi": MoCHiHead,
     "mocov2_ft": MoCoV2FTHead,
     "swav": SwAVHead,
+    "mocov3": MoCoV3Head,
+    "byol": BYOLHead,
+    "simsiam": SimSiamHead,
 }
 
 __all__ = [
     "HEADS",
     "AMCLHead",
+    "BYOLHead",
     "HydraHead",
     "MoCHiHead",
     "MoCoV2FTHead",
     "MoCoV2Head",
+    "MoCoV3Head",
     "BatchInfo",
     "HeadOutput",
     "SSLHead",
     "SimCLRHead",
+    "SimSiamHead",
     "SwAVHead",
     "Views",
 ]

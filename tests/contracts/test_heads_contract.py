@@ -51,6 +51,12 @@ CASES: dict[str, dict[str, Any]] = {
     "swav": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "num_prototypes": 10, "num_global": 2,
                         "batch_norm": False},
              "views": 4, "gathers": True, "fit_overrides": {"freeze_prototypes_steps": 1, "num_prototypes": 12}},
+    "mocov3": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "pred_hidden_dim": 16, "batch_norm": False,
+                          "last_norm": "none", "temperature": 0.2}, "views": 2, "gathers": True},
+    "byol": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "pred_hidden_dim": 16, "batch_norm": False}, "views": 3,
+             "gathers": True},
+    "simsiam": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "pred_hidden_dim": 4, "batch_norm": False,
+                           "last_norm": "none"}, "views": 2, "gathers": True},
 }  # fmt: skip
 
 

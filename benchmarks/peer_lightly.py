@@ -1,7 +1,7 @@
 """Peer side-by-side: one SSL method built from lightly's modules and from ssl_toolkit, same budget.
 
     pip install -c constraints.txt -e '.[peers]'      # lightly; never a dependency of the library
-    python benchmarks/peer_lightly.py                  # SimCLR, MoCo v2, SwAV x seeds 0 1 2
+    python benchmarks/peer_lightly.py                  # SimCLR, MoCo v2, SwAV, BYOL x seeds 0 1 2
     python benchmarks/peer_lightly.py --methods simclr --seeds 0 --train-samples 2048   # quick look
     python benchmarks/peer_lightly.py --methods mocov2 --sides lightly_kornia_views     # swap the views
 
@@ -60,7 +60,7 @@ from ssl_toolkit.metrics import knn_classify
 from ssl_toolkit.optim import param_groups
 from ssl_toolkit.run.recipe import build_parts, validate
 
-METHODS = ("simclr", "mocov2", "swav")
+METHODS = ("simclr", "mocov2", "swav", "byol")
 MEAN, STD = 0.286, 0.353  # Fashion-MNIST pixel statistics (the shipped recipes')
 
 
@@ -221,8 +221,15 @@ def lightly_run(
     ``views="kornia"`` trains on ssl_toolkit's views (``KorniaViews``) instead of lightly's
     transform, ``views="pil_crops"`` on torchvision's PIL crops with ssl_toolkit's colour jitter:
     everything else is lightly's, so they isolate the augmentation and its two halves."""
-    from lightly.loss import NTXentLoss, SwaVLoss
-    from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead, SwaVProjectionHead, SwaVPrototypes
+    from lightly.loss import NegativeCosineSimilarity, NTXentLoss, SwaVLoss
+    from lightly.models.modules import (
+        BYOLPredictionHead,
+        BYOLProjectionHead,
+        MoCoProjectionHead,
+        SimCLRProjectionHead,
+        SwaVProjectionHead,
+        SwaVPrototypes,
+    )
     from lightly.models.utils import update_momentum
     from lightly.transforms import SimCLRTransform, SwaVTransform
     from lightly.utils.scheduler import cosine_schedule
@@ -245,13 +252,20 @@ def lightly_run(
         if method == "simclr":
             head = SimCLRProjectionHead(512, s.hidden_dim, s.out_dim)
             criterion = NTXentLoss(temperature=s.temperature)
+        elif method == "byol":
+            head = BYOLProjectionHead(512, s.hidden_dim, s.out_dim)
+            extra["predictor"] = BYOLPredictionHead(s.out_dim, s.hidden_dim, s.out_dim)
+            criterion = NegativeCosineSimilarity()
+            extra["backbone_m"] = copy.deepcopy(backbone).requires_grad_(False)
+            extra["head_m"] = copy.deepcopy(head).requires_grad_(False)
         else:
             head = MoCoProjectionHead(512, s.hidden_dim, s.out_dim)
             criterion = NTXentLoss(temperature=s.temperature, memory_bank_size=(s.queue_size, s.out_dim))
             extra["backbone_m"] = copy.deepcopy(backbone).requires_grad_(False)
             extra["head_m"] = copy.deepcopy(head).requires_grad_(False)
     model = nn.ModuleDict({"backbone": backbone, "head": head, **extra})
-    optimizer = sgd(nn.ModuleList([backbone, head, *(m for k, m in extra.items() if k == "prototypes")]), s)
+    trained = [m for k, m in extra.items() if k in ("prototypes", "predictor")]
+    optimizer = sgd(nn.ModuleList([backbone, head, *trained]), s)
     loader: object = torch.utils.data.DataLoader(
         PILViews(data.train_set.images, transform), batch_size=s.batch_size, shuffle=True, drop_last=True,
         num_workers=s.num_workers, persistent_workers=s.num_workers > 0,
@@ -279,6 +293,15 @@ def lightly_run(
                 with torch.no_grad():
                     k0, k1 = extra["head_m"](extra["backbone_m"](x)).chunk(2)
                 loss = criterion(torch.cat([q0, q1]), torch.cat([k1, k0]))
+            elif method == "byol":  # lightly's BYOL example, scaled to BYOLHead's sum of 2 - 2 cos
+                m = cosine_schedule(step, total, 0.99, 1.0)
+                update_momentum(backbone, extra["backbone_m"], m)
+                update_momentum(head, extra["head_m"], m)
+                x = torch.cat(views)
+                p0, p1 = extra["predictor"](head(backbone(x))).chunk(2)
+                with torch.no_grad():
+                    z0, z1 = extra["head_m"](extra["backbone_m"](x)).chunk(2)
+                loss = 4 + 2 * (criterion(p0, z1) + criterion(p1, z0))
             else:
                 extra["prototypes"].normalize()
                 z = nn.functional.normalize(head(backbone(torch.cat(views))), dim=1)
@@ -297,8 +320,8 @@ def lightly_run(
 # --- ssl_toolkit ----------------------------------------------------------------------------------
 # Where lightly's model differs from the authors' code (the toolkit's defaults), the equal recipe
 # takes lightly's form: SimCLR's output BN has a shift (the official code: scale only), SwAV's
-# prototypes have a bias (the official code: none). MoCo v2's heads are the same.
-LIGHTLY_FORM = {"simclr": {"last_norm": "bn_affine"}, "mocov2": {}, "swav": {"prototype_bias": True}}
+# prototypes have a bias (the official code: none). MoCo v2's and BYOL's heads are the same.
+LIGHTLY_FORM = {"simclr": {"last_norm": "bn_affine"}, "mocov2": {}, "swav": {"prototype_bias": True}, "byol": {}}
 # The same keys at the head constructors' defaults (the authors' forms).
 AUTHORS_FORM = {
     method: {key: inspect.signature(HEADS[method]).parameters[key].default for key in keys}
@@ -318,6 +341,7 @@ def toolkit_recipe(method: str, s: Settings, seed: int, head_overrides: dict | N
                    "base_momentum": 0.99, "final_momentum": 1.0},
         "swav": {"name": "swav", "num_prototypes": s.num_prototypes, "temperature": s.swav_temperature,
                  "epsilon": 0.05, "num_global": 2},
+        "byol": {"name": "byol", "pred_hidden_dim": s.hidden_dim, "base_momentum": 0.99, "final_momentum": 1.0},
     }  # fmt: skip
     head = {**heads[method], "hidden_dim": s.hidden_dim, "out_dim": s.out_dim, **LIGHTLY_FORM[method],
             **(head_overrides or {})}  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -25,6 +26,8 @@ def build_backbone(
     grad_checkpointing: bool = False,
     model_kwargs: dict[str, Any] | None = None,
     input_sizes: Mapping[str, int] | None = None,
+    sincos_pos_embed: bool = False,
+    freeze_patch_embed: bool = False,
 ) -> nn.Module:
     """``timm.create_model(name, num_classes=0)``: images (B, 3, H, W) -> pooled features (B, F).
 
@@ -58,12 +61,20 @@ def build_backbone(
         input_sizes: image sides in px the model must run at, keyed by where they come from (the
             recipe builder passes ``{"augment.size": 224, "augment.local_size": 96}``); the first
             is the global size. None: the model's default input size.
+        sincos_pos_embed: ViTs: a fixed (not learned) 2-D sin-cos position embedding, zero at the
+            class token, as MoCo v3's ``vits.py`` (Chen, Xie and He, ICCV 2021, arXiv 2104.02057,
+            Sec. 4.2 and ``build_2d_sincos_position_embedding``).
+        freeze_patch_embed: ViTs: MoCo v3's random patch projection (Sec. 4.2, ``stop_grad_conv1``):
+            the patch projection is initialized as in ``vits.py`` (Xavier-uniform weight, zero bias)
+            and never trained. Both are training stabilisers for ViTs; MoCo v3's ViT-S has 12 heads
+            (timm's ``vit_small_*``: 6), i.e. ``model_kwargs: {num_heads: 12}``.
 
     Raises:
         ValueError: one line starting with the keyword at fault (``name: ...``, ``pretrained: ...``,
-            ``small_image_stem: ...``, ``grad_checkpointing: ...``, ``model_kwargs: ...``): an unknown
-            model or pretrained tag, a hub that cannot be reached, or a model that cannot run at one
-            of ``input_sizes`` (with sizes that would work).
+            ``small_image_stem: ...``, ``grad_checkpointing: ...``, ``model_kwargs: ...``,
+            ``sincos_pos_embed: ...``, ``freeze_patch_embed: ...``): an unknown model or pretrained tag,
+            a ViT option on a model without patch embedding, a hub that cannot be reached, or a model
+            that cannot run at one of ``input_sizes`` (with sizes that would work).
 
     Example:
         >>> model = build_backbone("mobilenetv3_small_050", input_sizes={"augment.size": 32})
@@ -94,6 +105,10 @@ def build_backbone(
     model, kwargs = _create(name, pretrained, kwargs, added)
     if small_image_stem:
         _use_small_image_stem(model, name)
+    if sincos_pos_embed:
+        _use_sincos_pos_embed(model, name)
+    if freeze_patch_embed:
+        _freeze_patch_embed(model, name)
     if grad_checkpointing:
         try:
             model.set_grad_checkpointing(True)
@@ -286,3 +301,52 @@ def _use_small_image_stem(model: nn.Module, name: str) -> None:
     # A deep stem (resnet*d, resnet10t) is a Sequential; its width out is bn1's width.
     model.conv1 = nn.Conv2d(3, bn1.num_features, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
+
+
+def sincos_2d_embedding(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> Tensor:
+    """MoCo v3's fixed 2-D sin-cos position embedding of a (grid_h, grid_w) patch grid: (h w, dim).
+
+    facebookresearch/moco-v3 ``vits.py`` ``build_2d_sincos_position_embedding``: dim / 4 frequencies
+    1 / temperature^(k / (dim / 4)); [sin, cos] of the first grid coordinate, then of the second.
+
+    Raises:
+        ValueError: ``dim`` not divisible by 4.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos_pos_embed: the embedding width must be divisible by 4, got {dim}")
+    grid_w, grid_h = torch.meshgrid(
+        torch.arange(grid_w, dtype=torch.float32), torch.arange(grid_h, dtype=torch.float32), indexing="ij"
+    )
+    pos_dim = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(pos_dim, dtype=torch.float32) / pos_dim)
+    out_w = grid_w.flatten()[:, None] * omega[None, :]
+    out_h = grid_h.flatten()[:, None] * omega[None, :]
+    return torch.cat([torch.sin(out_w), torch.cos(out_w), torch.sin(out_h), torch.cos(out_h)], dim=1)
+
+
+def _patch_grid(model: nn.Module, key: str, name: str) -> tuple[int, int]:
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if grid is None or not isinstance(getattr(model.patch_embed, "proj", None), nn.Conv2d):
+        raise ValueError(f"{key}: supported for ViT-style timm models (patch_embed.proj), not {name!r}")
+    return int(grid[0]), int(grid[1])
+
+
+def _use_sincos_pos_embed(model: nn.Module, name: str) -> None:
+    h, w = _patch_grid(model, "sincos_pos_embed", name)
+    pos = getattr(model, "pos_embed", None)
+    if not isinstance(pos, nn.Parameter) or pos.shape[1] < h * w:
+        raise ValueError(f"sincos_pos_embed: {name!r} has no learned position embedding to replace")
+    prefix = pos.shape[1] - h * w  # class (and register) tokens that have a position: zeros, as vits.py
+    table = torch.cat([torch.zeros(prefix, pos.shape[2]), sincos_2d_embedding(h, w, pos.shape[2])])
+    model.pos_embed = nn.Parameter(table[None].to(pos.dtype), requires_grad=False)
+
+
+def _freeze_patch_embed(model: nn.Module, name: str) -> None:
+    _patch_grid(model, "freeze_patch_embed", name)
+    proj = model.patch_embed.proj
+    fan = proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1] + proj.out_channels
+    with torch.no_grad():
+        nn.init.uniform_(proj.weight, -math.sqrt(6.0 / fan), math.sqrt(6.0 / fan))
+        if proj.bias is not None:
+            nn.init.zeros_(proj.bias)
+    proj.requires_grad_(False)

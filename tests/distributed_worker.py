@@ -451,6 +451,26 @@ def baseline_losses(inputs: dict, rank: int, world: int) -> dict:
 CASES["baseline_losses"] = baseline_losses
 
 
+def pair_losses(inputs: dict, rank: int, world: int) -> dict:
+    """Losses called as ``loss(a, b)`` on this rank's rows (``inputs["cases"]``: key -> (class name
+    in ``ssl_toolkit.losses``, kwargs, a, b)): per key the loss and the gradients of a and b (None
+    where no gradient reaches, e.g. a stop-gradient target)."""
+    import ssl_toolkit.losses
+
+    out = {}
+    for key, (name, kwargs, a, b) in inputs["cases"].items():
+        n = a.shape[0] // world
+        rows = slice(rank * n, (rank + 1) * n)
+        a, b = a[rows].clone().requires_grad_(True), b[rows].clone().requires_grad_(True)
+        loss = getattr(ssl_toolkit.losses, name)(**kwargs)(a, b)
+        loss.backward()
+        out[key] = {"loss": loss.detach(), "grad_a": a.grad, "grad_b": b.grad}
+    return out
+
+
+CASES["pair_losses"] = pair_losses
+
+
 def main() -> None:
     case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

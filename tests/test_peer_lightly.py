@@ -108,3 +108,20 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys) -> None:  # no
     assert capsys.readouterr().err.strip() == (
         "--train-samples: 100 gives 0 step(s) of 256, none after the 2 warm-up steps; use at least 768"
     )
+
+
+def test_byol_recipe_builds_lightlys_byol_heads() -> None:
+    """The toolkit side's BYOL projector and predictor have the layers of lightly 1.6's
+    ``BYOLProjectionHead`` / ``BYOLPredictionHead`` at the shared widths (weights load both ways)."""
+    from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+
+    s = Settings()
+    kwargs = {k: v for k, v in toolkit_recipe("byol", s, 0)["head"].items() if k != "name"}
+    head = HEADS["byol"](in_dim=512, **kwargs)
+    projector, predictor = (
+        BYOLProjectionHead(512, s.hidden_dim, s.out_dim),
+        BYOLPredictionHead(s.out_dim, s.hidden_dim, s.out_dim),
+    )
+    projector.layers.load_state_dict(head.projector.state_dict(), strict=True)
+    predictor.layers.load_state_dict(head.predictor.state_dict(), strict=True)
+    assert (head.base_momentum, head.final_momentum) == (0.99, 1.0)  # lightly side: cosine_schedule(0.99, 1.0)

@@ -59,6 +59,13 @@ CASES: dict[str, dict[str, Any]] = {
     "nnclr": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "batch_norm": False, "last_norm": "none",
                          "pred_hidden_dim": 16, "pred_batch_norm": False, "queue_size": 24}, "views": 2,
               "gathers": True, "fit_overrides": {"queue_size": 64}},
+
+    "mocov3": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "pred_hidden_dim": 16, "batch_norm": False,
+                          "last_norm": "none", "temperature": 0.2}, "views": 2, "gathers": True},
+    "byol": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "pred_hidden_dim": 16, "batch_norm": False}, "views": 3,
+             "gathers": True},
+    "simsiam": {"kwargs": {"hidden_dim": 16, "out_dim": 8, "pred_hidden_dim": 4, "batch_norm": False,
+                           "last_norm": "none"}, "views": 2, "gathers": True},
 }  # fmt: skip
 
 

@@ -42,6 +42,10 @@ class NNCLRHead(SSLHead):
         Logs ``z_std``.
     """
 
+    # Filled with the keys of every process in the same order: the same on every process, so DDP
+    # need not broadcast it before each forward (ssl_toolkit.process_state).
+    identical_buffers = ("queue", "queue_ptr")
+
     def __init__(
         self,
         in_dim: int,

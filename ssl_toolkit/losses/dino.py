@@ -50,6 +50,10 @@ class DINOLoss(nn.Module):
         torch.Size([])
     """
 
+    # The centre moves by the all-reduced batch centre: the same on every process, so DDP need not
+    # broadcast it before each forward (ssl_toolkit.process_state).
+    identical_buffers = ("center",)
+
     def __init__(
         self,
         out_dim: int,

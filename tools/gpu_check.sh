@@ -1,101 +1,125 @@
 #!/usr/bin/env bash
-# GPU speed check for BENCHMARKS.md, prepared to finish within 5 minutes on one H200 (not run yet):
-#   1. ssl-toolkit bench, ResNet-18, 224 px, batch 256, bf16-mixed, SimCLR (2 x 224 px views);
-#      again with channels_last; then SwAV multi-crop (2 x 224 + 6 x 96) if its recipe exists;
-#   2. augmentation throughput: kornia SimCLR views on the GPU vs torchvision v2 per image on CPU
-#      workers (the path the toolkit avoids);
-#   3. SimCLR with module.compile_backbone=true (last: compilation may take a minute; capped at 100 s).
-# The ImageNet-100 recipes get synthetic 224 px data (no ImageNet needed), so loader_img_s here is
-# an in-memory loader, not JPEG decoding.
+# One-GPU check, sized for 5 minutes (290 s of caps) on one H100/H200; writes one Markdown file to
+# paste into BENCHMARKS.md. It runs what ships, at the recipes' own precision (bf16-mixed):
+#   1. as shipped: one ImageNet-100 recipe per head family through tools/rehearse.py on the GPU
+#      (sanity check, 2 steps, evaluation with every callback sized by the recipe, checkpoint,
+#      resume, evaluation again), 4 at once;                                         cap 110 s
+#   2. host syncs: the training step (augmentation, forward, backward, optimizer, hooks) of SimCLR
+#      and SwAV under torch.cuda.set_sync_debug_mode("error") (tools/sync_check.py);  cap 30 s
+#   3. where each millisecond goes: `ssl-toolkit bench` (per-part timing inside trainer.fit) for
+#      SimCLR and SwAV multi-crop (ResNet-18), SimCLR ViT-S, SimCLR with channels_last and with
+#      compile_backbone; synthetic 224 px data, batch 256;                           cap 110 s
+#   4. the JPEG-folder loader (ImageNet-like 500 x 375 JPEGs, 8 workers) against the training step
+#      on the same folder, with the loader baseline's self-check (ssl_toolkit.run.loader_bench);
+#                                                                                    cap 40 s
 #
-#   bash tools/gpu_check.sh [OUT_FILE]       (default: gpu_check_<date>.txt; also printed)
+#   bash tools/gpu_check.sh [--cpu] [OUT_FILE]     (default OUT_FILE: gpu_check_<date>.md)
+#
+# --cpu runs the same steps small on this machine (tiny backbone, 32-64 px, few steps, 2 recipes):
+# the dry run that must pass before a GPU is lent. Exit status: the number of failed steps.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${1:-gpu_check_$(date +%Y%m%d_%H%M%S).txt}"
+CPU=0
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [ "${1:-}" = "--cpu" ]; then CPU=1; shift; fi
+case "${1:-}" in -*) echo "tools/gpu_check.sh: error: unknown option $1 (see --help)" >&2; exit 2;; esac
+OUT="${1:-gpu_check_$(date +%Y%m%d_%H%M%S).md}"
+if [ -e "$OUT" ]; then echo "tools/gpu_check.sh: error: $OUT exists; pass a new file name" >&2; exit 2; fi
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python
 TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+FAILED=0
 exec > >(tee "$OUT") 2>&1
 
-echo "== gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null)"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PY" -c "import torch, lightning, timm, kornia; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-'lightning', lightning.__version__, 'timm', timm.__version__, 'kornia', kornia.__version__); \
-print('device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO GPU')"
-
-# recipe SRC -> DST with synthetic 224 px data, batch 256, one GPU, bf16-mixed
-synthetic() {
-  "$PY" - "$1" "$2" <<'EOF'
-import sys
-from omegaconf import OmegaConf
-r = OmegaConf.to_container(OmegaConf.load(sys.argv[1]), resolve=True)
-r["backbone"] = {"name": "resnet18", "pretrained": False}
-r["data"] = {"name": "synthetic", "num_samples": 1024, "num_val_samples": 16, "image_size": 224,
-             "batch_size": 256, "num_workers": 0}
-r["trainer"] = {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed", "max_steps": 10}
-r["callbacks"] = {}
-OmegaConf.save(OmegaConf.create(r), sys.argv[2])
-EOF
-}
-
-run() {  # label, timeout seconds, command...
-  local label="$1" limit="$2"; shift 2
-  echo; echo "== $label"; echo "\$ $*"
-  local start=$SECONDS
-  timeout "$limit" "$@"; local rc=$?
-  echo "(rc $rc, $((SECONDS - start)) s)"
-}
-
-synthetic recipes/imagenet100/simclr.yaml "$TMP/simclr.yaml"
-run "SimCLR, ResNet-18, 224 px, batch 256, bf16" 90 "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr.yaml" --steps 20 --warmup 5
-run "SimCLR + channels_last" 90 "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr.yaml" module.channels_last=true --steps 20 --warmup 5
-if [ -f recipes/imagenet100/swav.yaml ]; then
-  synthetic recipes/imagenet100/swav.yaml "$TMP/swav.yaml"
-  run "SwAV multi-crop (2x224 + 6x96), ResNet-18, batch 256, bf16" 90 \
-    "$PY" -m ssl_toolkit.run.cli bench "$TMP/swav.yaml" --steps 20 --warmup 5
+if [ "$CPU" = 1 ]; then
+  ACCEL=cpu; BACKBONE=test_resnet; VIT=test_vit; SIZE=64; LOCAL=32; BATCH=16; STEPS=5; WARMUP=2
+  SHIPPED="recipes/imagenet100/simclr.yaml recipes/imagenet100/swav.yaml"; REHEARSE_DEVICES=""; JOBS=1
+  PHOTOS=64; WORKERS=2; SCALE=4  # caps x SCALE: a CPU is slower
 else
-  echo; echo "== SwAV: recipes/imagenet100/swav.yaml missing, skipped"
+  ACCEL=gpu; BACKBONE=resnet18; VIT=vit_small_patch16_224; SIZE=224; LOCAL=96; BATCH=256; STEPS=10; WARMUP=5
+  SHIPPED="$(for h in simclr swav mocov2 mochi mocov2_ft amcl hydra byol simsiam mocov3 barlow_twins vicreg dino nnclr; do
+    [ -f recipes/imagenet100/$h.yaml ] && echo recipes/imagenet100/$h.yaml; done)"
+  REHEARSE_DEVICES="--devices 1"; JOBS=4; PHOTOS=2048; WORKERS=8; SCALE=1
 fi
 
-echo; echo "== augmentation: kornia on the GPU vs torchvision v2 per image on CPU workers"
-timeout 90 "$PY" - <<'EOF'
-import os, time
-import torch
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
-from ssl_toolkit.augment import SimCLRAugment
+echo "# gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null)$([ "$CPU" = 1 ] && echo ' (--cpu dry run)')"
+echo; echo '```'
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+"$PY" -c "import torch, lightning, timm, kornia; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'lightning', lightning.__version__, 'timm', timm.__version__, 'kornia', kornia.__version__); \
+print('device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
+echo '```'
 
-n, side, batch = 1024, 256, 256
-images = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8)
-aug = SimCLRAugment(size=224).cuda()
-x = images[:batch].cuda()
-for _ in range(3):
-    aug(x)
-torch.cuda.synchronize(); t = time.perf_counter(); steps = 10
-for _ in range(steps):
-    aug(x)
-torch.cuda.synchronize()
-print(f"kornia SimCLRAugment, GPU, batch {batch}, 2 views: {steps * batch / (time.perf_counter() - t):10.1f} images/s")
+step() {  # title, cap seconds, command...: runs it, prints its output in a code block, counts a failure
+  local title="$1" cap=$(($2 * SCALE)); shift 2
+  echo; echo "## $title"; echo; echo '```'; echo "\$ $*"
+  local start=$SECONDS
+  timeout "$cap" "$@"; local rc=$?
+  echo "(exit $rc, $((SECONDS - start)) s of $cap s)"; echo '```'
+  [ "$rc" = 0 ] || FAILED=$((FAILED + 1))
+}
 
-tf = v2.Compose([v2.RandomResizedCrop(224, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-                 v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8), v2.RandomGrayscale(0.2),
-                 v2.RandomApply([v2.GaussianBlur(23, (0.1, 2.0))], p=0.5), v2.ToDtype(torch.float32, scale=True),
-                 v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-
-class TwoViews(Dataset):
-    def __len__(self): return n
-    def __getitem__(self, i): return tf(images[i]), tf(images[i])
-
-workers = min(16, os.cpu_count() or 1)
-loader = DataLoader(TwoViews(), batch_size=batch, num_workers=workers, persistent_workers=True)
-it = iter(loader); next(it)
-t = time.perf_counter(); count = 0
-for views in it:
-    count += views[0].shape[0]
-print(f"torchvision v2 per image, {workers} CPU workers, 2 views: {count / (time.perf_counter() - t):10.1f} images/s")
+# A recipe with synthetic data at SIZE px (no ImageNet needed): SRC DST [key=value ...]
+synthetic() {
+  "$PY" - "$@" <<'EOF'
+import sys
+from omegaconf import OmegaConf
+src, dst, *over = sys.argv[1:]
+r = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(src), OmegaConf.from_dotlist(over)), resolve=True)
+size = r["augment"]["size"]
+r["data"] = {"name": "synthetic", "num_samples": 4096, "num_val_samples": 64, "image_size": size,
+             "batch_size": r["data"]["batch_size"], "num_workers": 2}
+OmegaConf.save(OmegaConf.create(r), dst)
 EOF
-echo "(augmentation rc $?)"
+}
 
-run "SimCLR + torch.compile (backbone)" 100 "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr.yaml" module.compile_backbone=true --steps 20 --warmup 5
-echo; echo "== done $(date -u +%Y-%m-%dT%H:%M:%SZ); output in $OUT"
-rm -rf "$TMP"
+COMMON=(trainer.accelerator=$ACCEL trainer.devices=1 trainer.strategy=auto backbone.name=$BACKBONE data.batch_size=$BATCH)
+SMALL=()
+[ "$CPU" = 1 ] && SMALL=(augment.size=$SIZE)
+SWAV_SMALL=()
+[ "$CPU" = 1 ] && SWAV_SMALL=(augment.global_size=$SIZE augment.local_size=$LOCAL)
+
+# 1. as shipped
+step "1. Recipes as shipped: bf16, every callback, evaluation, checkpoint, resume" 110 \
+  "$PY" tools/rehearse.py $SHIPPED --accelerator $ACCEL $REHEARSE_DEVICES --jobs $JOBS --out "$TMP/rehearsal"
+
+# 2. host syncs in the training step
+step "2. Host syncs in the training step (set_sync_debug_mode error)" 30 \
+  "$PY" tools/sync_check.py recipes/imagenet100/simclr.yaml recipes/imagenet100/swav.yaml \
+  --steps 3 -- "${COMMON[@]}" data.batch_size=32 "${SMALL[@]}"
+
+# 3. per-part timing inside trainer.fit
+synthetic recipes/imagenet100/simclr.yaml "$TMP/simclr.yaml" "${COMMON[@]}" "${SMALL[@]}"
+synthetic recipes/imagenet100/swav.yaml "$TMP/swav.yaml" "${COMMON[@]}" "${SWAV_SMALL[@]}"
+synthetic recipes/imagenet100/simclr_vit.yaml "$TMP/simclr_vit.yaml" "${COMMON[@]}" backbone.name=$VIT "${SMALL[@]}"
+BENCH=(--steps $STEPS --warmup $WARMUP --json "$TMP/bench.jsonl" --markdown "$TMP/bench.md")
+step "3a. bench: SimCLR, ResNet-18, bf16" 25 "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr.yaml" "${BENCH[@]}"
+step "3b. bench: SimCLR, ResNet-18, bf16, channels_last" 25 \
+  "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr.yaml" module.channels_last=true "${BENCH[@]}"
+step "3c. bench: SwAV multi-crop (2 global + 6 local), ResNet-18, bf16" 25 \
+  "$PY" -m ssl_toolkit.run.cli bench "$TMP/swav.yaml" "${BENCH[@]}"
+step "3d. bench: SimCLR, ViT-S, bf16" 25 "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr_vit.yaml" "${BENCH[@]}"
+if [ "$CPU" = 0 ]; then  # compiling on a CPU takes minutes: the dry run skips it (said here)
+  step "3e. bench: SimCLR, ResNet-18, bf16, compile_backbone" 40 \
+    "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr.yaml" module.compile_backbone=true "${BENCH[@]}"
+else
+  echo; echo "## 3e. compile_backbone: not run by --cpu (inductor compilation takes minutes on a CPU)"
+fi
+echo; echo "### Per-part breakdowns"; echo; cat "$TMP/bench.md" 2>/dev/null || echo "(none written)"
+
+# 4. JPEG folder: loader vs step
+"$PY" tools/fake_photos.py "$TMP/photos/train/n00000000" --count "$PHOTOS"
+"$PY" tools/fake_photos.py "$TMP/photos/val/n00000000" --count 16 --seed 1
+FOLDER=(data.root="$TMP/photos" data.num_workers=$WORKERS trainer.accelerator=$ACCEL trainer.devices=1
+        trainer.strategy=auto backbone.name=$BACKBONE data.batch_size=$BATCH "${SMALL[@]}")
+step "4a. Loader baseline self-check (items of a known 4 ms cost, 2 workers)" 10 \
+  "$PY" -m ssl_toolkit.run.loader_bench --known-cost-ms 4 --workers 2
+step "4b. JPEG-folder loader, $WORKERS workers (ImageNet-like 500 x 375)" 15 \
+  "$PY" -m ssl_toolkit.run.loader_bench recipes/imagenet100/simclr.yaml "${FOLDER[@]}" \
+  --batches-per-worker 2 --warmup-per-worker 1
+step "4c. Training step on the same folder" 15 \
+  "$PY" -m ssl_toolkit.run.cli bench recipes/imagenet100/simclr.yaml "${FOLDER[@]}" --steps 5 --warmup 2
+
+echo; echo "## Summary"; echo; echo "$FAILED failed step(s); written to $OUT $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+exit "$FAILED"

@@ -31,7 +31,6 @@ any row is not green. Logs of every run stay under ``--out`` (``<recipe>.fit.log
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -44,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
+from ssl_toolkit.run.arguments import OneLineParser
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -261,7 +262,7 @@ def table(rows: list[Row], full: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="tools/rehearse.py",
         description=__doc__.split("\n\n")[0],
         epilog="Default: every recipe under recipes/ (both folders and own_images).",

@@ -141,7 +141,7 @@ def train_linear(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, count = total + float(loss) * len(labels), count + len(labels)
+            total, count = total + float(loss.detach()) * len(labels), count + len(labels)
         with torch.no_grad():
             logits = classifier(val.feats.float())
         top1, top5 = topk_accuracy(logits, val.labels, 1), topk_accuracy(logits, val.labels, 5)

@@ -87,7 +87,8 @@ def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3, loader_only:
                            step_views_s=None, views_per_image=None, device="cpu", batch_size=int(batch[0].shape[0]),
                            views="", precision=precision, loader_workers=workers)  # fmt: skip
     module.to(device)
-    views = module.augment(batch[0].to(device))
+    sizes = {"sizes": batch[3].to(device)} if len(batch) > 3 else {}  # whole images (data.whole_image)
+    views = module.augment(batch[0].to(device), **sizes)
     shapes = "+".join(f"{n}x{s}px" for s, n in _count(v.shape[-1] for v in views))
     views_per_image = len(views)
     if device.type == "cuda":  # as the real loader does (pin_memory on CUDA)

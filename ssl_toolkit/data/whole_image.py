@@ -14,8 +14,8 @@ import math
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps
 from torch import Tensor
 
@@ -53,8 +53,10 @@ def decode_whole(source: str | os.PathLike | object, max_side: int) -> Image.Ima
 
 
 def load_whole(source: str | os.PathLike | object, max_side: int) -> Tensor:
-    """uint8 (3, h, w) of ``decode_whole(source, max_side)``."""
-    return TF.pil_to_tensor(decode_whole(source, max_side))
+    """uint8 (3, h, w) of ``decode_whole(source, max_side)``: a channels-last view of the decoded
+    (h, w, 3) pixels (no transposing copy; ``pad_batch`` copies them once, row by row)."""
+    pixels = np.array(decode_whole(source, max_side), dtype=np.uint8)  # (h, w, 3), writable
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 def pad_batch(images: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -69,11 +71,12 @@ def pad_batch(images: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         images: B uint8 (C, h_i, w_i) tensors, one C.
 
     Returns:
-        ``(canvas uint8 (B, C, H, W), sizes int64 (B, 2))``, ``sizes[i] = (h_i, w_i)``.
+        ``(canvas uint8 (B, C, H, W), sizes int64 (B, 2))``, ``sizes[i] = (h_i, w_i)``; the canvas
+        is channels-last in memory (pixels of ``load_whole`` are copied without transposing).
     """
     sizes = torch.tensor([tuple(im.shape[-2:]) for im in images], dtype=torch.int64).view(-1, 2)
     height, width = (int(v) for v in sizes.max(dim=0).values)
-    canvas = torch.empty((len(images), images[0].shape[0], height, width), dtype=torch.uint8)
+    canvas = torch.empty((len(images), height, width, images[0].shape[0]), dtype=torch.uint8).permute(0, 3, 1, 2)
     for slot, image in zip(canvas, images, strict=True):
         h, w = image.shape[-2:]
         slot[:, :h, :w] = image

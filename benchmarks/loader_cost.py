@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|---|---|---|")
         rows = [("center crop 224 of 256 (before)", "2 or 2+6", *before),
                 ("whole image, max_side 512 (after)", "2 or 2+6", *after),
-                ("CPU crops (not taken)", "2 x 224", *two), ("CPU crops (not taken)", "2 x 224 + 6 x 96", *multi)]  # fmt: skip
+                ("CPU crops (not taken)", "2 x 224", *two),
+                ("CPU crops (not taken)", "2 x 224 + 6 x 96", *multi)]  # fmt: skip
         for name, views, seconds, nbytes in rows:
             print(f"| {name} | {views} | {seconds * 1e3:.2f} | {1 / seconds:.0f} | {seconds / before[0]:.2f}x "
                   f"| {nbytes:,.0f} |")  # fmt: skip

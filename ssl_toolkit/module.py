@@ -24,6 +24,7 @@ from ssl_toolkit.process_state import (
 )
 
 Batch = tuple[Tensor, Tensor, Tensor]  # uint8 images (B, 3, H, W), labels (B,), indices (B,)
+# Train batches of image files carry a fourth entry, sizes (B, 2): whole images (``data.whole_image``).
 
 # The dtype of every feature and embedding the module hands to evaluation (``embed``,
 # ``embed_views``, ``project``, ``validation_step``), whatever the training precision.
@@ -47,7 +48,8 @@ class SSLModule(pl.LightningModule):
 
     One training step (the data flow of README "Layout"):
       1. ``on_after_batch_transfer``: ``augment`` turns the uint8 batch into V float views on the
-         training device (only while training; evaluation batches pass through untouched);
+         training device (only while training; evaluation batches pass through untouched); a
+         batch of whole images hands its ``sizes`` (B, 2) on, so crops stay inside each image;
       2. the backbone runs once per resolution group (views of one size concatenated);
       3. ``head(Views(feats), BatchInfo(...)) -> HeadOutput``; ``train/loss`` and the head's logs
          are logged without host syncs.
@@ -60,8 +62,9 @@ class SSLModule(pl.LightningModule):
     Args:
         backbone: images (N, 3, H, W) -> features (N, F), e.g. from ``build_backbone``.
         head: an ``SSLHead``.
-        augment: uint8 (B, C, H, W) -> list of V float views; must also offer
-            ``eval_view(uint8) -> float`` (deterministic resize + normalize) for ``embed``.
+        augment: uint8 (B, C, H, W) -> list of V float views (with ``sizes=`` (B, 2) for batches of
+            whole images); must also offer ``eval_view(uint8) -> float`` (deterministic resize +
+            normalize) for ``embed``.
         optimizer: an optimizer factory from ``ssl_toolkit.optim`` (lr per 256 images).
         scheduler: a schedule factory, or None for a constant lr.
         channels_last: run the backbone in channels-last memory format (faster convs on GPU).
@@ -186,8 +189,9 @@ class SSLModule(pl.LightningModule):
     # --- training -------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:
-            images, labels, index = batch
-            return self.augment(images), labels, index
+            images, labels, index, *whole = batch
+            views = self.augment(images, sizes=whole[0]) if whole else self.augment(images)
+            return views, labels, index
         return batch
 
     def step_loss(

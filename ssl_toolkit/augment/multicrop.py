@@ -15,7 +15,7 @@ class MultiCropAugment(nn.Module):
     """G global crops of side ``size`` and L local crops of side ``local_size``, each group with
     its own crop-scale range, every crop of every sample with its own random parameters.
 
-    Each group is one ``SimCLRAugment`` (batched roi_align crops, per-sample colour jitter in a
+    Each group is one ``SimCLRAugment`` (batched roi_align crops of the whole image, per-sample colour jitter in a
     per-sample order, grayscale, blur, solarize, normalize), so a call costs one pipeline pass per
     group; the blur kernel is about 10% of each group's side. Defaults are SwAV's ImageNet
     setting (``scripts/swav_400ep_pretrain.sh``): 2 x 224 px with scale (0.14, 1) + 6 x 96 px with
@@ -84,13 +84,27 @@ class MultiCropAugment(nn.Module):
             self.local_crops = SimCLRAugment(local_size, num_local, crop_scale=scale, **shared)  # type: ignore[arg-type]
         self.size, self.num_global, self.num_local = int(size), int(num_global), int(num_local)
 
-    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+    def forward(
+        self,
+        images: Tensor,
+        generator: torch.Generator | None = None,
+        sizes: Tensor | None = None,
+        normalized: bool = True,
+    ) -> list[Tensor]:
         """(B, C, H, W) uint8 -> G global then L local float views (see class docstring); every
-        parameter is drawn from ``generator`` (a CPU generator; None: the global one)."""
-        views = self.global_crops(images, generator)
-        if self.local_crops is not None:
-            views += self.local_crops(images, generator)
+        parameter is drawn from ``generator`` (a CPU generator; None: the global one). Global and
+        local crops alike are drawn relative to the whole image (its valid region ``sizes``, (B, 2)
+        (height, width), when given) and resampled from it; ``normalized`` as in ``SimCLRAugment``."""
+        with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False):
+            x = SimCLRAugment._to_float(images)  # converted once for both groups
+            views = list(self._normalize(self.global_crops.views_of(x, sizes, generator), normalized).split(x.shape[0]))
+            if self.local_crops is not None:
+                local = self.local_crops.views_of(x, sizes, generator)
+                views += list(self._normalize(local, normalized).split(x.shape[0]))
         return views
+
+    def _normalize(self, views: Tensor, normalized: bool) -> Tensor:
+        return self.global_crops.normalize(views) if normalized else views
 
     def eval_view(self, images: Tensor) -> Tensor:
         """Deterministic (B, 3, size, size) view for evaluation, as ``SimCLRAugment.eval_view``."""

@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
 from ssl_toolkit.augment.color import RandomOrderColorJitter
+from ssl_toolkit.augment.crop import crop_resize, draw_crop_boxes
 from ssl_toolkit.checks import check_int
 from ssl_toolkit.rng import drawing_from
-
-
-class _AntialiasedResizedCrop(K.RandomResizedCrop):
-    """kornia's per-sample crop boxes, resampled in ONE batched ``torchvision.ops.roi_align`` call.
-
-    kornia 0.9's ``RandomResizedCrop`` has no antialias option; shrinking a large crop by more than
-    ~2x then aliases. ``roi_align`` with adaptive sampling averages ceil(box/out) bilinear samples
-    per output pixel (a box filter), so it is antialiased when shrinking and plain half-pixel
-    bilinear (torchvision's ``align_corners=False``) when enlarging; no per-sample Python loop and
-    no host sync, which matters on the GPU.
-    """
-
-    def apply_transform(
-        self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any], transform: Tensor | None = None
-    ) -> Tensor:
-        # params["src"]: (B, 4, 2) integer corners (x, y), clockwise from top-left, inclusive.
-        src = params["src"].to(device=input.device, dtype=input.dtype)
-        index = torch.arange(input.shape[0], device=input.device, dtype=input.dtype)[:, None]
-        # Continuous box [left, right + 1) x [top, bottom + 1) in pixel-edge coordinates.
-        boxes = torch.cat([index, src[:, 0], src[:, 2] + 1], dim=1)  # (B, 5): idx, x1, y1, x2, y2
-        return roi_align(input, boxes, output_size=flags["size"], spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
 def _unless_never(op: nn.Module) -> nn.Module:
@@ -66,14 +44,17 @@ def _ordered_pair(name: str, value: Sequence[float], upper: float = float("inf")
 class SimCLRAugment(nn.Module):
     """SimCLR views: crop -> flip -> colour jitter -> grayscale -> blur -> solarize -> normalize.
 
-    Every view of every sample draws its own parameters. Defaults are SimCLR's ImageNet recipe
+    Every view of every sample draws its own parameters. The crop is drawn relative to each whole
+    image (its valid region when ``forward`` gets ``sizes``: the file data modules hand over whole
+    images at their own resolution) and resampled from it once (``augment.crop``), as torchvision's
+    ``RandomResizedCrop`` on the original does. Defaults are SimCLR's ImageNet recipe
     (colour strength s = 1: jitter 0.8/0.8/0.8/0.2 with p = 0.8, grayscale p = 0.2, blur p = 0.5 with
     sigma in [0.1, 2] and a kernel of 10% of the side); ``solarize_p`` > 0 gives BYOL-style views.
 
     Args:
         size: output side in px.
         num_views: views returned per call.
-        crop_scale: area fraction range of the random resized crop.
+        crop_scale: area fraction range of the random resized crop, of the whole image.
         crop_ratio: aspect ratio range of the crop.
         flip_p: horizontal flip probability.
         brightness, contrast, saturation, hue: jitter strengths, torchvision semantics.
@@ -114,13 +95,10 @@ class SimCLRAugment(nn.Module):
         if not (kernel >= 3 and kernel % 2 == 1):
             raise ValueError(f"blur_kernel_size must be an odd int >= 3, got {blur_kernel_size!r}")
         self.size, self.num_views, self.blur_kernel_size = int(size), int(num_views), int(kernel)
+        self.crop_scale = _ordered_pair("crop_scale", crop_scale, upper=1.0)
+        self.crop_ratio = _ordered_pair("crop_ratio", crop_ratio)
+        # After the crop (``crop_resize``), on the (V B, 3, size, size) views.
         self.pipeline = nn.Sequential(
-            _AntialiasedResizedCrop(
-                (self.size, self.size),
-                scale=_ordered_pair("crop_scale", crop_scale, upper=1.0),
-                ratio=_ordered_pair("crop_ratio", crop_ratio),
-                align_corners=False,
-            ),
             K.RandomHorizontalFlip(p=_probability("flip_p", flip_p)),
             RandomOrderColorJitter(brightness, contrast, saturation, hue, p=_probability("jitter_p", jitter_p)),
             _unless_never(K.RandomGrayscale(p=_probability("grayscale_p", grayscale_p))),
@@ -137,22 +115,54 @@ class SimCLRAugment(nn.Module):
             raise ValueError(f"std must be > 0, got {std!r}")
         self.normalize = K.Normalize(mean=_floats("mean", mean, 3), std=_floats("std", std, 3))
 
-    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
-        """Draw ``num_views`` independent views.
+    def forward(
+        self,
+        images: Tensor,
+        generator: torch.Generator | None = None,
+        sizes: Tensor | None = None,
+        normalized: bool = True,
+    ) -> list[Tensor]:
+        """Draw ``num_views`` independent views, each crop drawn relative to its whole image.
 
         Args:
-            images: (B, C, H, W) uint8 with C in {1, 3}, on any device.
+            images: (B, C, H, W) uint8 with C in {1, 3}, on any device: whole images, each in the
+                top-left corner of its canvas when ``sizes`` is given (``pad_collate``).
             generator: CPU generator every random parameter is drawn from (crop boxes, flips, jitter
                 factors and order, grayscale/blur/solarize coins); None: torch's global CPU
                 generator, which ``fit`` seeds per process (``ssl_toolkit.rng``).
+            sizes: (B, 2) int64 (height, width) of each image's valid region ``[0, h) x [0, w)``
+                (the file data modules' fourth batch entry); None: every image fills (H, W).
+            normalized: False: the views in [0, 1] before the normalization (``ssl-toolkit views``).
 
         Returns:
-            ``num_views`` float32 tensors (B, 3, size, size), normalized.
+            ``num_views`` float32 tensors (B, 3, size, size), normalized unless ``normalized`` is False.
         """
-        # One pipeline call over (V * B) samples: per-view Python overhead is paid once.
-        with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False), drawing_from(generator):
-            views = self.normalize(self.pipeline(self._to_rgb_float(images, self.num_views)))
+        with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False):
+            views = self.views_of(self._to_float(images), sizes, generator)
+            if normalized:
+                views = self.normalize(views)
         return list(views.split(images.shape[0]))
+
+    def views_of(self, images: Tensor, sizes: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        """The un-normalized views of float images in [0, 1] (``forward`` without the conversion).
+
+        Args:
+            images: (B, C, H, W) float32 in [0, 1], C in {1, 3}.
+            sizes: as in ``forward``.
+            generator: as in ``forward``.
+
+        Returns:
+            (V B, 3, size, size) float32 in [0, 1], view-major (rows v B .. v B + B - 1 are view v).
+        """
+        batch = images.shape[0]
+        if sizes is None:
+            sizes = torch.tensor(images.shape[-2:], device=images.device).expand(batch, 2)
+        rows = torch.arange(batch, device=images.device).repeat(self.num_views)
+        # Crop boxes first, from the generator itself; then kornia's draws from the same stream.
+        boxes = draw_crop_boxes(sizes[rows], self.crop_scale, self.crop_ratio, generator)
+        crops = crop_resize(images, rows, boxes, self.size).expand(-1, 3, -1, -1).contiguous()  # gray: 3 equal
+        with drawing_from(generator):
+            return self.pipeline(crops)
 
     def eval_view(self, images: Tensor) -> Tensor:
         """Deterministic view for evaluation: resize to (size, size) if needed, then normalize.
@@ -165,15 +175,14 @@ class SimCLRAugment(nn.Module):
         """
         side = (self.size, self.size)
         with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False):
-            x = self._to_rgb_float(images)
+            x = self._to_float(images).expand(-1, 3, -1, -1)
             if x.shape[-2:] != side:
                 x = F.interpolate(x, size=side, mode="bilinear", align_corners=False, antialias=True)
             return self.normalize(x)
 
     @staticmethod
-    def _to_rgb_float(images: Tensor, repeats: int = 1) -> Tensor:
-        """(B, 1 or 3, H, W) uint8 -> (repeats * B, 3, H, W) float32 in [0, 1], converted once."""
+    def _to_float(images: Tensor) -> Tensor:
+        """(B, 1 or 3, H, W) uint8 -> the same float32 in [0, 1] (a gray input keeps one channel)."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must be uint8 (B, 1 or 3, H, W), got {images.dtype} {tuple(images.shape)}")
-        # Repeat while still uint8 (4x less memory traffic); gray inputs become 3 identical channels.
-        return images.repeat(repeats, 1, 1, 1).expand(-1, 3, -1, -1).float().div_(255.0)
+        return images.float().div_(255.0)

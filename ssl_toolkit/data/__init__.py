@@ -1,4 +1,5 @@
-"""Datasets and LightningDataModules; every batch is ``(uint8 [B, 3, S, S], int64 [B], int64 [B])``."""
+"""Datasets and LightningDataModules; every batch is ``(uint8 [B, 3, S, S], int64 [B], int64 [B])``,
+except the train batches of image files: whole images plus their sizes (``whole_image``)."""
 
 from __future__ import annotations
 

@@ -2,12 +2,16 @@
 
 Every dataset in the toolkit yields ``(image, label, index)``: ``image`` uint8 (3, S, S) of one fixed
 size per dataset, ``label`` int64 (-1 if unknown), ``index`` the sample's position in its split.
-Random augmentation never runs here; it runs batched on the training device (``ssl_toolkit.augment``).
+The train loaders of image files yield whole images instead, ``(uint8 (3, h, w), label, index)``,
+batched with their sizes (``whole_image.pad_collate``). Random augmentation never runs here; it
+runs batched on the training device (``ssl_toolkit.augment``).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -20,6 +24,8 @@ from ssl_toolkit.data.chunks import Chunks
 from ssl_toolkit.data.eval_plan import ROLE_SPLIT, EvalPlan
 from ssl_toolkit.data.resumable import ResumableSampler, loader_position
 from ssl_toolkit.data.worker_signals import ignore_stop_signals
+
+Collate = Callable[[list[Any]], Any]  # a DataLoader collate_fn
 
 
 def check_positive(**values: int | None) -> None:
@@ -160,15 +166,24 @@ class ImageDataModule(LightningDataModule, abc.ABC):
             if self.eval_data is not None:  # a bad eval_root fails here, before training
                 self.eval_data.setup(stage)
 
+    def train_source(self) -> tuple[Dataset, Collate | None]:
+        """The dataset the train loader reads and its collate function (None: torch's default).
+
+        Here the train split as it is; the data modules of image files return whole images and
+        ``whole_image.pad_collate`` (batches ``[images, labels, index, sizes]``)."""
+        return self.train_set, None
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled train split with full batches only (SSL losses assume a fixed batch size); P x K
         class-balanced batches with ``classes_per_batch`` (rank-aware itself: under DDP set
-        ``trainer.use_distributed_sampler: false``)."""
+        ``trainer.use_distributed_sampler: false``). Batches are ``[uint8 images, labels, index]``,
+        plus ``sizes`` (B, 2) for whole images (``train_source``)."""
         self.setup()
         if len(self.train_set) < self.batch_size:
             raise ValueError(
                 f"batch_size: {self.batch_size} is larger than the train split ({len(self.train_set)} samples)"
             )
+        dataset, collate = self.train_source()
         if self.classes_per_batch is not None:
             sampler = ClassBalancedBatchSampler(
                 self.train_labels(), self.classes_per_batch, self.batch_size // self.classes_per_batch
@@ -176,17 +191,18 @@ class ImageDataModule(LightningDataModule, abc.ABC):
             if self.trainer is not None:  # a resumed run goes on with its epoch's batches
                 sampler.set_epoch(self.trainer.current_epoch)
             return DataLoader(
-                self.train_set,
+                dataset,
                 batch_sampler=sampler,
+                collate_fn=collate,
                 num_workers=self.num_workers,
                 worker_init_fn=ignore_stop_signals,
                 persistent_workers=self.num_workers > 0,
                 pin_memory=torch.cuda.is_available(),
             )
         # Order = f(seed, epoch); a resumed run starts where its checkpoint stopped (exact resume).
-        sampler = ResumableSampler(self.train_set, self.batch_size, resume=getattr(self, "_resume_at", None))
+        sampler = ResumableSampler(dataset, self.batch_size, resume=getattr(self, "_resume_at", None))
         self._resume_at = None
-        return self._loader(self.train_set, shuffle=False, drop_last=True, sampler=sampler)
+        return self._loader(dataset, shuffle=False, drop_last=True, sampler=sampler, collate_fn=collate)
 
     def state_dict(self) -> dict[str, int]:
         """The train loader's position, stored in checkpoints by Lightning (see ``ResumableSampler``)."""
@@ -279,13 +295,19 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         )
 
     def _loader(
-        self, dataset: Dataset, shuffle: bool, drop_last: bool, sampler: ResumableSampler | None = None
+        self,
+        dataset: Dataset,
+        shuffle: bool,
+        drop_last: bool,
+        sampler: ResumableSampler | None = None,
+        collate_fn: Collate | None = None,
     ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=sampler,
+            collate_fn=collate_fn,
             # the train loader's own generator: worker seeds never draw from the global RNG
             generator=None if sampler is None else torch.Generator().manual_seed(sampler.seed),
             drop_last=drop_last,

@@ -9,9 +9,10 @@ from typing import Literal
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from ssl_toolkit.data.base import ImageDataModule, check_positive
+from ssl_toolkit.data.base import Collate, ImageDataModule, check_positive
 from ssl_toolkit.data.image_files import FileCheck, add_checked, check_folder_args, shown
 from ssl_toolkit.data.image_folder import ImageFileDataset, eval_folder, names, report
+from ssl_toolkit.data.whole_image import pad_collate
 
 log = logging.getLogger(__name__)
 HEADERS = (["path"], ["path", "label"])  # an optional first row, skipped
@@ -63,17 +64,19 @@ class FileListData(ImageDataModule):
         root: folder the listed paths are relative to (absolute paths in a list are kept as they are).
         train_list: the train split's list file.
         val_list: the held-out split's list file; None = no held-out split.
-        image_size: side S of the (3, S, S) uint8 images (center crop).
+        image_size: side S of the (3, S, S) uint8 evaluation images (resize + center crop);
+            training batches hold whole images (``max_side``, see ``ImageFolderData``).
         batch_size: samples per batch, per process.
         num_workers: dataloader workers.
         labels: ``column``: every train row has a label; ``none``: labels are ignored (label -1);
             ``auto``: ``column`` when the train list has a label column, else ``none``.
-        resize_size: shorter side before the crop (None = ``image_size``).
+        resize_size: shorter side before the evaluation crop (None = ``image_size``).
         classes_per_batch: P x K class-balanced train batches (see ``ImageDataModule``).
         max_bad_fraction: the largest fraction of missing or undecodable files per split that is
             skipped with a report; above it ``setup`` fails.
         eval_root: a separate labelled class-folder dataset for k-NN and the linear probe (see
             ``ImageFolderData``).
+        max_side: the longest side of a training image in pixels (larger ones are scaled down).
 
     Raises:
         FileNotFoundError: ``root`` or a list file does not exist.
@@ -94,9 +97,11 @@ class FileListData(ImageDataModule):
         classes_per_batch: int | None = None,
         max_bad_fraction: float = 0.01,
         eval_root: str | None = None,
+        max_side: int = 512,
     ) -> None:
         super().__init__(image_size, batch_size, num_workers, classes_per_batch)
-        check_positive(resize_size=resize_size)
+        check_positive(resize_size=resize_size, max_side=max_side)
+        self.max_side = max_side
         if labels not in ("auto", "column", "none"):
             raise ValueError(f"labels: expected auto, column or none, got {labels!r}")
         check_folder_args(os.fspath(root), image_size, resize_size, max_bad_fraction)
@@ -147,6 +152,10 @@ class FileListData(ImageDataModule):
         """Usable train images (checks the files on first use if ``setup`` has not run)."""
         self.setup()
         return len(self.train_set)
+
+    def train_source(self) -> tuple[ImageFileDataset, Collate]:
+        """Whole images of the train split, batched with their sizes (``whole_image.pad_collate``)."""
+        return self.train_set.whole_images(self.max_side), pad_collate
 
     def _build(self) -> tuple[ImageFileDataset, ImageFileDataset | None]:
         train = self._split(self.train_rows, self.train_list)

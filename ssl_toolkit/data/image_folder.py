@@ -3,6 +3,7 @@ folder of images without classes; with or without a held-out ``val/`` split."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from typing import Literal
@@ -13,7 +14,7 @@ import torchvision.transforms.functional as TF
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Dataset
 
-from ssl_toolkit.data.base import ImageDataModule, check_positive
+from ssl_toolkit.data.base import Collate, ImageDataModule, check_positive
 from ssl_toolkit.data.image_files import (
     EXTENSIONS,
     FileCheck,
@@ -23,6 +24,7 @@ from ssl_toolkit.data.image_files import (
     path_array,
     shown,
 )
+from ssl_toolkit.data.whole_image import load_whole, pad_collate
 
 log = logging.getLogger(__name__)
 _SHOWN = 10  # bad file names spelled out in a log line or an error
@@ -45,25 +47,37 @@ def load_image(path: str, image_size: int, resize_size: int) -> torch.Tensor:
 
 
 class ImageFileDataset(Dataset):
-    """Image files decoded on access.
+    """Image files decoded on access: center crops for evaluation, whole images for training views.
 
     Args:
         samples: ``(path, label)`` pairs; label -1 = unlabelled.
         image_size: side S of the returned (3, S, S) uint8 images.
         resize_size: shorter side after resizing, before the center crop (>= image_size).
+        max_side: None: center crops; else whole images, longer side at most ``max_side``
+            (``whole_image.decode_whole``), of their own size (3, h, w) (see ``whole_images``).
     """
 
-    def __init__(self, samples: list[tuple[str, int]], image_size: int, resize_size: int) -> None:
+    def __init__(
+        self, samples: list[tuple[str, int]], image_size: int, resize_size: int, max_side: int | None = None
+    ) -> None:
         self.paths = path_array([path for path, _ in samples])  # any file name, see path_array
         self.labels = np.array([label for _, label in samples], dtype=np.int64)
         self.image_size = image_size
         self.resize_size = resize_size
+        self.max_side = max_side
+
+    def whole_images(self, max_side: int) -> ImageFileDataset:
+        """The same files (the same arrays, not copied) as whole images for the training views:
+        items ``(uint8 (3, h, w), label, index)``, batched by ``whole_image.pad_collate``."""
+        whole = copy.copy(self)
+        whole.max_side = max_side
+        return whole
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        """Return ``(uint8 (3, S, S), label, index)``.
+        """Return ``(uint8 (3, S, S), label, index)`` (whole images: ``(uint8 (3, h, w), ...)``).
 
         A file that passed ``check_file`` but fails to decode now (changed since, or corrupt in
         a way the cheap check does not see) is logged and replaced by the next decodable sample,
@@ -73,6 +87,8 @@ class ImageFileDataset(Dataset):
             i = (index + offset) % len(self)
             path = os.fsdecode(self.paths[i])
             try:
+                if self.max_side is not None:
+                    return load_whole(path, self.max_side), int(self.labels[i]), i
                 return load_image(path, self.image_size, self.resize_size), int(self.labels[i]), i
             except Exception as e:  # noqa: BLE001 - any decoder error: skip the file, keep training
                 log.warning("image files: %s cannot be decoded (%s); using the next image", shown(path), e)
@@ -95,9 +111,12 @@ class ImageFolderData(ImageDataModule):
     one place, is skipped and named in the log) and each real file is one sample. Any file name
     the operating system allows is read (non-ASCII, spaces, names that are not valid UTF-8).
 
+    Training batches hold whole images (``max_side``; the views are cut from them on the device,
+    see ``whole_image``); the evaluation loaders hold center crops of ``image_size``.
+
     Args:
         root: dataset root.
-        image_size: side S of the (3, S, S) uint8 images (center crop).
+        image_size: side S of the (3, S, S) uint8 evaluation images (resize + center crop).
         batch_size: samples per batch, per process.
         num_workers: dataloader workers (decoding is the CPU bottleneck).
         train_dir: train split folder under ``root``. When the default ``train`` is absent, ``root``
@@ -107,8 +126,8 @@ class ImageFolderData(ImageDataModule):
         labels: ``folders``: the train split's sub-folders are the classes; ``none``: no labels,
             every image under the split (label -1); ``auto``: ``folders`` when the train split holds
             sub-folders and no image files of its own, else ``none`` (the choice is logged).
-        resize_size: shorter side before the crop (``None`` = ``image_size``, i.e. the largest
-            central square).
+        resize_size: shorter side before the evaluation crop (``None`` = ``image_size``, i.e. the
+            largest central square).
         classes_per_batch: P x K class-balanced train batches (see ``ImageDataModule``).
         max_bad_fraction: the largest fraction of undecodable image files (empty, truncated,
             corrupt, not an image) per split that is skipped with a report; above it ``setup``
@@ -116,6 +135,8 @@ class ImageFolderData(ImageDataModule):
         eval_root: a separate labelled class-folder dataset (``eval_root/train/<class>``,
             ``eval_root/val/<class>``) for the k-NN and linear-probe evaluations, e.g. when
             pretraining on unlabelled images; None = evaluate on this data when it has labels.
+        max_side: the longest side of a training image in pixels: larger images are scaled down
+            to it, smaller ones keep their size.
 
     Every file is checked once when the data is set up (header + end marker, see ``check_file``):
     skipped and converted files are counted and named in the log, and listed in ``skipped``.
@@ -139,9 +160,11 @@ class ImageFolderData(ImageDataModule):
         classes_per_batch: int | None = None,
         max_bad_fraction: float = 0.01,
         eval_root: str | None = None,
+        max_side: int = 512,
     ) -> None:
         super().__init__(image_size, batch_size, num_workers, classes_per_batch)
-        check_positive(resize_size=resize_size)
+        check_positive(resize_size=resize_size, max_side=max_side)
+        self.max_side = max_side
         if labels not in ("auto", "folders", "none"):
             raise ValueError(f"labels: expected auto, folders or none, got {labels!r}")
         self.max_bad_fraction = max_bad_fraction
@@ -199,6 +222,10 @@ class ImageFolderData(ImageDataModule):
         """Train split size (lists the train folder on first use if ``setup`` has not run)."""
         self.setup()
         return len(self.train_set)
+
+    def train_source(self) -> tuple[ImageFileDataset, Collate]:
+        """Whole images of the train split, batched with their sizes (``whole_image.pad_collate``)."""
+        return self.train_set.whole_images(self.max_side), pad_collate
 
     def _build(self) -> tuple[ImageFileDataset, ImageFileDataset | None]:
         # The root as train split must not take in the val folder beside it.

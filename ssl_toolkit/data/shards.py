@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ssl_toolkit.data.base import ImageDataModule, check_positive
 from ssl_toolkit.data.image_files import JPEG_END, PNG_END, decode_resized
 from ssl_toolkit.data.image_folder import eval_folder
+from ssl_toolkit.data.whole_image import join_batches, load_whole, pad_collate
 from ssl_toolkit.data.worker_signals import ignore_stop_signals
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,8 @@ class ShardImages(Dataset):
 
 
 class ShardStream(IterableDataset):
-    """The training stream: whole shards split over processes and loader workers, then shuffled.
+    """The training stream: whole shards split over processes and loader workers, then shuffled;
+    whole images (longer side at most ``max_side``, ``whole_image.decode_whole``).
 
     Consumer c = rank x workers + worker reads the shards at positions c, c + C, c + 2C... (C =
     processes x workers) of a shard order drawn from (seed, epoch), so one pass over the shards
@@ -205,17 +207,17 @@ class ShardStream(IterableDataset):
     pass starts over (a new shard order) when a consumer's shards run out.
 
     Yields:
-        ``(uint8 (3, S, S), label, index)``; ``index`` is the sample's item number in ``images``
+        ``(uint8 (3, h, w), label, index)``; ``index`` is the sample's item number in ``images``
         (samples with a bad image are passed over).
     """
 
     def __init__(
         self, images: ShardImages, shuffle_buffer: int, seed: int, epoch: int, rank: int, world_size: int,
-        repeat: bool = False,
+        repeat: bool = False, max_side: int = 512,
     ) -> None:  # fmt: skip
         super().__init__()
         self.images, self.shuffle_buffer, self.seed, self.epoch = images, shuffle_buffer, seed, epoch
-        self.rank, self.world_size, self.repeat = rank, world_size, repeat
+        self.rank, self.world_size, self.repeat, self.max_side = rank, world_size, repeat, max_side
 
     def consumer(self) -> tuple[int, int]:
         """(this consumer's number, number of consumers)."""
@@ -243,16 +245,12 @@ class ShardStream(IterableDataset):
                 return
 
     def chunks(self, size: int) -> Iterator[list[torch.Tensor]]:
-        """The samples stacked ``size`` at a time, ``[uint8 (n, 3, S, S), int64 (n,), int64 (n,)]``
-        with n <= size; a chunk never spans two passes (the last of a pass may be shorter)."""
+        """The samples batched ``size`` at a time (``whole_image.pad_collate``: ``[uint8 (n, 3, H, W),
+        int64 (n,), int64 (n,), int64 sizes (n, 2)]``) with n <= size; a chunk never spans two
+        passes (the last of a pass may be shorter)."""
         for one_pass in self.passes():
             while group := list(itertools.islice(one_pass, size)):
-                images, labels, index = zip(*group, strict=True)
-                yield [
-                    torch.stack(images),
-                    torch.tensor(labels, dtype=torch.int64),
-                    torch.tensor(index, dtype=torch.int64),
-                ]
+                yield pad_collate(group)
 
     def _decoded(self, shards: list[int], rng: random.Random) -> Iterator[tuple[torch.Tensor, int, int]]:
         # shuffled while still encoded (the buffer holds file bytes), then decoded
@@ -262,7 +260,7 @@ class ShardStream(IterableDataset):
             if i < 0:  # found bad at setup: listed in bad_files.txt, passed over silently here
                 continue
             try:
-                image = decode_bytes(data, self.images.image_size, self.images.resize_size)
+                image = load_whole(io.BytesIO(data), self.max_side)
             except Exception as e:  # noqa: BLE001 - a bad image: skip it, keep training
                 log.warning("webdataset: %s cannot be decoded (%s); skipped", where, e)
                 continue
@@ -324,7 +322,7 @@ class EpochLoader:
         self._epoch += 1
         batch, workers = self.data.batch_size, self.data.num_workers
         stream = ShardStream(self.data.train_set, self.data.shuffle_buffer, self.seed, epoch, self.rank,
-                             self.world_size, repeat=True)  # fmt: skip
+                             self.world_size, repeat=True, max_side=self.data.max_side)  # fmt: skip
         # batch_size=None: the workers' chunks as they are (a full chunk is passed on without a copy)
         chunks = iter(DataLoader(_Chunks(stream, batch), batch_size=None, num_workers=workers,
                                  worker_init_fn=ignore_stop_signals))  # fmt: skip
@@ -335,7 +333,7 @@ class EpochLoader:
                 while count < batch:
                     held.append(next(chunks))
                     count += len(held[-1][2])
-                joined = held[0] if len(held) == 1 else [torch.cat(parts) for parts in zip(*held, strict=True)]
+                joined = held[0] if len(held) == 1 else join_batches(held)
                 yield [t[:batch] for t in joined] if count > batch else joined
                 held = [[t[batch:] for t in joined]] if count > batch else []
                 count -= batch
@@ -347,7 +345,8 @@ class WebDatasetData(ImageDataModule):
     """WebDataset tar shards: streamed for training, read by offset for evaluation.
 
     Training: whole shards are split over processes and loader workers (each sample goes to one
-    of them per pass), shuffled through a buffer, decoded (EXIF orientation applied) and resized;
+    of them per pass), shuffled through a buffer, decoded (EXIF orientation applied) as whole
+    images (``max_side``; batches ``[images, labels, index, sizes]``, see ``whole_image``);
     every process takes ``num_train_samples // (processes x batch_size)`` batches per epoch. Each
     sample is seen exactly once per epoch when the shards hold equal numbers of samples and their
     count is a multiple of processes x workers (``tools/write_shards.py`` writes equal shards);
@@ -363,18 +362,19 @@ class WebDatasetData(ImageDataModule):
             local paths or fsspec URLs (``s3://bucket/train-{000000..000127}.tar``; remote schemes
             need their fsspec package, e.g. s3fs).
         val_shards: held-out shards, or None (no held-out split).
-        image_size: side S of the (3, S, S) uint8 images (center crop).
+        image_size: side S of the (3, S, S) uint8 evaluation images (resize + center crop).
         batch_size: samples per batch, per process.
         num_workers: loader workers per process; a process needs at least this many shards.
         shuffle_buffer: samples in each consumer's shuffle buffer (more: better mixing, more memory).
         labels: ``auto``: the ``cls`` members are labels (label -1 where a sample has none);
             ``none``: every label is -1.
-        resize_size: shorter side before the crop (None = ``image_size``).
+        resize_size: shorter side before the evaluation crop (None = ``image_size``).
         eval_root: a separate labelled class-folder dataset for k-NN and the linear probe (see
             ``ImageFolderData``).
         max_bad_fraction: the largest fraction of samples per split whose image cannot be decoded
             (empty, truncated, not an image); those are listed in ``bad_files.txt`` and passed over,
             more stop the run before training (as for image folders).
+        max_side: the longest side of a training image in pixels (larger ones are scaled down).
 
     ``setup`` reads every shard's tar headers once (local files: a seek per member; remote: one
     ranged read per member), which gives the sample count and the byte offsets.
@@ -398,12 +398,14 @@ class WebDatasetData(ImageDataModule):
         resize_size: int | None = None,
         eval_root: str | None = None,
         max_bad_fraction: float = 0.01,
+        max_side: int = 512,
     ) -> None:
         super().__init__(image_size, batch_size, num_workers)
-        check_positive(shuffle_buffer=shuffle_buffer, resize_size=resize_size)
+        check_positive(shuffle_buffer=shuffle_buffer, resize_size=resize_size, max_side=max_side)
         if not 0 <= max_bad_fraction < 1:
             raise ValueError(f"max_bad_fraction: must be in [0, 1), got {max_bad_fraction}")
         self.max_bad_fraction = max_bad_fraction
+        self.max_side = max_side
         if labels not in ("auto", "none"):
             raise ValueError(f"labels: expected auto or none, got {labels!r}")
         if resize_size is not None and resize_size < image_size:

@@ -1,6 +1,6 @@
 """``ssl-toolkit`` command line: ``fit`` a recipe, ``bench`` its speed, list ``recipes``;
 ``probe``, ``linear``, ``knn``, ``select`` and ``diagnose`` evaluate checkpoints offline; ``export`` writes a
-backbone for timm."""
+backbone for timm; ``views`` writes a recipe's training views."""
 
 from __future__ import annotations
 
@@ -56,6 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--loader-only", action="store_true", help="measure (c), the data loader, only")
     p_bench.add_argument("--json", metavar="FILE", help="append the result as one JSON line to FILE")
     p_bench.add_argument("--markdown", metavar="FILE", help="append the breakdown as a Markdown table to FILE")
+    p_views = sub.add_parser(
+        "views",
+        help="write a recipe's training views of a few images as PNG files",
+        description="Load the first N training images of a recipe's data and augment them exactly as training "
+        "does; write DIR/views.png (one row per image: the original, then its views) and every view as "
+        "DIR/views/image<i>_view<v>.png (8-bit RGB, before normalization). A non-empty DIR needs --force.",
+    )
+    p_views.add_argument("recipe", help="path to a recipe YAML (see `ssl-toolkit recipes`)")
+    p_views.add_argument("overrides", nargs="*", metavar="key=value", help="dot-list overrides, e.g. data.root=PHOTOS")
+    p_views.add_argument("--images", type=int, default=8, help="images, one row each (default: %(default)s)")
+    p_views.add_argument("--out", required=True, help="folder to write (new or empty; else --force)")
+    p_views.add_argument("--force", action="store_true", help="write into a non-empty --out, replacing its views")
     p_list = sub.add_parser("recipes", help="list the shipped recipes", description="List the shipped recipes.")
     p_list.add_argument("--dir", default=str(RECIPES_DIR), help="recipes folder (default: %(default)s)")
     p_export = sub.add_parser(
@@ -69,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p_export.add_argument("--out", default=None, help="file to write (default: <run>/export/<checkpoint>.safetensors)")
     p_export.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     evaluators = _add_eval_parsers(sub)
+    evaluators["views"] = p_views  # its key=value positionals may come after the options too
     words = sys.argv[1:] if argv is None else list(argv)
     if words and words[0] in evaluators:  # options may come after the data.KEY=VALUE positionals
         args = evaluators[words[0]].parse_intermixed_args(words[1:], argparse.Namespace(command=words[0]))
@@ -91,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "linear": _linear,
         "select": _select,
         "diagnose": _diagnose,
+        "views": _views,
     }
     try:
         return commands[args.command](args, argv)
@@ -540,6 +554,15 @@ def timing_lines(result: Any) -> list[str]:
     else:
         lines.append(f"evaluation:       none ran ({NO_EVALUATION})")
     return lines
+
+
+def _views(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from ssl_toolkit.run.recipe import load_recipe
+    from ssl_toolkit.run.views import write_views
+
+    written = write_views(load_recipe(args.recipe, args.overrides), args.images, Path(args.out), args.force)
+    print(f"written: {written.overview}\n         {len(written.files)} views in {written.overview.parent / 'views'}")
+    return 0
 
 
 def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:

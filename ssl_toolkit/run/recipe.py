@@ -346,6 +346,13 @@ def build_augment(recipe: dict[str, Any]) -> Any:
     return _construct("augment", AUGMENTS, recipe["augment"])
 
 
+def construct(section: str, spec: dict[str, Any]) -> Any:
+    """The object of one family section of a validated recipe (``data``, ``augment``, ...: ``name``
+    picks the class, every other key is its keyword); a constructor's error comes back as
+    ``RecipeError("<section>.<key>: ...")``."""
+    return _construct(section, FAMILIES[section], spec)
+
+
 def backbone_kwargs(recipe: Mapping[str, Any], pretrained: bool | None = None) -> dict[str, Any]:
     """``build_backbone`` keywords: the ``backbone`` section plus the view sizes the augmentation
     produces (``augment.size``, and ``augment.local_size`` when there are local crops), so that

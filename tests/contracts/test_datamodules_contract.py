@@ -53,6 +53,7 @@ CASES: dict[str, Callable[[Path], dict[str, Any]]] = {
     "webdataset": _tiny_shards,
 }
 BATCH, SIZE = 4, 16
+WHOLE = {"image_folder", "file_list", "webdataset"}  # train batches of whole images + sizes (decode files)
 
 
 def test_every_datamodule_has_exactly_one_row() -> None:
@@ -74,12 +75,22 @@ def test_batches_follow_the_contract(name: str, tmp_path: Path) -> None:
     data.eval_plan = plan_evaluation([{"val": None, "bank": torch.tensor([0, 2])}, {"rankme": rows}])
     val, bank, subset = data.val_dataloader()
     assert torch.equal(torch.cat([b[2] for b in subset]), rows) and len(bank.dataset) == 2
-    loaders = (data.train_dataloader(), data.heldout_dataloader(), data.train_eval_dataloader(), val, bank, subset)
+    loaders = (data.heldout_dataloader(), data.train_eval_dataloader(), val, bank, subset)
     for loader in loaders:
         images, labels, index = next(iter(loader))
         assert images.dtype == torch.uint8 and images.shape[1:] == (3, SIZE, SIZE) and images.shape[0] <= BATCH
         assert labels.shape == index.shape == images.shape[:1]
         assert labels.dtype == index.dtype == torch.int64
+    # Train batches: the images as above, or whole images of image files with their (h, w) sizes.
+    images, labels, index, *whole = next(iter(data.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape[:2] == (BATCH, 3) and len(whole) == int(name in WHOLE)
+    assert labels.shape == index.shape == (BATCH,) and labels.dtype == index.dtype == torch.int64
+    if whole:
+        (sizes,) = whole
+        assert sizes.dtype == torch.int64 and sizes.shape == (BATCH, 2)
+        assert sizes.max(0).values.tolist() == list(images.shape[-2:]) and sizes.min() >= 18  # 18 x (20..23) px
+    else:
+        assert images.shape[-2:] == (SIZE, SIZE)
 
 
 @pytest.mark.parametrize("name", sorted(DATAMODULES))

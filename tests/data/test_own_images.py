@@ -50,8 +50,8 @@ def test_flat_unlabelled_folder_without_val(tmp_path: Path, caplog: pytest.LogCa
     seen = _colours(data)
     assert sorted(seen) == [f"p{i}.jpg" for i in range(5)]
     assert all(label == -1 and _close(rgb, (40 * int(n[1]), 10, 200)) for n, (rgb, label) in seen.items())
-    images, labels, _ = next(iter(data.train_dataloader()))
-    assert images.shape == (2, 3, 8, 8) and labels.tolist() == [-1, -1]
+    images, labels, _, sizes = next(iter(data.train_dataloader()))  # whole images for the training views
+    assert images.shape[:2] == (2, 3) and sizes.tolist() == [[20, 24]] * 2 and labels.tolist() == [-1, -1]
     with pytest.raises(ValueError, match="^val_dir: ImageFolderData has no held-out split"):
         data.heldout_dataloader()
 

@@ -72,10 +72,11 @@ def test_writer_round_trip_same_pixels_and_labels(tmp_path: Path, capsys) -> Non
             assert torch.equal(a[i][0], b[i][0]) and a[i][1:] == b[i][1:]
     streamed = list(EpochLoader(shards, rank=0, world_size=1))
     assert len(streamed) == 5 and sorted(torch.cat([b[2] for b in streamed]).tolist()) == list(range(10))
-    for images, labels, index in streamed:  # the stream decodes the same pixels as random access
-        assert images.dtype == torch.uint8 and images.shape == (2, 3, 16, 16) and labels.dtype == torch.int64
-        for image, label, i in zip(images, labels, index.tolist(), strict=True):
-            assert torch.equal(image, folder.train_set[i][0]) and int(label) == folder.train_set.labels[i]
+    whole = folder.train_set.whole_images(folder.max_side)  # the folder's training images
+    for images, labels, index, sizes in streamed:  # the stream decodes the same pixels as the folder
+        assert images.dtype == torch.uint8 and images.shape[:2] == (2, 3) and labels.dtype == torch.int64
+        for image, label, i, (h, w) in zip(images, labels, index.tolist(), sizes.tolist(), strict=True):
+            assert torch.equal(image[:, :h, :w], whole[i][0]) and int(label) == folder.train_set.labels[i]
     assert write_shards_tool.main([str(root), str(tmp_path / "shards")]) == 2  # never over old shards
 
 

@@ -38,13 +38,14 @@ def check(path: str, overrides: list[str], steps: int) -> str | None:
     optimizer = module.build_optimizer(global_batch_size=parts.datamodule.batch_size)
     dtype = torch.bfloat16 if "bf16" in str(recipe.get("trainer", {}).get("precision", "")) else None
     cuda = device.type == "cuda"
-    for step, (images, labels, index) in enumerate(batches):
+    for step, (images, labels, index, *whole) in enumerate(batches):  # whole: image sizes (file sources)
         if cuda and step == 1:
             torch.cuda.synchronize()
             torch.cuda.set_sync_debug_mode("error")
         try:
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                out, _ = module.step_loss(module.augment(images), labels, index, step, epoch=0)
+                views = module.augment(images, sizes=whole[0]) if whole else module.augment(images)
+                out, _ = module.step_loss(views, labels, index, step, epoch=0)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             module.after_backward(step)

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of, project

@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog="tools/rehearse.py",
         description=__doc__.split("\n\n")[0],
-        epilog="Default: every recipe under recipes/ (both folders and own_images).",
+        epilog="Default: every recipe under recipes/ (fashion_mnist, imagenet100, own_images, tiny).",
     )
     parser.add_argument("recipes", nargs="*", help="recipe files (default: recipes/*/*.yaml)")
     parser.add_argument("--full", action="store_true", help="the recipe's per-process batch and a 100-class folder")

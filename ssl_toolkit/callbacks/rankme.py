@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of, project
@@ -126,6 +127,8 @@ class RankMe(EvalCallback):
         if self._said_partial:
             return
         self._said_partial = True
+        if rank_zero_only.rank != 0:  # every process scores the same gathered rows: one line is enough
+            return
         if rows == 0:
             log.warning("RankMe: the evaluation embedded none of its %d samples (trainer.limit_val_batches embeds "
                         "only the first batches); val/rankme not computed", wanted)  # fmt: skip

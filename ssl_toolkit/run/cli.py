@@ -562,6 +562,8 @@ def _views(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     written = write_views(load_recipe(args.recipe, args.overrides), args.images, Path(args.out), args.force)
     print(f"written: {written.overview}\n         {len(written.files)} views in {written.overview.parent / 'views'}")
+    for i, name in enumerate(written.names or ()):  # which file each row (image<i>_view*.png) shows
+        print(f"image{i:03d}: {name}")
     return 0
 
 

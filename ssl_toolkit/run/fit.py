@@ -154,6 +154,10 @@ def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote, store
         for path, why in point.skipped:  # never pass over a checkpoint silently
             print(f"ssl-toolkit: resume: skipped {path} ({why})", file=sys.stderr)
     out_dir = recipe.get("out_dir", "runs/run")
+    if point is None and recipe.get("resume") == "auto" and rank_zero_only.rank == 0:  # a mistyped out_dir shows
+        print(
+            f"ssl-toolkit: resume: auto: no checkpoint in {out_dir} (or {out_dir}_N); a new run starts", file=sys.stderr
+        )
     run_dir = point.run_dir if point is not None else agreed_run_dir(out_dir, rank_zero_only.rank)
     resolved = {**recipe, "out_dir": str(run_dir)}
     stored = stored if stored is not None else recipe

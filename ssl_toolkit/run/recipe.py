@@ -58,6 +58,8 @@ _NO_DEFAULT = object()
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Read ``path``, apply dot-list ``overrides`` (``head.loss.temperature=0.1``), validate."""
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"recipe: {path} is a folder, not a recipe file (its recipes: `ssl-toolkit recipes`)")
     if not path.is_file():
         raise RecipeError(f"recipe: {path} does not exist")
     try:

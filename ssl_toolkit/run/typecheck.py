@@ -54,10 +54,37 @@ def matches(value: Any, annotation: Any) -> bool:
 
 
 def type_name(annotation: Any) -> str:
-    """Readable form of an annotation for error messages."""
+    """Readable form of an annotation for error messages.
+
+    Unions and Literals are flattened: ``Union[Literal[16, 32], Literal['bf16-mixed'], None]`` reads
+    ``one of 16, 32, 'bf16-mixed', None`` and ``int | None`` reads ``int or None``.
+    """
+    if annotation is type(None):
+        return "None"
     if isinstance(annotation, type):
         return annotation.__name__
+    origin = typing.get_origin(annotation)
+    if origin is Union or origin is types.UnionType or origin is Literal:
+        values: list[str] = []  # the Literal values and None, in order
+        others: list[str] = []  # the other member types
+        for member in _flatten(annotation):
+            if typing.get_origin(member) is Literal:
+                values.extend(repr(v) for v in typing.get_args(member))
+            elif member is type(None):
+                values.append("None")
+            else:
+                others.append(type_name(member))
+        if not others:
+            return values[0] if len(values) == 1 else "one of " + ", ".join(values)
+        return " or ".join([*others, *values])
     return str(annotation).replace("typing.", "")
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin is Union or origin is types.UnionType:
+        return [m for a in typing.get_args(annotation) for m in _flatten(a)]
+    return [annotation]
 
 
 def non_finite(value: Any) -> float | None:

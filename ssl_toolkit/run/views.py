@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ssl_toolkit.data.image_files import shown
 from ssl_toolkit.rng import process_seed
 from ssl_toolkit.run.errors import ArgumentError, RecipeError
 from ssl_toolkit.run.recipe import construct
@@ -35,6 +36,7 @@ class WrittenViews:
     overview: Path
     files: list[Path]
     indices: list[int]
+    names: list[str] | None = None  # row i's file, printable (image files), else None
 
 
 def check_out(out: Path, force: bool) -> None:
@@ -56,11 +58,19 @@ def check_out(out: Path, force: bool) -> None:
 
 
 def training_views(recipe: dict[str, Any], images: int) -> tuple[Tensor, Tensor, Tensor | None, list[Tensor]]:
+    """The first ``images`` training images of ``recipe`` and their views (see ``_training_views``)."""
+    return _training_views(recipe, images)[:4]
+
+
+def _training_views(
+    recipe: dict[str, Any], images: int
+) -> tuple[Tensor, Tensor, Tensor | None, list[Tensor], list[str] | None]:
     """The first ``images`` training images of ``recipe`` and their views, before normalization.
 
     Returns:
         ``(uint8 images (N, 3, H, W), int64 sample indices (N,), sizes (N, 2) or None, views)``:
-        ``views`` as the augmentation returns them, V float tensors (N, 3, s, s) in [0, 1].
+        ``views`` as the augmentation returns them, V float tensors (N, 3, s, s) in [0, 1];
+        then the images' file names when the data reads files (``paths``), else None.
 
     Raises:
         ArgumentError: ``images`` below 1 or above the train split.
@@ -86,7 +96,9 @@ def training_views(recipe: dict[str, Any], images: int) -> tuple[Tensor, Tensor,
     sizes = whole[0] if whole else None
     generator = torch.Generator().manual_seed(process_seed(seed, 0))
     views = augment(batch, generator, sizes=sizes, normalized=False)
-    return batch, index, sizes, views
+    paths = getattr(getattr(data, "train_set", None), "paths", None)  # webdataset, in-memory data: none
+    names = None if paths is None else [shown(os.fsdecode(paths[i])) for i in index.tolist()]
+    return batch, index, sizes, views, names
 
 
 def to_pil(image: Tensor) -> Image.Image:
@@ -119,7 +131,7 @@ def write_views(recipe: dict[str, Any], images: int, out: Path, force: bool = Fa
         RecipeError: see ``training_views``.
     """
     check_out(out, force)
-    batch, index, sizes, views = training_views(recipe, images)
+    batch, index, sizes, views, names = _training_views(recipe, images)
     originals = [
         to_pil(batch[i] if sizes is None else batch[i, :, : int(sizes[i, 0]), : int(sizes[i, 1])])
         for i in range(batch.shape[0])
@@ -135,4 +147,4 @@ def write_views(recipe: dict[str, Any], images: int, out: Path, force: bool = Fa
             files.append(folder / f"image{i:03d}_view{v:02d}.png")
             picture.save(files[-1])
     overview(originals, rows).save(out / "views.png")
-    return WrittenViews(out / "views.png", files, index.tolist())
+    return WrittenViews(out / "views.png", files, index.tolist(), names)

@@ -91,7 +91,10 @@ def unreadable_reason(path: Path, error: Exception) -> str:
     if path.stat().st_size == 0:
         return "empty file"
     with path.open("rb") as f:
-        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's zip format
+        head = f.read(4)
+    zipped = head == b"PK\x03\x04"  # torch.save's zip format
+    if not zipped and not head.startswith(b"\x80"):  # neither a zip nor a (legacy) pickle stream
+        return "not a checkpoint (not a PyTorch file)"
     refused = re.search(r"(?:Unsupported global: |unsupported )GLOBAL ([\w.]+)", str(error))
     if refused or "Weights only load failed" in str(error):
         what = refused.group(1) if refused else "an object it does not allow"

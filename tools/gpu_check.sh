@@ -35,12 +35,12 @@ exec > >(tee "$OUT") 2>&1
 if [ "$CPU" = 1 ]; then
   ACCEL=cpu; BACKBONE=test_resnet; VIT=test_vit; SIZE=64; LOCAL=32; BATCH=16; STEPS=5; WARMUP=2
   SHIPPED="recipes/imagenet100/simclr.yaml recipes/imagenet100/swav.yaml"; REHEARSE_DEVICES=""; JOBS=1
-  PHOTOS=64; WORKERS=2; SCALE=4  # caps x SCALE: a CPU is slower
+  PHOTOS=128; WORKERS=2; LOADER_BATCH=16; SCALE=4  # caps x SCALE: a CPU is slower
 else
   ACCEL=gpu; BACKBONE=resnet18; VIT=vit_small_patch16_224; SIZE=224; LOCAL=96; BATCH=256; STEPS=10; WARMUP=5
   SHIPPED="$(for h in simclr swav mocov2 mochi mocov2_ft amcl hydra byol simsiam mocov3 barlow_twins vicreg dino nnclr; do
     [ -f recipes/imagenet100/$h.yaml ] && echo recipes/imagenet100/$h.yaml; done)"
-  REHEARSE_DEVICES="--devices 1"; JOBS=4; PHOTOS=2048; WORKERS=8; SCALE=1
+  REHEARSE_DEVICES="--devices 1"; JOBS=4; PHOTOS=2048; WORKERS=8; LOADER_BATCH=64; SCALE=1
 fi
 
 echo "# gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null)$([ "$CPU" = 1 ] && echo ' (--cpu dry run)')"
@@ -78,21 +78,21 @@ COMMON=(trainer.accelerator=$ACCEL trainer.devices=1 trainer.strategy=auto backb
 SMALL=()
 [ "$CPU" = 1 ] && SMALL=(augment.size=$SIZE)
 SWAV_SMALL=()
-[ "$CPU" = 1 ] && SWAV_SMALL=(augment.global_size=$SIZE augment.local_size=$LOCAL)
+[ "$CPU" = 1 ] && SWAV_SMALL=(augment.size=$SIZE augment.local_size=$LOCAL)
 
 # 1. as shipped
 step "1. Recipes as shipped: bf16, every callback, evaluation, checkpoint, resume" 110 \
   "$PY" tools/rehearse.py $SHIPPED --accelerator $ACCEL $REHEARSE_DEVICES --jobs $JOBS --out "$TMP/rehearsal"
 
-# 2. host syncs in the training step
-step "2. Host syncs in the training step (set_sync_debug_mode error)" 30 \
-  "$PY" tools/sync_check.py recipes/imagenet100/simclr.yaml recipes/imagenet100/swav.yaml \
-  --steps 3 -- "${COMMON[@]}" data.batch_size=32 "${SMALL[@]}"
-
-# 3. per-part timing inside trainer.fit
+# synthetic-data recipes for steps 2 and 3
 synthetic recipes/imagenet100/simclr.yaml "$TMP/simclr.yaml" "${COMMON[@]}" "${SMALL[@]}"
 synthetic recipes/imagenet100/swav.yaml "$TMP/swav.yaml" "${COMMON[@]}" "${SWAV_SMALL[@]}"
 synthetic recipes/imagenet100/simclr_vit.yaml "$TMP/simclr_vit.yaml" "${COMMON[@]}" backbone.name=$VIT "${SMALL[@]}"
+# 2. host syncs in the training step (synthetic data, batch 32)
+step "2. Host syncs in the training step (set_sync_debug_mode error)" 30 \
+  "$PY" tools/sync_check.py "$TMP/simclr.yaml" "$TMP/swav.yaml" --steps 3 -- data.batch_size=32
+
+# 3. per-part timing inside trainer.fit
 BENCH=(--steps $STEPS --warmup $WARMUP --json "$TMP/bench.jsonl" --markdown "$TMP/bench.md")
 step "3a. bench: SimCLR, ResNet-18, bf16" 25 "$PY" -m ssl_toolkit.run.cli bench "$TMP/simclr.yaml" "${BENCH[@]}"
 step "3b. bench: SimCLR, ResNet-18, bf16, channels_last" 25 \
@@ -117,7 +117,7 @@ step "4a. Loader baseline self-check (items of a known 4 ms cost, 2 workers)" 10
   "$PY" -m ssl_toolkit.run.loader_bench --known-cost-ms 4 --workers 2
 step "4b. JPEG-folder loader, $WORKERS workers (ImageNet-like 500 x 375)" 15 \
   "$PY" -m ssl_toolkit.run.loader_bench recipes/imagenet100/simclr.yaml "${FOLDER[@]}" \
-  --batches-per-worker 2 --warmup-per-worker 1
+  data.batch_size=$LOADER_BATCH --batches-per-worker 2 --warmup-per-worker 1
 step "4c. Training step on the same folder" 15 \
   "$PY" -m ssl_toolkit.run.cli bench recipes/imagenet100/simclr.yaml "${FOLDER[@]}" --steps 5 --warmup 2
 

@@ -6,11 +6,15 @@ Each recipe runs through ``ssl-toolkit fit`` twice, in its own precision, strate
 ``module`` switches and callbacks. Only these keys are overridden (the table lists them):
 
 - ``trainer.accelerator=cpu`` (and ``trainer.devices`` stays: a recipe that asks for 2 devices runs
-  as 2 gloo processes that Lightning starts itself, as on a 2-GPU machine);
+  as 2 gloo processes that Lightning starts itself, as on a 2-GPU machine). A recipe that asks for
+  more devices than ``--max-devices`` (default 2) runs with that many processes, and the table says
+  so (``2 of 8``): 8 gloo processes of a ViT-S with their loader workers do not fit in 24 GiB of
+  memory (the kernel's OOM killer ended one in the resume), and on 2 cores they test nothing 2 do not;
 - the data: ``data.root`` points at a generated folder of ImageNet-like JPEGs (``train/<class>/``,
   ``val/<class>/``; made once under ``--data``) for recipes that read image folders, and
   ``data.num_workers=1``; without ``--full`` also ``data.batch_size=8`` (per process; a multiple of
-  ``data.classes_per_batch`` where the recipe sets one) and a 16-class folder;
+  ``data.classes_per_batch`` where the recipe sets one) and a 16-class folder. The folder holds at
+  least 3 global batches of training images, so every epoch has its 2 steps on every process;
 - the run length: 2 training batches per epoch (``trainer.limit_train_batches=2``), one epoch
   (``trainer.max_epochs=1``, ``max_steps=-1``), an evaluation at its end (``trainer.check_val_every_n_epoch=1``,
   ``trainer.limit_val_batches=2``: a few batches per evaluation loader) and the periodic checkpoints
@@ -65,6 +69,7 @@ class Row:
     recipe: str
     precision: str
     devices: int
+    recipe_devices: int
     batch: int
     image_size: int
     trained: bool = False
@@ -101,6 +106,27 @@ def make_folder(root: Path, classes: int, train_per_class: int, val_per_class: i
                 fake_photo(rng, 500, 375).save(folder / f"img_{i:04d}.jpg", quality=90)
     marker.write_text(wanted)
     return root
+
+
+def processes(recipe: dict, devices: int | None, max_devices: int) -> int:
+    """How many processes the rehearsal runs: ``devices`` when given, else the recipe's
+    ``trainer.devices`` capped at ``max_devices``."""
+    if devices is not None:
+        return devices
+    asked = (recipe.get("trainer") or {}).get("devices", 1)
+    return min(int(asked) if isinstance(asked, int) else 1, max_devices)
+
+
+def train_per_class(recipes: list[dict], classes: int, full: bool, procs: list[int]) -> int:
+    """Training images per class so that every recipe's epoch holds 3 global batches (2 steps are
+    run; a label-balanced sampler may drop part of the last one)."""
+    need = max((3 * p * batch_of(r["data"], full) for r, p in zip(recipes, procs, strict=True)), default=0)
+    return max(6, math.ceil(need / classes))
+
+
+def batch_of(data: dict, full: bool) -> int:
+    """The rehearsal's per-process batch: the recipe's with ``--full``, else ``small_batch``."""
+    return int(data.get("batch_size", SMALL_BATCH)) if full else small_batch(data)
 
 
 def overrides(
@@ -189,17 +215,25 @@ def last_line(log: Path) -> str:
 
 
 def rehearse(
-    path: Path, out: Path, data_root: Path | None, full: bool, accelerator: str = "cpu", devices: int | None = None
+    path: Path,
+    out: Path,
+    data_root: Path | None,
+    full: bool,
+    accelerator: str = "cpu",
+    devices: int | None = None,
+    max_devices: int = 2,
 ) -> Row:
     """Fit, evaluate, save, resume and evaluate one recipe; the result as a table row."""
     recipe = yaml.safe_load(path.read_text())
     trainer = dict(recipe.get("trainer") or {})
-    if devices is not None:
-        trainer["devices"] = devices
+    asked = int(trainer.get("devices", 1) or 1)
+    procs = processes(recipe, devices, max_devices)
+    if procs != asked:
+        devices = procs
     name = f"{path.parent.name}/{path.stem}"
-    batch = int(recipe["data"].get("batch_size", 0)) if full else small_batch(recipe["data"])
+    batch = batch_of(recipe["data"], full)
     size = int((recipe.get("augment") or {}).get("size", recipe["data"].get("image_size", 0)))
-    row = Row(name, str(trainer.get("precision", "32-true")), int(trainer.get("devices", 1) or 1), batch, size)
+    row = Row(name, str(trainer.get("precision", "32-true")), procs, asked, batch, size)
     run_dir = out / "runs" / path.parent.name / path.stem
     if run_dir.exists():
         row.problem = f"{run_dir} exists (pick another --out)"
@@ -250,7 +284,7 @@ def table(rows: list[Row], full: bool) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r.recipe} | {r.precision} | {r.devices} | {r.batch} | {r.image_size} | {ok[r.trained]} "
+            f"| {r.recipe} | {r.precision} | {_procs(r)} | {r.batch} | {r.image_size} | {ok[r.trained]} "
             f"| {ok[r.evaluated]} | {ok[r.saved]} | {ok[r.resumed]} | {r.seconds:.0f} | {r.peak_rss_mb:.0f} "
             f"| {r.checkpoint_mb:.0f} |"
         )
@@ -259,6 +293,11 @@ def table(rows: list[Row], full: bool) -> str:
     lines.append(f"{len(rows) - len(red)} of {len(rows)} green ({'full size' if full else 'small batch'}).")
     lines += [f"- {r.recipe}: {r.problem}" for r in red]
     return "\n".join(lines)
+
+
+def _procs(row: Row) -> str:
+    """The processes column: ``2``, or ``2 of 8`` when the recipe asks for more."""
+    return str(row.devices) if row.devices == row.recipe_devices else f"{row.devices} of {row.recipe_devices}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,12 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", default=None, help="also write the Markdown table to this file")
     parser.add_argument("--accelerator", default="cpu", help="trainer.accelerator (default cpu; gpu on a GPU)")
     parser.add_argument("--devices", type=int, default=None, help="trainer.devices instead of the recipe's")
+    parser.add_argument("--max-devices", type=int, default=2, help="at most this many processes per recipe (default 2)")
     parser.add_argument("--jobs", type=int, default=1, help="recipes rehearsed at once (default 1: timings alone)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.exit(2, f"tools/rehearse.py: error: --jobs {args.jobs}: must be at least 1\n")
     if args.devices is not None and args.devices < 1:
         parser.exit(2, f"tools/rehearse.py: error: --devices {args.devices}: must be at least 1\n")
+    if args.max_devices < 1:
+        parser.exit(2, f"tools/rehearse.py: error: --max-devices {args.max_devices}: must be at least 1\n")
     paths = [Path(p) for p in args.recipes] or sorted(REPO.glob("recipes/*/*.yaml"))
     for p in paths:
         if not p.is_file():
@@ -290,10 +332,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data).expanduser() if args.data else out / "data"
     print(f"data: {data} (generating JPEGs if needed)", flush=True)
-    make_folder(data, 100 if args.full else SMALL_CLASSES, 6, 2)
+    classes = 100 if args.full else SMALL_CLASSES
+    recipes = [yaml.safe_load(p.read_text()) for p in paths]
+    procs = [processes(r, args.devices, args.max_devices) for r in recipes]
+    make_folder(data, classes, train_per_class(recipes, classes, args.full, procs), 2)
 
     def one(p: Path) -> Row:
-        row = rehearse(p.resolve(), out.resolve(), data.resolve(), args.full, args.accelerator, args.devices)
+        row = rehearse(
+            p.resolve(), out.resolve(), data.resolve(), args.full, args.accelerator, args.devices, args.max_devices
+        )
         state = "green" if row.green else f"RED ({row.problem})"
         print(f"{row.recipe}: {state}, {row.seconds:.0f} s, {row.peak_rss_mb:.0f} MiB", flush=True)
         with (out / "rehearsal.jsonl").open("a") as f:

@@ -50,6 +50,21 @@ def test_overrides_keep_precision_strategy_syncbn_and_callbacks(path: Path) -> N
     assert not any(o.startswith("data.batch_size") for o in one_gpu)  # --full: the recipe's batch
 
 
+def test_processes_are_the_recipes_devices_capped_and_every_epoch_has_its_two_steps() -> None:
+    tool = _tool()
+    eight = {"trainer": {"devices": 8}, "data": {"batch_size": 128}}
+    two = {"trainer": {"devices": 2}, "data": {"batch_size": 256, "classes_per_batch": 3}}
+    assert tool.processes(eight, None, 2) == 2 and tool.processes(eight, None, 8) == 8
+    assert tool.processes(two, None, 2) == 2 and tool.processes(two, 1, 2) == 1
+    assert tool.processes({"data": {}}, None, 2) == 1
+    for recipes, full in (([eight, two], False), ([eight, two], True)):
+        procs = [tool.processes(r, None, 2) for r in recipes]
+        per_class = tool.train_per_class(recipes, 16, full, procs)
+        for r, n in zip(recipes, procs, strict=True):  # 3 global batches of every recipe fit in the folder
+            assert 16 * per_class >= 3 * n * tool.batch_of(r["data"], full)
+    assert tool.batch_of(two["data"], True) == 256 and tool.batch_of(two["data"], False) == 6
+
+
 @pytest.mark.slow
 def test_swav_multicrop_recipe_as_shipped_trains_evaluates_saves_resumes(tmp_path: Path) -> None:
     recipe = REPO / "recipes" / "imagenet100" / "swav.yaml"

@@ -1,5 +1,6 @@
 """The README's recipe-section table lists exactly the registries' names and classes; the Python
-examples of README "From Python" and docs/python_api.md run."""
+examples of README "From Python" and docs/python_api.md run; a number the README states has no second
+home in BENCHMARKS.md or docs/ (one home per number: the README links to it instead)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,28 @@ def test_python_api_page_examples_run(tmp_path: Path, monkeypatch: pytest.Monkey
     assert ns["projections"].shape == (4, 32) and torch.isfinite(ns["loss"])
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "head.loss.temprature: unknown key (known: temperature)"  # the UserError example
+
+
+# A measured or published number: at least two decimals (0.7927, 77.64) or a percentage (78.2%).
+NUMBER = re.compile(r"(?<![\w.])(\d+\.\d{2,}|\d+(?:\.\d+)?\s?%)(?![\w.]*\d)")
+
+
+def stated_numbers(markdown: str) -> set[str]:
+    """The numbers of a page's prose and output blocks; yaml, bash and python blocks (settings and
+    commands, not results) are left out."""
+    prose = re.sub(r"^```(yaml|bash|python)\n.*?^```", "", markdown, flags=re.S | re.M)
+    return {m.group(1) for m in NUMBER.finditer(prose)}
+
+
+def test_stated_numbers_finds_results_not_settings() -> None:
+    text = "k-NN 0.7927 and 78.2% (t 0.2, 3 steps, 1e-4)\n```yaml\nlr: 0.35\n```\n```\nval/knn_top1: 0.6894\n```\n"
+    assert stated_numbers(text) == {"0.7927", "78.2%", "0.6894"}
+
+
+def test_readme_numbers_have_one_home() -> None:
+    others = [README.parent / "BENCHMARKS.md", *sorted((README.parent / "docs").rglob("*.md"))]
+    twice = {
+        number: [p.relative_to(README.parent).as_posix() for p in others if number in stated_numbers(p.read_text())]
+        for number in stated_numbers(README.read_text())
+    }
+    assert not {n: pages for n, pages in twice.items() if pages}, "in README.md and elsewhere: link instead"

@@ -1,4 +1,4 @@
-"""Feature width and cost of timm backbone families at one resolution (the README "Backbones" table).
+"""Feature width and cost of timm backbone families at one resolution (a table of BENCHMARKS.md).
 
     .venv/bin/python tools/backbone_table.py [--size 32] [--batch 32] [--steps 3]
 

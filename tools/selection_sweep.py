@@ -228,7 +228,7 @@ def failure_reading(method: str, rows: list[Row]) -> list[str]:
 
 
 def readme_snippet(by_method: dict[str, list[Row]], holdout: list[dict]) -> str:
-    """The numbers for the README's selection section (between its ``<!-- sweep numbers -->`` marks)."""
+    """The numbers for the selection section of docs/evaluation.md (between its ``<!-- sweep numbers -->`` marks)."""
     lines = ["| method | best single metric (mean regret k-NN / linear, points) | RankMe's regret | vote held out |",
              "|---|---|---|---|"]  # fmt: skip
     for method, rows in by_method.items():
@@ -245,7 +245,7 @@ def readme_snippet(by_method: dict[str, list[Row]], holdout: list[dict]) -> str:
 
 
 def write_report(path: Path, size: Size, by_method: dict[str, list[Row]], seconds: float, command: str) -> str:
-    """Write the markdown report (and one PNG per method beside it); return the README snippet."""
+    """Write the markdown report (and one PNG per method beside it); return the docs/evaluation.md snippet."""
     sections = []
     for method, rows in by_method.items():
         png = path.with_name(f"{path.stem}_{method}.png")
@@ -433,7 +433,7 @@ def main() -> None:
     for method, rows in by_method.items():
         best = next(e for e in metric_report(rows) if e["metric"] == best_single(rows))
         print(f"{method}: lowest mean regret (k-NN, linear): {best['metric']} ({points(mean_regret(best))} points)")
-    print(f"\nwritten: {report}\n\nREADME snippet (paste between the <!-- sweep numbers --> marks):\n\n{snippet}")
+    print(f"\nwritten: {report}\n\ndocs/evaluation.md snippet (between <!-- sweep numbers -->):\n\n{snippet}")
     print(f"\ntook {(time.time() - start) / 60:.1f} min")
 
 

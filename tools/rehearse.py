@@ -120,13 +120,13 @@ def processes(recipe: dict, devices: int | None, max_devices: int) -> int:
 def train_per_class(recipes: list[dict], classes: int, full: bool, procs: list[int]) -> int:
     """Training images per class so that every recipe's epoch holds 3 global batches (2 steps are
     run; a label-balanced sampler may drop part of the last one)."""
-    need = max((3 * p * batch_of(r["data"], full) for r, p in zip(recipes, procs, strict=True)), default=0)
+    need = max((3 * p * batch_of(r, full, p) for r, p in zip(recipes, procs, strict=True)), default=0)
     return max(6, math.ceil(need / classes))
 
 
-def batch_of(data: dict, full: bool) -> int:
+def batch_of(recipe: dict, full: bool, procs: int = 1) -> int:
     """The rehearsal's per-process batch: the recipe's with ``--full``, else ``small_batch``."""
-    return int(data.get("batch_size", SMALL_BATCH)) if full else small_batch(data)
+    return int(recipe["data"].get("batch_size", SMALL_BATCH)) if full else small_batch(recipe, procs)
 
 
 def overrides(
@@ -159,7 +159,8 @@ def overrides(
     if "num_workers" in data:
         out.append("data.num_workers=1")
     if not full:
-        out.append(f"data.batch_size={small_batch(data)}")
+        procs = devices if devices is not None else processes(recipe, None, max_devices=1 << 30)  # recipe's count
+        out.append(f"data.batch_size={small_batch(recipe, procs)}")
     if devices is not None:
         out.append(f"trainer.devices={devices}")
         if devices == 1 and recipe.get("trainer", {}).get("strategy") == "ddp":
@@ -167,11 +168,22 @@ def overrides(
     return out
 
 
-def small_batch(data: dict) -> int:
-    """The per-process batch of a small rehearsal: ``SMALL_BATCH``, or a multiple of the recipe's
-    ``data.classes_per_batch`` (a label-balanced batch must hold whole classes)."""
-    per = data.get("classes_per_batch")
-    return SMALL_BATCH if not per else per * max(1, SMALL_BATCH // per)
+def small_batch(recipe: dict, procs: int = 1) -> int:
+    """The per-process batch of a small rehearsal: ``SMALL_BATCH``, or more where the recipe's loss
+    needs a larger global batch (a ``top_k*`` count of hard negatives: more than k images over the
+    ``procs`` processes), rounded up to a multiple of ``data.classes_per_batch`` (a label-balanced
+    batch holds whole classes)."""
+    need = max([SMALL_BATCH, *(math.ceil((k + 1) / procs) for k in _top_ks(recipe.get("head") or {}))])
+    per = recipe["data"].get("classes_per_batch")
+    return need if not per else per * max(1, math.ceil(need / per))
+
+
+def _top_ks(node: object) -> list[int]:
+    """Every integer under a ``top_k*`` key of a recipe section (nested mappings included)."""
+    if not isinstance(node, dict):
+        return []
+    found = [v for k, v in node.items() if str(k).startswith("top_k") and isinstance(v, int)]
+    return found + [k for v in node.values() for k in _top_ks(v)]
 
 
 def logged_metrics(run_dir: Path) -> dict[str, float]:
@@ -231,7 +243,7 @@ def rehearse(
     if procs != asked:
         devices = procs
     name = f"{path.parent.name}/{path.stem}"
-    batch = batch_of(recipe["data"], full)
+    batch = batch_of(recipe, full, procs)
     size = int((recipe.get("augment") or {}).get("size", recipe["data"].get("image_size", 0)))
     row = Row(name, str(trainer.get("precision", "32-true")), procs, asked, batch, size)
     run_dir = out / "runs" / path.parent.name / path.stem

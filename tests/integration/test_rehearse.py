@@ -61,8 +61,21 @@ def test_processes_are_the_recipes_devices_capped_and_every_epoch_has_its_two_st
         procs = [tool.processes(r, None, 2) for r in recipes]
         per_class = tool.train_per_class(recipes, 16, full, procs)
         for r, n in zip(recipes, procs, strict=True):  # 3 global batches of every recipe fit in the folder
-            assert 16 * per_class >= 3 * n * tool.batch_of(r["data"], full)
-    assert tool.batch_of(two["data"], True) == 256 and tool.batch_of(two["data"], False) == 6
+            assert 16 * per_class >= 3 * n * tool.batch_of(r, full, n)
+    assert tool.batch_of(two, True) == 256 and tool.batch_of(two, False) == 9  # 8 rounded up to whole classes of 3
+
+
+def test_small_batch_holds_more_images_than_the_losses_top_k() -> None:
+    tool = _tool()
+    groco = {"head": {"loss": {"top_k_negatives": 10}}, "data": {"batch_size": 256}}
+    assert tool.small_batch(groco, 1) == 11 and tool.small_batch(groco, 2) == 8  # 2 x 8 = 16 > 10
+    balanced = {"head": {"top_k": 20}, "data": {"classes_per_batch": 4}}
+    assert tool.small_batch(balanced, 1) == 24  # 21 rounded up to whole classes of 4
+    for path in sorted(REPO.glob("recipes/*/*.yaml")):
+        recipe = yaml.safe_load(path.read_text())
+        procs = tool.processes(recipe, None, 2)
+        batch = tool.small_batch(recipe, procs)
+        assert all(batch * procs > k for k in tool._top_ks(recipe.get("head") or {})), path
 
 
 @pytest.mark.slow

@@ -18,16 +18,16 @@ import torch
 from torch import Tensor, nn
 
 from ssl_toolkit.augment import AUGMENTS
-from ssl_toolkit.run.checkpoint import (
+from ssl_toolkit.errors import CheckpointError, RecipeError
+from ssl_toolkit.recipe.build import backbone_kwargs, build_augment, build_module
+from ssl_toolkit.recipe.checkpoint import (
     LoadedCheckpoint,
     checkpoint_recipe,
     load_checkpoint,
     read_checkpoint,
     rebuild_backbone,
 )
-from ssl_toolkit.run.errors import CheckpointError, RecipeError
 from ssl_toolkit.run.fit import FitResult, fit_file
-from ssl_toolkit.run.recipe import backbone_kwargs, build_augment, build_module
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ def fit(recipe: str | Path, overrides: Sequence[str] = (), *, verbose: bool = Fa
         ['val/rankme', 'val/rankme_proj']
         >>> fit("recipes/tiny/simclr.yaml", ["head.loss.temprature=0.1"])
         Traceback (most recent call last):
-        ssl_toolkit.run.errors.RecipeError: head.loss.temprature: unknown key (known: temperature)
+        ssl_toolkit.errors.RecipeError: head.loss.temprature: unknown key (known: temperature)
     """
     if isinstance(overrides, (str, bytes)) or not all(isinstance(o, str) for o in overrides):
         raise RecipeError(f"overrides: expected a list of 'key=value' strings, got {overrides!r}")

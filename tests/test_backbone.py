@@ -17,8 +17,8 @@ from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.heads import SimCLRHead
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import SGDFactory
+from ssl_toolkit.recipe.build import backbone_kwargs, build_parts
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.recipe import backbone_kwargs, build_parts
 
 TINY = TINY_BACKBONE
 

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from conftest import REPO, TINY_BACKBONE, tiny_recipe
 from ssl_toolkit.backbone import build_backbone
+from ssl_toolkit.recipe.build import build_parts
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.recipe import build_parts
 
 
 def fake_run(tmp_path: Path, small_image_stem: bool = False) -> tuple[Path, torch.nn.Module]:

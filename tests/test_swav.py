@@ -18,7 +18,7 @@ from ssl_toolkit.heads import BatchInfo, SwAVHead, Views
 from ssl_toolkit.losses import SwAVLoss, sinkhorn
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import LARSFactory
-from ssl_toolkit.run.recipe import load_recipe
+from ssl_toolkit.recipe.build import load_recipe
 
 
 def reference_sinkhorn(scores: torch.Tensor, iterations: int = 3, epsilon: float = 0.05) -> torch.Tensor:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_toolkit.embedding import EmbeddedSplit, embed_split
+from ssl_toolkit.errors import ArgumentError, DataError
 from ssl_toolkit.metrics import knn_scores, topk_accuracy
-from ssl_toolkit.run.errors import ArgumentError, DataError
 
 
 @dataclass

@@ -40,9 +40,9 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from ssl_toolkit.errors import ArgumentError
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.run.errors import ArgumentError
-from ssl_toolkit.run.recipe import build_parts
+from ssl_toolkit.recipe.build import build_parts
 from ssl_toolkit.run.step_parts import PARTS, StepParts
 
 MIN_STEPS = 5  # fewer timed steps give no interquartile range worth printing

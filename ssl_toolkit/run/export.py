@@ -12,16 +12,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ssl_toolkit.run.checkpoint import (
+from ssl_toolkit.errors import CheckpointError
+from ssl_toolkit.recipe.build import resolve_environment
+from ssl_toolkit.recipe.checkpoint import (
     backbone_weights,
     check_finite,
     checkpoint_recipe,
     read_checkpoint,
     rebuild_backbone,
 )
-from ssl_toolkit.run.errors import CheckpointError
-from ssl_toolkit.run.recipe import resolve_environment
-from ssl_toolkit.run.run_folder import check_writable
+from ssl_toolkit.run_folder import check_writable
 
 
 @dataclass

@@ -35,18 +35,18 @@ from ssl_toolkit.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
 from ssl_toolkit.callbacks.recipe_in_checkpoint import RecipeInCheckpoint
 from ssl_toolkit.callbacks.rng_state import RNGState
 from ssl_toolkit.callbacks.throughput import Throughput
-from ssl_toolkit.run.checkpoint import read_checkpoint
+from ssl_toolkit.errors import CheckpointError, RecipeError, TrainingStopped, WriteError
+from ssl_toolkit.recipe.build import Parts, build_parts, build_trainer, load_recipe, recipe_to_store
+from ssl_toolkit.recipe.checkpoint import read_checkpoint
 from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
-from ssl_toolkit.run.errors import CheckpointError, RecipeError, TrainingStopped, WriteError
 from ssl_toolkit.run.last_checkpoint import LastCheckpoint
 from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.quiet import quiet
-from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer, load_recipe, recipe_to_store
 from ssl_toolkit.run.resume import ResumePoint, check_trains_more, find_resume, newest_checkpoint
 from ssl_toolkit.run.resume_changes import ResumeChanges, check_same_kinds
-from ssl_toolkit.run.run_folder import agreed_run_dir, check_out_dir, resume_name, write_run_files
 from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 from ssl_toolkit.run.signals import Preemption, resume_command, start_command
+from ssl_toolkit.run_folder import agreed_run_dir, check_out_dir, resume_name, write_run_files
 
 
 @dataclass

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ssl_toolkit.run.checkpoint import read_checkpoint
-from ssl_toolkit.run.errors import CheckpointError, RecipeError
-from ssl_toolkit.run.run_folder import run_dir_of, run_folders
+from ssl_toolkit.errors import CheckpointError, RecipeError
+from ssl_toolkit.recipe.checkpoint import read_checkpoint
+from ssl_toolkit.run_folder import run_dir_of, run_folders
 
 
 @dataclass(frozen=True)

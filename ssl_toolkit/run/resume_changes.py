@@ -22,7 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from ssl_toolkit.run.errors import RecipeError
+from ssl_toolkit.errors import RecipeError
 
 # LambdaLR's schedule object (optim._WarmupCosineFactor) field -> what the user calls it.
 SCHEDULE_FIELDS = {"warmup": "warm-up steps", "total": "total steps", "start": "start_factor", "floor": "min_factor"}

@@ -21,9 +21,9 @@ from PIL import Image
 from torch import Tensor
 
 from ssl_toolkit.data.image_files import shown
+from ssl_toolkit.errors import ArgumentError, RecipeError
+from ssl_toolkit.recipe.build import construct
 from ssl_toolkit.rng import process_seed
-from ssl_toolkit.run.errors import ArgumentError, RecipeError
-from ssl_toolkit.run.recipe import construct
 
 GAP = 4  # px between the pictures of views.png
 BACKGROUND = (255, 255, 255)

@@ -21,11 +21,11 @@ from safetensors.torch import load_file
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.backbone import build_backbone
+from ssl_toolkit.errors import RecipeError
 from ssl_toolkit.heads.base import BatchInfo, Views
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.run.errors import RecipeError
+from ssl_toolkit.recipe.build import build_parts
 from ssl_toolkit.run.export import export_backbone
-from ssl_toolkit.run.recipe import build_parts
 
 
 @dataclass(frozen=True)

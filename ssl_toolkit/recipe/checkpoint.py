@@ -19,9 +19,9 @@ from torch import nn
 
 from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.data import DATAMODULES
+from ssl_toolkit.errors import CheckpointError, RecipeError
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.run.errors import CheckpointError, RecipeError
-from ssl_toolkit.run.recipe import (
+from ssl_toolkit.recipe.build import (
     backbone_kwargs,
     build_parts,
     check_call,

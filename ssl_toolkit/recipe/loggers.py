@@ -26,7 +26,7 @@ def build_loggers(
     uploads later. ``online`` is used only when the recipe says so.
     """
     if wandb and wandb_mode == "online" and not wandb_logged_in():
-        from ssl_toolkit.run.errors import RecipeError
+        from ssl_toolkit.errors import RecipeError
 
         raise RecipeError(
             "logger.wandb_mode: online needs a wandb login (run `wandb login` or set WANDB_API_KEY); "

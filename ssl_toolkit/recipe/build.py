@@ -28,14 +28,14 @@ from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.callbacks import CALLBACKS
 from ssl_toolkit.callbacks.finite_loss import FiniteLoss
 from ssl_toolkit.data import DATAMODULES
+from ssl_toolkit.errors import RecipeError
 from ssl_toolkit.heads import HEADS
 from ssl_toolkit.losses import LOSSES
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import OPTIMIZERS, SCHEDULERS
-from ssl_toolkit.run.errors import RecipeError
-from ssl_toolkit.run.loggers import build_loggers
-from ssl_toolkit.run.monitors import check_monitors
-from ssl_toolkit.run.typecheck import matches, non_finite, type_name
+from ssl_toolkit.recipe.loggers import build_loggers
+from ssl_toolkit.recipe.monitors import check_monitors
+from ssl_toolkit.recipe.typecheck import matches, non_finite, type_name
 from ssl_toolkit.sync_batchnorm import SyncBatchNormPlugin
 
 SECTIONS = ("seed", "out_dir", "backbone", "head", "augment", "data", "optimizer", "scheduler",

@@ -119,17 +119,18 @@ def load_backbone(checkpoint: str | Path, device: str | torch.device = "cpu") ->
     """
     ckpt = read_checkpoint(checkpoint)
     recipe = checkpoint_recipe(ckpt, checkpoint)
-    model = rebuild_backbone(ckpt, recipe, checkpoint).to(device)
+    model, facts = rebuild_backbone(ckpt, recipe, checkpoint)
+    model = model.to(device)
     augment = build_augment(recipe).to(device).eval()
     size = int(backbone_kwargs(recipe)["input_sizes"]["augment.size"])
     model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **training_data_config(recipe, size)}
     return Backbone(
         model=model,
-        feature_dim=int(model.feature_dim),
+        feature_dim=facts.feature_dim,
         name=str(recipe["backbone"]["name"]),
         image_size=size,
         preprocess=augment.eval_view,
-        timm_kwargs=dict(model.timm_kwargs),
+        timm_kwargs=dict(facts.timm_kwargs),
         small_image_stem=bool(recipe["backbone"].get("small_image_stem", False)),
         step=int(ckpt.get("global_step", -1)),
         recipe=recipe,

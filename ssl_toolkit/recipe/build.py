@@ -47,7 +47,8 @@ FAMILIES: dict[str, Mapping[str, Callable[..., Any]]] = {
 # Worked out by the builder, never written in a recipe.
 DERIVED = {"head": {"in_dim", "num_classes"}, "backbone": {"input_sizes"}}
 NESTED = {"loss": LOSSES}  # a constructor keyword whose value is itself {name: ..., ...}
-MODULE_PARTS = {"backbone", "head", "augment", "optimizer", "scheduler"}  # built from their own sections
+# SSLModule keywords the builder passes (built from their own sections, or build_backbone's facts).
+MODULE_PARTS = {"backbone", "head", "augment", "optimizer", "scheduler", "backbone_facts"}
 MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
 # A monitored metric -> the callback that logs it (a checkpoint monitoring it needs that callback on).
 METRIC_SOURCES = {"val/knn_": "knn", "val/linear_": "linear_probe", "val/rankme": "rankme"}
@@ -308,7 +309,7 @@ def build_module(recipe: dict[str, Any], datamodule: pl.LightningDataModule | No
     """
     # The augmentation first: its own checks name augment.* keys before the backbone uses its sizes.
     augment = build_augment(recipe)
-    backbone = _guard("backbone", lambda: build_backbone(**backbone_kwargs(recipe)))
+    backbone, facts = _guard("backbone", lambda: build_backbone(**backbone_kwargs(recipe)))
     head_cfg = _kwargs(recipe["head"])
     if isinstance(head_cfg.get("loss"), dict):
         head_cfg["loss"] = _construct("head.loss", LOSSES, head_cfg["loss"])
@@ -331,11 +332,12 @@ def build_module(recipe: dict[str, Any], datamodule: pl.LightningDataModule | No
                 f"head.name: {recipe['head']['name']!r} needs the data's number of classes (load the data)"
             )
         head_cfg["num_classes"] = num_classes
-    head = _guard("head", lambda: head_cls(in_dim=backbone.feature_dim, **head_cfg))
+    head = _guard("head", lambda: head_cls(in_dim=facts.feature_dim, **head_cfg))
     optimizer = _construct("optimizer", OPTIMIZERS, recipe["optimizer"])
     sched = recipe.get("scheduler")
     scheduler = _construct("scheduler", SCHEDULERS, sched) if sched is not None else None
-    return SSLModule(backbone, head, augment, optimizer, scheduler, **_section(recipe, "module", required=False))
+    module_cfg = _section(recipe, "module", required=False)
+    return SSLModule(backbone, head, augment, optimizer, scheduler, **module_cfg, backbone_facts=facts)
 
 
 def build_augment(recipe: dict[str, Any]) -> Any:

@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ssl_toolkit.backbone import build_backbone
+from ssl_toolkit.backbone import BackboneFacts, build_backbone
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.errors import CheckpointError, RecipeError
 from ssl_toolkit.module import SSLModule
@@ -242,10 +242,10 @@ def backbone_weights(ckpt: dict[str, Any], path: str | Path) -> dict[str, torch.
     return weights
 
 
-def rebuild_backbone(ckpt: dict[str, Any], recipe: dict[str, Any], path: str | Path) -> nn.Module:
+def rebuild_backbone(ckpt: dict[str, Any], recipe: dict[str, Any], path: str | Path) -> tuple[nn.Module, BackboneFacts]:
     """The recipe's backbone (``build_backbone`` with the recipe's keys and view sizes,
     ``pretrained=False``: nothing is downloaded) with the checkpoint's ``backbone.*`` weights loaded
-    strictly, in eval mode. Needs neither the data nor the head.
+    strictly, in eval mode, and its ``BackboneFacts``. Needs neither the data nor the head.
 
     Args:
         ckpt: a checkpoint dict from ``read_checkpoint``.
@@ -259,7 +259,7 @@ def rebuild_backbone(ckpt: dict[str, Any], recipe: dict[str, Any], path: str | P
     weights = backbone_weights(ckpt, path)
     spec = backbone_kwargs(recipe, pretrained=False)
     try:
-        model = build_backbone(**spec)
+        model, facts = build_backbone(**spec)
     except ValueError as e:  # build_backbone's "<keyword>: ..." line, named as the recipe key
         raise RecipeError(f"backbone.{str(e).splitlines()[0]}") from None
     try:
@@ -267,4 +267,4 @@ def rebuild_backbone(ckpt: dict[str, Any], recipe: dict[str, Any], path: str | P
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:300]
         raise CheckpointError(f"checkpoint: {path} backbone does not fit {spec['name']!r} ({detail})") from None
-    return model.eval()
+    return model.eval(), facts

@@ -273,7 +273,7 @@ def _export(args: argparse.Namespace, argv: list[str] | None) -> int:
     extra = "".join(f", {k}={v!r}" for k, v in result.timm_kwargs.items())
     if result.small_image_stem:
         print(f"load: build_backbone({result.model_name!r}, small_image_stem=True, <the recipe's other backbone "
-              "keys>).load_state_dict(safetensors.torch.load_file(PATH))")  # fmt: skip
+              "keys>)[0].load_state_dict(safetensors.torch.load_file(PATH))")  # fmt: skip
     else:
         print(f"load: timm.create_model({result.model_name!r}, pretrained=True, "
               f"pretrained_cfg_overlay=dict(file={str(result.path)!r}, num_classes=0){extra})")  # fmt: skip

@@ -134,6 +134,7 @@ def build_backbone(
         kwargs["drop_path_rate"] = drop_path_rate
     cfg = None if is_hub else _pretrained_cfg(name)
     added: list[str] = []  # size keywords chosen here (dropped again if the family does not take them)
+    # getattr with a default: a hub model has no cfg (None), and older timm configs lack the field.
     if getattr(cfg, "fixed_input_size", False) and sizes:
         if "img_size" not in kwargs:
             kwargs["img_size"] = next(iter(sizes.values()))
@@ -256,6 +257,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def _patch_size(model: nn.Module) -> int | None:
+    # getattr with defaults here and below: which layers a timm model has depends on its family
+    # (ViTs have patch_embed/pos_embed, ResNets conv1/bn1/maxpool, most CNNs feature_info).
     patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
     if isinstance(patch, (tuple, list)):
         patch = patch[0]
@@ -275,7 +278,7 @@ def _check_sizes(model: nn.Module, name: str, sizes: dict[str, int], kwargs: dic
     """Run the model once at every requested size; the width of its output, or a one-line refusal."""
     patch = _patch_size(model)
     padded = bool(kwargs.get("dynamic_img_pad"))
-    step = patch or int((getattr(model, "feature_info", None) or [{}])[-1].get("reduction", 32))
+    step = patch or int((getattr(model, "feature_info", None) or [{}])[-1].get("reduction", 32))  # family-dependent
     was_training = model.training
     model.eval()
     try:
@@ -316,7 +319,7 @@ def _nearby(model: nn.Module, side: int, step: int, fixed_side: int | None) -> s
 
 
 def _use_small_image_stem(model: nn.Module, name: str) -> None:
-    conv1 = getattr(model, "conv1", None)
+    conv1 = getattr(model, "conv1", None)  # ResNet-style families only (see _patch_size)
     maxpool = getattr(model, "maxpool", None)
     bn1 = getattr(model, "bn1", None)
     if conv1 is None or maxpool is None or not isinstance(bn1, nn.BatchNorm2d):
@@ -348,7 +351,7 @@ def sincos_2d_embedding(grid_h: int, grid_w: int, dim: int, temperature: float =
 
 
 def _patch_grid(model: nn.Module, key: str, name: str) -> tuple[int, int]:
-    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)  # ViT-style families only
     if grid is None or not isinstance(getattr(model.patch_embed, "proj", None), nn.Conv2d):
         raise ValueError(f"{key}: supported for ViT-style timm models (patch_embed.proj), not {name!r}")
     return int(grid[0]), int(grid[1])
@@ -356,7 +359,7 @@ def _patch_grid(model: nn.Module, key: str, name: str) -> tuple[int, int]:
 
 def _use_sincos_pos_embed(model: nn.Module, name: str) -> None:
     h, w = _patch_grid(model, "sincos_pos_embed", name)
-    pos = getattr(model, "pos_embed", None)
+    pos = getattr(model, "pos_embed", None)  # some ViT-style families have no learned one
     if not isinstance(pos, nn.Parameter) or pos.shape[1] < h * w:
         raise ValueError(f"sincos_pos_embed: {name!r} has no learned position embedding to replace")
     prefix = pos.shape[1] - h * w  # class (and register) tokens that have a position: zeros, as vits.py

@@ -158,7 +158,8 @@ def find_checkpoints(
 
 def _reason(error: Exception, path: Path) -> str:
     """``error``'s message without its ``checkpoint: PATH`` prefix (the reason only)."""
-    short = getattr(error, "reason", None)  # an unreadable file: resume's words (empty file, truncated ...)
+    # An unreadable file: resume's words (empty file, truncated ...).
+    short = error.reason if isinstance(error, CheckpointError) else None
     return short or str(error).removeprefix("checkpoint: ").removeprefix(str(path)).lstrip(": ")
 
 

@@ -28,6 +28,7 @@ from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.callbacks import CALLBACKS
 from ssl_toolkit.callbacks.finite_loss import FiniteLoss
 from ssl_toolkit.data import DATAMODULES
+from ssl_toolkit.data.base import ImageDataModule
 from ssl_toolkit.errors import RecipeError
 from ssl_toolkit.heads import HEADS
 from ssl_toolkit.losses import LOSSES
@@ -271,7 +272,7 @@ class Parts:
     """Everything ``fit`` needs, built from a validated recipe."""
 
     module: SSLModule
-    datamodule: pl.LightningDataModule
+    datamodule: ImageDataModule
 
 
 def build_parts(recipe: dict[str, Any]) -> Parts:
@@ -286,7 +287,7 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
             f"data.batch_size: {datamodule.batch_size} is larger than the "
             f"{datamodule.num_train_samples} training images"
         )
-    per_batch = getattr(datamodule, "classes_per_batch", None)
+    per_batch = datamodule.classes_per_batch
     if per_batch is not None and per_batch > datamodule.num_classes:
         raise RecipeError(
             f"data.classes_per_batch: {per_batch} classes per batch, but the data has {datamodule.num_classes} classes"
@@ -316,7 +317,7 @@ def build_module(recipe: dict[str, Any], datamodule: pl.LightningDataModule | No
     head_cls = _pick("head", HEADS, recipe["head"])
     num_classes = None
     if datamodule is not None:
-        if getattr(head_cls, "uses_labels", False) and not _guard("data", lambda: datamodule.has_labels):
+        if head_cls.uses_labels and not _guard("data", lambda: datamodule.has_labels):
             name, data = recipe["head"]["name"], recipe["data"]["name"]
             raise RecipeError(f"head.name: {name!r} needs class labels, but data {data!r} has none")
         probe = (recipe.get("callbacks") or {}).get("linear_probe") or {}

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 
 from ssl_toolkit.backbone import BackboneFacts, build_backbone
 from ssl_toolkit.data import DATAMODULES
+from ssl_toolkit.data.base import ImageDataModule
 from ssl_toolkit.errors import CheckpointError, RecipeError
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.recipe.build import (
@@ -46,7 +46,7 @@ class LoadedCheckpoint:
     """
 
     module: SSLModule
-    datamodule: pl.LightningDataModule
+    datamodule: ImageDataModule
     recipe: dict[str, Any]
     epoch: int
     step: int
@@ -75,9 +75,7 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         if mmap:  # only zip-format files map; let the plain read decide about the others
             return read_checkpoint(path, mmap=False)
         reason = unreadable_reason(path, e)
-        error = CheckpointError(f"checkpoint: {path} {_sentence(reason)}")
-        error.reason = reason  # the short form, as resume and select list skipped files
-        raise error from None
+        raise CheckpointError(f"checkpoint: {path} {_sentence(reason)}", reason=reason) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint: {path} has no state_dict; not a checkpoint written by ssl-toolkit fit")
     return ckpt

@@ -139,7 +139,7 @@ def expand_user_paths(args: argparse.Namespace) -> None:
     ``--out=~/x`` reaches us unexpanded), as ``load_recipe`` does for the recipe's paths."""
     import os
 
-    for name in ("recipe", "checkpoint", "out", "dir"):
+    for name in ("recipe", "checkpoint", "out", "dir"):  # getattr with a default: each command has some
         if isinstance(getattr(args, name, None), str):
             setattr(args, name, os.path.expanduser(getattr(args, name)))
     if isinstance(getattr(args, "items", None), list):
@@ -292,7 +292,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ssl_toolkit.run_folder import check_writable, run_dir_of, write_new_json
 
     for name in ("epochs", "k", "temperature"):  # fail before the (slow) embedding
-        values = getattr(args, name, [1])
+        values = getattr(args, name, [1])  # getattr with a default: knn has k/temperature, linear epochs
         if min(values if isinstance(values, list) else [values]) <= 0:
             raise ArgumentError(f"--{name}: must be positive, got {values}")
     overrides = _data_overrides(args.overrides)

@@ -237,7 +237,7 @@ def prepare_run_folder(
         ]
     if rank_zero_only.rank == 0:  # DDP: only rank 0 writes (loggers and checkpoints do the same)
         resumed_from = None if point is None else (point.checkpoint, point.step, point.epoch)
-        write_run_files(run_dir, resolved, argv, resumed_from, getattr(parts.datamodule, "skipped", []))
+        write_run_files(run_dir, resolved, argv, resumed_from, parts.datamodule.skipped)
 
 
 def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir: Path, preemption: Preemption) -> float:

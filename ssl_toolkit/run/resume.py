@@ -28,7 +28,7 @@ def checkpoint_problem(path: Path) -> str | None:
         read_checkpoint(path, mmap=True)
         return None
     except CheckpointError as e:
-        return getattr(e, "reason", "not a checkpoint (no state_dict)")
+        return e.reason or "not a checkpoint (no state_dict)"
 
 
 def newest_checkpoint(run_dir: Path) -> ResumePoint | None:

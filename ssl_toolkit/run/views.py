@@ -96,7 +96,8 @@ def _training_views(
     sizes = whole[0] if whole else None
     generator = torch.Generator().manual_seed(process_seed(seed, 0))
     views = augment(batch, generator, sizes=sizes, normalized=False)
-    paths = getattr(getattr(data, "train_set", None), "paths", None)  # webdataset, in-memory data: none
+    # getattr with a default: files on disk have paths; webdataset and in-memory data have none.
+    paths = getattr(data.train_set, "paths", None)
     names = None if paths is None else [shown(os.fsdecode(paths[i])) for i in index.tolist()]
     return batch, index, sizes, views, names
 

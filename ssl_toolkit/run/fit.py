@@ -19,7 +19,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ from ssl_toolkit.callbacks.rng_state import RNGState
 from ssl_toolkit.callbacks.throughput import Throughput
 from ssl_toolkit.errors import CheckpointError, RecipeError, TrainingStopped, WriteError
 from ssl_toolkit.recipe.build import Parts, build_parts, build_trainer, load_recipe, recipe_to_store
-from ssl_toolkit.recipe.checkpoint import read_checkpoint
 from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
 from ssl_toolkit.run.last_checkpoint import LastCheckpoint
 from ssl_toolkit.run.lock import RunLock
@@ -176,6 +175,8 @@ def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote, store
     if point is not None:  # the recipe's optimizer/schedule values over the checkpoint's, said and recorded
         own.append(ResumeChanges(run_dir / f"{resume_name(run_dir)}.json"))
     trainer = build_run_trainer(resolved, run_dir, parts, point, own, stored=kept)
+    if point is not None:  # checked: let go of the mapped file (last.ckpt is replaced while training)
+        point = replace(point, saved={})
     note.stop_if_received(f"nothing written; {again}")  # a signal during the checks: stop before any write
     lock = RunLock(run_dir) if rank_zero_only.rank == 0 else None  # DDP: rank 0 speaks for the run
     if lock is not None:
@@ -213,7 +214,7 @@ def build_run_trainer(
         check_batch_per_process(parts.datamodule, trainer)
         if point is not None:
             check_fits(parts.module, point)
-            check_same_kinds(read_checkpoint(point.checkpoint, mmap=True).get("recipe"), recipe, point.checkpoint)
+            check_same_kinds(point.saved.get("recipe"), recipe, point.checkpoint)
             check_trains_more(point, trainer.max_steps, trainer.max_epochs, type(parts.datamodule).__qualname__)
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return trainer
@@ -362,8 +363,8 @@ def _layout(value: Any) -> Any:
 
 def check_fits(module: pl.LightningModule, point: ResumePoint) -> None:
     """The checkpoint's weights (and extra state) have the recipe's names and shapes (else resuming
-    would fail late)."""
-    saved = read_checkpoint(point.checkpoint, mmap=True)["state_dict"]
+    would fail late); reads ``point.saved``, not the file."""
+    saved = point.saved["state_dict"]
     wanted = {k: _layout(v) for k, v in module.state_dict().items()}
     have = {k: _layout(v) for k, v in saved.items()}
     if wanted != have:

@@ -1,9 +1,15 @@
-"""``resume=auto|none|PATH``: which run folder and checkpoint a ``fit`` continues from."""
+"""``resume=auto|none|PATH``: which run folder and checkpoint a ``fit`` continues from.
+
+Each candidate checkpoint file is read once (``read_checkpoint(mmap=True)``: tensors are mapped,
+not copied); the chosen one's dict travels in ``ResumePoint.saved`` to the checks before training,
+so a resumed run deserialises its checkpoint once before Lightning loads it to restore the state.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ssl_toolkit.errors import CheckpointError, RecipeError
 from ssl_toolkit.recipe.checkpoint import read_checkpoint
@@ -12,13 +18,31 @@ from ssl_toolkit.run_folder import run_dir_of, run_folders
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """A checkpoint to continue from and the run folder it belongs to (reused, never replaced)."""
+    """A checkpoint to continue from and the run folder it belongs to (reused, never replaced).
+
+    ``saved`` is the checkpoint as read when it was chosen (``read_checkpoint(mmap=True)``), for the
+    checks before training; Lightning reads the file again itself to restore the run.
+    """
 
     run_dir: Path
     checkpoint: Path
     step: int
     epoch: int
     skipped: tuple[tuple[Path, str], ...] = field(default=())  # unreadable checkpoints and why
+    saved: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(
+        cls, run_dir: Path, checkpoint: Path, saved: dict[str, Any], skipped: tuple[tuple[Path, str], ...] = ()
+    ) -> ResumePoint:
+        """The point of a checkpoint read as ``saved``: its step and epoch from ``saved``."""
+        step, epoch = int(saved.get("global_step", -1)), int(saved.get("epoch", -1))
+        return cls(run_dir, checkpoint, step, epoch, skipped=skipped, saved=saved)
+
+
+def problem_of(error: CheckpointError) -> str:
+    """The short reason a checkpoint cannot be resumed from, from ``read_checkpoint``'s error."""
+    return error.reason or "not a checkpoint (no state_dict)"
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -28,7 +52,7 @@ def checkpoint_problem(path: Path) -> str | None:
         read_checkpoint(path, mmap=True)
         return None
     except CheckpointError as e:
-        return e.reason or "not a checkpoint (no state_dict)"
+        return problem_of(e)
 
 
 def newest_checkpoint(run_dir: Path) -> ResumePoint | None:
@@ -38,17 +62,17 @@ def newest_checkpoint(run_dir: Path) -> ResumePoint | None:
     Raises:
         CheckpointError: there are ``*.ckpt`` files but none is readable (one line naming each and why).
     """
-    best: tuple[tuple[int, int, bool], Path] | None = None
+    best: tuple[tuple[int, int, bool], Path, dict[str, Any]] | None = None
     skipped: list[tuple[Path, str]] = []
     for path in sorted((run_dir / "checkpoints").glob("*.ckpt")):
-        problem = checkpoint_problem(path)
-        if problem is not None:
-            skipped.append((path, problem))
+        try:
+            ckpt = read_checkpoint(path, mmap=True)  # once per file: the best one's dict is kept
+        except CheckpointError as e:
+            skipped.append((path, problem_of(e)))
             continue
-        ckpt = read_checkpoint(path, mmap=True)
         key = (int(ckpt.get("global_step", -1)), int(ckpt.get("epoch", -1)), path.name == "last.ckpt")
         if best is None or key > best[0]:
-            best = (key, path)
+            best = (key, path, ckpt)
     if best is None:
         if skipped:
             listed = "; ".join(f"{p.name}: {why}" for p, why in skipped)
@@ -57,8 +81,8 @@ def newest_checkpoint(run_dir: Path) -> ResumePoint | None:
                 f"({listed}); repair or remove them, or pass resume=none to start a new run"
             )
         return None
-    (step, epoch, _), path = best
-    return ResumePoint(run_dir=run_dir, checkpoint=path, step=step, epoch=epoch, skipped=tuple(skipped))
+    _, path, ckpt = best
+    return ResumePoint.of(run_dir, path, ckpt, skipped=tuple(skipped))
 
 
 def find_resume(resume: str, out_dir: str | Path) -> ResumePoint | None:
@@ -90,7 +114,7 @@ def find_resume(resume: str, out_dir: str | Path) -> ResumePoint | None:
             ckpt = read_checkpoint(path, mmap=True)
         except CheckpointError as e:
             raise RecipeError(f"resume: {str(e).removeprefix('checkpoint: ')}") from None
-        return ResumePoint(run_dir_of(path), path, int(ckpt.get("global_step", -1)), int(ckpt.get("epoch", -1)))
+        return ResumePoint.of(run_dir_of(path), path, ckpt)
     if path.is_dir():
         try:
             point = newest_checkpoint(path)
@@ -106,7 +130,7 @@ def check_trains_more(point: ResumePoint, max_steps: int, max_epochs: int | None
     """Refuse a resume that would train nothing (a finished run resumed without raising its limits).
 
     Args:
-        point: the checkpoint to continue from.
+        point: the checkpoint to continue from (``point.saved`` is read, not the file).
         max_steps: the trainer's ``max_steps`` (-1: no limit).
         max_epochs: the trainer's ``max_epochs`` (None or -1: no limit).
         datamodule_key: where the checkpoint keeps the loader position (the DataModule's class name).
@@ -114,8 +138,7 @@ def check_trains_more(point: ResumePoint, max_steps: int, max_epochs: int | None
     Raises:
         RecipeError: naming ``trainer.max_steps`` or ``trainer.max_epochs`` and the value to exceed.
     """
-    ckpt = read_checkpoint(point.checkpoint, mmap=True)
-    position = ckpt.get(datamodule_key)
+    position = point.saved.get(datamodule_key)
     epoch = int(position["epoch"]) if isinstance(position, dict) and "epoch" in position else point.epoch
     if max_steps != -1 and point.step >= max_steps:
         raise RecipeError(

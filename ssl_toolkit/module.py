@@ -178,7 +178,7 @@ class SSLModule(pl.LightningModule):
     def projection_parts(self) -> int:
         """P: ``project`` returns P equal-width embeddings side by side, each its own similarity
         space (the head's ``embed_parts``: AMCL's C projection heads; 1 for every other head)."""
-        return int(getattr(self.head, "embed_parts", 1))
+        return int(self.head.embed_parts)
 
     def project(self, feats: Tensor) -> Tensor:
         """Projector embeddings of backbone features (B, F) -> (B, D) float32 (``head.embed``), no

@@ -110,7 +110,7 @@ def write_new_json(path: Path, data: dict[str, Any]) -> Path:
 
 def git_commit() -> str:
     """The commit of the ssl_toolkit checkout in use, with ``-dirty`` for uncommitted changes."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True

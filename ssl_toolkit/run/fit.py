@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -41,7 +40,7 @@ from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
 from ssl_toolkit.run.last_checkpoint import LastCheckpoint
 from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.quiet import quiet
-from ssl_toolkit.run.resume import ResumePoint, check_trains_more, find_resume, newest_checkpoint
+from ssl_toolkit.run.resume import ResumePoint, check_fits, check_trains_more, find_resume, newest_checkpoint
 from ssl_toolkit.run.resume_changes import ResumeChanges, check_same_kinds
 from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 from ssl_toolkit.run.signals import Preemption, resume_command, start_command
@@ -349,24 +348,3 @@ def check_batch_per_process(datamodule: pl.LightningDataModule, trainer: pl.Trai
             f"trainer.limit_train_batches: {limit} of the {batches} batches per epoch is less than one batch; "
             f"give at least {1 / batches:.3g}, or a whole number of batches"
         )
-
-
-def _layout(value: Any) -> Any:
-    """What must match for a state-dict entry to load: a tensor's shape; for module extra state (a
-    SwAV queue's ``{"rows": Tensor, "filled": int}``) the same, entry by entry; else the type."""
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
-    if isinstance(value, dict):
-        return tuple(sorted((str(k), _layout(v)) for k, v in value.items()))
-    return type(value).__name__
-
-
-def check_fits(module: pl.LightningModule, point: ResumePoint) -> None:
-    """The checkpoint's weights (and extra state) have the recipe's names and shapes (else resuming
-    would fail late); reads ``point.saved``, not the file."""
-    saved = point.saved["state_dict"]
-    wanted = {k: _layout(v) for k, v in module.state_dict().items()}
-    have = {k: _layout(v) for k, v in saved.items()}
-    if wanted != have:
-        diff = sorted(set(wanted.items()) ^ set(have.items()), key=str)[:3]
-        raise RecipeError(f"resume: {point.checkpoint} does not fit this recipe's model (e.g. {diff})")

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
+import torch
+
 from ssl_toolkit.errors import CheckpointError, RecipeError
 from ssl_toolkit.recipe.checkpoint import read_checkpoint
 from ssl_toolkit.run_folder import run_dir_of, run_folders
@@ -150,3 +153,24 @@ def check_trains_more(point: ResumePoint, max_steps: int, max_epochs: int | None
             f"trainer.max_epochs: {point.checkpoint} has finished {epoch} epoch(s) (step {point.step}); "
             f"set trainer.max_epochs above {epoch} to train more"
         )
+
+
+def _layout(value: Any) -> Any:
+    """What must match for a state-dict entry to load: a tensor's shape; for module extra state (a
+    SwAV queue's ``{"rows": Tensor, "filled": int}``) the same, entry by entry; else the type."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _layout(v)) for k, v in value.items()))
+    return type(value).__name__
+
+
+def check_fits(module: pl.LightningModule, point: ResumePoint) -> None:
+    """The checkpoint's weights (and extra state) have the recipe's names and shapes (else resuming
+    would fail late); reads ``point.saved``, not the file."""
+    saved = point.saved["state_dict"]
+    wanted = {k: _layout(v) for k, v in module.state_dict().items()}
+    have = {k: _layout(v) for k, v in saved.items()}
+    if wanted != have:
+        diff = sorted(set(wanted.items()) ^ set(have.items()), key=str)[:3]
+        raise RecipeError(f"resume: {point.checkpoint} does not fit this recipe's model (e.g. {diff})")

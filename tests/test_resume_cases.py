@@ -216,3 +216,17 @@ def test_a_resumed_run_reads_its_checkpoint_once_before_lightning(tmp_path: Path
     assert sorted(ours) == [f"ssl_toolkit.recipe.checkpoint:{n}" for n in
                             ("epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "last.ckpt")], reads  # fmt: skip
     assert len(lightning) == 1 and reads.index(lightning[0]) == len(reads) - 1, reads  # Lightning's restore, last
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [("head.out_dim=8", "does not fit this recipe's model"), ("scheduler.name=warmup_cosine", "was trained with")],
+    ids=["weights-do-not-fit", "another-kind-of-scheduler"],
+)
+def test_resume_refuses_a_recipe_its_checkpoint_does_not_fit(tmp_path: Path, capsys, override: str, says: str) -> None:
+    recipe = _write(tmp_path, steps=2, epochs=1)
+    assert main(["fit", str(recipe)]) == 0
+    capsys.readouterr()
+    assert main(["fit", str(recipe), "resume=auto", "trainer.max_steps=4", "trainer.max_epochs=2", override]) == 2
+    assert says in _error(capsys)
+    assert not (tmp_path / "run" / "resume-1.json").exists()  # refused before anything was written

@@ -40,8 +40,8 @@ from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
 from ssl_toolkit.run.last_checkpoint import LastCheckpoint
 from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.quiet import quiet
-from ssl_toolkit.run.resume import ResumePoint, check_fits, check_trains_more, find_resume, newest_checkpoint
-from ssl_toolkit.run.resume_changes import ResumeChanges, check_same_kinds
+from ssl_toolkit.run.resume import ResumePoint, check_resume, find_resume, newest_checkpoint
+from ssl_toolkit.run.resume_changes import ResumeChanges
 from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 from ssl_toolkit.run.signals import Preemption, resume_command, start_command
 from ssl_toolkit.run_folder import agreed_run_dir, check_out_dir, resume_name, write_run_files
@@ -212,9 +212,7 @@ def build_run_trainer(
         trainer = build_trainer(recipe, run_dir, extra_callbacks=extra)
         check_batch_per_process(parts.datamodule, trainer)
         if point is not None:
-            check_fits(parts.module, point)
-            check_same_kinds(point.saved.get("recipe"), recipe, point.checkpoint)
-            check_trains_more(point, trainer.max_steps, trainer.max_epochs, type(parts.datamodule).__qualname__)
+            check_resume(point, parts, recipe, trainer)
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return trainer
 

@@ -21,8 +21,8 @@ import time
 import lightning.pytorch as pl
 import torch
 
+from ssl_toolkit.recipe.build import build_parts, load_recipe
 from ssl_toolkit.run import bench
-from ssl_toolkit.run.recipe import build_parts, load_recipe
 
 KINDS = ("in_step", "fixed", "fresh", "dense", "opt", "keepgrads")
 

@@ -58,7 +58,7 @@ from ssl_toolkit.data.fashion_mnist import FashionMNISTData
 from ssl_toolkit.heads import HEADS
 from ssl_toolkit.metrics import knn_classify
 from ssl_toolkit.optim import param_groups
-from ssl_toolkit.run.recipe import build_parts, validate
+from ssl_toolkit.recipe.build import build_parts, validate
 
 METHODS = ("simclr", "mocov2", "swav", "byol")
 MEAN, STD = 0.286, 0.353  # Fashion-MNIST pixel statistics (the shipped recipes')

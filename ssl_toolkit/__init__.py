@@ -31,7 +31,7 @@ _EXPORTS = {
     "load_backbone": "ssl_toolkit.api",
     "load_run": "ssl_toolkit.api",
     "Backbone": "ssl_toolkit.api",
-    "UserError": "ssl_toolkit.run.errors",
+    "UserError": "ssl_toolkit.errors",
     "HEADS": "ssl_toolkit.heads",
     "LOSSES": "ssl_toolkit.losses",
     "AUGMENTS": "ssl_toolkit.augment",
@@ -69,6 +69,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from ssl_toolkit.api import Backbone, fit, load_backbone, load_run
     from ssl_toolkit.augment import AUGMENTS
     from ssl_toolkit.data import DATAMODULES
+    from ssl_toolkit.errors import UserError
     from ssl_toolkit.heads import HEADS
     from ssl_toolkit.losses import (
         LOSSES,
@@ -81,7 +82,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         MWLoss,
         NTXentLoss,
     )
-    from ssl_toolkit.run.errors import UserError
 
 
 def __getattr__(name: str) -> Any:

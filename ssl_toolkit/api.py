@@ -18,16 +18,16 @@ import torch
 from torch import Tensor, nn
 
 from ssl_toolkit.augment import AUGMENTS
-from ssl_toolkit.run.checkpoint import (
+from ssl_toolkit.errors import CheckpointError, RecipeError
+from ssl_toolkit.recipe.build import backbone_kwargs, build_augment, build_module
+from ssl_toolkit.recipe.checkpoint import (
     LoadedCheckpoint,
     checkpoint_recipe,
     load_checkpoint,
     read_checkpoint,
     rebuild_backbone,
 )
-from ssl_toolkit.run.errors import CheckpointError, RecipeError
 from ssl_toolkit.run.fit import FitResult, fit_file
-from ssl_toolkit.run.recipe import backbone_kwargs, build_augment, build_module
 
 
 @dataclass(frozen=True)
@@ -119,17 +119,18 @@ def load_backbone(checkpoint: str | Path, device: str | torch.device = "cpu") ->
     """
     ckpt = read_checkpoint(checkpoint)
     recipe = checkpoint_recipe(ckpt, checkpoint)
-    model = rebuild_backbone(ckpt, recipe, checkpoint).to(device)
+    model, facts = rebuild_backbone(ckpt, recipe, checkpoint)
+    model = model.to(device)
     augment = build_augment(recipe).to(device).eval()
     size = int(backbone_kwargs(recipe)["input_sizes"]["augment.size"])
     model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **training_data_config(recipe, size)}
     return Backbone(
         model=model,
-        feature_dim=int(model.feature_dim),
+        feature_dim=facts.feature_dim,
         name=str(recipe["backbone"]["name"]),
         image_size=size,
         preprocess=augment.eval_view,
-        timm_kwargs=dict(model.timm_kwargs),
+        timm_kwargs=dict(facts.timm_kwargs),
         small_image_stem=bool(recipe["backbone"].get("small_image_stem", False)),
         step=int(ckpt.get("global_step", -1)),
         recipe=recipe,
@@ -244,7 +245,7 @@ def fit(recipe: str | Path, overrides: Sequence[str] = (), *, verbose: bool = Fa
         ['val/rankme', 'val/rankme_proj']
         >>> fit("recipes/tiny/simclr.yaml", ["head.loss.temprature=0.1"])
         Traceback (most recent call last):
-        ssl_toolkit.run.errors.RecipeError: head.loss.temprature: unknown key (known: temperature)
+        ssl_toolkit.errors.RecipeError: head.loss.temprature: unknown key (known: temperature)
     """
     if isinstance(overrides, (str, bytes)) or not all(isinstance(o, str) for o in overrides):
         raise RecipeError(f"overrides: expected a list of 'key=value' strings, got {overrides!r}")

@@ -7,6 +7,7 @@ import difflib
 import logging
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import timm
@@ -16,6 +17,42 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 HUB_PREFIXES = ("hf-hub:", "hf_hub:")
+
+
+@dataclass(frozen=True)
+class BackboneFacts:
+    """What :func:`build_backbone` decided about the model it returns, kept beside the model (on
+    ``SSLModule.backbone_facts``) instead of as attributes stuck on it.
+
+    Attributes:
+        feature_dim: F, the width of the pooled features (B, F) the model returns, measured by a
+            forward pass (for some timm families ``head_hidden_size``, not ``num_features``).
+        timm_kwargs: the keywords besides ``name``/``pretrained``/``num_classes`` the model was
+            created with (``timm.create_model(name, num_classes=0, **timm_kwargs)`` rebuilds it).
+        recomputes_forward: gradient checkpointing is on (the backward pass runs layers again).
+    """
+
+    feature_dim: int
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    recomputes_forward: bool = False
+
+    @classmethod
+    def of(cls, backbone: nn.Module) -> BackboneFacts:
+        """Facts of a backbone not built by :func:`build_backbone` (a user's own module): its width is
+        timm's ``head_hidden_size`` or ``num_features``.
+
+        Raises:
+            ValueError: the module has neither attribute.
+        """
+        for attr in ("head_hidden_size", "num_features"):
+            # getattr with a default: a foreign module declares at most one of them (or none).
+            width = getattr(backbone, attr, None)
+            if isinstance(width, int):
+                return cls(feature_dim=width)
+        raise ValueError(
+            f"backbone: {type(backbone).__name__} has no head_hidden_size/num_features attribute; "
+            "pass backbone_facts=BackboneFacts(feature_dim=F)"
+        )
 
 
 def build_backbone(
@@ -28,16 +65,18 @@ def build_backbone(
     input_sizes: Mapping[str, int] | None = None,
     sincos_pos_embed: bool = False,
     freeze_patch_embed: bool = False,
-) -> nn.Module:
-    """``timm.create_model(name, num_classes=0)``: images (B, 3, H, W) -> pooled features (B, F).
+) -> tuple[nn.Module, BackboneFacts]:
+    """``timm.create_model(name, num_classes=0)``: images (B, 3, H, W) -> pooled features (B, F),
+    and the :class:`BackboneFacts` decided while building it.
 
     F is decided here, once, by one forward pass without gradient of a zero image in eval mode at
     every size of ``input_sizes`` (batch 1, so no running statistic and no random number changes):
     it is what the model returns, which for some families (MobileNetV3, EfficientViT, GhostNet,
     HGNetV2: a conv head after the pooling) is timm's ``head_hidden_size``, not ``num_features``.
-    The result is stored as ``model.feature_dim``; the keywords given to ``timm.create_model``
-    (besides ``name``, ``pretrained``, ``num_classes``) as ``model.timm_kwargs``, and
-    ``model.recomputes_forward`` says whether gradient checkpointing is on.
+    The result is ``facts.feature_dim``; the keywords given to ``timm.create_model`` (besides
+    ``name``, ``pretrained``, ``num_classes``) are ``facts.timm_kwargs``, and
+    ``facts.recomputes_forward`` says whether gradient checkpointing is on. The model itself gets
+    no attribute: its ``state_dict`` is timm's.
 
     Models that timm builds for one input size (``pretrained_cfg["fixed_input_size"]``: ViT, DeiT,
     Swin, EVA, CoAtNet, MaxViT, LeViT, ...) are created with ``img_size`` = the first (global) size,
@@ -77,8 +116,8 @@ def build_backbone(
             that cannot run at one of ``input_sizes`` (with sizes that would work).
 
     Example:
-        >>> model = build_backbone("mobilenetv3_small_050", input_sizes={"augment.size": 32})
-        >>> model.feature_dim, model.num_features
+        >>> model, facts = build_backbone("mobilenetv3_small_050", input_sizes={"augment.size": 32})
+        >>> facts.feature_dim, model.num_features
         (1024, 288)
     """
     is_hub = name.startswith(HUB_PREFIXES)
@@ -95,6 +134,7 @@ def build_backbone(
         kwargs["drop_path_rate"] = drop_path_rate
     cfg = None if is_hub else _pretrained_cfg(name)
     added: list[str] = []  # size keywords chosen here (dropped again if the family does not take them)
+    # getattr with a default: a hub model has no cfg (None), and older timm configs lack the field.
     if getattr(cfg, "fixed_input_size", False) and sizes:
         if "img_size" not in kwargs:
             kwargs["img_size"] = next(iter(sizes.values()))
@@ -116,24 +156,8 @@ def build_backbone(
             raise ValueError(f"grad_checkpointing: timm's {name!r} does not support it") from None
     if not sizes:
         sizes = {"input size": int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])}
-    model.feature_dim = _check_sizes(model, name, sizes, kwargs)
-    model.timm_kwargs = kwargs
-    model.recomputes_forward = bool(grad_checkpointing)
-    return model
-
-
-def feature_dim(backbone: nn.Module) -> int:
-    """Width F of a backbone's pooled features: ``feature_dim`` from :func:`build_backbone`, else
-    (any other module) ``head_hidden_size`` or ``num_features``.
-
-    Raises:
-        ValueError: the module has none of these attributes.
-    """
-    for attr in ("feature_dim", "head_hidden_size", "num_features"):
-        width = getattr(backbone, attr, None)
-        if isinstance(width, int):
-            return width
-    raise ValueError(f"backbone: {type(backbone).__name__} has no feature_dim/num_features attribute")
+    width = _check_sizes(model, name, sizes, kwargs)
+    return model, BackboneFacts(feature_dim=width, timm_kwargs=kwargs, recomputes_forward=bool(grad_checkpointing))
 
 
 class BatchNormStats:
@@ -233,6 +257,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def _patch_size(model: nn.Module) -> int | None:
+    # getattr with defaults here and below: which layers a timm model has depends on its family
+    # (ViTs have patch_embed/pos_embed, ResNets conv1/bn1/maxpool, most CNNs feature_info).
     patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
     if isinstance(patch, (tuple, list)):
         patch = patch[0]
@@ -252,7 +278,7 @@ def _check_sizes(model: nn.Module, name: str, sizes: dict[str, int], kwargs: dic
     """Run the model once at every requested size; the width of its output, or a one-line refusal."""
     patch = _patch_size(model)
     padded = bool(kwargs.get("dynamic_img_pad"))
-    step = patch or int((getattr(model, "feature_info", None) or [{}])[-1].get("reduction", 32))
+    step = patch or int((getattr(model, "feature_info", None) or [{}])[-1].get("reduction", 32))  # family-dependent
     was_training = model.training
     model.eval()
     try:
@@ -293,7 +319,7 @@ def _nearby(model: nn.Module, side: int, step: int, fixed_side: int | None) -> s
 
 
 def _use_small_image_stem(model: nn.Module, name: str) -> None:
-    conv1 = getattr(model, "conv1", None)
+    conv1 = getattr(model, "conv1", None)  # ResNet-style families only (see _patch_size)
     maxpool = getattr(model, "maxpool", None)
     bn1 = getattr(model, "bn1", None)
     if conv1 is None or maxpool is None or not isinstance(bn1, nn.BatchNorm2d):
@@ -325,7 +351,7 @@ def sincos_2d_embedding(grid_h: int, grid_w: int, dim: int, temperature: float =
 
 
 def _patch_grid(model: nn.Module, key: str, name: str) -> tuple[int, int]:
-    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)  # ViT-style families only
     if grid is None or not isinstance(getattr(model.patch_embed, "proj", None), nn.Conv2d):
         raise ValueError(f"{key}: supported for ViT-style timm models (patch_embed.proj), not {name!r}")
     return int(grid[0]), int(grid[1])
@@ -333,7 +359,7 @@ def _patch_grid(model: nn.Module, key: str, name: str) -> tuple[int, int]:
 
 def _use_sincos_pos_embed(model: nn.Module, name: str) -> None:
     h, w = _patch_grid(model, "sincos_pos_embed", name)
-    pos = getattr(model, "pos_embed", None)
+    pos = getattr(model, "pos_embed", None)  # some ViT-style families have no learned one
     if not isinstance(pos, nn.Parameter) or pos.shape[1] < h * w:
         raise ValueError(f"sincos_pos_embed: {name!r} has no learned position embedding to replace")
     prefix = pos.shape[1] - h * w  # class (and register) tokens that have a position: zeros, as vits.py

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from ssl_toolkit.backbone import BatchNormStats, feature_dim
+from ssl_toolkit.backbone import BackboneFacts, BatchNormStats
 from ssl_toolkit.data.chunks import Chunk
 from ssl_toolkit.ema import ema_update
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
@@ -70,6 +70,9 @@ class SSLModule(pl.LightningModule):
         channels_last: run the backbone in channels-last memory format (faster convs on GPU).
         compile_backbone: ``torch.compile`` the backbone (and teacher) in place (``nn.Module.compile``:
             parameter names and checkpoints unchanged); the first steps pay the compilation.
+        backbone_facts: what ``build_backbone`` returned beside the backbone (its width, timm
+            keywords, gradient checkpointing); None: ``BackboneFacts.of(backbone)`` (a backbone not
+            built by ``build_backbone``). Kept as ``self.backbone_facts``, not in the state dict.
     """
 
     def __init__(
@@ -81,9 +84,11 @@ class SSLModule(pl.LightningModule):
         scheduler: WarmupCosine | None = None,
         channels_last: bool = False,
         compile_backbone: bool = False,
+        backbone_facts: BackboneFacts | None = None,
     ) -> None:
         super().__init__()
         self.backbone, self.head, self.augment = backbone, head, augment
+        self.backbone_facts = backbone_facts if backbone_facts is not None else BackboneFacts.of(backbone)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.channels_last = channels_last
         self.teacher: nn.Module | None = None
@@ -103,7 +108,7 @@ class SSLModule(pl.LightningModule):
         self._feature_losses: list[Callable[[list[Tensor], Tensor], Tensor]] = []
         # Gradient checkpointing runs BatchNorm layers again in the backward pass: their running
         # statistics are put back to their value after the forward pass (one update per step).
-        self._bn_stats = BatchNormStats() if getattr(backbone, "recomputes_forward", False) else None
+        self._bn_stats = BatchNormStats() if self.backbone_facts.recomputes_forward else None
         # Buffers the head declares identical on every process (MoCo's queue) are not broadcast by
         # DDP before every forward (ssl_toolkit.process_state); BatchNorm statistics still are.
         exclude_identical_buffers_from_ddp(self)
@@ -112,7 +117,7 @@ class SSLModule(pl.LightningModule):
     def feature_dim(self) -> int:
         """F, the width of the backbone features that ``embed`` returns (the head's ``in_dim``):
         ``build_backbone``'s ``feature_dim``, decided once from what the backbone returns."""
-        return feature_dim(self.backbone)
+        return self.backbone_facts.feature_dim
 
     # --- features -------------------------------------------------------------------------
     def forward_views(self, views: list[Tensor], backbone: nn.Module | None = None) -> list[Tensor]:
@@ -173,7 +178,7 @@ class SSLModule(pl.LightningModule):
     def projection_parts(self) -> int:
         """P: ``project`` returns P equal-width embeddings side by side, each its own similarity
         space (the head's ``embed_parts``: AMCL's C projection heads; 1 for every other head)."""
-        return int(getattr(self.head, "embed_parts", 1))
+        return int(self.head.embed_parts)
 
     def project(self, feats: Tensor) -> Tensor:
         """Projector embeddings of backbone features (B, F) -> (B, D) float32 (``head.embed``), no

@@ -45,7 +45,7 @@ def tiny_recipe(path: Path, tmp_path: Path, steps: int = 2, keep_data: bool = Fa
     """
     from omegaconf import OmegaConf
 
-    from ssl_toolkit.run.recipe import validate
+    from ssl_toolkit.recipe.build import validate
 
     recipe = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     recipe["backbone"] = {"name": TINY_BACKBONE, "pretrained": False}

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contracts.test_heads_contract import CASES  # noqa: E402
 
 from conftest import REPO, tiny_recipe  # noqa: E402
-from ssl_toolkit.run.recipe import build_parts, build_trainer  # noqa: E402
+from ssl_toolkit.recipe.build import build_parts, build_trainer  # noqa: E402
 from ssl_toolkit.sync_batchnorm import AllReduceBatchNorm  # noqa: E402
 
 STEPS, GLOBAL_BATCH, RANKS = 3, 16, 2

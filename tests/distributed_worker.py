@@ -32,7 +32,7 @@ def tiny_module(seed: int = 0) -> SSLModule:
     from ssl_toolkit.optim import LARSFactory
 
     torch.manual_seed(seed)
-    backbone = build_backbone(TINY_BACKBONE)
+    backbone = build_backbone(TINY_BACKBONE)[0]
     head = SimCLRHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, batch_norm=True)
     return SSLModule(backbone, head, SimCLRAugment(size=32), LARSFactory(lr=0.3))
 

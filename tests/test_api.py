@@ -22,8 +22,8 @@ from PIL import Image
 import ssl_toolkit
 from conftest import REPO
 from ssl_toolkit import UserError, fit, load_backbone, load_run
+from ssl_toolkit.errors import CheckpointError, RecipeError
 from ssl_toolkit.losses import LOSSES
-from ssl_toolkit.run.errors import CheckpointError, RecipeError
 from ssl_toolkit.run.export import export_backbone
 
 TINY = REPO / "recipes" / "tiny" / "simclr.yaml"

@@ -17,23 +17,23 @@ from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.heads import SimCLRHead
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import SGDFactory
+from ssl_toolkit.recipe.build import backbone_kwargs, build_parts
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.recipe import backbone_kwargs, build_parts
 
 TINY = TINY_BACKBONE
 
 
 def test_any_timm_model_gives_pooled_features() -> None:
     for name in ("test_resnet", "test_vit"):
-        model = build_backbone(name)
+        model = build_backbone(name)[0]
         size = 32 if name == "test_resnet" else model.pretrained_cfg["input_size"][-1]
         out = model(torch.randn(2, 3, size, size))
         assert out.shape == (2, model.num_features)
 
 
 def test_small_image_stem_keeps_resolution() -> None:
-    plain = build_backbone("resnet18").eval()
-    small = build_backbone("resnet18", small_image_stem=True).eval()
+    plain = build_backbone("resnet18")[0].eval()
+    small = build_backbone("resnet18", small_image_stem=True)[0].eval()
     assert isinstance(small.maxpool, nn.Identity)
     assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
     x = torch.randn(1, 3, 32, 32)
@@ -44,7 +44,7 @@ def test_small_image_stem_keeps_resolution() -> None:
 
 
 def test_deep_stem_resnet_supported() -> None:
-    model = build_backbone("resnet10t", small_image_stem=True)
+    model = build_backbone("resnet10t", small_image_stem=True)[0]
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, model.num_features)
 
 
@@ -64,18 +64,19 @@ def test_pretrained_defaults_false() -> None:
 # --- feature width, input sizes, name errors (issue 15) ---------------------------------------
 def test_feature_width_is_what_the_model_returns() -> None:
     # MobileNetV3 has a conv head after the pooling: 288 channels pooled, 1024 features out.
-    model = build_backbone("mobilenetv3_small_050", input_sizes={"augment.size": 32})
-    assert (model.num_features, model.feature_dim) == (288, 1024)
+    model, facts = build_backbone("mobilenetv3_small_050", input_sizes={"augment.size": 32})
+    assert (model.num_features, facts.feature_dim) == (288, 1024)
+    assert not hasattr(model, "feature_dim")  # the facts live beside the model, not on it
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 1024)
     assert model.training  # the dry forward leaves the mode as it was
 
 
 def test_dry_forward_changes_no_state_and_no_rng() -> None:
     torch.manual_seed(0)
-    reference = build_backbone(TINY, input_sizes=None)
+    reference = build_backbone(TINY, input_sizes=None)[0]
     expected_rng = torch.rand(1)
     torch.manual_seed(0)
-    model = build_backbone(TINY, input_sizes={"augment.size": 32, "augment.local_size": 16})
+    model = build_backbone(TINY, input_sizes={"augment.size": 32, "augment.local_size": 16})[0]
     assert torch.equal(torch.rand(1), expected_rng)
     for key, value in reference.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key  # same init, no BN update
@@ -84,16 +85,17 @@ def test_dry_forward_changes_no_state_and_no_rng() -> None:
 
 def test_fixed_size_models_are_built_for_the_recipe_sizes() -> None:
     vit = "deit_tiny_patch16_224"  # timm builds it for 224 px; one block keeps the test fast
-    single = build_backbone(vit, model_kwargs={"depth": 1}, input_sizes={"augment.size": 32})
-    assert single.timm_kwargs == {"depth": 1, "img_size": 32}
-    assert single(torch.randn(2, 3, 32, 32)).shape == (2, 192) and single.feature_dim == 192
+    single, facts = build_backbone(vit, model_kwargs={"depth": 1}, input_sizes={"augment.size": 32})
+    assert facts.timm_kwargs == {"depth": 1, "img_size": 32}
+    assert single(torch.randn(2, 3, 32, 32)).shape == (2, 192) and facts.feature_dim == 192
     with pytest.raises(AssertionError, match="doesn't match model"):  # timm's fixed size
         single(torch.randn(2, 3, 16, 16))
-    multi = build_backbone(vit, model_kwargs={"depth": 1}, input_sizes={"augment.size": 32, "augment.local_size": 16})
-    assert multi.timm_kwargs == {"depth": 1, "img_size": 32, "dynamic_img_size": True}
-    assert multi(torch.randn(2, 3, 16, 16)).shape == (2, multi.feature_dim)
+    sizes = {"augment.size": 32, "augment.local_size": 16}
+    multi, facts = build_backbone(vit, model_kwargs={"depth": 1}, input_sizes=sizes)
+    assert facts.timm_kwargs == {"depth": 1, "img_size": 32, "dynamic_img_size": True}
+    assert multi(torch.randn(2, 3, 16, 16)).shape == (2, facts.feature_dim)
     # A CNN gets no size keywords.
-    assert build_backbone(TINY, input_sizes={"augment.size": 32}).timm_kwargs == {}
+    assert build_backbone(TINY, input_sizes={"augment.size": 32})[1].timm_kwargs == {}
 
 
 @pytest.mark.parametrize(
@@ -165,9 +167,10 @@ def test_recipe_passes_the_view_sizes(tmp_path: Path) -> None:
 # --- gradient checkpointing and BatchNorm statistics ------------------------------------------
 def _bn_stats_after_fit(grad_checkpointing: bool, steps: int = 3) -> tuple[dict, dict]:
     pl.seed_everything(0, verbose=False)
-    backbone = build_backbone("resnet10t", grad_checkpointing=grad_checkpointing, input_sizes={"size": 32})
-    module = SSLModule(backbone, SimCLRHead(in_dim=backbone.feature_dim, hidden_dim=32, out_dim=16),
-                       SimCLRAugment(size=32), SGDFactory(lr=0.1))  # fmt: skip
+    backbone, facts = build_backbone("resnet10t", grad_checkpointing=grad_checkpointing, input_sizes={"size": 32})
+    assert facts.recomputes_forward == grad_checkpointing
+    module = SSLModule(backbone, SimCLRHead(in_dim=facts.feature_dim, hidden_dim=32, out_dim=16),
+                       SimCLRAugment(size=32), SGDFactory(lr=0.1), backbone_facts=facts)  # fmt: skip
     data = SyntheticData(num_samples=16 * steps, num_val_samples=16, batch_size=16, num_workers=0)
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
@@ -191,7 +194,7 @@ def test_grad_checkpointing_keeps_one_batchnorm_update_per_step() -> None:
 
 
 def test_batchnorm_stats_restores_what_recomputation_changes() -> None:
-    model = build_backbone(TINY, input_sizes={"augment.size": 32})
+    model = build_backbone(TINY, input_sizes={"augment.size": 32})[0]
     keeper = BatchNormStats()
     model(torch.randn(4, 3, 32, 32))
     keeper.save(model)

@@ -106,8 +106,8 @@ def test_speed_switch_builds_and_trains(recipe: str, switch: str, capsys: pytest
 
 
 def test_module_section_sets_switches_and_rejects_unknown_keys(recipe: str) -> None:
-    from ssl_toolkit.run.errors import RecipeError
-    from ssl_toolkit.run.recipe import build_parts, load_recipe
+    from ssl_toolkit.errors import RecipeError
+    from ssl_toolkit.recipe.build import build_parts, load_recipe
 
     parts = build_parts(load_recipe(recipe, ["module.channels_last=true", "module.compile_backbone=true"]))
     module = parts.module
@@ -131,7 +131,7 @@ def test_grad_checkpointing_gives_the_same_gradients() -> None:
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = build_backbone(TINY_BACKBONE, grad_checkpointing=checkpointing)
+        model = build_backbone(TINY_BACKBONE, grad_checkpointing=checkpointing)[0]
         assert model.grad_checkpointing == checkpointing
         model(x).square().sum().backward()
         grads.append([p.grad for p in model.parameters()])

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_toolkit.run.checkpoint import read_checkpoint
+from ssl_toolkit.errors import CheckpointError, RecipeError
+from ssl_toolkit.recipe.checkpoint import read_checkpoint
 from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO, atomic_save
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.errors import CheckpointError, RecipeError
 from ssl_toolkit.run.resume import find_resume
 
 

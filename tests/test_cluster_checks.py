@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.heads.simclr import SimCLRHead
+from ssl_toolkit.recipe.build import load_recipe
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.recipe import load_recipe
 
 
 def _recipe(tmp_path: Path, name: str = "simclr", **changes: dict) -> Path:

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from conftest import REPO, TINY_BACKBONE, tiny_recipe
 from ssl_toolkit.backbone import build_backbone
+from ssl_toolkit.recipe.build import build_parts
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.recipe import build_parts
 
 
 def fake_run(tmp_path: Path, small_image_stem: bool = False) -> tuple[Path, torch.nn.Module]:
@@ -48,7 +48,7 @@ def test_small_stem_export_loads_into_build_backbone(tmp_path: Path) -> None:
     ckpt, backbone = fake_run(tmp_path, small_image_stem=True)
     out = tmp_path / "b.safetensors"
     assert main(["export", str(ckpt), "--out", str(out)]) == 0
-    model = build_backbone(TINY_BACKBONE, small_image_stem=True)
+    model = build_backbone(TINY_BACKBONE, small_image_stem=True)[0]
     model.load_state_dict(load_file(str(out)), strict=True)
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(model.eval()(x), backbone(x))

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from test_distributed import run_two_ranks
 
 from conftest import REPO, tiny_recipe
+from ssl_toolkit.errors import RecipeError
 from ssl_toolkit.eval.gate_plot import gate_overlap, plot_gates
 from ssl_toolkit.heads import HEADS, BatchInfo, HydraHead, Views
 from ssl_toolkit.losses.hydra import HydraLoss
-from ssl_toolkit.run.errors import RecipeError
-from ssl_toolkit.run.recipe import build_parts, build_trainer
+from ssl_toolkit.recipe.build import build_parts, build_trainer
 
 
 def reference_loss(z_a, z_b, gate, y1, y2, scale):

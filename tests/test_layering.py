@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,34 +12,91 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "ssl_toolkit"
-PLUMBING = ("ssl_toolkit.run", "ssl_toolkit.eval")  # the only places that know recipes / offline tools
-# The Python API sits above everything (it calls run/'s loaders and fit); __init__ exports it lazily.
-FACADE = {PACKAGE / "api.py", PACKAGE / "__init__.py"}
-CORE_FILES = sorted(
-    p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in ("run", "eval") and p not in FACADE
-)
+# Which part of the package may import which. A part is a sub-package (``heads``) or a top-level
+# module (``backbone``); it may always import itself. Layers point down only: the training core
+# (CORE) never imports the services of the tools (SERVICES), and those never import ``run/``.
+CORE: dict[str, set[str]] = {
+    # leaves: no import from inside the package
+    "backbone": set(), "checks": set(), "distributed": set(), "ema": set(), "metrics": set(),
+    "metrics_contrastive": set(), "metrics_spectral": set(), "optim": set(), "rng": set(),
+    "sync_batchnorm": set(),
+    "diagnostics": {"metrics", "metrics_contrastive"},
+    "embedding": {"distributed"},
+    "process_state": {"distributed"},
+    # the families and the module that composes them
+    "augment": {"checks", "rng"},
+    "data": {"checks", "distributed", "rng"},
+    "losses": {"checks", "distributed"},
+    "heads": {"checks", "distributed", "ema", "losses"},
+    "callbacks": {"checks", "data", "diagnostics", "distributed", "embedding", "metrics", "metrics_contrastive",
+                  "metrics_spectral", "rng"},
+    "module": {"backbone", "checks", "data", "distributed", "ema", "heads", "optim", "process_state"},
+}  # fmt: skip
+SERVICES: dict[str, set[str]] = {  # used by both eval/ and run/, below them
+    "errors": set(),
+    "run_folder": {"errors"},
+    "recipe": {*CORE, "errors"},
+}
+MAY_IMPORT: dict[str, set[str]] = {
+    **CORE,
+    **SERVICES,
+    "eval": {*CORE, *SERVICES},  # offline tools over checkpoints
+    "run": {*CORE, *SERVICES, "eval"},  # fit, resume, export and the CLI (which dispatches to eval/)
+    "api": {*CORE, *SERVICES, "eval", "run"},
+    "__init__": {*CORE, *SERVICES, "eval", "run", "api"},  # the package's lazy exports
+}
+
+
+def part_of(module: str) -> str | None:
+    """``ssl_toolkit.heads.moco`` -> ``heads``; ``ssl_toolkit`` -> ``__init__``; other packages -> None."""
+    names = module.split(".")
+    if names[0] != "ssl_toolkit":
+        return None
+    return names[1] if len(names) > 1 else "__init__"
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Every absolute module an ``import`` / ``from ... import`` names anywhere in the file."""
+    """Every absolute module an ``import`` / ``from ... import`` names anywhere in the file (relative
+    imports resolved), plus strings that are exactly a module path (the package's lazy exports)."""
+    package = ".".join(("ssl_toolkit", *path.relative_to(PACKAGE).parent.parts))
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            names.add(".".join([*base, node.module] if node.module else base))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if re.fullmatch(r"ssl_toolkit(\.\w+)+", node.value):
+                names.add(node.value)
     return names
 
 
-def test_core_files_are_found() -> None:
-    names = {p.relative_to(PACKAGE).as_posix() for p in CORE_FILES}
-    assert {"module.py", "backbone.py", "heads/base.py", "losses/ntxent.py", "callbacks/knn.py"} <= names
+def test_the_table_points_down() -> None:
+    below_tools = {*CORE, *SERVICES}
+    assert all(deps <= set(CORE) for deps in CORE.values()), "the core imports only the core"
+    assert all(deps <= below_tools for deps in SERVICES.values()), "errors/recipe/run_folder import no tool"
+    assert "run" not in MAY_IMPORT["eval"] and "eval" in MAY_IMPORT["run"]
 
 
-@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
-def test_core_never_imports_run_or_eval(path: Path) -> None:
-    bad = sorted(m for m in imported_modules(path) if m.startswith(PLUMBING))
-    assert not bad, f"{path.relative_to(REPO)} imports {bad}: the training core must not depend on run/ or eval/"
+PARTS = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_part_has_a_row() -> None:
+    parts = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in PARTS}
+    assert {"module", "heads", "recipe", "eval", "run"} <= parts
+    missing = sorted(parts - set(MAY_IMPORT))
+    assert not missing, f"{missing}: add a row to MAY_IMPORT in tests/test_layering.py (which parts may it import?)"
+
+
+@pytest.mark.parametrize("path", PARTS, ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_imports_follow_the_table(path: Path) -> None:
+    part = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+    allowed = MAY_IMPORT.get(part, set()) | {part}
+    bad = sorted(m for m in imported_modules(path) if part_of(m) is not None and part_of(m) not in allowed)
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}: {part}/ may import only {sorted(allowed)}"
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.relative_to(PACKAGE).as_posix())

@@ -11,11 +11,11 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.embedding import EmbeddedSplit
+from ssl_toolkit.errors import CheckpointError
 from ssl_toolkit.eval.linear_eval import LinearEvalSettings, image_batches, normalization, train_linear
 from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled
-from ssl_toolkit.run.checkpoint import load_checkpoint
+from ssl_toolkit.recipe.checkpoint import load_checkpoint
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.errors import CheckpointError
 
 F_DIM, CLASSES, N, BATCH = 6, 3, 24, 8
 

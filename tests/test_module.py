@@ -17,7 +17,7 @@ from ssl_toolkit.optim import LARSFactory, WarmupCosine
 
 
 def make_module(backbone: nn.Module | None = None) -> SSLModule:
-    backbone = backbone or build_backbone(TINY_BACKBONE)
+    backbone = backbone or build_backbone(TINY_BACKBONE)[0]
     return SSLModule(
         backbone=backbone,
         head=SimCLRHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16),
@@ -28,7 +28,7 @@ def make_module(backbone: nn.Module | None = None) -> SSLModule:
 
 
 def test_backbone_runs_once_per_resolution() -> None:
-    backbone = CountingBackbone(build_backbone(TINY_BACKBONE))
+    backbone = CountingBackbone(build_backbone(TINY_BACKBONE)[0])
     module = make_module(backbone)
     views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32), torch.randn(4, 3, 16, 16),
              torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]  # fmt: skip
@@ -84,7 +84,7 @@ def test_plain_loop_with_step_loss_and_hooks_equals_the_trainer(tmp_path) -> Non
 
     def build() -> SSLModule:
         torch.manual_seed(0)
-        backbone = build_backbone(TINY_BACKBONE)
+        backbone = build_backbone(TINY_BACKBONE)[0]
         head = MoCoV2Head(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, queue_size=24)
         return SSLModule(backbone, head, SimCLRAugment(size=32), SGDFactory(lr=0.5, weight_decay=1e-4))
 

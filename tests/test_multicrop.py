@@ -75,7 +75,7 @@ def test_local_crops_cover_the_configured_area_fraction() -> None:
 @pytest.mark.parametrize("head_name", ["swav", "simclr"])
 def test_fit_runs_the_backbone_once_per_resolution(head_name: str, tmp_path: Path) -> None:
     pl.seed_everything(0, verbose=False)
-    backbone = CountingBackbone(build_backbone(TINY_BACKBONE))
+    backbone = CountingBackbone(build_backbone(TINY_BACKBONE)[0])
     f = backbone.num_features
     head = (SwAVHead(in_dim=f, hidden_dim=32, out_dim=16, num_prototypes=20) if head_name == "swav"
             else SimCLRHead(in_dim=f, hidden_dim=32, out_dim=16))  # fmt: skip

@@ -21,13 +21,13 @@ import ssl_toolkit.run.fit as run_module
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.data.base import TensorImageDataset
 from ssl_toolkit.embedding import EmbeddedSplit
+from ssl_toolkit.errors import CheckpointError, DataError, RecipeError
 from ssl_toolkit.eval.probe import linear_probe
 from ssl_toolkit.eval.selection import find_checkpoints, format_table, rank_checkpoints
 from ssl_toolkit.metrics import rankme
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.run.checkpoint import load_checkpoint
+from ssl_toolkit.recipe.checkpoint import load_checkpoint
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.errors import CheckpointError, DataError, RecipeError
 
 N_TRAIN = 40
 

@@ -22,7 +22,7 @@ from benchmarks.peer_lightly import (
     toolkit_recipe,
 )
 from ssl_toolkit.heads import HEADS
-from ssl_toolkit.run.recipe import validate
+from ssl_toolkit.recipe.build import validate
 
 
 @pytest.mark.parametrize("method", METHODS)

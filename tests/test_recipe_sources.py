@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from ssl_toolkit.run.recipe import load_recipe
+from ssl_toolkit.recipe.build import load_recipe
 
 RECIPES = REPO / "recipes" / "imagenet100"
 TABLES = RECIPES / "sources"

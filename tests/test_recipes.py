@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, TINY_BACKBONE, tiny_recipe
-from ssl_toolkit.run.errors import RecipeError
-from ssl_toolkit.run.recipe import build_parts, build_trainer, load_recipe
+from ssl_toolkit.errors import RecipeError
+from ssl_toolkit.recipe.build import build_parts, build_trainer, load_recipe
 
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
 DEMO = REPO / "recipes" / "fashion_mnist" / "simclr.yaml"

@@ -15,10 +15,10 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.data.resumable import ResumableSampler
+from ssl_toolkit.errors import RecipeError
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.errors import RecipeError
 from ssl_toolkit.run.resume import find_resume
-from ssl_toolkit.run.run_folder import run_folders
+from ssl_toolkit.run_folder import run_folders
 
 # Killed right after optimizer step K (a checkpoint every 2 steps, 64 images / batch 16 = 4 steps
 # per epoch): K = 7 resumes from step 6, in the middle of epoch 1; K = 9 from step 8, the end of

@@ -190,3 +190,43 @@ def test_second_process_on_a_training_run_folder_is_refused_and_a_dead_lock_is_t
     (tmp_path / "run" / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
     assert main(["fit", str(recipe), "resume=auto", "trainer.max_steps=10"]) == 0  # stale lock taken over
     assert _load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 10
+
+
+def test_a_resumed_run_reads_its_checkpoint_once_before_lightning(tmp_path: Path, monkeypatch) -> None:
+    # resume=auto over a folder with two checkpoints: each file is read once to pick the newest, and
+    # the checks before training (weights fit, same kinds, trains more) reuse that read.
+    recipe = _write(tmp_path, steps=4, epochs=1)
+    assert main(["fit", str(recipe)]) == 0
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt")) == [
+        "epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "last.ckpt"
+    ]  # fmt: skip
+    reads: list[str] = []
+    real_load = torch.load
+
+    def counting_load(f: object, *args: object, **kwargs: object) -> object:
+        caller = sys._getframe(1).f_globals["__name__"]
+        reads.append(f"{caller}:{Path(str(getattr(f, 'path', f))).name}")
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    assert main(["fit", str(recipe), "resume=auto", "trainer.max_steps=6", "trainer.max_epochs=2"]) == 0
+    ours = [r for r in reads if r.startswith("ssl_toolkit.")]
+    lightning = [r for r in reads if r.startswith("lightning.")]
+    # One read per checkpoint file to find the newest (step 4: last.ckpt wins the tie), none after.
+    assert sorted(ours) == [f"ssl_toolkit.recipe.checkpoint:{n}" for n in
+                            ("epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt", "last.ckpt")], reads  # fmt: skip
+    assert len(lightning) == 1 and reads.index(lightning[0]) == len(reads) - 1, reads  # Lightning's restore, last
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [("head.out_dim=8", "does not fit this recipe's model"), ("scheduler.name=warmup_cosine", "was trained with")],
+    ids=["weights-do-not-fit", "another-kind-of-scheduler"],
+)
+def test_resume_refuses_a_recipe_its_checkpoint_does_not_fit(tmp_path: Path, capsys, override: str, says: str) -> None:
+    recipe = _write(tmp_path, steps=2, epochs=1)
+    assert main(["fit", str(recipe)]) == 0
+    capsys.readouterr()
+    assert main(["fit", str(recipe), "resume=auto", "trainer.max_steps=4", "trainer.max_epochs=2", override]) == 2
+    assert says in _error(capsys)
+    assert not (tmp_path / "run" / "resume-1.json").exists()  # refused before anything was written

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ssl_toolkit.run.run_folder import RUN_DIR_ENV, agreed_run_dir
+from ssl_toolkit.run_folder import RUN_DIR_ENV, agreed_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD = (
-    "import sys; from ssl_toolkit.run.run_folder import agreed_run_dir; "
+    "import sys; from ssl_toolkit.run_folder import agreed_run_dir; "
     "print(agreed_run_dir(sys.argv[1], int(sys.argv[2])))"
 )
 

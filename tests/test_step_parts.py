@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_recipe
+from ssl_toolkit.recipe.build import build_parts
 from ssl_toolkit.run.bench import _fit_steps
-from ssl_toolkit.run.recipe import build_parts
 from ssl_toolkit.run.step_parts import PARTS, StepParts
 
 CPU = torch.device("cpu")

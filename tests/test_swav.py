@@ -18,7 +18,7 @@ from ssl_toolkit.heads import BatchInfo, SwAVHead, Views
 from ssl_toolkit.losses import SwAVLoss, sinkhorn
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import LARSFactory
-from ssl_toolkit.run.recipe import load_recipe
+from ssl_toolkit.recipe.build import load_recipe
 
 
 def reference_sinkhorn(scores: torch.Tensor, iterations: int = 3, epsilon: float = 0.05) -> torch.Tensor:
@@ -160,7 +160,7 @@ def test_logs_flag_collapse() -> None:
 # --- prototypes ------------------------------------------------------------------------------
 def test_prototypes_unit_norm_after_every_step_and_frozen_first(tmp_path: Path) -> None:
     pl.seed_everything(0, verbose=False)
-    backbone = build_backbone(TINY_BACKBONE)
+    backbone = build_backbone(TINY_BACKBONE)[0]
     head = SwAVHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, num_prototypes=20,
                     freeze_prototypes_steps=2)  # fmt: skip
     augment = MultiCropAugment(size=32, local_size=16, num_local=2)
@@ -223,7 +223,7 @@ def test_queue_survives_checkpoint_and_resume(tmp_path: Path) -> None:
     pl.seed_everything(1, verbose=False)
 
     def make() -> SSLModule:
-        backbone = build_backbone(TINY_BACKBONE)
+        backbone = build_backbone(TINY_BACKBONE)[0]
         head = SwAVHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, num_prototypes=20,
                         queue_length=32)  # fmt: skip
         return SSLModule(backbone, head, MultiCropAugment(size=32, num_local=0), LARSFactory(lr=0.3))

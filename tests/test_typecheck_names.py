@@ -1,8 +1,8 @@
-"""Readable type names in recipe errors (``ssl_toolkit.run.typecheck.type_name``)."""
+"""Readable type names in recipe errors (``ssl_toolkit.recipe.typecheck.type_name``)."""
 
 from typing import Literal, Optional, Union
 
-from ssl_toolkit.run.typecheck import type_name
+from ssl_toolkit.recipe.typecheck import type_name
 
 
 def test_type_names() -> None:

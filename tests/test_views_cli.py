@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from ssl_toolkit.recipe.build import load_recipe
 from ssl_toolkit.run.cli import main
-from ssl_toolkit.run.recipe import load_recipe
 from ssl_toolkit.run.views import training_views
 
 RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "own_images" / "simclr.yaml")

@@ -43,7 +43,7 @@ def test_sincos_embedding_is_the_authors(h: int, w: int, dim: int) -> None:
 
 def test_options_fix_the_embedding_and_freeze_the_patch_projection() -> None:
     torch.manual_seed(0)
-    model = build_backbone(VIT, model_kwargs=TINY, input_sizes=SIZES, sincos_pos_embed=True, freeze_patch_embed=True)
+    model = build_backbone(VIT, model_kwargs=TINY, input_sizes=SIZES, sincos_pos_embed=True, freeze_patch_embed=True)[0]
     # vits.py: a zero row for the class token, then the patch grid's sin-cos rows; not trained.
     expected = torch.cat([torch.zeros(1, 384), authors_sincos(2, 2, 384)])[None]
     torch.testing.assert_close(model.pos_embed.detach(), expected, rtol=0, atol=0)
@@ -66,7 +66,7 @@ def test_options_fix_the_embedding_and_freeze_the_patch_projection() -> None:
 
 
 def test_off_by_default_and_refused_without_a_patch_embedding() -> None:
-    model = build_backbone(VIT, model_kwargs=TINY, input_sizes=SIZES)
+    model = build_backbone(VIT, model_kwargs=TINY, input_sizes=SIZES)[0]
     assert model.pos_embed.requires_grad and model.patch_embed.proj.weight.requires_grad
     for key in ("sincos_pos_embed", "freeze_patch_embed"):
         with pytest.raises(ValueError, match=f"^{key}: supported for ViT-style"):
@@ -77,6 +77,6 @@ def test_mocov3_vit_recipe_backbone_builds() -> None:
     spec = OmegaConf.to_container(OmegaConf.load(REPO / "recipes" / "imagenet100" / "mocov3_vit.yaml"))["backbone"]
     assert spec["sincos_pos_embed"] and spec["freeze_patch_embed"] and spec["model_kwargs"]["num_heads"] == 12
     spec["model_kwargs"] = {**spec["model_kwargs"], "depth": 1}  # the recipe's model, one block deep
-    model = build_backbone(**spec, input_sizes=SIZES)
+    model = build_backbone(**spec, input_sizes=SIZES)[0]
     assert isinstance(model.pos_embed, nn.Parameter) and not model.pos_embed.requires_grad
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 384)

@@ -41,7 +41,8 @@ FAMILIES = [
 
 
 def measure(name: str, kwargs: dict, stem: bool, size: int, batch: int, steps: int) -> dict:
-    model = build_backbone(name, small_image_stem=stem, model_kwargs=kwargs, input_sizes={"size": size}).train()
+    model, facts = build_backbone(name, small_image_stem=stem, model_kwargs=kwargs, input_sizes={"size": size})
+    model.train()
     x = torch.randn(2 * batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     walls, cpus = [], []
     for i in range(steps + 1):
@@ -52,9 +53,9 @@ def measure(name: str, kwargs: dict, stem: bool, size: int, batch: int, steps: i
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return {"feature_dim": model.feature_dim, "num_features": model.num_features, "params_m": params,
+    return {"feature_dim": facts.feature_dim, "num_features": model.num_features, "params_m": params,
             "wall_ms": 1e3 * statistics.median(walls), "cpu_ms": 1e3 * statistics.median(cpus),
-            "timm_kwargs": model.timm_kwargs}  # fmt: skip
+            "timm_kwargs": facts.timm_kwargs}  # fmt: skip
 
 
 def main() -> None:

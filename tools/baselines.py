@@ -15,10 +15,10 @@ import torch
 
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import embed_split
+from ssl_toolkit.errors import UserError
 from ssl_toolkit.metrics import knn_classify, rankme
+from ssl_toolkit.recipe.build import build_parts, load_recipe
 from ssl_toolkit.run.arguments import OneLineParser
-from ssl_toolkit.run.errors import UserError
-from ssl_toolkit.run.recipe import build_parts, load_recipe
 
 
 def scores(

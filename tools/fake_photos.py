@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ssl_toolkit.errors import UserError
 from ssl_toolkit.run.arguments import OneLineParser
-from ssl_toolkit.run.errors import UserError
-from ssl_toolkit.run.run_folder import check_writable
+from ssl_toolkit.run_folder import check_writable
 
 
 def fake_photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:

@@ -29,7 +29,7 @@ from ssl_toolkit.eval.label_free import METRICS
 from ssl_toolkit.eval.selection import Row, judge, metric_report, rank_checkpoints, rank_vote
 from ssl_toolkit.eval.selection_plot import plot_selection
 from ssl_toolkit.run.arguments import OneLineParser
-from ssl_toolkit.run.run_folder import run_folders
+from ssl_toolkit.run_folder import run_folders
 
 REPO = Path(__file__).resolve().parent.parent
 

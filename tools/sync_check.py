@@ -24,7 +24,7 @@ def check(path: str, overrides: list[str], steps: int) -> str | None:
     """Run ``steps`` checked training steps of the recipe; None when no sync happened, else where."""
     import torch
 
-    from ssl_toolkit.run.recipe import build_parts, load_recipe
+    from ssl_toolkit.recipe.build import build_parts, load_recipe
 
     recipe = load_recipe(path, overrides)
     parts = build_parts(recipe)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"tools/sync_check.py: error: {p}: no such recipe file\n")
     import torch
 
-    from ssl_toolkit.run.errors import UserError
+    from ssl_toolkit.errors import UserError
 
     found = 0
     for p in args.recipes:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from ssl_toolkit.data import FileListData, ImageFolderData
 from ssl_toolkit.data.shard_writer import write_shards
+from ssl_toolkit.errors import UserError
 from ssl_toolkit.run.arguments import OneLineParser
-from ssl_toolkit.run.errors import UserError
-from ssl_toolkit.run.run_folder import check_writable
+from ssl_toolkit.run_folder import check_writable
 
 
 def main(argv: list[str] | None = None) -> int:

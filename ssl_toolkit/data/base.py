@@ -98,6 +98,8 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None  # stays None for data without a held-out split
         self.eval_data: ImageDataModule | None = None  # labelled data for k-NN / probe (``eval_root``)
+        # (path, reason) of every image file skipped as undecodable; data read from files adds to it.
+        self.skipped: list[tuple[str, str]] = []
         self._built = False
         self.eval_plan = EvalPlan()  # set by the evaluation callbacks' setup
 

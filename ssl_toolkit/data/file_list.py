@@ -108,7 +108,6 @@ class FileListData(ImageDataModule):
         self.root, self.train_list, self.val_list = root, train_list, val_list
         self.resize_size = resize_size or image_size
         self.max_bad_fraction = max_bad_fraction
-        self.skipped: list[tuple[str, str]] = []
         self.train_rows = read_list(train_list, "train_list")
         self.val_rows = None if val_list is None else read_list(val_list, "val_list")
         if not self.train_rows:

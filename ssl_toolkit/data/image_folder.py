@@ -168,7 +168,6 @@ class ImageFolderData(ImageDataModule):
         if labels not in ("auto", "folders", "none"):
             raise ValueError(f"labels: expected auto, folders or none, got {labels!r}")
         self.max_bad_fraction = max_bad_fraction
-        self.skipped: list[tuple[str, str]] = []  # (path, reason) of every skipped image file
         self.root = os.fspath(root)
         self.resize_size = resize_size or image_size
         check_folder_args(self.root, image_size, resize_size, max_bad_fraction)

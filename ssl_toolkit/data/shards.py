@@ -419,7 +419,6 @@ class WebDatasetData(ImageDataModule):
                              f"got {len(self.train_urls)}")  # fmt: skip
         self.shuffle_buffer, self.labels = shuffle_buffer, labels
         self.resize_size = resize_size or image_size
-        self.skipped: list[tuple[str, str]] = []
         self.eval_data = None if eval_root is None else eval_folder(eval_root, self)
 
     @property

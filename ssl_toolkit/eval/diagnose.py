@@ -17,7 +17,7 @@ from ssl_toolkit.callbacks.diagnostics_plot import bin_centers, space_title
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.diagnostics import SpaceDiagnostics, diagnose, embed_pairs
 from ssl_toolkit.eval.probe import check_finite_features
-from ssl_toolkit.run.run_folder import numbered_paths, run_dir_of
+from ssl_toolkit.run_folder import numbered_paths, run_dir_of
 
 
 @dataclass

@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ssl_toolkit.augment import AUGMENTS, SimCLRAugment
 from ssl_toolkit.embedding import EmbeddedSplit
+from ssl_toolkit.errors import ArgumentError, CheckpointError
 from ssl_toolkit.metrics import topk_accuracy
-from ssl_toolkit.run.errors import ArgumentError, CheckpointError
 
 
 @dataclass
@@ -231,10 +231,10 @@ def evaluate_checkpoint(
         ArgumentError, CheckpointError, DataError: one line naming the option, file or split.
     """
     from ssl_toolkit.embedding import embed_split
+    from ssl_toolkit.errors import DataError
     from ssl_toolkit.eval.probe import labelled
-    from ssl_toolkit.run.checkpoint import load_checkpoint
-    from ssl_toolkit.run.errors import DataError
-    from ssl_toolkit.run.run_folder import run_dir_of, write_new_json
+    from ssl_toolkit.recipe.checkpoint import load_checkpoint
+    from ssl_toolkit.run_folder import run_dir_of, write_new_json
 
     settings.check()
     ckpt = Path(checkpoint)

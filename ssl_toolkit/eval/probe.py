@@ -10,14 +10,14 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_toolkit.data.base import ImageDataModule
 from ssl_toolkit.embedding import EmbeddedSplit, embed_split
+from ssl_toolkit.errors import ArgumentError, DataError
 from ssl_toolkit.metrics import knn_scores, topk_accuracy
-from ssl_toolkit.run.errors import ArgumentError, DataError
 
 
 @dataclass
@@ -29,15 +29,14 @@ class ProbeResult:
     train_top1: float | None = None
 
 
-def labelled(datamodule: pl.LightningDataModule) -> pl.LightningDataModule:
+def labelled(datamodule: ImageDataModule) -> ImageDataModule:
     """The data a probe reads: ``datamodule.labelled_data()`` (the data itself when it has labels
-    and a held-out split, else the recipe's ``eval_root``), or ``datamodule`` when it has no such method.
+    and a held-out split, else the recipe's ``eval_root``).
 
     Raises:
         DataError: the data has no labels or no held-out split, and the recipe names no ``eval_root``.
     """
-    pick = getattr(datamodule, "labelled_data", None)
-    data = pick() if pick is not None else datamodule
+    data = datamodule.labelled_data()
     if data is None:
         raise DataError(
             "data: the run's data has no labels or no held-out split; add "
@@ -46,7 +45,7 @@ def labelled(datamodule: pl.LightningDataModule) -> pl.LightningDataModule:
     return data
 
 
-def embed_labelled(module: nn.Module, datamodule: pl.LightningDataModule) -> tuple[EmbeddedSplit, EmbeddedSplit]:
+def embed_labelled(module: nn.Module, datamodule: ImageDataModule) -> tuple[EmbeddedSplit, EmbeddedSplit]:
     """Backbone features of the whole labelled train split (fixed order) and the val split of
     ``labelled(datamodule)``."""
     data = labelled(datamodule)

@@ -21,18 +21,18 @@ from torch.utils.data import DataLoader, Dataset
 from ssl_toolkit.data import DATAMODULES
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import embed_split
+from ssl_toolkit.errors import ArgumentError, CheckpointError, DataError, RecipeError
 from ssl_toolkit.eval.label_free import METRICS, average_ranks, compute, embed_views, selection_key, spearman
 from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled, linear_probe
 from ssl_toolkit.metrics import rankme
-from ssl_toolkit.run.checkpoint import (
+from ssl_toolkit.recipe.checkpoint import (
     LoadedCheckpoint,
     apply_data_overrides,
     checkpoint_recipe,
     load_checkpoint,
     read_checkpoint,
 )
-from ssl_toolkit.run.errors import ArgumentError, CheckpointError, DataError, RecipeError
-from ssl_toolkit.run.run_folder import run_dir_of
+from ssl_toolkit.run_folder import run_dir_of
 
 # Loader settings that do not change which images are embedded.
 _LOADER_KEYS = ("batch_size", "num_workers")
@@ -158,7 +158,8 @@ def find_checkpoints(
 
 def _reason(error: Exception, path: Path) -> str:
     """``error``'s message without its ``checkpoint: PATH`` prefix (the reason only)."""
-    short = getattr(error, "reason", None)  # an unreadable file: resume's words (empty file, truncated ...)
+    # An unreadable file: resume's words (empty file, truncated ...).
+    short = error.reason if isinstance(error, CheckpointError) else None
     return short or str(error).removeprefix("checkpoint: ").removeprefix(str(path)).lstrip(": ")
 
 

@@ -62,7 +62,7 @@ class SSLHead(nn.Module):
     * ``uses_labels = True``: the head reads ``batch.labels`` (weak supervision); the recipe builder
       refuses data without labels.
 
-    Builder conventions (``ssl_toolkit.run.recipe.build_parts``; the contract tests in
+    Builder conventions (``ssl_toolkit.recipe.build.build_parts``; the contract tests in
     ``tests/contracts/test_heads_contract.py`` build heads the same way):
 
     * ``in_dim`` is always the backbone's feature width F (``SSLModule.feature_dim``); a recipe

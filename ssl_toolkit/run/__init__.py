@@ -1,4 +1,6 @@
-"""Run plumbing: recipes, type checks, fit, resume, checkpoint I/O, export, loggers, bench, CLI.
+"""Run plumbing: fit, resume, checkpoint I/O, export, bench, CLI.
 
-The only sub-package that reads omegaconf recipes; the training core never imports it.
+Recipes, checkpoint rebuilding, the run folder and the errors live below it (``ssl_toolkit.recipe``,
+``ssl_toolkit.run_folder``, ``ssl_toolkit.errors``) so that ``eval/`` can use them without importing
+``run/``; the training core never imports any of them.
 """

@@ -40,9 +40,9 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from ssl_toolkit.errors import ArgumentError
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.run.errors import ArgumentError
-from ssl_toolkit.run.recipe import build_parts
+from ssl_toolkit.recipe.build import build_parts
 from ssl_toolkit.run.step_parts import PARTS, StepParts
 
 MIN_STEPS = 5  # fewer timed steps give no interquartile range worth printing
@@ -113,7 +113,7 @@ def bench(recipe: dict[str, Any], steps: int = 10, warmup: int = 3, loader_only:
     module, data = parts.module, parts.datamodule
     precision = str((recipe.get("trainer") or {}).get("precision", "32-true"))
     loader_img_s, batch = _loader_throughput(data.train_dataloader(), steps, warmup)
-    workers = int(getattr(data, "num_workers", 0))
+    workers = data.num_workers
     batch_size = int(batch[0].shape[0])
     if loader_only:
         return BenchResult(backbone_img_s=None, step_img_s=None, loader_img_s=loader_img_s, overhead_ratio=None,

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ssl_toolkit.run.errors import WRITE_ERRNOS, WriteError
+from ssl_toolkit.errors import WRITE_ERRNOS, WriteError
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

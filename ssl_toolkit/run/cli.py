@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(Path(args.dir).rglob("*.yaml")):
             print(path.relative_to(args.dir))
         return 0
-    from ssl_toolkit.run.errors import Preempted, TrainingStopped, UserError  # after parsing: --help stays instant
+    from ssl_toolkit.errors import Preempted, TrainingStopped, UserError  # after parsing: --help stays instant
 
     commands = {
         "fit": _fit,
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ssl-toolkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     except OSError as e:  # any writer on a full disk / quota / read-only file system: one line, exit 2
-        from ssl_toolkit.run.errors import WRITE_ERRNOS
+        from ssl_toolkit.errors import WRITE_ERRNOS
 
         if e.errno not in WRITE_ERRNOS:
             raise
@@ -139,7 +139,7 @@ def expand_user_paths(args: argparse.Namespace) -> None:
     ``--out=~/x`` reaches us unexpanded), as ``load_recipe`` does for the recipe's paths."""
     import os
 
-    for name in ("recipe", "checkpoint", "out", "dir"):
+    for name in ("recipe", "checkpoint", "out", "dir"):  # getattr with a default: each command has some
         if isinstance(getattr(args, name, None), str):
             setattr(args, name, os.path.expanduser(getattr(args, name)))
     if isinstance(getattr(args, "items", None), list):
@@ -248,7 +248,7 @@ def _data_overrides(items: list[str]) -> dict[str, Any] | None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from ssl_toolkit.run.errors import ArgumentError, RecipeError
+    from ssl_toolkit.errors import ArgumentError, RecipeError
 
     for item in items:
         if not item.startswith("data.") or "=" not in item or item.startswith("data.="):
@@ -263,7 +263,7 @@ def _data_overrides(items: list[str]) -> dict[str, Any] | None:
 def _export(args: argparse.Namespace, argv: list[str] | None) -> int:
     """``export``: the checkpoint's backbone as safetensors; print how to load it."""
     from ssl_toolkit.run.export import export_backbone
-    from ssl_toolkit.run.run_folder import run_dir_of
+    from ssl_toolkit.run_folder import run_dir_of
 
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else run_dir_of(ckpt) / "export" / f"{ckpt.stem}.safetensors"
@@ -273,7 +273,7 @@ def _export(args: argparse.Namespace, argv: list[str] | None) -> int:
     extra = "".join(f", {k}={v!r}" for k, v in result.timm_kwargs.items())
     if result.small_image_stem:
         print(f"load: build_backbone({result.model_name!r}, small_image_stem=True, <the recipe's other backbone "
-              "keys>).load_state_dict(safetensors.torch.load_file(PATH))")  # fmt: skip
+              "keys>)[0].load_state_dict(safetensors.torch.load_file(PATH))")  # fmt: skip
     else:
         print(f"load: timm.create_model({result.model_name!r}, pretrained=True, "
               f"pretrained_cfg_overlay=dict(file={str(result.path)!r}, num_classes=0){extra})")  # fmt: skip
@@ -286,13 +286,13 @@ def _evaluate(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     import torch
 
+    from ssl_toolkit.errors import ArgumentError
     from ssl_toolkit.eval.probe import embed_labelled, knn_probe, labelled, linear_probe
-    from ssl_toolkit.run.checkpoint import load_checkpoint
-    from ssl_toolkit.run.errors import ArgumentError
-    from ssl_toolkit.run.run_folder import check_writable, run_dir_of, write_new_json
+    from ssl_toolkit.recipe.checkpoint import load_checkpoint
+    from ssl_toolkit.run_folder import check_writable, run_dir_of, write_new_json
 
     for name in ("epochs", "k", "temperature"):  # fail before the (slow) embedding
-        values = getattr(args, name, [1])
+        values = getattr(args, name, [1])  # getattr with a default: knn has k/temperature, linear epochs
         if min(values if isinstance(values, list) else [values]) <= 0:
             raise ArgumentError(f"--{name}: must be positive, got {values}")
     overrides = _data_overrides(args.overrides)
@@ -349,9 +349,9 @@ def _linear(args: argparse.Namespace, argv: list[str] | None) -> int:
 def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     """``select``: rank checkpoints by label-free metrics, print the table and each metric's choice,
     write the choice of the first metric (never over a file)."""
+    from ssl_toolkit.errors import ArgumentError
     from ssl_toolkit.eval.label_free import METRICS
     from ssl_toolkit.eval.selection import format_report, format_table, metric_report, rank_checkpoints
-    from ssl_toolkit.run.errors import ArgumentError
 
     overrides = _data_overrides([i for i in args.items if "=" in i])
     runs = [Path(i) for i in args.items if "=" not in i]
@@ -386,7 +386,7 @@ def _select(args: argparse.Namespace, argv: list[str] | None) -> int:
     print(f"\nselected: {rows[0].checkpoint}\nwritten:  {out}")
     if args.with_labels:  # metric vs accuracy, next to the JSON; an earlier plot is never replaced
         from ssl_toolkit.eval.selection_plot import plot_selection
-        from ssl_toolkit.run.run_folder import numbered_paths
+        from ssl_toolkit.run_folder import numbered_paths
 
         png = next(p for p in numbered_paths(out.with_suffix(".png")) if not p.exists())
         print(f"plot:     {plot_selection(rows, png, title=f'{len(rows)} checkpoints of {len(runs)} run(s)')}")
@@ -398,10 +398,10 @@ def _diagnose(args: argparse.Namespace, argv: list[str] | None) -> int:
     import torch
 
     from ssl_toolkit.diagnostics import MAX_IMAGES
+    from ssl_toolkit.errors import ArgumentError
     from ssl_toolkit.eval.diagnose import CheckpointDiagnostics, default_out, diagnose_module, labels_for, write_report
-    from ssl_toolkit.run.checkpoint import check_checkpoint_path, load_checkpoint
-    from ssl_toolkit.run.errors import ArgumentError
-    from ssl_toolkit.run.run_folder import check_writable
+    from ssl_toolkit.recipe.checkpoint import check_checkpoint_path, load_checkpoint
+    from ssl_toolkit.run_folder import check_writable
 
     # Checkpoint names hold '=' too (epoch=3-step=120.ckpt): overrides are the data.KEY=VALUE items.
     is_override = [i.startswith("data.") and "=" in i and not Path(i).exists() for i in args.items]
@@ -445,8 +445,8 @@ def check_selection_out(out: Path, force: bool) -> None:
     """``select --out``: a file path in a writable folder; an existing file only with ``--force`` and
     only an earlier selection (a JSON object with ``selected``): a checkpoint or any other file is
     never replaced."""
-    from ssl_toolkit.run.errors import ArgumentError
-    from ssl_toolkit.run.run_folder import check_writable
+    from ssl_toolkit.errors import ArgumentError
+    from ssl_toolkit.run_folder import check_writable
 
     if out.is_dir():
         raise ArgumentError(f"--out: {out} is a folder; give a file path, e.g. {out / 'selection.json'}")
@@ -470,7 +470,7 @@ def check_device(device: str | None) -> None:
     """
     import torch
 
-    from ssl_toolkit.run.errors import ArgumentError
+    from ssl_toolkit.errors import ArgumentError
 
     if device is None:
         return
@@ -557,7 +557,7 @@ def timing_lines(result: Any) -> list[str]:
 
 
 def _views(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from ssl_toolkit.run.recipe import load_recipe
+    from ssl_toolkit.recipe.build import load_recipe
     from ssl_toolkit.run.views import write_views
 
     written = write_views(load_recipe(args.recipe, args.overrides), args.images, Path(args.out), args.force)
@@ -568,8 +568,8 @@ def _views(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def _bench(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from ssl_toolkit.recipe.build import load_recipe
     from ssl_toolkit.run.bench import bench, check_outputs, format_result, write_outputs
-    from ssl_toolkit.run.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     outputs = check_outputs(args.json, args.markdown)

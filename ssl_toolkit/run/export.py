@@ -12,16 +12,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ssl_toolkit.run.checkpoint import (
+from ssl_toolkit.errors import CheckpointError
+from ssl_toolkit.recipe.build import resolve_environment
+from ssl_toolkit.recipe.checkpoint import (
     backbone_weights,
     check_finite,
     checkpoint_recipe,
     read_checkpoint,
     rebuild_backbone,
 )
-from ssl_toolkit.run.errors import CheckpointError
-from ssl_toolkit.run.recipe import resolve_environment
-from ssl_toolkit.run.run_folder import check_writable
+from ssl_toolkit.run_folder import check_writable
 
 
 @dataclass
@@ -60,12 +60,12 @@ def export_backbone(checkpoint: str | Path, out: str | Path, force: bool = False
     ckpt = read_checkpoint(checkpoint)
     check_finite(ckpt, checkpoint)
     recipe = resolve_environment(checkpoint_recipe(ckpt, checkpoint), "the checkpoint")
-    model = rebuild_backbone(ckpt, recipe, checkpoint)  # refuses weights that would not load
+    _, facts = rebuild_backbone(ckpt, recipe, checkpoint)  # refuses weights that would not load
     weights = {k: v.contiguous() for k, v in backbone_weights(ckpt, checkpoint).items()}
     name, small = recipe["backbone"]["name"], bool(recipe["backbone"].get("small_image_stem", False))
     metadata = {"model_name": name, "small_image_stem": str(small), "source": str(checkpoint.resolve()),
                 "format": "pt", "step": str(int(ckpt.get("global_step", -1))),
-                "timm_kwargs": json.dumps(model.timm_kwargs), "feature_dim": str(model.feature_dim)}  # fmt: skip
+                "timm_kwargs": json.dumps(facts.timm_kwargs), "feature_dim": str(facts.feature_dim)}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(8)}.tmp")  # never an existing file's name
     try:
@@ -74,7 +74,7 @@ def export_backbone(checkpoint: str | Path, out: str | Path, force: bool = False
     finally:
         tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves nothing behind
     return ExportResult(path=out, model_name=name, num_tensors=len(weights), small_image_stem=small,
-                        timm_kwargs=dict(model.timm_kwargs), feature_dim=int(model.feature_dim))  # fmt: skip
+                        timm_kwargs=dict(facts.timm_kwargs), feature_dim=facts.feature_dim)  # fmt: skip
 
 
 def is_safetensors(path: Path) -> bool:

@@ -19,12 +19,11 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -35,18 +34,17 @@ from ssl_toolkit.callbacks.finite_loss import FiniteLoss, NonFiniteLossError
 from ssl_toolkit.callbacks.recipe_in_checkpoint import RecipeInCheckpoint
 from ssl_toolkit.callbacks.rng_state import RNGState
 from ssl_toolkit.callbacks.throughput import Throughput
-from ssl_toolkit.run.checkpoint import read_checkpoint
+from ssl_toolkit.errors import CheckpointError, RecipeError, TrainingStopped, WriteError
+from ssl_toolkit.recipe.build import Parts, build_parts, build_trainer, load_recipe, recipe_to_store
 from ssl_toolkit.run.checkpoint_io import AtomicCheckpointIO
-from ssl_toolkit.run.errors import CheckpointError, RecipeError, TrainingStopped, WriteError
 from ssl_toolkit.run.last_checkpoint import LastCheckpoint
 from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.quiet import quiet
-from ssl_toolkit.run.recipe import Parts, build_parts, build_trainer, load_recipe, recipe_to_store
-from ssl_toolkit.run.resume import ResumePoint, check_trains_more, find_resume, newest_checkpoint
-from ssl_toolkit.run.resume_changes import ResumeChanges, check_same_kinds
-from ssl_toolkit.run.run_folder import agreed_run_dir, check_out_dir, resume_name, write_run_files
+from ssl_toolkit.run.resume import ResumePoint, check_resume, find_resume, newest_checkpoint
+from ssl_toolkit.run.resume_changes import ResumeChanges
 from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 from ssl_toolkit.run.signals import Preemption, resume_command, start_command
+from ssl_toolkit.run_folder import agreed_run_dir, check_out_dir, resume_name, write_run_files
 
 
 @dataclass
@@ -176,6 +174,8 @@ def _fit(recipe: dict[str, Any], argv: list[str] | None, note: SignalNote, store
     if point is not None:  # the recipe's optimizer/schedule values over the checkpoint's, said and recorded
         own.append(ResumeChanges(run_dir / f"{resume_name(run_dir)}.json"))
     trainer = build_run_trainer(resolved, run_dir, parts, point, own, stored=kept)
+    if point is not None:  # checked: let go of the mapped file (last.ckpt is replaced while training)
+        point = replace(point, saved={})
     note.stop_if_received(f"nothing written; {again}")  # a signal during the checks: stop before any write
     lock = RunLock(run_dir) if rank_zero_only.rank == 0 else None  # DDP: rank 0 speaks for the run
     if lock is not None:
@@ -212,9 +212,7 @@ def build_run_trainer(
         trainer = build_trainer(recipe, run_dir, extra_callbacks=extra)
         check_batch_per_process(parts.datamodule, trainer)
         if point is not None:
-            check_fits(parts.module, point)
-            check_same_kinds(read_checkpoint(point.checkpoint, mmap=True).get("recipe"), recipe, point.checkpoint)
-            check_trains_more(point, trainer.max_steps, trainer.max_epochs, type(parts.datamodule).__qualname__)
+            check_resume(point, parts, recipe, trainer)
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return trainer
 
@@ -237,7 +235,7 @@ def prepare_run_folder(
         ]
     if rank_zero_only.rank == 0:  # DDP: only rank 0 writes (loggers and checkpoints do the same)
         resumed_from = None if point is None else (point.checkpoint, point.step, point.epoch)
-        write_run_files(run_dir, resolved, argv, resumed_from, getattr(parts.datamodule, "skipped", []))
+        write_run_files(run_dir, resolved, argv, resumed_from, parts.datamodule.skipped)
 
 
 def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir: Path, preemption: Preemption) -> float:
@@ -348,24 +346,3 @@ def check_batch_per_process(datamodule: pl.LightningDataModule, trainer: pl.Trai
             f"trainer.limit_train_batches: {limit} of the {batches} batches per epoch is less than one batch; "
             f"give at least {1 / batches:.3g}, or a whole number of batches"
         )
-
-
-def _layout(value: Any) -> Any:
-    """What must match for a state-dict entry to load: a tensor's shape; for module extra state (a
-    SwAV queue's ``{"rows": Tensor, "filled": int}``) the same, entry by entry; else the type."""
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
-    if isinstance(value, dict):
-        return tuple(sorted((str(k), _layout(v)) for k, v in value.items()))
-    return type(value).__name__
-
-
-def check_fits(module: pl.LightningModule, point: ResumePoint) -> None:
-    """The checkpoint's weights (and extra state) have the recipe's names and shapes (else resuming
-    would fail late)."""
-    saved = read_checkpoint(point.checkpoint, mmap=True)["state_dict"]
-    wanted = {k: _layout(v) for k, v in module.state_dict().items()}
-    have = {k: _layout(v) for k, v in saved.items()}
-    if wanted != have:
-        diff = sorted(set(wanted.items()) ^ set(have.items()), key=str)[:3]
-        raise RecipeError(f"resume: {point.checkpoint} does not fit this recipe's model (e.g. {diff})")

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="with --known-cost-ms: loader workers (default: 2)")
     parser.add_argument("--batch-size", type=int, default=16, help="with --known-cost-ms: batch size (default: 16)")
     args = parser.parse_intermixed_args(argv)
-    from ssl_toolkit.run.errors import UserError  # after parsing: --help stays instant
+    from ssl_toolkit.errors import UserError  # after parsing: --help stays instant
 
     try:
         if args.known_cost_ms is not None:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _recipe_loader(recipe_path: str, overrides: list[str], batches_per_worker: int,
                    warmup_per_worker: int) -> dict[str, Any]:  # fmt: skip
-    from ssl_toolkit.run.recipe import build_parts, load_recipe
+    from ssl_toolkit.recipe.build import build_parts, load_recipe
 
     parts = build_parts(load_recipe(recipe_path, overrides))
     return asdict(loader_throughput(parts.datamodule.train_dataloader(), batches_per_worker, warmup_per_worker))

@@ -15,7 +15,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from ssl_toolkit.run.errors import RecipeError, WriteError
+from ssl_toolkit.errors import RecipeError, WriteError
 
 LOCK_NAME = ".lock"
 

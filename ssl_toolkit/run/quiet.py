@@ -24,7 +24,7 @@ Filtered (the list is ``WARNINGS`` and ``LOG_MESSAGES``):
     summary table itself stays);
   - wandb's console output (``WANDB_SILENT``): the start banner and the end-of-run history/summary
     block; the run folder's ``wandb/`` is in ssl-toolkit's own summary. (wandb's "anonymous setting
-    has no effect" warning is avoided at its source, in ``run/loggers.py``.)
+    has no effect" warning is avoided at its source, in ``recipe/loggers.py``.)
 """
 
 from __future__ import annotations

@@ -1,24 +1,53 @@
-"""``resume=auto|none|PATH``: which run folder and checkpoint a ``fit`` continues from."""
+"""``resume=auto|none|PATH``: which run folder and checkpoint a ``fit`` continues from.
+
+Each candidate checkpoint file is read once (``read_checkpoint(mmap=True)``: tensors are mapped,
+not copied); the chosen one's dict travels in ``ResumePoint.saved`` to the checks before training,
+so a resumed run deserialises its checkpoint once before Lightning loads it to restore the state.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ssl_toolkit.run.checkpoint import read_checkpoint
-from ssl_toolkit.run.errors import CheckpointError, RecipeError
-from ssl_toolkit.run.run_folder import run_dir_of, run_folders
+import lightning.pytorch as pl
+import torch
+
+from ssl_toolkit.errors import CheckpointError, RecipeError
+from ssl_toolkit.recipe.build import Parts
+from ssl_toolkit.recipe.checkpoint import read_checkpoint
+from ssl_toolkit.run.resume_changes import check_same_kinds
+from ssl_toolkit.run_folder import run_dir_of, run_folders
 
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """A checkpoint to continue from and the run folder it belongs to (reused, never replaced)."""
+    """A checkpoint to continue from and the run folder it belongs to (reused, never replaced).
+
+    ``saved`` is the checkpoint as read when it was chosen (``read_checkpoint(mmap=True)``), for the
+    checks before training; Lightning reads the file again itself to restore the run.
+    """
 
     run_dir: Path
     checkpoint: Path
     step: int
     epoch: int
     skipped: tuple[tuple[Path, str], ...] = field(default=())  # unreadable checkpoints and why
+    saved: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(
+        cls, run_dir: Path, checkpoint: Path, saved: dict[str, Any], skipped: tuple[tuple[Path, str], ...] = ()
+    ) -> ResumePoint:
+        """The point of a checkpoint read as ``saved``: its step and epoch from ``saved``."""
+        step, epoch = int(saved.get("global_step", -1)), int(saved.get("epoch", -1))
+        return cls(run_dir, checkpoint, step, epoch, skipped=skipped, saved=saved)
+
+
+def problem_of(error: CheckpointError) -> str:
+    """The short reason a checkpoint cannot be resumed from, from ``read_checkpoint``'s error."""
+    return error.reason or "not a checkpoint (no state_dict)"
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -28,7 +57,7 @@ def checkpoint_problem(path: Path) -> str | None:
         read_checkpoint(path, mmap=True)
         return None
     except CheckpointError as e:
-        return getattr(e, "reason", "not a checkpoint (no state_dict)")
+        return problem_of(e)
 
 
 def newest_checkpoint(run_dir: Path) -> ResumePoint | None:
@@ -38,17 +67,17 @@ def newest_checkpoint(run_dir: Path) -> ResumePoint | None:
     Raises:
         CheckpointError: there are ``*.ckpt`` files but none is readable (one line naming each and why).
     """
-    best: tuple[tuple[int, int, bool], Path] | None = None
+    best: tuple[tuple[int, int, bool], Path, dict[str, Any]] | None = None
     skipped: list[tuple[Path, str]] = []
     for path in sorted((run_dir / "checkpoints").glob("*.ckpt")):
-        problem = checkpoint_problem(path)
-        if problem is not None:
-            skipped.append((path, problem))
+        try:
+            ckpt = read_checkpoint(path, mmap=True)  # once per file: the best one's dict is kept
+        except CheckpointError as e:
+            skipped.append((path, problem_of(e)))
             continue
-        ckpt = read_checkpoint(path, mmap=True)
         key = (int(ckpt.get("global_step", -1)), int(ckpt.get("epoch", -1)), path.name == "last.ckpt")
         if best is None or key > best[0]:
-            best = (key, path)
+            best = (key, path, ckpt)
     if best is None:
         if skipped:
             listed = "; ".join(f"{p.name}: {why}" for p, why in skipped)
@@ -57,8 +86,8 @@ def newest_checkpoint(run_dir: Path) -> ResumePoint | None:
                 f"({listed}); repair or remove them, or pass resume=none to start a new run"
             )
         return None
-    (step, epoch, _), path = best
-    return ResumePoint(run_dir=run_dir, checkpoint=path, step=step, epoch=epoch, skipped=tuple(skipped))
+    _, path, ckpt = best
+    return ResumePoint.of(run_dir, path, ckpt, skipped=tuple(skipped))
 
 
 def find_resume(resume: str, out_dir: str | Path) -> ResumePoint | None:
@@ -90,7 +119,7 @@ def find_resume(resume: str, out_dir: str | Path) -> ResumePoint | None:
             ckpt = read_checkpoint(path, mmap=True)
         except CheckpointError as e:
             raise RecipeError(f"resume: {str(e).removeprefix('checkpoint: ')}") from None
-        return ResumePoint(run_dir_of(path), path, int(ckpt.get("global_step", -1)), int(ckpt.get("epoch", -1)))
+        return ResumePoint.of(run_dir_of(path), path, ckpt)
     if path.is_dir():
         try:
             point = newest_checkpoint(path)
@@ -102,11 +131,24 @@ def find_resume(resume: str, out_dir: str | Path) -> ResumePoint | None:
     raise RecipeError(f"resume: {resume!r} is neither auto, none, a checkpoint file nor a run folder")
 
 
+def check_resume(point: ResumePoint, parts: Parts, recipe: dict[str, Any], trainer: pl.Trainer) -> None:
+    """Everything a resume must satisfy before anything is written, read from ``point.saved``: the
+    weights fit the recipe's model, the recipe keeps the checkpoint's kinds of parts, and the
+    trainer's limits leave steps to train.
+
+    Raises:
+        RecipeError: naming the checkpoint and the recipe key at fault.
+    """
+    check_fits(parts.module, point)
+    check_same_kinds(point.saved.get("recipe"), recipe, point.checkpoint)
+    check_trains_more(point, trainer.max_steps, trainer.max_epochs, type(parts.datamodule).__qualname__)
+
+
 def check_trains_more(point: ResumePoint, max_steps: int, max_epochs: int | None, datamodule_key: str) -> None:
     """Refuse a resume that would train nothing (a finished run resumed without raising its limits).
 
     Args:
-        point: the checkpoint to continue from.
+        point: the checkpoint to continue from (``point.saved`` is read, not the file).
         max_steps: the trainer's ``max_steps`` (-1: no limit).
         max_epochs: the trainer's ``max_epochs`` (None or -1: no limit).
         datamodule_key: where the checkpoint keeps the loader position (the DataModule's class name).
@@ -114,8 +156,7 @@ def check_trains_more(point: ResumePoint, max_steps: int, max_epochs: int | None
     Raises:
         RecipeError: naming ``trainer.max_steps`` or ``trainer.max_epochs`` and the value to exceed.
     """
-    ckpt = read_checkpoint(point.checkpoint, mmap=True)
-    position = ckpt.get(datamodule_key)
+    position = point.saved.get(datamodule_key)
     epoch = int(position["epoch"]) if isinstance(position, dict) and "epoch" in position else point.epoch
     if max_steps != -1 and point.step >= max_steps:
         raise RecipeError(
@@ -127,3 +168,24 @@ def check_trains_more(point: ResumePoint, max_steps: int, max_epochs: int | None
             f"trainer.max_epochs: {point.checkpoint} has finished {epoch} epoch(s) (step {point.step}); "
             f"set trainer.max_epochs above {epoch} to train more"
         )
+
+
+def _layout(value: Any) -> Any:
+    """What must match for a state-dict entry to load: a tensor's shape; for module extra state (a
+    SwAV queue's ``{"rows": Tensor, "filled": int}``) the same, entry by entry; else the type."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _layout(v)) for k, v in value.items()))
+    return type(value).__name__
+
+
+def check_fits(module: pl.LightningModule, point: ResumePoint) -> None:
+    """The checkpoint's weights (and extra state) have the recipe's names and shapes (else resuming
+    would fail late); reads ``point.saved``, not the file."""
+    saved = point.saved["state_dict"]
+    wanted = {k: _layout(v) for k, v in module.state_dict().items()}
+    have = {k: _layout(v) for k, v in saved.items()}
+    if wanted != have:
+        diff = sorted(set(wanted.items()) ^ set(have.items()), key=str)[:3]
+        raise RecipeError(f"resume: {point.checkpoint} does not fit this recipe's model (e.g. {diff})")

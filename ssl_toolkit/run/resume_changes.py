@@ -22,7 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from ssl_toolkit.run.errors import RecipeError
+from ssl_toolkit.errors import RecipeError
 
 # LambdaLR's schedule object (optim._WarmupCosineFactor) field -> what the user calls it.
 SCHEDULE_FIELDS = {"warmup": "warm-up steps", "total": "total steps", "start": "start_factor", "floor": "min_factor"}
@@ -58,6 +58,7 @@ def _schedules(trainer: pl.Trainer) -> list[dict[str, Any]]:
     out = []
     for config in trainer.lr_scheduler_configs:
         sched = config.scheduler
+        # getattr with a default: LambdaLR has lr_lambdas; a scheduler of another kind has none.
         fns = [dict(vars(fn)) for fn in getattr(sched, "lr_lambdas", [])]
         out.append({"base_lrs": list(sched.base_lrs), "lambdas": fns})
     return out
@@ -94,7 +95,7 @@ class ResumeChanges(pl.Callback):
                         group[key] = value
         for config, fresh in zip(trainer.lr_scheduler_configs, self.fresh_schedules):
             sched = config.scheduler
-            for fn, new in zip(getattr(sched, "lr_lambdas", []), fresh["lambdas"]):
+            for fn, new in zip(getattr(sched, "lr_lambdas", []), fresh["lambdas"]):  # as in _schedules
                 for key, value in new.items():
                     if vars(fn).get(key) != value:
                         changes.setdefault(f"schedule {SCHEDULE_FIELDS.get(key, key)}", [vars(fn).get(key), value])

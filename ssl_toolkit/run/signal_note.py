@@ -16,7 +16,7 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-from ssl_toolkit.run.errors import Preempted
+from ssl_toolkit.errors import Preempted
 
 # SIGHUP: the terminal closed or the ssh connection dropped; saved like SIGTERM.
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP)

@@ -23,7 +23,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from ssl_toolkit.run.errors import Preempted
+from ssl_toolkit.errors import Preempted
 from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 
 

@@ -36,11 +36,14 @@ runs without evaluation (``ssl-toolkit bench``). One process, automatic optimiza
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.profilers import Profiler
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ssl_toolkit.module import SSLModule
 
 PARTS: dict[str, str] = {
     "fetch": "fetch batch",
@@ -73,7 +76,7 @@ class StepParts(Profiler):
     ``step``, in seconds; ``view_shapes`` the (H, W) of each view ``augment`` made last.
     """
 
-    def __init__(self, module: nn.Module, device: torch.device) -> None:
+    def __init__(self, module: SSLModule, device: torch.device) -> None:
         super().__init__()
         self.cuda = device.type == "cuda"
         self.module = module
@@ -85,7 +88,7 @@ class StepParts(Profiler):
         self._handles: list[Any] = []
         for name, part in (("augment", "augment"), ("backbone", "backbone_fwd"), ("teacher", "teacher_fwd"),
                            ("head", "head_fwd")):  # fmt: skip
-            net = getattr(module, name, None)
+            net = getattr(module, name)  # SSLModule declares all four; teacher is None without one
             if isinstance(net, nn.Module):  # a compiled backbone runs its hooks eagerly (graph breaks)
                 self._handles.append(net.register_forward_pre_hook(torch.compiler.disable(self._pre_hook(part))))
                 self._handles.append(net.register_forward_hook(torch.compiler.disable(self._post_hook(part))))
@@ -157,8 +160,8 @@ class StepParts(Profiler):
             self._add("hooks", done, stop)
 
     def _hook_optimizers(self) -> None:
-        trainer = getattr(self.module, "_trainer", None)
-        for optimizer in getattr(trainer, "optimizers", []):
+        trainer = self.module._trainer  # LightningModule declares it: None until attached
+        for optimizer in trainer.optimizers if trainer is not None else []:
             if id(optimizer) not in self._hooked_optimizers:
                 self._hooked_optimizers.add(id(optimizer))
                 self._handles.append(optimizer.register_step_post_hook(self._optimizer_done))

@@ -21,9 +21,9 @@ from PIL import Image
 from torch import Tensor
 
 from ssl_toolkit.data.image_files import shown
+from ssl_toolkit.errors import ArgumentError, RecipeError
+from ssl_toolkit.recipe.build import construct
 from ssl_toolkit.rng import process_seed
-from ssl_toolkit.run.errors import ArgumentError, RecipeError
-from ssl_toolkit.run.recipe import construct
 
 GAP = 4  # px between the pictures of views.png
 BACKGROUND = (255, 255, 255)
@@ -96,7 +96,8 @@ def _training_views(
     sizes = whole[0] if whole else None
     generator = torch.Generator().manual_seed(process_seed(seed, 0))
     views = augment(batch, generator, sizes=sizes, normalized=False)
-    paths = getattr(getattr(data, "train_set", None), "paths", None)  # webdataset, in-memory data: none
+    # getattr with a default: files on disk have paths; webdataset and in-memory data have none.
+    paths = getattr(data.train_set, "paths", None)
     names = None if paths is None else [shown(os.fsdecode(paths[i])) for i in index.tolist()]
     return batch, index, sizes, views, names
 

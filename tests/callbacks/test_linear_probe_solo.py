@@ -135,8 +135,8 @@ def test_solo_protocol_on_unlabelled_data_is_one_line_naming_the_key(tmp_path: P
     from PIL import Image
 
     from conftest import REPO, tiny_recipe
-    from ssl_toolkit.run.errors import RecipeError
-    from ssl_toolkit.run.recipe import build_parts
+    from ssl_toolkit.errors import RecipeError
+    from ssl_toolkit.recipe.build import build_parts
 
     folder = tmp_path / "unlabelled"
     folder.mkdir()

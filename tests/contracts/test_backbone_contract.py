@@ -21,11 +21,11 @@ from safetensors.torch import load_file
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.backbone import build_backbone
+from ssl_toolkit.errors import RecipeError
 from ssl_toolkit.heads.base import BatchInfo, Views
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.run.errors import RecipeError
+from ssl_toolkit.recipe.build import build_parts
 from ssl_toolkit.run.export import export_backbone
-from ssl_toolkit.run.recipe import build_parts
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ def test_table_covers_the_families() -> None:
 def test_simclr_two_view_step(row: Row, images: torch.Tensor) -> None:
     module, _ = simclr_module(row)
     backbone = module.backbone
-    assert module.feature_dim == backbone.feature_dim == module.head.projector[0].in_features
-    assert (backbone.feature_dim != backbone.num_features) == row.width_differs
+    assert module.feature_dim == module.backbone_facts.feature_dim == module.head.projector[0].in_features
+    assert (module.feature_dim != backbone.num_features) == row.width_differs
     feats = train_step(module, images)
     assert [f.shape for f in feats] == [(8, module.feature_dim)] * 2
 
@@ -153,7 +153,7 @@ def test_export_reloads_through_plain_timm(row: Row, images: torch.Tensor, tmp_p
     result = export_backbone(ckpt, tmp_path / "backbone.safetensors")
     assert result.feature_dim == module.feature_dim
     if row.small_image_stem:  # another first conv than timm's: loads into build_backbone
-        model = build_backbone(row.name, small_image_stem=True, model_kwargs=row.model_kwargs)
+        model = build_backbone(row.name, small_image_stem=True, model_kwargs=row.model_kwargs)[0]
         model.load_state_dict(load_file(str(result.path)), strict=True)
     else:
         overlay = {"file": str(result.path), "num_classes": 0}

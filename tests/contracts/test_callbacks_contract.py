@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ssl_toolkit.callbacks import CALLBACKS
-from ssl_toolkit.run.recipe import check_call
+from ssl_toolkit.recipe.build import check_call
 
 # The contract table: one row of recipe keywords per entry of CALLBACKS (a missing row fails
 # test_every_callback_has_exactly_one_row). ``dirpath`` of checkpoint callbacks is set by ``fit``.

@@ -73,7 +73,7 @@ def test_teacher_projection_is_an_ema_of_the_student_on_the_cosine_schedule() ->
 
 def test_in_ssl_module_the_teacher_sees_only_the_global_crops() -> None:
     torch.manual_seed(3)
-    backbone = build_backbone(TINY_BACKBONE)
+    backbone = build_backbone(TINY_BACKBONE)[0]
     head = DINOHead(in_dim=backbone.num_features, **KW)
     augment = MultiCropAugment(size=32, num_global=2, local_size=16, num_local=3, blur_p=0.0)
     module = SSLModule(backbone, head, augment, SGDFactory(lr=0.1))

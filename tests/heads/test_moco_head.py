@@ -143,7 +143,7 @@ def test_cosine_momentum_schedule() -> None:
 
 def _module(momentum: float) -> SSLModule:
     torch.manual_seed(0)
-    backbone = build_backbone(TINY_BACKBONE)
+    backbone = build_backbone(TINY_BACKBONE)[0]
     head = MoCHiHead(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, queue_size=40, num_hard=8,
                      num_mixed=4, num_query_mixed=4, base_momentum=momentum, final_momentum=momentum)  # fmt: skip
     return SSLModule(backbone, head, SimCLRAugment(size=32), SGDFactory(lr=0.5, weight_decay=0.0, momentum=0.0))

@@ -91,7 +91,7 @@ def test_keys_carry_no_gradient_and_bad_arguments() -> None:
 def test_one_fit_step_moves_both_key_encoder_halves_by_the_momentum(tmp_path) -> None:
     m = 0.75
     torch.manual_seed(0)
-    backbone = build_backbone(TINY_BACKBONE)
+    backbone = build_backbone(TINY_BACKBONE)[0]
     head = MoCoV3Head(in_dim=backbone.num_features, hidden_dim=32, out_dim=16, pred_hidden_dim=32,
                       base_momentum=m, final_momentum=m)  # fmt: skip
     module = SSLModule(backbone, head, SimCLRAugment(size=32), SGDFactory(lr=0.5, weight_decay=0.0, momentum=0.0))

@@ -109,9 +109,9 @@ def test_unknown_last_norm_names_the_key() -> None:
 
 
 def test_recipe_keys_reach_the_projector() -> None:
+    from ssl_toolkit.errors import RecipeError
     from ssl_toolkit.heads import HEADS
-    from ssl_toolkit.run.errors import RecipeError
-    from ssl_toolkit.run.recipe import _construct
+    from ssl_toolkit.recipe.build import _construct
 
     head = _construct("head", HEADS, {"name": "simclr", "in_dim": F, "hidden_dim": H, "out_dim": D,
                                       "last_norm": "bn_affine", "batch_norm": False})  # fmt: skip

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ssl_toolkit.backbone import build_backbone
+from ssl_toolkit.backbone import BackboneFacts, build_backbone
 from ssl_toolkit.data import DATAMODULES
+from ssl_toolkit.data.base import ImageDataModule
+from ssl_toolkit.errors import CheckpointError, RecipeError
 from ssl_toolkit.module import SSLModule
-from ssl_toolkit.run.errors import CheckpointError, RecipeError
-from ssl_toolkit.run.recipe import (
+from ssl_toolkit.recipe.build import (
     backbone_kwargs,
     build_parts,
     check_call,
@@ -46,7 +46,7 @@ class LoadedCheckpoint:
     """
 
     module: SSLModule
-    datamodule: pl.LightningDataModule
+    datamodule: ImageDataModule
     recipe: dict[str, Any]
     epoch: int
     step: int
@@ -75,9 +75,7 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
         if mmap:  # only zip-format files map; let the plain read decide about the others
             return read_checkpoint(path, mmap=False)
         reason = unreadable_reason(path, e)
-        error = CheckpointError(f"checkpoint: {path} {_sentence(reason)}")
-        error.reason = reason  # the short form, as resume and select list skipped files
-        raise error from None
+        raise CheckpointError(f"checkpoint: {path} {_sentence(reason)}", reason=reason) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint: {path} has no state_dict; not a checkpoint written by ssl-toolkit fit")
     return ckpt
@@ -242,10 +240,10 @@ def backbone_weights(ckpt: dict[str, Any], path: str | Path) -> dict[str, torch.
     return weights
 
 
-def rebuild_backbone(ckpt: dict[str, Any], recipe: dict[str, Any], path: str | Path) -> nn.Module:
+def rebuild_backbone(ckpt: dict[str, Any], recipe: dict[str, Any], path: str | Path) -> tuple[nn.Module, BackboneFacts]:
     """The recipe's backbone (``build_backbone`` with the recipe's keys and view sizes,
     ``pretrained=False``: nothing is downloaded) with the checkpoint's ``backbone.*`` weights loaded
-    strictly, in eval mode. Needs neither the data nor the head.
+    strictly, in eval mode, and its ``BackboneFacts``. Needs neither the data nor the head.
 
     Args:
         ckpt: a checkpoint dict from ``read_checkpoint``.
@@ -259,7 +257,7 @@ def rebuild_backbone(ckpt: dict[str, Any], recipe: dict[str, Any], path: str | P
     weights = backbone_weights(ckpt, path)
     spec = backbone_kwargs(recipe, pretrained=False)
     try:
-        model = build_backbone(**spec)
+        model, facts = build_backbone(**spec)
     except ValueError as e:  # build_backbone's "<keyword>: ..." line, named as the recipe key
         raise RecipeError(f"backbone.{str(e).splitlines()[0]}") from None
     try:
@@ -267,4 +265,4 @@ def rebuild_backbone(ckpt: dict[str, Any], recipe: dict[str, Any], path: str | P
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:300]
         raise CheckpointError(f"checkpoint: {path} backbone does not fit {spec['name']!r} ({detail})") from None
-    return model.eval()
+    return model.eval(), facts

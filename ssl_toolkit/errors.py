@@ -34,7 +34,16 @@ class RecipeError(UserError):
 
 
 class CheckpointError(UserError):
-    """A checkpoint that cannot be read or rebuilt (names the file)."""
+    """A checkpoint that cannot be read or rebuilt (names the file).
+
+    Attributes:
+        reason: for a file that does not read at all, the short reason (``empty file``,
+            ``truncated (...)``, ...) that resume and select list beside skipped files; else None.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ArgumentError(UserError):

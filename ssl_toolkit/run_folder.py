@@ -110,7 +110,7 @@ def write_new_json(path: Path, data: dict[str, Any]) -> Path:
 
 def git_commit() -> str:
     """The commit of the ssl_toolkit checkout in use, with ``-dirty`` for uncommitted changes."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
@@ -167,7 +167,7 @@ def check_out_dir(out_dir: str | Path) -> None:
     Raises:
         RecipeError: naming ``out_dir`` and what is in the way.
     """
-    from ssl_toolkit.run.errors import RecipeError
+    from ssl_toolkit.errors import RecipeError
 
     path = Path(out_dir)
     if path.exists() and not path.is_dir():
@@ -195,7 +195,7 @@ def check_writable(folder: Path, what: str) -> None:
     import errno
     import tempfile
 
-    from ssl_toolkit.run.errors import ArgumentError
+    from ssl_toolkit.errors import ArgumentError
 
     folder = Path(folder)
     existing = folder

@@ -30,7 +30,7 @@ def check_monitors(callbacks: Mapping[str, Any], is_checkpoint: Mapping[str, boo
     Raises:
         RecipeError: ``callbacks.<name>.monitor`` naming the metric and what is logged.
     """
-    from ssl_toolkit.run.errors import RecipeError
+    from ssl_toolkit.errors import RecipeError
 
     logged = set(ALWAYS_LOGGED)
     for name in callbacks:

@@ -26,7 +26,7 @@ def build_loggers(
     uploads later. ``online`` is used only when the recipe says so.
     """
     if wandb and wandb_mode == "online" and not wandb_logged_in():
-        from ssl_toolkit.run.errors import RecipeError
+        from ssl_toolkit.errors import RecipeError
 
         raise RecipeError(
             "logger.wandb_mode: online needs a wandb login (run `wandb login` or set WANDB_API_KEY); "
@@ -42,6 +42,7 @@ def build_loggers(
                              save_dir=str(run_dir), offline=wandb_mode == "offline", mode=wandb_mode)  # fmt: skip
         # Lightning always passes wandb.init(anonymous=None), and wandb (0.31 here) warns on every run
         # that the setting has no effect; leaving the key out is the same init without the warning.
+        # getattr with a default: a private attribute of Lightning's WandbLogger, other versions may lack it.
         if getattr(logger, "_wandb_init", {}).get("anonymous", "unset") is None:
             del logger._wandb_init["anonymous"]
         loggers.append(logger)

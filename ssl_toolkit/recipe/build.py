@@ -28,14 +28,15 @@ from ssl_toolkit.backbone import build_backbone
 from ssl_toolkit.callbacks import CALLBACKS
 from ssl_toolkit.callbacks.finite_loss import FiniteLoss
 from ssl_toolkit.data import DATAMODULES
+from ssl_toolkit.data.base import ImageDataModule
+from ssl_toolkit.errors import RecipeError
 from ssl_toolkit.heads import HEADS
 from ssl_toolkit.losses import LOSSES
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import OPTIMIZERS, SCHEDULERS
-from ssl_toolkit.run.errors import RecipeError
-from ssl_toolkit.run.loggers import build_loggers
-from ssl_toolkit.run.monitors import check_monitors
-from ssl_toolkit.run.typecheck import matches, non_finite, type_name
+from ssl_toolkit.recipe.loggers import build_loggers
+from ssl_toolkit.recipe.monitors import check_monitors
+from ssl_toolkit.recipe.typecheck import matches, non_finite, type_name
 from ssl_toolkit.sync_batchnorm import SyncBatchNormPlugin
 
 SECTIONS = ("seed", "out_dir", "backbone", "head", "augment", "data", "optimizer", "scheduler",
@@ -47,7 +48,8 @@ FAMILIES: dict[str, Mapping[str, Callable[..., Any]]] = {
 # Worked out by the builder, never written in a recipe.
 DERIVED = {"head": {"in_dim", "num_classes"}, "backbone": {"input_sizes"}}
 NESTED = {"loss": LOSSES}  # a constructor keyword whose value is itself {name: ..., ...}
-MODULE_PARTS = {"backbone", "head", "augment", "optimizer", "scheduler"}  # built from their own sections
+# SSLModule keywords the builder passes (built from their own sections, or build_backbone's facts).
+MODULE_PARTS = {"backbone", "head", "augment", "optimizer", "scheduler", "backbone_facts"}
 MANAGED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
 # A monitored metric -> the callback that logs it (a checkpoint monitoring it needs that callback on).
 METRIC_SOURCES = {"val/knn_": "knn", "val/linear_": "linear_probe", "val/rankme": "rankme"}
@@ -270,7 +272,7 @@ class Parts:
     """Everything ``fit`` needs, built from a validated recipe."""
 
     module: SSLModule
-    datamodule: pl.LightningDataModule
+    datamodule: ImageDataModule
 
 
 def build_parts(recipe: dict[str, Any]) -> Parts:
@@ -285,7 +287,7 @@ def build_parts(recipe: dict[str, Any]) -> Parts:
             f"data.batch_size: {datamodule.batch_size} is larger than the "
             f"{datamodule.num_train_samples} training images"
         )
-    per_batch = getattr(datamodule, "classes_per_batch", None)
+    per_batch = datamodule.classes_per_batch
     if per_batch is not None and per_batch > datamodule.num_classes:
         raise RecipeError(
             f"data.classes_per_batch: {per_batch} classes per batch, but the data has {datamodule.num_classes} classes"
@@ -308,14 +310,14 @@ def build_module(recipe: dict[str, Any], datamodule: pl.LightningDataModule | No
     """
     # The augmentation first: its own checks name augment.* keys before the backbone uses its sizes.
     augment = build_augment(recipe)
-    backbone = _guard("backbone", lambda: build_backbone(**backbone_kwargs(recipe)))
+    backbone, facts = _guard("backbone", lambda: build_backbone(**backbone_kwargs(recipe)))
     head_cfg = _kwargs(recipe["head"])
     if isinstance(head_cfg.get("loss"), dict):
         head_cfg["loss"] = _construct("head.loss", LOSSES, head_cfg["loss"])
     head_cls = _pick("head", HEADS, recipe["head"])
     num_classes = None
     if datamodule is not None:
-        if getattr(head_cls, "uses_labels", False) and not _guard("data", lambda: datamodule.has_labels):
+        if head_cls.uses_labels and not _guard("data", lambda: datamodule.has_labels):
             name, data = recipe["head"]["name"], recipe["data"]["name"]
             raise RecipeError(f"head.name: {name!r} needs class labels, but data {data!r} has none")
         probe = (recipe.get("callbacks") or {}).get("linear_probe") or {}
@@ -331,11 +333,12 @@ def build_module(recipe: dict[str, Any], datamodule: pl.LightningDataModule | No
                 f"head.name: {recipe['head']['name']!r} needs the data's number of classes (load the data)"
             )
         head_cfg["num_classes"] = num_classes
-    head = _guard("head", lambda: head_cls(in_dim=backbone.feature_dim, **head_cfg))
+    head = _guard("head", lambda: head_cls(in_dim=facts.feature_dim, **head_cfg))
     optimizer = _construct("optimizer", OPTIMIZERS, recipe["optimizer"])
     sched = recipe.get("scheduler")
     scheduler = _construct("scheduler", SCHEDULERS, sched) if sched is not None else None
-    return SSLModule(backbone, head, augment, optimizer, scheduler, **_section(recipe, "module", required=False))
+    module_cfg = _section(recipe, "module", required=False)
+    return SSLModule(backbone, head, augment, optimizer, scheduler, **module_cfg, backbone_facts=facts)
 
 
 def build_augment(recipe: dict[str, Any]) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 from contracts.constructor import assert_plain_typed_constructor
-from contracts.two_ranks import run_two_ranks
+from two_processes import run_ranks
 
 from ssl_toolkit.heads import HEADS, BatchInfo, SSLHead, Views
 
@@ -145,7 +145,7 @@ GATHERING = sorted(n for n, row in CASES.items() if row["gathers"])
 def two_process_heads(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """Every gathering head run once on 2 gloo ranks (one launch for the whole table)."""
     out = tmp_path_factory.mktemp("heads_2p")
-    return run_two_ranks(WORKER, out, GATHERING)
+    return run_ranks(WORKER, out, GATHERING)
 
 
 @pytest.mark.distributed

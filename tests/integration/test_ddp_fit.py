@@ -20,7 +20,7 @@ from contracts.test_heads_contract import CASES
 from torch import nn
 from two_processes import process_env, run_case, torchrun
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("ddp_fit_worker.py")
 
 

@@ -1,7 +1,7 @@
 """2-process DDP ``fit`` (gloo, CPU, SyncBN) ends with the weights of a 1-process fit on the same
 global batch, for every head/loss that gathers across processes; and the SyncBN layer alone.
 
-The fits run in tests/ddp_fit_worker.py: once in one process (``python``) and once in two DDP
+The fits run in tests/integration/ddp_fit_worker.py: once in one process (``python``) and once in two DDP
 processes (``torchrun --standalone --nproc_per_node 2``, the README's multi-GPU command), 3 steps of
 a global batch of 16 (8 per rank), ``trainer.sync_batchnorm: true``. Two launches in all, shared by
 the parametrized cases (~1 minute on 2 busy cores).

@@ -2,7 +2,7 @@
 ``ssl-toolkit fit``: SwAV's per-process queue comes back to its own process after ``resume=auto``;
 MoCo's queue (identical on every process) is not among the buffers DDP broadcasts before each
 forward, BatchNorm statistics still are, and the queues stay equal across processes. One launch
-(tests/ddp_process_state_worker.py runs the three fits)."""
+(tests/integration/ddp_process_state_worker.py runs the three fits)."""
 
 from __future__ import annotations
 

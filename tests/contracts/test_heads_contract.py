@@ -1,4 +1,4 @@
-"""Contract shared by every entry of ``HEADS``, driven by the table in head_cases.py.
+"""Contract shared by every entry of ``HEADS``, driven by its ``CASES`` table.
 
 For every head: a plain typed constructor, a finite scalar loss, backward reaching every trainable
 parameter, ``embed`` giving (B, D), a strict state-dict round trip, and (for heads whose loss gathers

@@ -1,6 +1,6 @@
-"""One rank of a 2-process gloo run on the CPU, started by tests/test_distributed.py.
+"""One rank of a 2-process gloo run on the CPU, started by ``two_processes.run_case`` (tests/two_processes.py).
 
-    python tests/distributed_worker.py CASE RANK WORLD INIT_FILE WORK_DIR
+    python tests/distributed_worker.py RANK WORLD INIT_FILE WORK_DIR CASE
 
 Reads ``WORK_DIR/inputs.pt`` (the global batch), runs CASE on this rank's slice, and writes
 ``WORK_DIR/rank{RANK}.pt`` with the loss and the gradients of the local inputs.
@@ -421,11 +421,12 @@ def diagnostics(inputs: dict, rank: int, world: int) -> dict:
 CASES["diagnostics"] = diagnostics
 
 
-def baseline_losses(inputs: dict, rank: int, world: int) -> dict:
+def loss_calls(inputs: dict, rank: int, world: int) -> dict:
     """For each ``key: (class name, kwargs, args)`` of ``inputs["cases"]``: the loss class of
     ``ssl_toolkit.losses`` on this rank's rows of every (B, D) tensor of ``args`` (lists of views
     are sliced view by view; other values passed as they are); the loss, the gradients of the local
-    tensors, and the loss's buffers after the call (DINO's centre)."""
+    tensors in the order of ``args`` (None where no gradient reaches, e.g. a stop-gradient target),
+    and the loss's buffers after the call (DINO's centre)."""
     import ssl_toolkit.losses as losses
 
     def local(x: object) -> object:
@@ -448,31 +449,11 @@ def baseline_losses(inputs: dict, rank: int, world: int) -> dict:
     return out
 
 
-CASES["baseline_losses"] = baseline_losses
-
-
-def pair_losses(inputs: dict, rank: int, world: int) -> dict:
-    """Losses called as ``loss(a, b)`` on this rank's rows (``inputs["cases"]``: key -> (class name
-    in ``ssl_toolkit.losses``, kwargs, a, b)): per key the loss and the gradients of a and b (None
-    where no gradient reaches, e.g. a stop-gradient target)."""
-    import ssl_toolkit.losses
-
-    out = {}
-    for key, (name, kwargs, a, b) in inputs["cases"].items():
-        n = a.shape[0] // world
-        rows = slice(rank * n, (rank + 1) * n)
-        a, b = a[rows].clone().requires_grad_(True), b[rows].clone().requires_grad_(True)
-        loss = getattr(ssl_toolkit.losses, name)(**kwargs)(a, b)
-        loss.backward()
-        out[key] = {"loss": loss.detach(), "grad_a": a.grad, "grad_b": b.grad}
-    return out
-
-
-CASES["pair_losses"] = pair_losses
+CASES["loss_calls"] = loss_calls
 
 
 def main() -> None:
-    case, rank, world, init_file, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
+    rank, world, init_file, work, case = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), sys.argv[5]
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         out = CASES[case](torch.load(work / "inputs.pt"), rank, world)

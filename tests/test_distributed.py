@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from two_processes import run_case
 
 from ssl_toolkit.losses import LOSSES
-
-WORKER = Path(__file__).with_name("distributed_worker.py")
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_two_ranks(case: str, inputs: dict, tmp_path: Path, timeout: float = 120) -> list[dict]:
-    torch.save(inputs, tmp_path / "inputs.pt")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    init = tmp_path / "init"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), case, str(r), "2", str(init), str(tmp_path)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=timeout)
-        assert p.returncode == 0, err
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-
 
 # V > 2 views for the multi-view losses (2 views of every LOSSES entry: tests/contracts/test_losses_contract.py).
 MULTI_VIEW_CASES = {
@@ -53,7 +28,7 @@ def multi_view_inputs(num_views: int) -> list[torch.Tensor]:
 def multi_view_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """Every case of MULTI_VIEW_CASES on 2 gloo ranks, in one launch."""
     cases = {key: (name, kwargs, multi_view_inputs(v)) for key, (name, kwargs, v) in MULTI_VIEW_CASES.items()}
-    return run_two_ranks("multi_view_losses", {"cases": cases}, tmp_path_factory.mktemp("multi_view"))
+    return run_case("multi_view_losses", {"cases": cases}, tmp_path_factory.mktemp("multi_view"))
 
 
 @pytest.mark.distributed
@@ -84,7 +59,7 @@ def test_moco_queue_and_gradients_two_processes_equal_one(tmp_path: Path, per_vi
     teacher = [torch.randn(b, f) for _ in range(2)]
     index = torch.arange(b)
     inputs = {"kwargs": kwargs, "state": head.state_dict(), "feats": feats, "teacher": teacher, "index": index}
-    ranks = run_two_ranks("mocov2_head", inputs, tmp_path)
+    ranks = run_case("mocov2_head", inputs, tmp_path)
 
     local = [x.clone().requires_grad_(True) for x in feats]
     out = head(Views(local, teacher=teacher), BatchInfo(labels=index, index=index, step=0, epoch=0))
@@ -115,7 +90,7 @@ def test_label_free_metrics_two_processes_equal_one(tmp_path: Path) -> None:
     labels = torch.randint(0, 3, (n,), generator=g)
     views = torch.randn(n, 1, d, generator=g) + 0.5 * torch.randn(n, 4, d, generator=g)
     inputs = {"z1": z1, "z2": z2, "labels": labels, "views": views, "num_classes": 3}
-    ranks = run_two_ranks("label_free_metrics", inputs, tmp_path)
+    ranks = run_case("label_free_metrics", inputs, tmp_path)
 
     scores = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T
     pos, neg = split_scores(scores, torch.arange(n))
@@ -152,7 +127,7 @@ def test_feature_transformation_head_two_processes_equal_one(tmp_path: Path) -> 
     index = torch.arange(b)
     inputs = {"name": "mocov2_ft", "kwargs": kwargs, "state": head.state_dict(), "feats": feats,
               "teacher": teacher, "index": index}  # fmt: skip
-    ranks = run_two_ranks("mocov2_head", inputs, tmp_path)
+    ranks = run_case("mocov2_head", inputs, tmp_path)
 
     local = [x.clone().requires_grad_(True) for x in feats]
     out = head(Views(local, teacher=teacher), BatchInfo(labels=index, index=index, step=0, epoch=0))
@@ -184,7 +159,7 @@ def baseline_loss_cases() -> dict[str, tuple[str, dict, list]]:
 @pytest.fixture(scope="module")
 def baseline_loss_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """Every case of baseline_loss_cases on 2 gloo ranks, in one launch."""
-    return run_two_ranks("baseline_losses", {"cases": baseline_loss_cases()}, tmp_path_factory.mktemp("baselines"))
+    return run_case("loss_calls", {"cases": baseline_loss_cases()}, tmp_path_factory.mktemp("baselines"))
 
 
 @pytest.mark.distributed

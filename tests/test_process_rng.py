@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distributed import run_two_ranks
+from two_processes import run_case
 
 from ssl_toolkit.augment import SimCLRAugment
 from ssl_toolkit.heads.hydra import HydraHead
@@ -53,7 +53,7 @@ def test_two_processes_draw_different_crops_mixtures_and_partners_and_get_their_
     tmp_path: Path,
 ) -> None:
     inputs = _inputs()
-    ranks = run_two_ranks("process_streams", inputs, tmp_path)
+    ranks = run_case("process_streams", inputs, tmp_path)
     r0, r1 = ranks[0]["first"], ranks[1]["first"]
     assert not torch.equal(r0["views"][0], r1["views"][0])  # crop boxes / jitter differ across ranks
     assert not torch.equal(r0["views"][1], r1["views"][1])

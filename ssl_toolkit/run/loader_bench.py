@@ -21,7 +21,7 @@ The method. A loader with W workers hands batch i to worker i mod W and keeps up
 
 Timing 3 batches after the first of a loader with 16 workers (what a naive baseline does) times
 batches that the other 15 workers prepared while the first one started: on items of 4 ms it reports
-tens of thousands of items/s where 2 workers can give at most 500 (``tests/test_loader_bench.py``).
+tens of thousands of items/s where 2 workers can give at most 500 (``tests/run/test_loader_bench.py``).
 """
 
 from __future__ import annotations

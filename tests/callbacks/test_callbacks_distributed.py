@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from distributed_worker import evaluate_callbacks, tiny_module
-from test_distributed import run_two_ranks
+from two_processes import run_case
 
 from ssl_toolkit.data import SyntheticData
 
@@ -24,7 +24,7 @@ def test_eval_callbacks_two_processes_equal_one(tmp_path: Path) -> None:
     feats = torch.randn(12, module.backbone.num_features, generator=g)
     labels = torch.randint(0, DATA["num_classes"], (12,), generator=g)
     inputs = {"module": module.state_dict(), "data": DATA, "feats": feats, "labels": labels}
-    ranks = run_two_ranks("eval_callbacks", inputs, tmp_path)
+    ranks = run_case("eval_callbacks", inputs, tmp_path)
     one = evaluate_callbacks(module, SyntheticData(**DATA), inputs)
 
     names = ["val/knn_top1", "val/knn_top5", "val/rankme", "val/rankme_proj", "val/linear_top1", "val/linear_top5"]
@@ -51,7 +51,7 @@ def test_gathered_labels_and_indices_are_exact_int64_above_2_to_the_24(tmp_path:
     labels = index * 3 + 1  # large labels too
     feats = torch.arange(7 * 3, dtype=torch.float32).reshape(7, 3)
     assert float(torch.tensor(2**24 + 1).float()) != 2**24 + 1  # the premise
-    ranks = run_two_ranks("gather_int64", {"feats": feats, "labels": labels, "index": index}, tmp_path)
+    ranks = run_case("gather_int64", {"feats": feats, "labels": labels, "index": index}, tmp_path)
     order = index.argsort()
     for r in ranks:  # every process: all 7 rows (4 + 3: uneven shards), sorted by index, exact
         assert r["index"].dtype == r["labels"].dtype == torch.long

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from distributed_worker import evaluate_diagnostics, tiny_module
 from omegaconf import OmegaConf
-from test_distributed import run_two_ranks
+from two_processes import run_case
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.callbacks import Diagnostics
@@ -127,7 +127,7 @@ def test_pairs_loader_yields_whole_chunks_of_the_seeded_rows() -> None:
 def test_diagnostics_two_processes_equal_one_exactly(tmp_path: Path) -> None:
     module = tiny_module(seed=0)
     inputs = {"module": module.state_dict(), "data": DATA, "kwargs": KWARGS}
-    ranks = run_two_ranks("diagnostics", inputs, tmp_path, timeout=600)  # a model forward: slow on a busy CPU
+    ranks = run_case("diagnostics", inputs, tmp_path, timeout=600)  # a model forward: slow on a busy CPU
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same kernels as the 2 single-threaded ranks
     try:

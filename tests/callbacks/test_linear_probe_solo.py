@@ -13,8 +13,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from distributed_worker import tiny_module
-from test_distributed import run_two_ranks
 from torch import Tensor
+from two_processes import run_case
 
 from ssl_toolkit.callbacks import LinearProbe
 from ssl_toolkit.data import SyntheticData
@@ -121,7 +121,7 @@ def test_two_processes_average_the_classifier_gradients_to_the_one_process_ones(
     g = torch.Generator().manual_seed(0)
     feats = [torch.randn(8, 6, generator=g) for _ in range(2)]
     labels = torch.tensor([0, 1, 2, 0, 2, 2, 1, 0])
-    ranks = run_two_ranks("solo_probe", {"feats": feats, "labels": labels, "num_classes": 3}, tmp_path)
+    ranks = run_case("solo_probe", {"feats": feats, "labels": labels, "num_classes": 3}, tmp_path)
     probe = LinearProbe(protocol="solo_learn")
     probe.build(6, 3)
     probe.feature_loss(feats, labels).backward()

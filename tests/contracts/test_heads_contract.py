@@ -1,4 +1,4 @@
-"""Contract shared by every entry of ``HEADS``, driven by the table in head_cases.py.
+"""Contract shared by every entry of ``HEADS``, driven by its ``CASES`` table.
 
 For every head: a plain typed constructor, a finite scalar loss, backward reaching every trainable
 parameter, ``embed`` giving (B, D), a strict state-dict round trip, and (for heads whose loss gathers
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 from contracts.constructor import assert_plain_typed_constructor
-from contracts.two_ranks import run_two_ranks
+from two_processes import run_ranks
 
 from ssl_toolkit.heads import HEADS, BatchInfo, SSLHead, Views
 
@@ -27,8 +27,8 @@ WORKER = Path(__file__).with_name("heads_distributed_worker.py")
 # views (views per step: 2, more for multi-crop heads); gathers (the loss gathers across processes,
 # so 2 processes must equal 1; use deterministic settings: random draws cannot match across a
 # different process count; no BatchNorm in a projector: its batch statistics are per process
-# unless SyncBN, which tests/test_ddp_fit.py covers through whole fits); fit_overrides (head keywords
-# that tests/test_ddp_fit.py sets on the head's Fashion-MNIST recipes for its 3-step 1-vs-2-process
+# unless SyncBN, which tests/integration/test_ddp_fit.py covers through whole fits); fit_overrides (head keywords
+# that tests/integration/test_ddp_fit.py sets on the head's Fashion-MNIST recipes for its 3-step 1-vs-2-process
 # fit: a queue of a few batches, no per-process random draws).
 FEATURE_DIM, NUM_CLASSES, BATCH = 12, 4, 8
 
@@ -145,7 +145,7 @@ GATHERING = sorted(n for n, row in CASES.items() if row["gathers"])
 def two_process_heads(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """Every gathering head run once on 2 gloo ranks (one launch for the whole table)."""
     out = tmp_path_factory.mktemp("heads_2p")
-    return run_two_ranks(WORKER, out, GATHERING)
+    return run_ranks(WORKER, out, GATHERING)
 
 
 @pytest.mark.distributed
@@ -167,7 +167,7 @@ def test_two_processes_equal_one(name: str, two_process_heads: list[dict]) -> No
             mean = (ranks[0]["param_grads"][key] + ranks[1]["param_grads"][key]) / 2
             torch.testing.assert_close(mean, p.grad, rtol=1e-4, atol=1e-6, msg=key)
     # Queues and centres hold what 1 process on the global batch holds (BatchNorm's running
-    # statistics are per process without SyncBN: tests/test_ddp_fit.py).
+    # statistics are per process without SyncBN: tests/integration/test_ddp_fit.py).
     for key, b in head.named_buffers():
         if key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked"):
             continue

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 from contracts.constructor import assert_plain_typed_constructor
-from contracts.two_ranks import run_two_ranks
+from two_processes import run_ranks
 
 from ssl_toolkit.losses import LOSSES, MultiViewLoss
 
@@ -72,7 +72,7 @@ def test_finite_scalar_with_gradients_to_both_views(name: str) -> None:
 def two_process_losses(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """Every loss of the table run once on 2 gloo ranks (one launch for the whole table)."""
     out = tmp_path_factory.mktemp("losses_2p")
-    return run_two_ranks(WORKER, out, [])
+    return run_ranks(WORKER, out, [])
 
 
 @pytest.mark.distributed

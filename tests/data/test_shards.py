@@ -3,9 +3,6 @@ processes and loader workers, read back with the same pixels and labels, trained
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from two_processes import run_ranks
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.data import ImageFolderData, WebDatasetData
@@ -83,16 +81,7 @@ def test_writer_round_trip_same_pixels_and_labels(tmp_path: Path, capsys) -> Non
 @pytest.mark.distributed
 def test_two_processes_two_workers_see_each_sample_once_per_epoch(tmp_path: Path) -> None:
     pattern = _plain_shards(tmp_path, shards=8, per_shard=6)  # 48 samples, 4 consumers x 2 shards
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(r), "2", str(tmp_path / "init"), pattern,
-                          str(tmp_path / f"rank{r}.json")], env=env, stderr=subprocess.PIPE, text=True)
-        for r in range(2)
-    ]  # fmt: skip
-    for p in procs:
-        _, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = run_ranks(WORKER, tmp_path / "ranks", [pattern], timeout=180)
     assert [r["batches"] for r in ranks] == [8, 8]  # 48 // (2 x 3): equal steps on both processes
     for epoch in range(2):
         seen = ranks[0]["epochs"][epoch] + ranks[1]["epochs"][epoch]

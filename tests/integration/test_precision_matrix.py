@@ -107,7 +107,7 @@ def test_fit_evaluate_checkpoint_resume(head: str, precision: str, tmp_path: Pat
     if precision != "32-true":
         # oneDNN's bf16 CPU kernels (this machine's CPU) left non-finite weights after a step with a
         # finite loss (DINO, layer4 conv, reproducible in this process); with oneDNN off the same run
-        # is finite. FiniteLoss now stops such a run with one line (tests/test_nan.py); this matrix
+        # is finite. FiniteLoss now stops such a run with one line (tests/run/test_nan.py); this matrix
         # tests the dtype boundary, not a CPU kernel, so it runs the plain CPU kernels.
         monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     recipe = matrix_recipe(head, precision, tmp_path)

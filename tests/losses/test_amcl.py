@@ -141,7 +141,7 @@ def test_bad_arguments() -> None:
 
 @pytest.mark.distributed
 def test_amcl_two_processes_equal_one(tmp_path: Path) -> None:
-    from test_distributed import run_two_ranks
+    from two_processes import run_case
 
     c, n, d, h, beta = 2, 8, 6, 5, 0.3  # global batch 8 -> 4 per rank
     torch.manual_seed(0)
@@ -152,7 +152,7 @@ def test_amcl_two_processes_equal_one(tmp_path: Path) -> None:
     inputs = {"z_a": z_a, "z_b": z_b, "reg_weight": beta, "dim": d, "hidden_dim": h}
     inputs["temperatures"] = [t.state_dict() for t in temps]
     inputs["tau"] = (0.05, 1.5, 0.3)
-    ranks = run_two_ranks("amcl", inputs, tmp_path)
+    ranks = run_case("amcl", inputs, tmp_path)
 
     a = [x.clone().requires_grad_(True) for x in z_a]
     b = [x.clone().requires_grad_(True) for x in z_b]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_distributed import run_two_ranks
+from two_processes import run_case
 
 import ssl_toolkit.losses
 
@@ -28,8 +28,8 @@ def pair(key: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    cases = {key: (name, kwargs, *pair(key)) for key, (name, kwargs, _) in CASES.items()}
-    return run_two_ranks("pair_losses", {"cases": cases}, tmp_path_factory.mktemp("pair_losses"))
+    cases = {key: (name, kwargs, list(pair(key))) for key, (name, kwargs, _) in CASES.items()}
+    return run_case("loss_calls", {"cases": cases}, tmp_path_factory.mktemp("pair_losses"))
 
 
 @pytest.mark.distributed
@@ -43,9 +43,9 @@ def test_two_processes_equal_one(key: str, ranks: list[dict]) -> None:
     # DDP averages: the global loss is the mean of the rank losses, and each rank's input gradient is
     # world x dL/d(its rows).
     torch.testing.assert_close(torch.stack([r["loss"] for r in per_rank]).mean(), loss.detach())
-    torch.testing.assert_close(torch.cat([r["grad_a"] for r in per_rank]) / 2, a.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.cat([r["grads"][0] for r in per_rank]) / 2, a.grad, rtol=1e-5, atol=1e-7)
     if b.grad is None:  # stop-gradient target: no rank sends it one either
-        assert all(r["grad_b"] is None for r in per_rank)
+        assert all(r["grads"][1] is None for r in per_rank)
     else:
-        torch.testing.assert_close(torch.cat([r["grad_b"] for r in per_rank]) / 2, b.grad, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(torch.cat([r["grads"][1] for r in per_rank]) / 2, b.grad, rtol=1e-5, atol=1e-7)
     assert not torch.isclose(per_rank[0]["loss"], per_rank[1]["loss"])  # each rank scores its own rows

@@ -11,7 +11,7 @@ import pytest
 
 from ssl_toolkit.run_folder import RUN_DIR_ENV, agreed_run_dir
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHILD = (
     "import sys; from ssl_toolkit.run_folder import agreed_run_dir; "
     "print(agreed_run_dir(sys.argv[1], int(sys.argv[2])))"

@@ -53,7 +53,7 @@ def test_every_recipe_builds_with_a_tiny_backbone(path: Path, tmp_path: Path) ->
 def test_imagenet100_recipe_is_the_reference_setting() -> None:
     r = load_recipe(REPO / "recipes" / "imagenet100" / "simclr.yaml")
     assert r["backbone"]["name"] == "resnet18" and r["trainer"]["max_epochs"] == 400
-    # solo-learn's simclr.sh (f25dc1f): 512 -> 2048 -> 128 without BN (tests/test_recipe_sources.py: every key)
+    # solo-learn's simclr.sh (f25dc1f): 512 -> 2048 -> 128 without BN (tests/run/test_recipe_sources.py: every key)
     assert r["head"]["hidden_dim"] == 2048 and r["head"]["out_dim"] == 128 and not r["head"]["batch_norm"]
     assert r["head"]["loss"] == {"name": "ntxent", "temperature": 0.2}
     assert r["optimizer"]["name"] == "lars" and r["optimizer"]["lr"] == 0.3

@@ -13,7 +13,7 @@ from ssl_toolkit.recipe.build import load_recipe
 from ssl_toolkit.run.cli import main
 from ssl_toolkit.run.views import training_views
 
-RECIPE = str(Path(__file__).resolve().parents[1] / "recipes" / "own_images" / "simclr.yaml")
+RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "own_images" / "simclr.yaml")
 
 
 @pytest.fixture

@@ -5,15 +5,13 @@ every process gets its own random state back."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_resume import _assert_same_tensors, _load
+from run.test_resume import _assert_same_tensors, _load
+from two_processes import torchrun
 
 from conftest import REPO, tiny_recipe
 
@@ -44,31 +42,23 @@ def _recipe(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def _torchrun(tmp_path: Path, script: list[str], kill_after: int = -1) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "KILL_AFTER_STEP": str(kill_after)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *script]
-    return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.distributed
 def test_two_process_sigkill_then_resume_auto_matches_uninterrupted_two_process_run(tmp_path: Path) -> None:
     cli = ["-m", "ssl_toolkit.run.cli", "fit"]
-    straight = _torchrun(tmp_path, [*cli, str(_recipe(tmp_path, "straight"))])
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    torchrun([*cli, str(_recipe(tmp_path, "straight"))], cwd=tmp_path)
     reference = _load(tmp_path / "straight" / "checkpoints" / "last.ckpt")
 
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
     killed = _recipe(tmp_path, "killed")
-    res = _torchrun(tmp_path, [str(killer), "fit", str(killed)], kill_after=5)
+    res = torchrun([str(killer), "fit", str(killed)], cwd=tmp_path, env={"KILL_AFTER_STEP": "5"}, check=False)
     assert res.returncode != 0
     saved = _load(tmp_path / "killed" / "checkpoints" / "last.ckpt")
     assert saved["global_step"] == 4 and saved["SyntheticData"] == {"epoch": 1, "batches": 0}
     states = saved["callbacks"]["RNGState"]["ranks"]  # one random state per process, all different
     assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
 
-    resumed_run = _torchrun(tmp_path, [*cli, str(killed), "resume=auto"])
-    assert resumed_run.returncode == 0, resumed_run.stderr[-3000:]
+    torchrun([*cli, str(killed), "resume=auto"], cwd=tmp_path)
     resumed = _load(tmp_path / "killed" / "checkpoints" / "last.ckpt")
     assert resumed["global_step"] == reference["global_step"] == 8
     _assert_same_tensors(resumed["state_dict"], reference["state_dict"], "state_dict")  # bit for bit

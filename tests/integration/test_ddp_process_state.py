@@ -2,19 +2,17 @@
 ``ssl-toolkit fit``: SwAV's per-process queue comes back to its own process after ``resume=auto``;
 MoCo's queue (identical on every process) is not among the buffers DDP broadcasts before each
 forward, BatchNorm statistics still are, and the queues stay equal across processes. One launch
-(tests/ddp_process_state_worker.py runs the three fits)."""
+(tests/integration/ddp_process_state_worker.py runs the three fits)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from two_processes import torchrun
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.heads import MoCoV2Head, SwAVHead
@@ -50,11 +48,7 @@ def fits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     moco = _recipe(tmp, "mocov2", {"queue_size": 48, "hidden_dim": 32, "out_dim": 16})
     out = tmp / "out"
     out.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER), str(swav), str(moco), str(out)]  # fmt: skip
-    done = subprocess.run(command, env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+    torchrun([str(WORKER), str(swav), str(moco), str(out)], cwd=tmp)
     return out
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from test_resume import _assert_same_tensors, _load, _recipe, reference  # noqa: F401 (fixture)
+from run.test_resume import _assert_same_tensors, _load, _recipe, reference  # noqa: F401 (fixture)
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.run.cli import main

@@ -286,7 +286,7 @@ def test_swav_run_with_a_queue_resumes_from_the_cli_and_refuses_another_queue(
 
 
 def test_two_processes_give_the_codes_loss_and_gradients_of_one(tmp_path: Path) -> None:
-    from test_distributed import run_two_ranks
+    from two_processes import run_case
 
     torch.manual_seed(7)
     n, m, kwargs = 8, 4, dict(in_dim=12, hidden_dim=16, out_dim=8, num_prototypes=10, batch_norm=False)
@@ -297,7 +297,7 @@ def test_two_processes_give_the_codes_loss_and_gradients_of_one(tmp_path: Path) 
     states = [{**one.state_dict(), "queue._extra_state": {"rows": queue[:, r * m : (r + 1) * m], "filled": m}}
               for r in range(2)]  # fmt: skip
     feats = [torch.randn(n, 12) for _ in range(4)]
-    ranks = run_two_ranks("swav_head", {"kwargs": {**kwargs, "queue_length": m}, "states": states,
+    ranks = run_case("swav_head", {"kwargs": {**kwargs, "queue_length": m}, "states": states,
                                         "feats": feats}, tmp_path)  # fmt: skip
 
     x = [f.clone().requires_grad_(True) for f in feats]
@@ -322,13 +322,13 @@ def test_two_processes_give_the_codes_loss_and_gradients_of_one(tmp_path: Path) 
 @pytest.mark.distributed
 def test_queue_stays_per_process_under_ddp(tmp_path: Path) -> None:
     # DDP broadcasts registered buffers from rank 0 before every forward; the queue must not be one.
-    from test_distributed import run_two_ranks
+    from two_processes import run_case
 
     torch.manual_seed(8)
     kwargs = dict(in_dim=12, hidden_dim=16, out_dim=8, num_prototypes=10, batch_norm=False, queue_length=8)
     head = SwAVHead(**kwargs)
     steps = [[torch.randn(8, 12) for _ in range(3)] for _ in range(2)]  # global batch 8 -> 4 per rank
-    ranks = run_two_ranks("swav_ddp_queue", {"kwargs": kwargs, "state": head.state_dict(), "steps": steps}, tmp_path)
+    ranks = run_case("swav_ddp_queue", {"kwargs": kwargs, "state": head.state_dict(), "steps": steps}, tmp_path)
     with torch.no_grad():
         for r, out in enumerate(ranks):
             rows = slice(4 * r, 4 * (r + 1))

@@ -1,7 +1,7 @@
 """2-process DDP ``fit`` (gloo, CPU, SyncBN) ends with the weights of a 1-process fit on the same
 global batch, for every head/loss that gathers across processes; and the SyncBN layer alone.
 
-The fits run in tests/ddp_fit_worker.py: once in one process (``python``) and once in two DDP
+The fits run in tests/integration/ddp_fit_worker.py: once in one process (``python``) and once in two DDP
 processes (``torchrun --standalone --nproc_per_node 2``, the README's multi-GPU command), 3 steps of
 a global batch of 16 (8 per rank), ``trainer.sync_batchnorm: true``. Two launches in all, shared by
 the parametrized cases (~1 minute on 2 busy cores).
@@ -9,7 +9,6 @@ the parametrized cases (~1 minute on 2 busy cores).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +17,10 @@ import pytest
 import torch
 import yaml
 from contracts.test_heads_contract import CASES
-from test_distributed import run_two_ranks
 from torch import nn
+from two_processes import process_env, run_case, torchrun
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("ddp_fit_worker.py")
 
 
@@ -57,15 +56,10 @@ RTOL = {"mv_infonce": 0.1, "barlow_twins": 0.15}
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp_fit")
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
-    commands = [
-        [sys.executable, str(WORKER), str(out), "1", *GATHERING],
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(WORKER), str(out), "2", *GATHERING],
-    ]  # fmt: skip
-    for command in commands:
-        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-4000:]
+    one = [sys.executable, str(WORKER), str(out), "1", *GATHERING]  # the reference: a single process
+    done = subprocess.run(one, env=process_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    torchrun([str(WORKER), str(out), "2", *GATHERING], cwd=REPO)
     return out
 
 
@@ -108,7 +102,7 @@ def test_sync_batchnorm_two_processes_equal_batchnorm_on_global_batch(tmp_path: 
     with torch.no_grad():
         bn.weight.copy_(torch.tensor([1.0, 0.5, 2.0]))
         bn.bias.copy_(torch.tensor([0.0, 0.1, -0.2]))
-    ranks = run_two_ranks("sync_batchnorm", {"x": x, "w": w, "state": bn.state_dict()}, tmp_path)
+    ranks = run_case("sync_batchnorm", {"x": x, "w": w, "state": bn.state_dict()}, tmp_path)
     xx = x.clone().requires_grad_(True)
     y = bn(xx)
     (w * y).sum().backward()
@@ -131,7 +125,7 @@ def test_sync_batchnorm_bf16_input_two_processes_equal_float32_batchnorm(tmp_pat
     g = torch.Generator().manual_seed(2)
     x = (torch.randn(12, 3, 4, 4, generator=g) * 2 + 1).to(torch.bfloat16).float()  # values bf16 can hold
     bn = nn.BatchNorm2d(3, momentum=0.3)
-    ranks = run_two_ranks("sync_batchnorm_bf16", {"x": x, "state": bn.state_dict()}, tmp_path)
+    ranks = run_case("sync_batchnorm_bf16", {"x": x, "state": bn.state_dict()}, tmp_path)
     y = bn(x)
     assert all(r["y"].dtype == torch.bfloat16 for r in ranks)
     torch.testing.assert_close(torch.cat([r["y"] for r in ranks]).float(), y.detach(), rtol=1e-2, atol=1e-2)
@@ -151,7 +145,7 @@ def test_scale_only_batchnorm_two_processes_equal_one(tmp_path: Path) -> None:
     bn = ScaleBatchNorm1d(5)
     with torch.no_grad():
         bn.weight.copy_(torch.linspace(0.5, 2.0, 5))
-    ranks = run_two_ranks("sync_scale_batchnorm", {"x": x, "w": w, "state": bn.state_dict()}, tmp_path)
+    ranks = run_case("sync_scale_batchnorm", {"x": x, "w": w, "state": bn.state_dict()}, tmp_path)
     assert all(r["kind"] == "AllReduceBatchNorm" and r["bias"] is None for r in ranks)
     xx = x.clone().requires_grad_(True)
     y = bn(xx)

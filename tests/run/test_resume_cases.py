@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_resume import _assert_same_tensors, _load
+from run.test_resume import _assert_same_tensors, _load
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.run.cli import main

@@ -1,7 +1,7 @@
-"""Few-step ``fit`` of shipped recipes in 1 process or in 2 DDP processes, for tests/test_ddp_fit.py.
+"""Few-step ``fit`` of shipped recipes in 1 process or in 2 DDP processes, for tests/integration/test_ddp_fit.py.
 
-    python tests/ddp_fit_worker.py OUT_DIR 1 NAME [NAME ...]                                   # reference
-    torchrun --standalone --nproc_per_node 2 tests/ddp_fit_worker.py OUT_DIR 2 NAME [NAME ...]  # DDP, gloo
+    python tests/integration/ddp_fit_worker.py OUT_DIR 1 NAME [NAME ...]                                   # reference
+    torchrun --standalone --nproc_per_node 2 tests/integration/ddp_fit_worker.py OUT_DIR 2 NAME [NAME ...]  # DDP, gloo
 
 NAME is a recipe in recipes/fashion_mnist/ (turned into a tiny run by ``conftest.tiny_recipe``,
 with ``trainer.sync_batchnorm: true``). Both set-ups see the same global batch of GLOBAL_BATCH images
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from contracts.test_heads_contract import CASES  # noqa: E402
 
 from conftest import REPO, tiny_recipe  # noqa: E402

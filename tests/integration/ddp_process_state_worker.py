@@ -1,6 +1,6 @@
-"""Two DDP processes through ``ssl-toolkit fit``, for tests/test_ddp_process_state.py.
+"""Two DDP processes through ``ssl-toolkit fit``, for tests/integration/test_ddp_process_state.py.
 
-    torchrun --standalone --nproc_per_node 2 tests/ddp_process_state_worker.py SWAV_RECIPE MOCO_RECIPE OUT_DIR
+    torchrun --standalone --nproc_per_node 2 tests/integration/ddp_process_state_worker.py SWAV_YAML MOCO_YAML OUT_DIR
 
 1. SwAV (per-process queue) for the recipe's steps; 2. the same run resumed (``resume=auto``) for
 one more step; 3. MoCo v2 (a queue identical on every process). Every process writes

@@ -1,6 +1,6 @@
 """Settings that used to do silently less than asked: the step-interval checkpoint override of the
 shipped recipes validates; a diverged run ends with one line and its last good checkpoint (never
-RankMe's LinAlgError). The one-line errors of bad settings are in tests/test_bad_input.py."""
+RankMe's LinAlgError). The one-line errors of bad settings are in tests/run/test_bad_input.py."""
 
 from __future__ import annotations
 

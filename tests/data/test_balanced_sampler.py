@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_distributed import run_two_ranks
+from two_processes import run_case
 
 from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
@@ -89,7 +89,7 @@ def test_explicit_ranks_split_the_global_batches() -> None:
 
 @pytest.mark.distributed
 def test_two_processes_take_alternate_batches(tmp_path: Path) -> None:
-    ranks = run_two_ranks("balanced_sampler", {"labels": LABELS, "p": 2, "k": 3, "seed": 3}, tmp_path)
+    ranks = run_case("balanced_sampler", {"labels": LABELS, "p": 2, "k": 3, "seed": 3}, tmp_path)
     one = ClassBalancedBatchSampler(LABELS, 2, 3, seed=3, rank=0, world_size=1).global_batches(epoch=0)
     assert [r["len"] for r in ranks] == [4, 4]
     assert ranks[0]["batches"] == one[0::2] and ranks[1]["batches"] == one[1::2]

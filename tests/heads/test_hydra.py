@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from test_distributed import run_two_ranks
+from two_processes import run_case
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.errors import RecipeError
@@ -173,7 +173,7 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
     y2 = torch.tensor([1, 2, 0, 4, 0, 1, 2, 3, 0, 2, 1, 0])  # class 4 absent: rank 0 has 5 valid anchors, rank 1 six
     inputs = {"z_a": torch.randn(n, d, generator=g), "z_b": torch.randn(n, d, generator=g),
               "gate": torch.rand(n, d, generator=g), "y1": y1, "y2": y2, "temperature": t}  # fmt: skip
-    ranks = run_two_ranks("hydra", inputs, tmp_path)
+    ranks = run_case("hydra", inputs, tmp_path)
 
     a, b, gate = (inputs[k].clone().requires_grad_(True) for k in ("z_a", "z_b", "gate"))
     loss_fn = HydraLoss(temperature=t)

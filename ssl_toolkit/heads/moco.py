@@ -17,6 +17,7 @@ from ssl_toolkit.ema import cosine_momentum, ema_update
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
 from ssl_toolkit.losses.mochi import MoCHiLoss
+from ssl_toolkit.losses.queue_infonce import QueueInfoNCELoss
 
 
 class MoCoV2Head(SSLHead):
@@ -87,7 +88,7 @@ class MoCoV2Head(SSLHead):
                 raise ValueError(f"{name}: must be in [0, 1], got {m}")
         self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm)
         self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        self.loss = MoCHiLoss(temperature, num_hard=0, num_mixed=0, num_query_mixed=0)  # plain InfoNCE
+        self.loss = QueueInfoNCELoss(temperature)
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
         self.symmetric, self.exclude_own_keys = symmetric, exclude_own_keys
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
@@ -106,9 +107,13 @@ class MoCoV2Head(SSLHead):
     def after_step(self, step: int, total_steps: int) -> None:
         ema_update(self.momentum_projector, self.projector, self.teacher_momentum(step, total_steps))
 
-    def mixing(self, step: int) -> bool:
-        """Whether the loss mixes hard negatives at optimizer step ``step`` (never, for MoCo v2)."""
-        return False
+    def pair_loss(
+        self, q: Tensor, k: Tensor, queue: Tensor, exclude: Tensor | None, batch: BatchInfo
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of one query / key direction: q (B, D) against its keys k (B, D) and the queue
+        (K, D) without the rows ``exclude`` (B, K) marks. The hook that variants override (MoCHi's
+        mixing, Feature Transformation); ``forward`` averages it over the two directions."""
+        return self.loss(q, k, queue, exclude=exclude)
 
     @torch.no_grad()
     def enqueue(self, keys: list[Tensor], index: Tensor) -> None:
@@ -139,19 +144,17 @@ class MoCoV2Head(SSLHead):
         exclude = None
         if self.exclude_own_keys:
             exclude = self.queue_index[None, :] == batch.index[:, None].to(self.queue_index.device)  # (B, K)
-        mix = self.mixing(batch.step)
         queue = self.queue.clone()  # the enqueue below writes the buffer in place
         queue2 = self.queue_view2.clone() if self.per_view_queues else queue  # q1's negatives: past x_2 keys
-        loss, logs = self.loss(q1, k2, queue2, mix=mix, exclude=exclude, generator=batch.generator)
+        loss, logs = self.pair_loss(q1, k2, queue2, exclude, batch)
         if self.symmetric:
-            loss2, logs2 = self.loss(q2, k1, queue, mix=mix, exclude=exclude, generator=batch.generator)
+            loss2, logs2 = self.pair_loss(q2, k1, queue, exclude, batch)
             loss = (loss + loss2) / 2
             logs = {key: (value + logs2[key]) / 2 for key, value in logs.items()}
             self.enqueue([k1, k2], batch.index)
         else:
             self.enqueue([k2], batch.index)
         logs["z_std"] = embedding_spread(q1)
-        logs["mixing"] = q1.new_zeros((), dtype=torch.float32) + float(mix)  # no H2D copy
         return HeadOutput(loss=loss, logs=logs)
 
 
@@ -203,4 +206,14 @@ class MoCHiHead(MoCoV2Head):
         self.mix_start_step = mix_start_step
 
     def mixing(self, step: int) -> bool:
+        """Whether the loss mixes hard negatives at optimizer step ``step``."""
         return step >= self.mix_start_step and self.loss.num_hard > 0
+
+    def pair_loss(
+        self, q: Tensor, k: Tensor, queue: Tensor, exclude: Tensor | None, batch: BatchInfo
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``MoCHiLoss`` with mixing from ``mix_start_step`` on; logs ``mixing`` (0 or 1)."""
+        mix = self.mixing(batch.step)
+        loss, logs = self.loss(q, k, queue, mix=mix, exclude=exclude, generator=batch.generator)
+        logs["mixing"] = logs["pos_sim"].new_zeros((), dtype=torch.float32) + float(mix)  # no H2D copy
+        return loss, logs

@@ -137,7 +137,9 @@ class MoCoV2Head(SSLHead):
 
     def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
         if len(views.feats) < 2 or views.teacher is None or len(views.teacher) < 2:
-            raise ValueError(f"{type(self).__name__} needs 2 views and the momentum backbone's features")
+            raise ValueError(
+                f"{type(self).__name__} needs 2 views and the momentum backbone's features (views.teacher)"
+            )
         q1, q2 = self.projector(torch.cat(views.feats[:2])).chunk(2)
         with torch.no_grad():
             k1, k2 = self.momentum_projector(torch.cat(views.teacher[:2])).chunk(2)
@@ -198,8 +200,19 @@ class MoCHiHead(MoCoV2Head):
         max_query_weight: float = 0.5,
         mix_start_step: int = 0,
     ) -> None:
-        super().__init__(in_dim, hidden_dim, out_dim, num_layers, batch_norm, queue_size, temperature,
-                         base_momentum, final_momentum, symmetric, exclude_own_keys)  # fmt: skip
+        super().__init__(
+            in_dim,
+            hidden_dim,
+            out_dim,
+            num_layers,
+            batch_norm,
+            queue_size,
+            temperature,
+            base_momentum,
+            final_momentum,
+            symmetric,
+            exclude_own_keys,
+        )
         if mix_start_step < 0:
             raise ValueError(f"mix_start_step: must be >= 0, got {mix_start_step}")
         self.loss = MoCHiLoss(temperature, num_hard, num_mixed, num_query_mixed, max_query_weight)

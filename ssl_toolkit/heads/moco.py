@@ -5,27 +5,27 @@ Method page: ``docs/methods/mocov2.md`` and ``docs/methods/mochi.md``.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_toolkit.checks import check_int
 from ssl_toolkit.distributed import gather_no_grad
-from ssl_toolkit.ema import cosine_momentum, ema_update
-from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
+from ssl_toolkit.heads.base import BatchInfo, HeadOutput, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
+from ssl_toolkit.heads.momentum import MomentumProjectorHead
 from ssl_toolkit.losses.mochi import MoCHiLoss
 from ssl_toolkit.losses.queue_infonce import QueueInfoNCELoss
 
 
-class MoCoV2Head(SSLHead):
+class MoCoV2Head(MomentumProjectorHead):
     """MoCo v2 (Chen et al., 2020, arXiv 2003.04297): momentum key encoder and a queue of keys.
 
     Query q = g(f(x_1)) from the backbone f and projector g; key k = g_m(f_m(x_2)) from momentum
     copies, updated after every optimizer step as theta_m <- m theta_m + (1 - m) theta (MoCo Eq. 2).
-    ``SSLModule`` keeps f_m (``uses_teacher``); this head keeps g_m, the queue and the loss::
+    ``SSLModule`` keeps f_m (``uses_teacher``); this head keeps g_m (``MomentumProjectorHead``), the
+    queue and the loss (``QueueInfoNCELoss``), one query / key direction at a time (``pair_loss``,
+    the hook that MoCHi and Feature Transformation override)::
 
         L = CE([q.k+ | q.queue] / t, 0)                                   (MoCo Eq. 1)
 
@@ -60,7 +60,6 @@ class MoCoV2Head(SSLHead):
         views.feats / views.teacher: >= 2 tensors (B, F); the first two are x_1, x_2.
     """
 
-    uses_teacher = True
     # The same on every process by construction (gathered keys): DDP does not broadcast them.
     identical_buffers = ("queue", "queue_index", "queue_ptr")
 
@@ -79,17 +78,12 @@ class MoCoV2Head(SSLHead):
         exclude_own_keys: bool = True,
         per_view_queues: bool = False,
     ) -> None:
-        super().__init__()
         check_int("queue_size", queue_size)
         if per_view_queues and not symmetric:
             raise ValueError("per_view_queues: needs symmetric=True (one queue per query view)")
-        for name, m in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
-            if not 0.0 <= m <= 1.0:
-                raise ValueError(f"{name}: must be in [0, 1], got {m}")
-        self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm)
-        self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm)
+        super().__init__(projector, base_momentum, final_momentum)
         self.loss = QueueInfoNCELoss(temperature)
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
         self.symmetric, self.exclude_own_keys = symmetric, exclude_own_keys
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
         self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
@@ -97,15 +91,6 @@ class MoCoV2Head(SSLHead):
         self.per_view_queues = per_view_queues
         if per_view_queues:  # ``queue`` then holds the x_1 keys, ``queue_view2`` the x_2 keys
             self.register_buffer("queue_view2", F.normalize(torch.randn(queue_size, out_dim), dim=1))
-
-    def embed(self, feats: Tensor) -> Tensor:
-        return self.projector(feats)
-
-    def teacher_momentum(self, step: int, total_steps: int) -> float:
-        return cosine_momentum(self.base_momentum, self.final_momentum, step, total_steps)
-
-    def after_step(self, step: int, total_steps: int) -> None:
-        ema_update(self.momentum_projector, self.projector, self.teacher_momentum(step, total_steps))
 
     def pair_loss(
         self, q: Tensor, k: Tensor, queue: Tensor, exclude: Tensor | None, batch: BatchInfo

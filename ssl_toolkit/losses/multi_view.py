@@ -87,8 +87,11 @@ class MultiViewContrastiveLoss(MultiViewLoss):
     Args:
         temperature: t > 0.
 
+    Shapes:
+        views: V >= 2 tensors (M, D). Returns a scalar.
+
     Raises:
-        ValueError: ``temperature <= 0``.
+        ValueError: ``temperature <= 0``; fewer than 2 views or views of different shapes.
     """
 
     def __init__(self, temperature: float = 0.5) -> None:

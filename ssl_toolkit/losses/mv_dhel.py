@@ -24,14 +24,8 @@ class MVDHELLoss(MultiViewContrastiveLoss):
     formula keeps j = i in each view's sum; the code (followed here) leaves it out.
     Keys are gathered across processes with gradient; each process scores its own images.
 
-    Args:
-        temperature: t > 0 (the authors use 0.5 on CIFAR / ImageNet-100, 0.1 on ImageNet-1k).
-
-    Shapes:
-        views: V >= 2 tensors (M, D). Returns a scalar.
-
-    Raises:
-        ValueError: temperature <= 0; fewer than 2 views or views of different shapes.
+    Args, shapes, errors: as ``MultiViewContrastiveLoss`` (the authors use t = 0.5 on CIFAR /
+    ImageNet-100, 0.1 on ImageNet-1k).
 
     Example:
         >>> MVDHELLoss(0.5)([torch.randn(8, 16) for _ in range(4)]).shape

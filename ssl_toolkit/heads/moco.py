@@ -109,8 +109,10 @@ class MoCoV2Head(MomentumProjectorHead):
         index = gather_no_grad(index)
         gathered = [gather_no_grad(k.detach()) for k in keys]
         # One queue: the views' keys one after the other; per view: view v's keys into queue v.
-        parts = [(self.queue, gathered[0]), (self.queue_view2, gathered[1])] if self.per_view_queues else \
-            [(self.queue, torch.cat(gathered))]  # fmt: skip
+        if self.per_view_queues:
+            parts = [(self.queue, gathered[0]), (self.queue_view2, gathered[1])]
+        else:
+            parts = [(self.queue, torch.cat(gathered))]
         size = self.queue.shape[0]
         for queue, rows in parts:
             rows = rows[-size:]

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from itertools import combinations
-
 from torch import Tensor
 
-from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
+from ssl_toolkit.heads.view_pairs import ViewPairsHead
 from ssl_toolkit.losses.barlow_twins import BarlowTwinsLoss
 
 
-class BarlowTwinsHead(SSLHead):
+class BarlowTwinsHead(ViewPairsHead):
     """Barlow Twins (Zbontar et al., ICML 2021, arXiv 2103.03230): z = g(h) per view, then
     ``BarlowTwinsLoss`` (Eq. 1-2: cross-correlation over the global batch, weight ``lambd``).
 
     The projector is the authors' (facebookresearch/barlowtwins ``main.py``): ``num_layers``
     Linear layers without bias, BatchNorm and ReLU after each hidden one (paper: 3 x 8192). Each
     view goes through it separately, so BatchNorm's statistics are per view as in the authors'
-    code. With more than two views the loss is averaged over every pair.
+    code. With more than two views the loss is averaged over every pair (``ViewPairsHead``).
 
     Args:
         in_dim: backbone feature width F (filled in by the recipe builder).
@@ -50,11 +48,3 @@ class BarlowTwinsHead(SSLHead):
     def embed(self, feats: Tensor) -> Tensor:
         """(B, F) -> (B, out_dim): the projector's output, the space the loss decorrelates."""
         return self.projector(feats)
-
-    def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
-        if len(views.feats) < 2:
-            raise ValueError(f"BarlowTwinsHead needs at least 2 views, got {len(views.feats)}")
-        z = [self.projector(f) for f in views.feats]
-        pairs = list(combinations(range(len(z)), 2))
-        loss = sum(self.loss(z[i], z[j]) for i, j in pairs) / len(pairs)
-        return HeadOutput(loss=loss, logs={"z_std": embedding_spread(z[0])})

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import copy
-
-import torch
-from torch import Tensor
-
-from ssl_toolkit.ema import cosine_momentum, ema_update
-from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
+from ssl_toolkit.heads.momentum import MomentumPredictorHead
 from ssl_toolkit.losses.byol import BYOLLoss
 
 
-class BYOLHead(SSLHead):
+class BYOLHead(MomentumPredictorHead):
     """BYOL (Grill et al., NeurIPS 2020, arXiv 2006.07733): online projector g and predictor q,
     target projector g_m, the target network a momentum copy of the online one.
 
     Online z = g(f(x)), prediction p = q(z); target z' = g_m(f_m(x')), with f_m the EMA backbone
-    that ``SSLModule`` keeps (``uses_teacher``) and g_m kept here. Both move after every optimizer
-    step as xi <- tau xi + (1 - tau) theta, tau from ``base_momentum`` to ``final_momentum`` on
-    BYOL's cosine schedule (Sec. 3.2). The loss (Eq. 2, ``BYOLLoss``) sums the predictions of
-    every view j against the target of every other global view i (teacher views)::
+    that ``SSLModule`` keeps (``uses_teacher``) and g_m kept here (``MomentumPredictorHead``). Both
+    move after every optimizer step as xi <- tau xi + (1 - tau) theta, tau from ``base_momentum`` to
+    ``final_momentum`` on BYOL's cosine schedule (Sec. 3.2). The loss (Eq. 2, ``BYOLLoss``) sums the
+    predictions of every view j against the target of every other global view i (teacher views)::
 
         L = sum_{i global} sum_{j != i} || p_j / |p_j| - sg(z'_i) / |z'_i| ||^2
 
@@ -46,8 +40,6 @@ class BYOLHead(SSLHead):
         features of the global views (>= 1, each (B, F)). Returns a scalar loss; logs ``z_std``.
     """
 
-    uses_teacher = True
-
     def __init__(
         self,
         in_dim: int,
@@ -58,32 +50,6 @@ class BYOLHead(SSLHead):
         base_momentum: float = 0.99,
         final_momentum: float = 1.0,
     ) -> None:
-        super().__init__()
-        for name, m in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
-            if not 0.0 <= m <= 1.0:
-                raise ValueError(f"{name}: must be in [0, 1], got {m}")
-        self.projector = build_mlp(in_dim, hidden_dim, out_dim, 2, batch_norm)
-        self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        self.predictor = build_mlp(out_dim, pred_hidden_dim, out_dim, 2, batch_norm)
-        self.loss = BYOLLoss()
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
-
-    def embed(self, feats: Tensor) -> Tensor:
-        """(B, F) -> (B, out_dim): the online projection z, which evaluation and RankMe see."""
-        return self.projector(feats)
-
-    def teacher_momentum(self, step: int, total_steps: int) -> float:
-        return cosine_momentum(self.base_momentum, self.final_momentum, step, total_steps)
-
-    def after_step(self, step: int, total_steps: int) -> None:
-        ema_update(self.momentum_projector, self.projector, self.teacher_momentum(step, total_steps))
-
-    def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
-        if len(views.feats) < 2 or not views.teacher:
-            raise ValueError(f"BYOLHead needs >= 2 views and the target backbone's features, got {len(views.feats)}")
-        z = self.projector(torch.cat(views.feats))
-        p = self.predictor(z).chunk(len(views.feats))
-        with torch.no_grad():
-            targets = self.momentum_projector(torch.cat(views.teacher)).chunk(len(views.teacher))
-        loss = torch.stack([self.loss(p[j], targets[i]) for i in range(len(targets)) for j in range(len(p)) if j != i])
-        return HeadOutput(loss=loss.sum(), logs={"z_std": embedding_spread(z.chunk(len(views.feats))[0])})
+        projector = build_mlp(in_dim, hidden_dim, out_dim, 2, batch_norm)
+        predictor = build_mlp(out_dim, pred_hidden_dim, out_dim, 2, batch_norm)
+        super().__init__(projector, predictor, BYOLLoss(), base_momentum, final_momentum)

@@ -27,12 +27,22 @@ class DINOProjection(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int, num_layers: int, batch_norm: bool,
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        bottleneck_dim: int,
+        out_dim: int,
+        num_layers: int,
+        batch_norm: bool,
         norm_last_layer: bool,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
-        for name, value in (("hidden_dim", hidden_dim), ("bottleneck_dim", bottleneck_dim), ("out_dim", out_dim),
-                            ("num_layers", num_layers)):  # fmt: skip
+        for name, value in (
+            ("hidden_dim", hidden_dim),
+            ("bottleneck_dim", bottleneck_dim),
+            ("out_dim", out_dim),
+            ("num_layers", num_layers),
+        ):
             check_int(name, value)
         layers: list[nn.Module] = []
         dim = in_dim
@@ -114,11 +124,13 @@ class DINOHead(SSLHead):
         for name, m in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
             if not 0.0 <= m <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {m}")
-        self.projection = DINOProjection(in_dim, hidden_dim, bottleneck_dim, out_dim, num_layers, batch_norm,
-                                         norm_last_layer)  # fmt: skip
+        self.projection = DINOProjection(
+            in_dim, hidden_dim, bottleneck_dim, out_dim, num_layers, batch_norm, norm_last_layer
+        )
         self.teacher_projection = copy.deepcopy(self.projection).requires_grad_(False)
-        self.loss = DINOLoss(out_dim, teacher_temp, warmup_teacher_temp, warmup_teacher_temp_epochs, student_temp,
-                             center_momentum)  # fmt: skip
+        self.loss = DINOLoss(
+            out_dim, teacher_temp, warmup_teacher_temp, warmup_teacher_temp_epochs, student_temp, center_momentum
+        )
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
         self.epoch = 0  # the epoch of the last forward, read by after_backward

@@ -7,7 +7,7 @@ import random
 import torch
 from torch import Tensor
 
-from ssl_toolkit.heads.base import BatchInfo, HeadOutput, Views, embedding_spread
+from ssl_toolkit.heads.base import BatchInfo
 from ssl_toolkit.heads.moco import MoCoV2Head
 from ssl_toolkit.losses.feature_transform import FeatureTransformLoss
 
@@ -17,7 +17,8 @@ class MoCoV2FTHead(MoCoV2Head):
     Visualizing Feature Transformation", ICCV 2021; official code ``memory/mem_moco.py``).
 
     Everything of ``MoCoV2Head`` (projector, momentum projector, queue, symmetric loss), with the
-    loss of each query / key pair computed on transformed features (``FeatureTransformLoss``)::
+    loss of each query / key pair (its ``pair_loss`` hook) computed on transformed features
+    (``FeatureTransformLoss``)::
 
         positive extrapolation:  lam ~ 1 + Beta(pos_alpha, pos_alpha) in [1, 2]
                                  q^ = lam q + (1 - lam) k,  k^ = lam k + (1 - lam) q
@@ -67,8 +68,19 @@ class MoCoV2FTHead(MoCoV2Head):
         neg_alpha: float = 1.6,
         seed: int = 0,
     ) -> None:
-        super().__init__(in_dim, hidden_dim, out_dim, num_layers, batch_norm, queue_size, temperature,
-                         base_momentum, final_momentum, symmetric, exclude_own_keys)  # fmt: skip
+        super().__init__(
+            in_dim,
+            hidden_dim,
+            out_dim,
+            num_layers,
+            batch_norm,
+            queue_size,
+            temperature,
+            base_momentum,
+            final_momentum,
+            symmetric,
+            exclude_own_keys,
+        )
         for name, a in (("pos_alpha", pos_alpha), ("neg_alpha", neg_alpha)):
             if a <= 0:
                 raise ValueError(f"{name}: must be > 0, got {a}")
@@ -99,8 +111,8 @@ class MoCoV2FTHead(MoCoV2Head):
         gen.manual_seed(self._seed())
         return torch.randperm(size, generator=gen, device=device)
 
-    def transformed_loss(
-        self, q: Tensor, k: Tensor, queue: Tensor, exclude: Tensor | None
+    def pair_loss(
+        self, q: Tensor, k: Tensor, queue: Tensor, exclude: Tensor | None, batch: BatchInfo
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """One query / key direction with fresh draws; logs lam and mu (1 and 1 when switched off)."""
         lam = 1.0 + self.draw_beta(self.pos_alpha) if self.positive_extrapolation else None
@@ -111,24 +123,3 @@ class MoCoV2FTHead(MoCoV2Head):
         logs["ft_lambda"] = logs["pos_sim"].new_zeros(()) + (1.0 if lam is None else lam)  # no H2D copy
         logs["ft_mu"] = logs["pos_sim"].new_zeros(()) + (1.0 if mu is None else mu)
         return loss, logs
-
-    def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
-        if len(views.feats) < 2 or views.teacher is None or len(views.teacher) < 2:
-            raise ValueError("MoCoV2FTHead needs 2 views and the momentum backbone's features (views.teacher)")
-        q1, q2 = self.projector(torch.cat(views.feats[:2])).chunk(2)
-        with torch.no_grad():
-            k1, k2 = self.momentum_projector(torch.cat(views.teacher[:2])).chunk(2)
-        exclude = None
-        if self.exclude_own_keys:
-            exclude = self.queue_index[None, :] == batch.index[:, None].to(self.queue_index.device)  # (B, K)
-        queue = self.queue.clone()  # the enqueue below writes the buffer in place
-        loss, logs = self.transformed_loss(q1, k2, queue, exclude)
-        if self.symmetric:
-            loss2, logs2 = self.transformed_loss(q2, k1, queue, exclude)
-            loss = (loss + loss2) / 2
-            logs = {key: (value + logs2[key]) / 2 for key, value in logs.items()}
-            self.enqueue([k1, k2], batch.index)  # the original keys, not the extrapolated ones
-        else:
-            self.enqueue([k2], batch.index)
-        logs["z_std"] = embedding_spread(q1)
-        return HeadOutput(loss=loss, logs=logs)

@@ -26,8 +26,9 @@ class PairGate(nn.Module):
     Shapes: y1, y2 (N,) int64 -> (N, D).
     """
 
-    def __init__(self, num_classes: int, out_dim: int, label_dim: int = 512, hidden_dim: int = 1024,
-                 combine: str = "mean") -> None:  # fmt: skip
+    def __init__(
+        self, num_classes: int, out_dim: int, label_dim: int = 512, hidden_dim: int = 1024, combine: str = "mean"
+    ) -> None:
         super().__init__()
         if combine not in COMBINES:
             raise ValueError(f"gate_combine: {combine!r} is not one of {', '.join(COMBINES)}")

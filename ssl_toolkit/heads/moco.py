@@ -5,26 +5,27 @@ Method page: ``docs/methods/mocov2.md`` and ``docs/methods/mochi.md``.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_toolkit.checks import check_int
 from ssl_toolkit.distributed import gather_no_grad
-from ssl_toolkit.ema import cosine_momentum, ema_update
-from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
+from ssl_toolkit.heads.base import BatchInfo, HeadOutput, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
+from ssl_toolkit.heads.momentum import MomentumProjectorHead
 from ssl_toolkit.losses.mochi import MoCHiLoss
+from ssl_toolkit.losses.queue_infonce import QueueInfoNCELoss
 
 
-class MoCoV2Head(SSLHead):
+class MoCoV2Head(MomentumProjectorHead):
     """MoCo v2 (Chen et al., 2020, arXiv 2003.04297): momentum key encoder and a queue of keys.
 
     Query q = g(f(x_1)) from the backbone f and projector g; key k = g_m(f_m(x_2)) from momentum
     copies, updated after every optimizer step as theta_m <- m theta_m + (1 - m) theta (MoCo Eq. 2).
-    ``SSLModule`` keeps f_m (``uses_teacher``); this head keeps g_m, the queue and the loss::
+    ``SSLModule`` keeps f_m (``uses_teacher``); this head keeps g_m (``MomentumProjectorHead``), the
+    queue and the loss (``QueueInfoNCELoss``), one query / key direction at a time (``pair_loss``,
+    the hook that MoCHi and Feature Transformation override)::
 
         L = CE([q.k+ | q.queue] / t, 0)                                   (MoCo Eq. 1)
 
@@ -59,7 +60,6 @@ class MoCoV2Head(SSLHead):
         views.feats / views.teacher: >= 2 tensors (B, F); the first two are x_1, x_2.
     """
 
-    uses_teacher = True
     # The same on every process by construction (gathered keys): DDP does not broadcast them.
     identical_buffers = ("queue", "queue_index", "queue_ptr")
 
@@ -78,17 +78,12 @@ class MoCoV2Head(SSLHead):
         exclude_own_keys: bool = True,
         per_view_queues: bool = False,
     ) -> None:
-        super().__init__()
         check_int("queue_size", queue_size)
         if per_view_queues and not symmetric:
             raise ValueError("per_view_queues: needs symmetric=True (one queue per query view)")
-        for name, m in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
-            if not 0.0 <= m <= 1.0:
-                raise ValueError(f"{name}: must be in [0, 1], got {m}")
-        self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm)
-        self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        self.loss = MoCHiLoss(temperature, num_hard=0, num_mixed=0, num_query_mixed=0)  # plain InfoNCE
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+        projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm)
+        super().__init__(projector, base_momentum, final_momentum)
+        self.loss = QueueInfoNCELoss(temperature)
         self.symmetric, self.exclude_own_keys = symmetric, exclude_own_keys
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
         self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
@@ -97,18 +92,13 @@ class MoCoV2Head(SSLHead):
         if per_view_queues:  # ``queue`` then holds the x_1 keys, ``queue_view2`` the x_2 keys
             self.register_buffer("queue_view2", F.normalize(torch.randn(queue_size, out_dim), dim=1))
 
-    def embed(self, feats: Tensor) -> Tensor:
-        return self.projector(feats)
-
-    def teacher_momentum(self, step: int, total_steps: int) -> float:
-        return cosine_momentum(self.base_momentum, self.final_momentum, step, total_steps)
-
-    def after_step(self, step: int, total_steps: int) -> None:
-        ema_update(self.momentum_projector, self.projector, self.teacher_momentum(step, total_steps))
-
-    def mixing(self, step: int) -> bool:
-        """Whether the loss mixes hard negatives at optimizer step ``step`` (never, for MoCo v2)."""
-        return False
+    def pair_loss(
+        self, q: Tensor, k: Tensor, queue: Tensor, exclude: Tensor | None, batch: BatchInfo
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of one query / key direction: q (B, D) against its keys k (B, D) and the queue
+        (K, D) without the rows ``exclude`` (B, K) marks. The hook that variants override (MoCHi's
+        mixing, Feature Transformation); ``forward`` averages it over the two directions."""
+        return self.loss(q, k, queue, exclude=exclude)
 
     @torch.no_grad()
     def enqueue(self, keys: list[Tensor], index: Tensor) -> None:
@@ -119,8 +109,10 @@ class MoCoV2Head(SSLHead):
         index = gather_no_grad(index)
         gathered = [gather_no_grad(k.detach()) for k in keys]
         # One queue: the views' keys one after the other; per view: view v's keys into queue v.
-        parts = [(self.queue, gathered[0]), (self.queue_view2, gathered[1])] if self.per_view_queues else \
-            [(self.queue, torch.cat(gathered))]  # fmt: skip
+        if self.per_view_queues:
+            parts = [(self.queue, gathered[0]), (self.queue_view2, gathered[1])]
+        else:
+            parts = [(self.queue, torch.cat(gathered))]
         size = self.queue.shape[0]
         for queue, rows in parts:
             rows = rows[-size:]
@@ -132,26 +124,26 @@ class MoCoV2Head(SSLHead):
 
     def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
         if len(views.feats) < 2 or views.teacher is None or len(views.teacher) < 2:
-            raise ValueError(f"{type(self).__name__} needs 2 views and the momentum backbone's features")
+            raise ValueError(
+                f"{type(self).__name__} needs 2 views and the momentum backbone's features (views.teacher)"
+            )
         q1, q2 = self.projector(torch.cat(views.feats[:2])).chunk(2)
         with torch.no_grad():
             k1, k2 = self.momentum_projector(torch.cat(views.teacher[:2])).chunk(2)
         exclude = None
         if self.exclude_own_keys:
             exclude = self.queue_index[None, :] == batch.index[:, None].to(self.queue_index.device)  # (B, K)
-        mix = self.mixing(batch.step)
         queue = self.queue.clone()  # the enqueue below writes the buffer in place
         queue2 = self.queue_view2.clone() if self.per_view_queues else queue  # q1's negatives: past x_2 keys
-        loss, logs = self.loss(q1, k2, queue2, mix=mix, exclude=exclude, generator=batch.generator)
+        loss, logs = self.pair_loss(q1, k2, queue2, exclude, batch)
         if self.symmetric:
-            loss2, logs2 = self.loss(q2, k1, queue, mix=mix, exclude=exclude, generator=batch.generator)
+            loss2, logs2 = self.pair_loss(q2, k1, queue, exclude, batch)
             loss = (loss + loss2) / 2
             logs = {key: (value + logs2[key]) / 2 for key, value in logs.items()}
             self.enqueue([k1, k2], batch.index)
         else:
             self.enqueue([k2], batch.index)
         logs["z_std"] = embedding_spread(q1)
-        logs["mixing"] = q1.new_zeros((), dtype=torch.float32) + float(mix)  # no H2D copy
         return HeadOutput(loss=loss, logs=logs)
 
 
@@ -195,12 +187,33 @@ class MoCHiHead(MoCoV2Head):
         max_query_weight: float = 0.5,
         mix_start_step: int = 0,
     ) -> None:
-        super().__init__(in_dim, hidden_dim, out_dim, num_layers, batch_norm, queue_size, temperature,
-                         base_momentum, final_momentum, symmetric, exclude_own_keys)  # fmt: skip
+        super().__init__(
+            in_dim,
+            hidden_dim,
+            out_dim,
+            num_layers,
+            batch_norm,
+            queue_size,
+            temperature,
+            base_momentum,
+            final_momentum,
+            symmetric,
+            exclude_own_keys,
+        )
         if mix_start_step < 0:
             raise ValueError(f"mix_start_step: must be >= 0, got {mix_start_step}")
         self.loss = MoCHiLoss(temperature, num_hard, num_mixed, num_query_mixed, max_query_weight)
         self.mix_start_step = mix_start_step
 
     def mixing(self, step: int) -> bool:
+        """Whether the loss mixes hard negatives at optimizer step ``step``."""
         return step >= self.mix_start_step and self.loss.num_hard > 0
+
+    def pair_loss(
+        self, q: Tensor, k: Tensor, queue: Tensor, exclude: Tensor | None, batch: BatchInfo
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``MoCHiLoss`` with mixing from ``mix_start_step`` on; logs ``mixing`` (0 or 1)."""
+        mix = self.mixing(batch.step)
+        loss, logs = self.loss(q, k, queue, mix=mix, exclude=exclude, generator=batch.generator)
+        logs["mixing"] = logs["pos_sim"].new_zeros((), dtype=torch.float32) + float(mix)  # no H2D copy
+        return loss, logs

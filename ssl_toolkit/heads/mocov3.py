@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import copy
-
-import torch
-from torch import Tensor
-
-from ssl_toolkit.ema import cosine_momentum, ema_update
-from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
+from ssl_toolkit.heads.momentum import MomentumPredictorHead
 from ssl_toolkit.losses.mocov3 import MoCoV3Loss
 
 
-class MoCoV3Head(SSLHead):
+class MoCoV3Head(MomentumPredictorHead):
     """MoCo v3 (Chen, Xie and He, ICCV 2021, arXiv 2104.02057, Algorithm 1): query q = h(g(f(x)))
     through projector g and predictor h; key k = g_m(f_m(x')) from momentum copies, no queue.
 
-    ``SSLModule`` keeps the momentum backbone f_m (``uses_teacher``); this head keeps g_m. Both move
-    after every optimizer step as theta_m <- m theta_m + (1 - m) theta, m from ``base_momentum`` to
-    ``final_momentum`` on a half-cycle cosine (the authors' ``--moco-m-cos``). The loss sums
+    ``SSLModule`` keeps the momentum backbone f_m (``uses_teacher``); this head keeps g_m
+    (``MomentumPredictorHead``). Both move after every optimizer step as
+    theta_m <- m theta_m + (1 - m) theta, m from ``base_momentum`` to ``final_momentum`` on a
+    half-cycle cosine (the authors' ``--moco-m-cos``). The loss sums
     ``MoCoV3Loss`` (2t-scaled InfoNCE against the keys of the global batch) over each global view
     i's keys and the queries of every other view j::
 
@@ -51,8 +46,6 @@ class MoCoV3Head(SSLHead):
         backbone's features of the global views. Returns a scalar loss; logs ``z_std``.
     """
 
-    uses_teacher = True
-
     def __init__(
         self,
         in_dim: int,
@@ -67,32 +60,7 @@ class MoCoV3Head(SSLHead):
         base_momentum: float = 0.99,
         final_momentum: float = 1.0,
     ) -> None:
-        super().__init__()
-        for name, m in (("base_momentum", base_momentum), ("final_momentum", final_momentum)):
-            if not 0.0 <= m <= 1.0:
-                raise ValueError(f"{name}: must be in [0, 1], got {m}")
-        self.loss = MoCoV3Loss(temperature)
-        self.projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm, last_norm, bias=False)
-        self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        self.predictor = build_mlp(out_dim, pred_hidden_dim, out_dim, 2, batch_norm, predictor_last_norm, bias=False)
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
-
-    def embed(self, feats: Tensor) -> Tensor:
-        """(B, F) -> (B, out_dim): the projection g(f(x)), which evaluation and RankMe see."""
-        return self.projector(feats)
-
-    def teacher_momentum(self, step: int, total_steps: int) -> float:
-        return cosine_momentum(self.base_momentum, self.final_momentum, step, total_steps)
-
-    def after_step(self, step: int, total_steps: int) -> None:
-        ema_update(self.momentum_projector, self.projector, self.teacher_momentum(step, total_steps))
-
-    def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
-        if len(views.feats) < 2 or not views.teacher:
-            raise ValueError(f"MoCoV3Head needs >= 2 views and the momentum backbone features, got {len(views.feats)}")
-        z = self.projector(torch.cat(views.feats))
-        q = self.predictor(z).chunk(len(views.feats))
-        with torch.no_grad():
-            k = self.momentum_projector(torch.cat(views.teacher)).chunk(len(views.teacher))
-        loss = torch.stack([self.loss(q[j], k[i]) for i in range(len(k)) for j in range(len(q)) if j != i])
-        return HeadOutput(loss=loss.sum(), logs={"z_std": embedding_spread(z.chunk(len(views.feats))[0])})
+        loss = MoCoV3Loss(temperature)
+        projector = build_mlp(in_dim, hidden_dim, out_dim, num_layers, batch_norm, last_norm, bias=False)
+        predictor = build_mlp(out_dim, pred_hidden_dim, out_dim, 2, batch_norm, predictor_last_norm, bias=False)
+        super().__init__(projector, predictor, loss, base_momentum, final_momentum)

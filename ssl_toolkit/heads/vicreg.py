@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from itertools import combinations
-
 from torch import Tensor
 
-from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views, embedding_spread
 from ssl_toolkit.heads.mlp import build_mlp
+from ssl_toolkit.heads.view_pairs import ViewPairsHead
 from ssl_toolkit.losses.vicreg import VICRegLoss
 
 
-class VICRegHead(SSLHead):
+class VICRegHead(ViewPairsHead):
     """VICReg (Bardes, Ponce & LeCun, ICLR 2022, arXiv 2105.04906): z = h_phi(y) per view (the
     expander), then ``VICRegLoss`` (Eq. 6 with weights lambda, mu, nu; statistics over the global
     batch).
@@ -19,7 +17,7 @@ class VICRegHead(SSLHead):
     The expander is the authors' (facebookresearch/vicreg ``main_vicreg.py`` ``Projector``):
     ``num_layers`` Linear layers, BatchNorm and ReLU after each hidden one, no bias on the last
     (paper: 3 x 8192). Each view goes through it separately (per-view BatchNorm statistics, as the
-    authors' code). With more than two views the loss is averaged over every pair.
+    authors' code). With more than two views the loss is averaged over every pair (``ViewPairsHead``).
 
     Args:
         in_dim: backbone feature width F (filled in by the recipe builder).
@@ -51,11 +49,3 @@ class VICRegHead(SSLHead):
     def embed(self, feats: Tensor) -> Tensor:
         """(B, F) -> (B, out_dim): the expander's output, the space the loss regularizes."""
         return self.expander(feats)
-
-    def forward(self, views: Views, batch: BatchInfo) -> HeadOutput:
-        if len(views.feats) < 2:
-            raise ValueError(f"VICRegHead needs at least 2 views, got {len(views.feats)}")
-        z = [self.expander(f) for f in views.feats]
-        pairs = list(combinations(range(len(z)), 2))
-        loss = sum(self.loss(z[i], z[j]) for i, j in pairs) / len(pairs)
-        return HeadOutput(loss=loss, logs={"z_std": embedding_spread(z[0])})

@@ -15,6 +15,7 @@ from ssl_toolkit.losses.mv_infonce import MVInfoNCELoss
 from ssl_toolkit.losses.mw import MWLoss
 from ssl_toolkit.losses.nnclr import NNCLRLoss
 from ssl_toolkit.losses.ntxent import NTXentLoss
+from ssl_toolkit.losses.queue_infonce import QueueInfoNCELoss
 from ssl_toolkit.losses.simsiam import SimSiamLoss
 from ssl_toolkit.losses.sinkhorn import sinkhorn
 from ssl_toolkit.losses.swav import SwAVLoss
@@ -23,7 +24,8 @@ from ssl_toolkit.losses.vicreg import VICRegLoss
 # Losses selectable as head.loss in recipes: two-view losses called as loss(z_a, z_b) (averaged over
 # view pairs by the head), and MultiViewLoss subclasses called once as loss([z_1, ..., z_V]).
 # AMCLLoss has its own signature (per-head projections and temperature networks) and is built by
-# AMCLHead; MoCHiLoss (query, key, queue) is for a MoCo head that owns the queue.
+# AMCLHead; QueueInfoNCELoss (query, key, queue; MoCo's) and MoCHiLoss, which extends it, are for a
+# MoCo head that owns the queue.
 # BarlowTwinsLoss and VICRegLoss (the same value on every process), DINOLoss (student and teacher
 # views, a centre) and NNCLRLoss (neighbours, predictions) are built by their heads. MoCoV3Loss (query,
 # momentum key), BYOLLoss and SimSiamLoss (prediction, stop-gradient target) are one direction of
@@ -58,6 +60,7 @@ __all__ = [
     "MWLoss",
     "NNCLRLoss",
     "NTXentLoss",
+    "QueueInfoNCELoss",
     "SimSiamLoss",
     "SwAVLoss",
     "VICRegLoss",

@@ -124,6 +124,10 @@ class AMCLLoss(nn.Module):
                 tau_max.append(t.masked_fill(is_self, float("-inf")).max())
                 tau_count += t.numel() - t.shape[0]  # one self pair per anchor row
                 logs[f"loss_head{c}"] = loss.detach()
-        logs.update(reg=torch.stack(regs).mean(), tau_mean=torch.stack(tau_sum).sum() / tau_count,
-                    tau_min=torch.stack(tau_min).min(), tau_max=torch.stack(tau_max).max())  # fmt: skip
+        logs.update(
+            reg=torch.stack(regs).mean(),
+            tau_mean=torch.stack(tau_sum).sum() / tau_count,
+            tau_min=torch.stack(tau_min).min(),
+            tau_max=torch.stack(tau_max).max(),
+        )
         return torch.stack(losses).mean(), logs

@@ -66,8 +66,11 @@ class DINOLoss(nn.Module):
         super().__init__()
         check_int("out_dim", out_dim)
         check_int("warmup_teacher_temp_epochs", warmup_teacher_temp_epochs, minimum=0)
-        for name, value in (("teacher_temp", teacher_temp), ("warmup_teacher_temp", warmup_teacher_temp),
-                            ("student_temp", student_temp)):  # fmt: skip
+        for name, value in (
+            ("teacher_temp", teacher_temp),
+            ("warmup_teacher_temp", warmup_teacher_temp),
+            ("student_temp", student_temp),
+        ):
             check_positive(name, value)
         if not 0.0 <= center_momentum <= 1.0:
             raise ValueError(f"center_momentum: must be in [0, 1], got {center_momentum}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from ssl_toolkit.losses.queue_infonce import QueueInfoNCELoss
 
 
 def extrapolate_pair(q: Tensor, k: Tensor, lam: float) -> tuple[Tensor, Tensor]:
@@ -28,8 +30,8 @@ def interpolate_queue(queue: Tensor, mu: float, perm: Tensor) -> Tensor:
     return mu * queue + (1 - mu) * queue[perm]
 
 
-class FeatureTransformLoss(nn.Module):
-    """MoCo InfoNCE on transformed features (Zhu et al., "Improving Contrastive Learning by
+class FeatureTransformLoss(QueueInfoNCELoss):
+    """MoCo's InfoNCE (``QueueInfoNCELoss``) on transformed features (Zhu et al., "Improving Contrastive Learning by
     Visualizing Feature Transformation", ICCV 2021; authors' ``RGBMoCo_dropmix_norm``)::
 
         q, k, queue <- unit rows (k and the queue carry no gradient)
@@ -38,7 +40,7 @@ class FeatureTransformLoss(nn.Module):
         L = CE([q.k | q.queue] / t, label 0)
 
     lam, mu and perm are drawn by the caller (the head owns the generator): one scalar each per call,
-    as the authors' default ``dim_mask='none'``. ``lam=None, mu=None`` is exactly MoCo v2's loss. As
+    as the authors' default ``dim_mask='none'``. ``lam=None, mu=None`` is exactly ``QueueInfoNCELoss``. As
     in the authors' code, k^ = lam k + (1 - lam) q keeps q's gradient, so the positive logit reaches
     q through both q^ and k^. ``exclude`` (B, K) marks queue rows that are not negatives of query i
     (its own older keys); a mixed row is excluded when either of its two sources is. Logits are fp32
@@ -51,16 +53,6 @@ class FeatureTransformLoss(nn.Module):
         q, k: (B, D); queue: (K, D); perm: (K,) long; exclude: (B, K) bool. Returns (scalar, logs) with
         detached ``pos_sim`` and ``neg_sim`` (mean positive / negative logit x t, after transforming).
     """
-
-    def __init__(self, temperature: float = 0.2) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature: must be > 0, got {temperature}")
-        self.temperature = temperature
-
-    @staticmethod
-    def _normalize(x: Tensor) -> Tensor:
-        return F.normalize(x.to(torch.promote_types(x.dtype, torch.float32)), dim=-1)
 
     def forward(
         self,
@@ -75,7 +67,7 @@ class FeatureTransformLoss(nn.Module):
         if (mu is None) != (perm is None):
             raise ValueError("mu and perm: give both (negative interpolation) or neither")
         with torch.autocast(device_type=q.device.type, enabled=False):
-            q, k, queue = self._normalize(q), self._normalize(k.detach()), self._normalize(queue.detach())
+            q, k, queue = self.unit(q), self.unit(k, detach=True), self.unit(queue, detach=True)
             if lam is not None:
                 q, k = extrapolate_pair(q, k, lam)
             if mu is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
@@ -12,7 +11,7 @@ from diffsort.networks import get_sorting_network
 from torch import Tensor
 
 from ssl_toolkit.checks import check_int
-from ssl_toolkit.losses.multi_view import MultiViewLoss, multi_view_batch
+from ssl_toolkit.losses.multi_view import MultiViewBatch, MultiViewLoss
 
 
 @lru_cache(maxsize=32)
@@ -128,28 +127,24 @@ class GroCoLoss(MultiViewLoss):
         self.stop_grad = stop_grad
         self.positive_views = positive_views
 
-    def forward(self, views: Sequence[Tensor]) -> Tensor:
-        with torch.autocast(device_type=views[0].device.type, enabled=False):
-            mv = multi_view_batch(views)
-            u, keys = mv.anchors, mv.keys  # (V, N, D), (V, W*N, D)
-            num_pos = u.shape[0] if self.positive_views is None else self.positive_views
-            if num_pos > u.shape[0]:
-                raise ValueError(f"positive_views: {num_pos} is more than the {u.shape[0]} views")
-            k = self.top_k_negatives
-            if keys.shape[1] <= k:
-                raise ValueError(
-                    f"top_k_negatives: {k} needs a global batch of more than {k} images, got {keys.shape[1]}"
-                )
-            if self.stop_grad:
-                targets, keys = u.detach(), keys.detach()
-            else:
-                targets = u
-            losses = []
-            for v in range(u.shape[0]):
-                anchor = u[v]  # (N, D)
-                others = [p for p in range(num_pos) if p != v]
-                pos = torch.einsum("nd,pnd->np", anchor, targets[others]).sort(dim=1).values  # (N, P) ascending
-                neg = (anchor @ keys[v].T).masked_fill(mv.is_self(), float("-inf"))  # (N, W*N), own view
-                neg = neg.topk(k, dim=1).values.flip(1)  # (N, k) ascending
-                losses.append(group_ordering_loss(torch.cat([neg, pos], dim=1), k, self.steepness))
-            return torch.stack(losses).mean()
+    def score(self, mv: MultiViewBatch) -> Tensor:
+        u, keys = mv.anchors, mv.keys  # (V, N, D), (V, W*N, D)
+        num_pos = u.shape[0] if self.positive_views is None else self.positive_views
+        if num_pos > u.shape[0]:
+            raise ValueError(f"positive_views: {num_pos} is more than the {u.shape[0]} views")
+        k = self.top_k_negatives
+        if keys.shape[1] <= k:
+            raise ValueError(f"top_k_negatives: {k} needs a global batch of more than {k} images, got {keys.shape[1]}")
+        if self.stop_grad:
+            targets, keys = u.detach(), keys.detach()
+        else:
+            targets = u
+        losses = []
+        for v in range(u.shape[0]):
+            anchor = u[v]  # (N, D)
+            others = [p for p in range(num_pos) if p != v]
+            pos = torch.einsum("nd,pnd->np", anchor, targets[others]).sort(dim=1).values  # (N, P) ascending
+            neg = (anchor @ keys[v].T).masked_fill(mv.is_self(), float("-inf"))  # (N, W*N), own view
+            neg = neg.topk(k, dim=1).values.flip(1)  # (N, k) ascending
+            losses.append(group_ordering_loss(torch.cat([neg, pos], dim=1), k, self.steepness))
+        return torch.stack(losses).mean()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from ssl_toolkit.losses.queue_infonce import QueueInfoNCELoss
 
 
-class MoCHiLoss(nn.Module):
-    """MoCo v2 InfoNCE plus synthetic hard negatives mixed per query (Kalantidis et al., 2020).
+class MoCHiLoss(QueueInfoNCELoss):
+    """MoCo v2 InfoNCE (``QueueInfoNCELoss``) plus synthetic hard negatives mixed per query
+    (Kalantidis et al., 2020).
 
     With unit-normalized q, k and queue, and Q~_i = the N = min(num_hard, K) queue entries with the
     largest q_i . n (the hardest negatives of query i, selected without gradient)::
@@ -22,7 +27,7 @@ class MoCHiLoss(nn.Module):
     which is the caller's job (only k goes into the queue). k and queue are constants. Everything is
     batched: each query's hard set is a (B, N, D) tensor and the mixing indices are gathered per
     query, avoiding the third-party bug where every query mixes the *first* query's negatives.
-    With ``mix=False`` or s = s' = 0 this is exactly MoCo v2's loss. Logits are fp32 under autocast.
+    With ``mix=False`` or s = s' = 0 this is exactly ``QueueInfoNCELoss``. Logits are fp32 under autocast.
 
     Defaults: N=1024, s=1024, s'=256, t=0.2 (MoCo v2). N=1024 and 256 per synthetic type follow the
     synco implementation; the paper's own (N, s, s') and its Table 1 are unverified (docs/methods/mochi.md).
@@ -36,10 +41,9 @@ class MoCHiLoss(nn.Module):
         num_query_mixed: s', query-negative mixtures per query.
         max_query_weight: upper bound w of beta, in (0, 0.5].
 
-    ``exclude`` (B, K) bool marks queue entries that are not negatives of query i (keys of the same
-    image enqueued earlier: with a queue larger than an epoch's worth of keys, or a small data set,
-    the queue holds older keys of the current images). They get logit -inf and are never picked as
-    hard negatives; [davidsvy] masks the same way, by sample index.
+    ``exclude`` (B, K) bool marks queue entries that are not negatives of query i (as
+    ``QueueInfoNCELoss``): they get logit -inf and are never picked as hard negatives; [davidsvy]
+    masks the same way, by sample index.
 
     Shapes:
         q, k: (B, D) query / key projections; queue: (K, D). Returns (scalar, logs) where logs holds
@@ -60,22 +64,13 @@ class MoCHiLoss(nn.Module):
         num_query_mixed: int = 256,
         max_query_weight: float = 0.5,
     ) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature: must be > 0, got {temperature}")
+        super().__init__(temperature)
         if min(num_hard, num_mixed, num_query_mixed) < 0:
             raise ValueError("num_hard, num_mixed, num_query_mixed: must be >= 0")
         if not 0 < max_query_weight <= 0.5:
             raise ValueError(f"max_query_weight: must be in (0, 0.5], got {max_query_weight}")
-        self.temperature = temperature
         self.num_hard, self.num_mixed, self.num_query_mixed = num_hard, num_mixed, num_query_mixed
         self.max_query_weight = max_query_weight
-
-    @staticmethod
-    def _normalize(x: Tensor, detach: bool = False) -> Tensor:
-        # fp32 at least (double kept, for exact tests); normalize here so callers need not.
-        x = x.detach() if detach else x
-        return F.normalize(x.to(torch.promote_types(x.dtype, torch.float32)), dim=-1)
 
     def _rand(
         self, shape: tuple[int, ...], high: int | None, device: torch.device, gen: torch.Generator | None
@@ -113,7 +108,7 @@ class MoCHiLoss(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """The (B, s, D) and (B, s', D) synthetic negatives forward would use with the same generator state."""
         with torch.autocast(device_type=q.device.type, enabled=False):
-            q, queue = self._normalize(q, detach=True), self._normalize(queue, detach=True)
+            q, queue = self.unit(q, detach=True), self.unit(queue, detach=True)
             return self._synthesize(q, queue, q @ queue.T, generator)
 
     def forward(
@@ -125,21 +120,16 @@ class MoCHiLoss(nn.Module):
         generator: torch.Generator | None = None,
         exclude: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            q, k, queue = self._normalize(q), self._normalize(k, detach=True), self._normalize(queue, detach=True)
-            l_pos = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
-            l_neg = q @ queue.T  # (B, K)
-            if exclude is not None:
-                l_neg = l_neg.masked_fill(exclude, float("-inf"))
-            parts, logs = [l_pos, l_neg], {"pos_sim": l_pos.detach().mean()}
-            mixing = self.num_mixed > 0 or self.num_query_mixed > 0
-            if mix and self.num_hard > 0 and mixing and queue.shape[0] > 0:
-                mixed, query_mixed = self._synthesize(q.detach(), queue, l_neg.detach(), generator)
-                for name, h in (("hard_mixed_mean_sim", mixed), ("query_mixed_mean_sim", query_mixed)):
-                    if h.shape[1] > 0:
-                        sim = torch.einsum("bd,bsd->bs", q, h)  # gradient to q only; h is detached
-                        parts.append(sim)
-                        logs[name] = sim.detach().mean()
-            logits = torch.cat(parts, dim=1) / self.temperature
-            labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-            return F.cross_entropy(logits, labels), logs
+        mixing = self.num_mixed > 0 or self.num_query_mixed > 0
+        if not (mix and self.num_hard > 0 and mixing and queue.shape[0] > 0):
+            return self.infonce(q, k, queue, exclude)
+        return self.infonce(q, k, queue, exclude, partial(self._mixed_similarities, generator=generator))
+
+    def _mixed_similarities(
+        self, q: Tensor, queue: Tensor, l_neg: Tensor, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """q . H (B, s) and q . H' (B, s') from unit q, queue and the masked (B, K) logits; gradient
+        to q only (the synthetics are detached)."""
+        mixed, query_mixed = self._synthesize(q.detach(), queue, l_neg.detach(), generator)
+        pairs = (("hard_mixed_mean_sim", mixed), ("query_mixed_mean_sim", query_mixed))
+        return {name: torch.einsum("bd,bsd->bs", q, h) for name, h in pairs if h.shape[1] > 0}

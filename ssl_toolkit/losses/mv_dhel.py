@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-from ssl_toolkit.losses.multi_view import MultiViewLoss, multi_view_batch
+from ssl_toolkit.losses.multi_view import MultiViewBatch, MultiViewContrastiveLoss
 
 
-class MVDHELLoss(MultiViewLoss):
+class MVDHELLoss(MultiViewContrastiveLoss):
     """MV-DHEL (Koromilas et al., arXiv 2507.06979; the authors' ``models/losses.py::MVDHEL``).
 
     For M images with V views each, unit-normalized U_il (image i, view l)::
@@ -26,34 +24,19 @@ class MVDHELLoss(MultiViewLoss):
     formula keeps j = i in each view's sum; the code (followed here) leaves it out.
     Keys are gathered across processes with gradient; each process scores its own images.
 
-    Args:
-        temperature: t > 0 (the authors use 0.5 on CIFAR / ImageNet-100, 0.1 on ImageNet-1k).
-
-    Shapes:
-        views: V >= 2 tensors (M, D). Returns a scalar.
-
-    Raises:
-        ValueError: temperature <= 0; fewer than 2 views or views of different shapes.
+    Args, shapes, errors: as ``MultiViewContrastiveLoss`` (the authors use t = 0.5 on CIFAR /
+    ImageNet-100, 0.1 on ImageNet-1k).
 
     Example:
         >>> MVDHELLoss(0.5)([torch.randn(8, 16) for _ in range(4)]).shape
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 0.5) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature: must be > 0, got {temperature}")
-        self.temperature = temperature
+    def log_positives(self, pair_logits: Tensor) -> Tensor:
+        v = pair_logits.shape[1]
+        upper = torch.triu_indices(v, v, offset=1, device=pair_logits.device)  # (2, V(V-1)/2): l < l', no sync
+        return pair_logits[:, upper[0], upper[1]].logsumexp(dim=1)  # (M,) over l < l'
 
-    def forward(self, views: Sequence[Tensor]) -> Tensor:
-        with torch.autocast(device_type=views[0].device.type, enabled=False):
-            mv = multi_view_batch(views)
-            u, keys = mv.anchors, mv.keys  # (V, M, D), (V, W*M, D)
-            v = u.shape[0]
-            upper = torch.triu_indices(v, v, offset=1, device=u.device)  # (2, V(V-1)/2): l < l', no host sync
-            pos = torch.einsum("lid,mid->ilm", u, u) / self.temperature  # (M, V, V)
-            pos = pos[:, upper[0], upper[1]].logsumexp(dim=1)  # (M,) over l < l'
-            logits = torch.einsum("lid,ljd->lij", u, keys) / self.temperature  # (V, M, W*M), same view
-            neg = logits.masked_fill(mv.is_self()[None], float("-inf")).logsumexp(dim=2).sum(dim=0)  # (M,)
-            return (neg - pos).mean()
+    def log_negatives(self, mv: MultiViewBatch) -> Tensor:
+        logits = torch.einsum("lid,ljd->lij", mv.anchors, mv.keys) / self.temperature  # (V, M, W*M), same view
+        return logits.masked_fill(mv.is_self()[None], float("-inf")).logsumexp(dim=2).sum(dim=0)  # (M,)

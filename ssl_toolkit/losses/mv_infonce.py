@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-from ssl_toolkit.losses.multi_view import MultiViewLoss, multi_view_batch
+from ssl_toolkit.losses.multi_view import MultiViewBatch, MultiViewContrastiveLoss
 
 
-class MVInfoNCELoss(MultiViewLoss):
+class MVInfoNCELoss(MultiViewContrastiveLoss):
     """MV-InfoNCE (Koromilas et al., "A Principled Framework for Multi-View Contrastive Learning",
     arXiv 2507.06979; the authors' ``models/losses.py::MVINFONCE``).
 
@@ -25,35 +23,20 @@ class MVInfoNCELoss(MultiViewLoss):
     not an average of pairwise losses. Both sums are log-sum-exps in fp32 (also under autocast).
     Keys are gathered across processes with gradient; each process scores its own images.
 
-    Args:
-        temperature: t > 0 (the authors use 0.5 on CIFAR / ImageNet-100, 0.1 on ImageNet-1k).
-
-    Shapes:
-        views: V >= 2 tensors (M, D). Returns a scalar.
-
-    Raises:
-        ValueError: temperature <= 0; fewer than 2 views or views of different shapes.
+    Args, shapes, errors: as ``MultiViewContrastiveLoss`` (the authors use t = 0.5 on CIFAR /
+    ImageNet-100, 0.1 on ImageNet-1k).
 
     Example:
         >>> MVInfoNCELoss(0.5)([torch.randn(8, 16) for _ in range(4)]).shape
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 0.5) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature: must be > 0, got {temperature}")
-        self.temperature = temperature
+    def log_positives(self, pair_logits: Tensor) -> Tensor:
+        eye = torch.eye(pair_logits.shape[1], dtype=torch.bool, device=pair_logits.device)
+        return pair_logits.masked_fill(eye, float("-inf")).flatten(1).logsumexp(dim=1)  # (M,) over l != l'
 
-    def forward(self, views: Sequence[Tensor]) -> Tensor:
-        with torch.autocast(device_type=views[0].device.type, enabled=False):
-            mv = multi_view_batch(views)
-            u, keys = mv.anchors, mv.keys  # (V, M, D), (V, W*M, D)
-            v = u.shape[0]
-            eye = torch.eye(v, dtype=torch.bool, device=u.device)
-            pos = torch.einsum("lid,mid->ilm", u, u) / self.temperature  # (M, V, V)
-            pos = pos.masked_fill(eye, float("-inf")).flatten(1).logsumexp(dim=1)  # (M,)
-            logits = torch.einsum("lid,mjd->ilmj", u, keys) / self.temperature  # (M, V, V, W*M)
-            self_term = eye[None, :, :, None] & mv.is_self()[:, None, None, :]  # (j, m) == (i, l)
-            neg = logits.masked_fill(self_term, float("-inf")).flatten(1).logsumexp(dim=1)  # (M,)
-            return (neg - pos).mean()
+    def log_negatives(self, mv: MultiViewBatch) -> Tensor:
+        logits = torch.einsum("lid,mjd->ilmj", mv.anchors, mv.keys) / self.temperature  # (M, V, V, W*M)
+        eye = torch.eye(mv.anchors.shape[0], dtype=torch.bool, device=logits.device)
+        self_term = eye[None, :, :, None] & mv.is_self()[:, None, None, :]  # (j, m) == (i, l)
+        return logits.masked_fill(self_term, float("-inf")).flatten(1).logsumexp(dim=1)  # (M,)

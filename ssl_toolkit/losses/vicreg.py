@@ -54,8 +54,11 @@ class VICRegLoss(nn.Module):
         eps: float = 1e-4,
     ) -> None:
         super().__init__()
-        weights = (("invariance_weight", invariance_weight), ("variance_weight", variance_weight),
-                   ("covariance_weight", covariance_weight))  # fmt: skip
+        weights = (
+            ("invariance_weight", invariance_weight),
+            ("variance_weight", variance_weight),
+            ("covariance_weight", covariance_weight),
+        )
         for name, value in weights:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{name}: must be a number >= 0, got {value!r}")

@@ -1,13 +1,15 @@
-"""Contract shared by every entry of ``HEADS``, driven by its ``CASES`` table.
+"""Contract shared by every entry of ``HEADS``, driven by the table ``CASES`` below.
 
 For every head: a plain typed constructor, a finite scalar loss, backward reaching every trainable
-parameter, ``embed`` giving (B, D), a strict state-dict round trip, and (for heads whose loss gathers
+parameter, ``embed`` giving (B, D), a strict state-dict round trip, the state-dict keys that existing
+checkpoints hold (``head_state_dict_keys.json``), and (for heads whose loss gathers
 across processes) 2 gloo processes giving the loss and gradients of 1 process.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,10 @@ from ssl_toolkit.heads import HEADS, BatchInfo, SSLHead, Views
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("heads_distributed_worker.py")
+# The state-dict keys of every row's head, as written by the code that saved the existing
+# checkpoints. A head whose keys change breaks loading those checkpoints: add a load-time mapping
+# (and a test loading an old checkpoint) before updating this file.
+STATE_DICT_KEYS = Path(__file__).with_name("head_state_dict_keys.json")
 
 # The contract table: one row of tiny constructor keywords per entry of HEADS. A head without a row
 # fails test_every_head_has_exactly_one_row. `in_dim` and, when the signature has it, `num_classes`
@@ -136,6 +142,16 @@ def test_state_dict_round_trip(name: str) -> None:
         torch.testing.assert_close(theirs[key], value, rtol=0, atol=0, msg=key)
     head.eval(), other.eval()
     torch.testing.assert_close(other.embed(views.feats[0]), head.embed(views.feats[0]))
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_state_dict_keys_are_those_old_checkpoints_hold(name: str) -> None:
+    expected = json.loads(STATE_DICT_KEYS.read_text())
+    assert name in expected, f"{name}: no entry in {STATE_DICT_KEYS.name}"
+    keys = list(build(name).state_dict())
+    assert sorted(keys) == sorted(expected[name]), (
+        f"added {set(keys) - set(expected[name])}, missing {set(expected[name]) - set(keys)}"
+    )
 
 
 GATHERING = sorted(n for n, row in CASES.items() if row["gathers"])

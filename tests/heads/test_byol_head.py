@@ -84,5 +84,5 @@ def test_target_gets_no_gradient_and_bad_arguments() -> None:
         BYOLHead(in_dim=6, final_momentum=-0.1)
     with pytest.raises(ValueError, match="hidden_dim"):
         BYOLHead(in_dim=6, pred_hidden_dim=0)
-    with pytest.raises(ValueError, match="target backbone"):
+    with pytest.raises(ValueError, match="views.teacher"):
         head(Views([torch.randn(4, 6) for _ in range(2)]), info(4))

@@ -84,7 +84,7 @@ def test_keys_carry_no_gradient_and_bad_arguments() -> None:
                        ({"last_norm": "bad"}, "last_norm"), ({"pred_hidden_dim": 0}, "hidden_dim")]:  # fmt: skip
         with pytest.raises(ValueError, match=match):
             MoCoV3Head(in_dim=6, **bad)
-    with pytest.raises(ValueError, match="momentum backbone features"):
+    with pytest.raises(ValueError, match="views.teacher"):
         head(Views([torch.randn(4, 6) for _ in range(2)]), info(4))
 
 

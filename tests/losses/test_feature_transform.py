@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_toolkit.losses.feature_transform import FeatureTransformLoss, extrapolate_pair, interpolate_queue
-from ssl_toolkit.losses.mochi import MoCHiLoss
+from ssl_toolkit.losses.queue_infonce import QueueInfoNCELoss
 
 
 @pytest.mark.parametrize("lam", [1.0, 1.3, 2.0])
@@ -64,7 +64,7 @@ def test_no_draws_is_moco_v2_exactly_and_exclusion_follows_both_sources() -> Non
     exclude = torch.zeros(4, 9, dtype=torch.bool)
     exclude[0, 2] = True
     ft, _ = FeatureTransformLoss(0.2)(q, k, queue, exclude=exclude)
-    moco, _ = MoCHiLoss(0.2, num_hard=0)(q, k, queue, exclude=exclude)
+    moco, _ = QueueInfoNCELoss(0.2)(q, k, queue, exclude=exclude)
     assert torch.equal(ft, moco)
     # With mixing, queue' row j is excluded for query 0 when j or perm[j] is its own key (row 2).
     perm = torch.tensor([2, 0, 1, 3, 4, 5, 6, 7, 8])  # row 0 mixes in row 2

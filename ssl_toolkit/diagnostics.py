@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_toolkit.embedding import chunk_generator
 from ssl_toolkit.metrics import alignment, tolerance, uniformity
 from ssl_toolkit.metrics_contrastive import positive_ranks, roc_auc, split_scores
 
@@ -94,19 +94,13 @@ class SpaceDiagnostics:
         return asdict(self)
 
 
-def chunk_generator(seed: int, first_index: int) -> torch.Generator:
-    """The CPU generator of one chunk's views: seeded by ``SeedSequence([seed, first_index])``."""
-    state = np.random.SeedSequence([int(seed), int(first_index)]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 @torch.no_grad()
 def embed_pairs(module: nn.Module, images: Tensor, index: Tensor, seed: int) -> tuple[Tensor, Tensor]:
     """Two seeded training-augmentation views of one chunk of images, embedded.
 
     Args:
         module: an ``SSLModule`` (``embed_views``, ``project``), in the mode the caller wants (eval).
-        images: uint8 (c, 3, H, W), one whole chunk (``ssl_toolkit.data.chunks``).
+        images: uint8 (c, 3, H, W), one whole chunk (``ssl_toolkit.callbacks.chunks``).
         index: (c,) split positions; ``index[0]`` seeds the views (:func:`chunk_generator`).
         seed: the diagnostics' seed.
 

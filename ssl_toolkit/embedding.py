@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -32,6 +33,12 @@ class EmbeddedSplit:
         """The rows at positions ``index`` (a subset, e.g. RankMe's random sample)."""
         proj = self.proj[index] if self.proj is not None else None
         return EmbeddedSplit(self.feats[index], proj, self.labels[index], self.index[index])
+
+
+def chunk_generator(seed: int, first_index: int) -> torch.Generator:
+    """The CPU generator of one chunk's views: seeded by ``SeedSequence([seed, first_index])``."""
+    state = np.random.SeedSequence([int(seed), int(first_index)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_toolkit.backbone import BatchNormStats, feature_dim
-from ssl_toolkit.data.chunks import Chunk
+from ssl_toolkit.callbacks.chunks import Chunk
 from ssl_toolkit.ema import ema_update
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
 from ssl_toolkit.optim import OptimizerFactory, WarmupCosine, param_groups
@@ -281,7 +281,7 @@ class SSLModule(pl.LightningModule):
         """Embed one batch of a validation loader for the evaluation callbacks.
 
         The loaders are the DataModule's ``val_dataloader()``: held-out split, k-NN bank, RankMe
-        subset (``ssl_toolkit.data.eval_plan``: ``dataloader_idx`` i is ``eval_plan.roles[i]``).
+        subset (``ssl_toolkit.callbacks.eval_plan``: ``dataloader_idx`` i is ``eval_plan.roles[i]``).
 
         Returns:
             ``{"feats": (B, F) backbone features of the un-augmented images (``embed``, eval mode),

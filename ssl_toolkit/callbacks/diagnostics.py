@@ -11,11 +11,11 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from ssl_toolkit.callbacks.chunks import Chunk
 from ssl_toolkit.callbacks.diagnostics_plot import plot_run
 from ssl_toolkit.callbacks.eval_features import EvalCallback
+from ssl_toolkit.callbacks.eval_plan import Role
 from ssl_toolkit.checks import check_int
-from ssl_toolkit.data.chunks import Chunk
-from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.diagnostics import BINS, MAX_IMAGES, SpaceDiagnostics, diagnose, embed_pairs
 from ssl_toolkit.embedding import EmbeddedSplit, gather_split

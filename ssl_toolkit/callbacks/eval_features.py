@@ -1,7 +1,7 @@
 """Evaluation inside Lightning's validation loop: the base of KNNProbe, LinearProbe and RankMe.
 
 ``SSLModule.validation_step`` embeds every batch of the validation loaders (held-out split, k-NN
-bank, RankMe subset; see ``ssl_toolkit.data.eval_plan``) and returns ``{"feats", "labels",
+bank, RankMe subset; see ``ssl_toolkit.callbacks.eval_plan``) and returns ``{"feats", "labels",
 "index"}``. Each evaluation callback keeps the batches of the roles it reads in its own
 :class:`FeatureStore` (``on_validation_batch_end``), gathers them over processes and computes its
 metrics once the loop has seen every batch (``on_validation_epoch_end``), then empties the store
@@ -25,7 +25,7 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
-from ssl_toolkit.data.eval_plan import EvalPlan, Role, plan_evaluation
+from ssl_toolkit.callbacks.eval_plan import EvalPlan, Role, plan_evaluation
 from ssl_toolkit.embedding import EmbeddedSplit, gather_split
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class EvalCallback(pl.Callback):
     ``ModelCheckpoint`` can monitor them.
 
     At ``setup`` every evaluation callback of the trainer is asked what it wants and the merged
-    plan (:func:`ssl_toolkit.data.eval_plan.plan_evaluation`) is given to the DataModule
+    plan (:func:`ssl_toolkit.callbacks.eval_plan.plan_evaluation`) is given to the DataModule
     (``datamodule.eval_plan``), which turns it into the validation loaders.
 
     ``needs_labels`` callbacks (k-NN, linear probe) read the ``val``/``bank`` roles of

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, labelled_of
+from ssl_toolkit.callbacks.eval_plan import Role
 from ssl_toolkit.checks import check_int
-from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import knn_scores, topk_accuracy

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of, labelled_of
+from ssl_toolkit.callbacks.eval_plan import Role
 from ssl_toolkit.checks import check_int
-from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.distributed import is_distributed, world_size
 from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import topk_accuracy

@@ -13,8 +13,8 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of, project
+from ssl_toolkit.callbacks.eval_plan import Role
 from ssl_toolkit.checks import check_int
-from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import rankme

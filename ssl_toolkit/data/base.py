@@ -18,10 +18,10 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ssl_toolkit.callbacks.chunks import Chunks
+from ssl_toolkit.callbacks.eval_plan import ROLE_SPLIT, EvalPlan
 from ssl_toolkit.checks import check_int
 from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
-from ssl_toolkit.data.chunks import Chunks
-from ssl_toolkit.data.eval_plan import ROLE_SPLIT, EvalPlan
 from ssl_toolkit.data.resumable import ResumableSampler, loader_position
 from ssl_toolkit.data.worker_signals import ignore_stop_signals
 
@@ -67,7 +67,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
     """Base for every toolkit DataModule: split bookkeeping and the dataloaders.
 
     ``val_dataloader()`` returns the validation loop's loaders, one per role of ``eval_plan``
-    (``ssl_toolkit.data.eval_plan``: held-out split, k-NN bank, RankMe subset, in that order);
+    (``ssl_toolkit.callbacks.eval_plan``: held-out split, k-NN bank, RankMe subset, in that order);
     the evaluation callbacks set ``eval_plan`` when a fit starts. Without them it is empty and
     Lightning runs no validation. ``heldout_dataloader()`` and ``train_eval_dataloader()`` are the
     plain un-augmented splits for offline tools.
@@ -275,7 +275,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
 
     def pairs_dataloader(self, rows: Tensor | None = None) -> DataLoader:
         """The diagnostics' fixed images (``rows`` of ``pairs_split``, or all of it) in fixed chunks of
-        ``batch_size`` (:class:`~ssl_toolkit.data.chunks.Chunks`): one loader batch is one whole
+        ``batch_size`` (:class:`~ssl_toolkit.callbacks.chunks.Chunks`): one loader batch is one whole
         chunk in 1 or N processes, so per-chunk seeded views do not depend on the process count.
 
         Same loader settings as :meth:`split_dataloader` (own generator, no persistent workers).

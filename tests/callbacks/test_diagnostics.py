@@ -22,8 +22,8 @@ from test_distributed import run_two_ranks
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.callbacks import Diagnostics
+from ssl_toolkit.callbacks.chunks import Chunk
 from ssl_toolkit.data import SyntheticData
-from ssl_toolkit.data.chunks import Chunk
 from ssl_toolkit.diagnostics import BINS, QUANTILES, diagnose, diagnose_space, embed_pairs
 from ssl_toolkit.run.cli import main
 

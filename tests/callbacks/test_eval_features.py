@@ -10,8 +10,8 @@ from distributed_worker import tiny_module
 
 from ssl_toolkit.callbacks import KNNProbe, LinearProbe, RankMe
 from ssl_toolkit.callbacks.eval_features import FeatureStore, project
+from ssl_toolkit.callbacks.eval_plan import plan_evaluation
 from ssl_toolkit.data import SyntheticData
-from ssl_toolkit.data.eval_plan import plan_evaluation
 from ssl_toolkit.data.subset import fixed_subset
 
 

@@ -12,8 +12,8 @@ from contracts.constructor import assert_plain_typed_constructor
 from lightning.pytorch import LightningDataModule
 from PIL import Image
 
+from ssl_toolkit.callbacks.eval_plan import plan_evaluation
 from ssl_toolkit.data import DATAMODULES, SyntheticData
-from ssl_toolkit.data.eval_plan import plan_evaluation
 from ssl_toolkit.data.shard_writer import write_shards
 
 

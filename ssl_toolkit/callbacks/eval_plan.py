@@ -1,45 +1,108 @@
-"""Which images the validation loop embeds: the validation dataloaders and their roles.
+"""Which images the validation loop embeds: the evaluation callbacks' requests, merged into loaders.
 
-Lightning's validation loop runs ``SSLModule.validation_step`` over every loader that the
-DataModule's ``val_dataloader()`` returns; the evaluation callbacks read the features from the
-loop's outputs. The loaders come in one fixed order of roles, ``ROLES``; only the roles some
-callback asks for are present, so ``dataloader_idx`` i of the loop is ``plan.roles[i]``:
+Every evaluation callback declares what it needs to see, name -> :class:`FeatureRequest` (which
+data, which split, which rows, which views; ``EvalCallback.requests``). :func:`plan_evaluation`
+merges the requests of every evaluation callback of a fit into one :class:`EvalPlan`, its
+``loaders``: Lightning's validation loop runs ``SSLModule.validation_step`` over each, and
+``dataloader_idx`` i reads ``plan.loaders[i]``. The data module only offers its splits
+(``split_dataset``, ``eval_loader``, ``labelled_data``); it is told the plan's loaders through its
+``validation_loaders`` hook (:func:`attach`), and knows nothing of who asked for what.
 
-    ===========  ===========  ============================================  ===================
-    role         split        rows                                          read by
-    ===========  ===========  ============================================  ===================
-    ``val``      held-out     all                                           KNNProbe (queries),
-                                                                            LinearProbe
-    ``bank``     train        all, or KNNProbe's ``bank_size`` random rows  KNNProbe (bank)
-    ``rankme``   train        RankMe's ``num_samples`` random rows          RankMe
-    ``pairs``    held-out     Diagnostics' ``num_images`` random rows, in   Diagnostics
-                 (else train) fixed chunks of ``batch_size`` images
-    ===========  ===========  ============================================  ===================
+Merging, so that no image is embedded twice in one evaluation:
 
-``val`` and ``bank`` come from the DataModule's ``labelled_data()`` (the training data, or the
-recipe's separate labelled ``eval_root``), ``rankme`` from the training data. ``rankme`` is left
-out when the bank already holds RankMe's rows (the bank is the training data's whole train split,
-or the same seeded draw); RankMe then takes its rows from the ``bank`` features, so no image is
-embedded twice in one evaluation.
+* requests that differ only in their rows share one loader over the union of their rows (None,
+  the whole split, wins); each callback keeps only its own rows (``FeatureStore`` ``rows``);
+* a request on the training data is served by a loader of the same split and views on the
+  labelled data when both are the same data (no separate ``eval_root``) and that loader holds
+  every row it asks for (RankMe's rows from the k-NN bank).
 
-``pairs`` comes from the training data itself (its held-out split, or its train split when it has
-none; ``ImageDataModule.pairs_split``). Its loader yields whole fixed chunks (``pairs_dataloader``),
-so a chunk's augmented views are the same whichever process embeds it.
+Loaders come un-augmented first, then views; labelled data before training data; the held-out
+split before the train split. With the toolkit's callbacks that is:
+
+    ============  ==========  ======================================  ===================
+    data          split       rows                                    requested by
+    ============  ==========  ======================================  ===================
+    labelled      val         all                                     KNNProbe, LinearProbe
+    labelled      train       all, or KNNProbe's ``bank_size`` rows   KNNProbe, LinearProbe
+                                                                      (``eval_root`` only)
+    training      train       RankMe's ``num_samples`` rows           RankMe (when no bank
+                                                                      above holds them)
+    training      val (else   Diagnostics' ``num_images`` rows, 2     Diagnostics
+                  train)      views, in fixed chunks
+    ============  ==========  ======================================  ===================
+
+A request with ``views`` > 0 is loaded in fixed chunks of the data's ``batch_size`` images
+(:class:`~ssl_toolkit.callbacks.chunks.Chunks`), each one :class:`~ssl_toolkit.embedding.EvalBatch`
+whose views are seeded by the chunk's first row, so they are the same whichever process embeds it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
-Role = Literal["val", "bank", "rankme", "pairs"]
-ROLES: tuple[Role, ...] = ("val", "bank", "rankme", "pairs")
-# ``pairs``: the held-out split when the data has one, else the train split (``pairs_split``).
-ROLE_SPLIT: dict[Role, Literal["train", "val"]] = {"val": "val", "bank": "train", "rankme": "train", "pairs": "val"}
+from ssl_toolkit.callbacks.chunks import Chunks
+
+Source = Literal["training", "labelled"]
+Split = Literal["train", "val"]
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """What one evaluation callback needs embedded.
+
+    Attributes:
+        split: ``"train"`` or ``"val"`` (the held-out split).
+        rows: ascending distinct positions in the split, or None for all of it.
+        views: 0 = the images as they are (features (B, F)); V > 0 = V views of the module's
+            training augmentation per image (features (B, V, F)), seeded per fixed chunk.
+        seed: seed of the views (views > 0 only).
+        source: ``"training"`` (the data the module trains on) or ``"labelled"`` (the data module's
+            ``labelled_data()``: the training data, or the recipe's separate ``eval_root``).
+
+    Raises:
+        ValueError: an unknown split or source, views < 0, a seed without views, or rows that are
+            not ascending and distinct.
+    """
+
+    split: Split
+    rows: tuple[int, ...] | None = None
+    views: int = 0
+    seed: int = 0
+    source: Source = "training"
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "val"):
+            raise ValueError(f"split: expected 'train' or 'val', got {self.split!r}")
+        if self.source not in ("training", "labelled"):
+            raise ValueError(f"source: expected 'training' or 'labelled', got {self.source!r}")
+        if self.views < 0:
+            raise ValueError(f"views: must be >= 0, got {self.views}")
+        if self.views == 0 and self.seed != 0:
+            raise ValueError("seed: only augmented views (views > 0) are seeded")
+        if self.rows is not None and any(a >= b for a, b in zip(self.rows, self.rows[1:])):
+            raise ValueError("rows: must be ascending and distinct")
+
+    @staticmethod
+    def rows_of(rows: Tensor | None) -> tuple[int, ...] | None:
+        """``rows`` (M,) int positions as the ascending tuple a request holds (None stays None)."""
+        return None if rows is None else tuple(torch.unique(rows).tolist())
+
+    def row_tensor(self) -> Tensor | None:
+        """``rows`` as an (M,) int64 tensor, or None."""
+        return None if self.rows is None else torch.tensor(self.rows, dtype=torch.long)
+
+    def covers(self, rows: tuple[int, ...] | None) -> bool:
+        """Whether this request's rows include ``rows`` (None = the whole split)."""
+        if self.rows is None:
+            return True
+        return rows is not None and set(rows) <= set(self.rows)
 
 
 @dataclass(frozen=True)
@@ -47,53 +110,93 @@ class EvalPlan:
     """The validation loaders of one fit.
 
     Attributes:
-        roles: the roles present, in ``ROLES`` order; ``dataloader_idx`` i is ``roles[i]``.
-        rows: role -> (M,) sorted int64 positions in the role's split, or None for the whole split.
-        sources: wanted role -> the role whose loader carries its images (``rankme`` -> ``bank``
-            when the bank holds RankMe's rows; otherwise the role itself).
+        loaders: one merged request per loader; ``dataloader_idx`` i reads ``loaders[i]``.
+        shared: whether the labelled data is the training data itself (no ``eval_root``).
     """
 
-    roles: tuple[Role, ...] = ()
-    rows: Mapping[Role, Tensor | None] = field(default_factory=dict)
-    sources: Mapping[Role, Role] = field(default_factory=dict)
+    loaders: tuple[FeatureRequest, ...] = ()
+    shared: bool = False
 
-    def role(self, dataloader_idx: int) -> Role:
-        """The role of the validation loop's ``dataloader_idx``."""
-        return self.roles[dataloader_idx]
+    def loader_of(self, request: FeatureRequest) -> int:
+        """The ``dataloader_idx`` whose loader carries ``request``'s images.
+
+        Raises:
+            ValueError: the plan was made without this request.
+        """
+        for i, loader in enumerate(self.loaders):
+            if _key(loader) == _key(request) and loader.covers(request.rows):
+                return i
+        if self.shared and request.source == "training":
+            return self.loader_of(replace(request, source="labelled"))
+        raise ValueError(f"request: {request.split} split, {request.views} views is not in this evaluation plan")
+
+    def layout(self) -> tuple[str, ...]:
+        """One short line per loader, e.g. ``("labelled val", "labelled train", "training val x2")``."""
+        return tuple(f"{r.source} {r.split}" + (f" x{r.views}" if r.views else "") for r in self.loaders)
+
+    def dataloaders(self, datamodule: Any) -> list[DataLoader]:
+        """The loaders, in ``dataloader_idx`` order, over ``datamodule``'s splits (:func:`request_loader`)."""
+        return [request_loader(loader, datamodule) for loader in self.loaders]
 
 
-def plan_evaluation(wanted: list[Mapping[Role, Tensor | None]], share_bank: bool = True) -> EvalPlan:
-    """Merge what each evaluation callback wants into one plan.
+def plan_evaluation(requests: Iterable[FeatureRequest], shared: bool = True) -> EvalPlan:
+    """Merge the requests of every evaluation callback into one plan (module docstring: the rules).
 
     Args:
-        wanted: per callback, role -> rows of the role's split it needs (None: the whole split).
-            Callbacks wanting different rows of one role share one loader of the union of the rows
-            (None wins); each keeps only its own rows (``FeatureStore`` ``rows``).
-        share_bank: whether the bank is the training data's train split (not a separate labelled
-            ``eval_root``), so RankMe may read its rows from it.
-
-    Returns:
-        The plan (see the module docstring for the order and the ``rankme`` -> ``bank`` sharing).
+        requests: every callback's requests.
+        shared: whether the labelled data is the training data itself (no separate ``eval_root``),
+            so a training-data request may be served by a labelled-data loader.
     """
-    rows: dict[Role, Tensor | None] = {}
-    for wants in wanted:
-        for role, r in wants.items():
-            if role not in ROLE_SPLIT:
-                raise ValueError(f"role: unknown evaluation role {role!r} (known: {', '.join(ROLES)})")
-            if role not in rows:
-                rows[role] = r
-            elif rows[role] is not None:
-                rows[role] = None if r is None else torch.unique(torch.cat([rows[role], r]))  # sorted
-    sources: dict[Role, Role] = {role: role for role in rows}
-    if share_bank and "rankme" in rows and "bank" in rows and _covers(rows["bank"], rows["rankme"]):
-        sources["rankme"] = "bank"
-        del rows["rankme"]
-    roles = tuple(role for role in ROLES if role in rows)
-    return EvalPlan(roles=roles, rows=rows, sources=sources)
+    merged: dict[tuple, FeatureRequest] = {}
+    for request in requests:
+        key = _key(request)
+        if key not in merged:
+            merged[key] = request
+        elif merged[key].rows is not None:
+            rows = None if request.rows is None else tuple(sorted(set(merged[key].rows) | set(request.rows)))
+            merged[key] = replace(merged[key], rows=rows)
+    loaders = [r for r in merged.values() if not (shared and _labelled_twin_covers(r, merged))]
+    loaders.sort(key=lambda r: (r.views, r.source == "training", r.split == "train", r.seed))
+    return EvalPlan(loaders=tuple(loaders), shared=shared)
 
 
-def _covers(bank: Tensor | None, rows: Tensor | None) -> bool:
-    """Whether the bank's rows include ``rows`` (None = the whole split)."""
-    if bank is None:
-        return True
-    return rows is not None and bool(torch.isin(rows, bank).all())
+def _labelled_twin_covers(request: FeatureRequest, merged: dict[tuple, FeatureRequest]) -> bool:
+    """Whether ``request`` reads the training data and a merged labelled-data request of the same
+    split, views and seed holds every row of it (the same images when both are the same data)."""
+    twin = merged.get(_key(replace(request, source="labelled")))
+    return request.source == "training" and twin is not None and twin.covers(request.rows)
+
+
+def _key(request: FeatureRequest) -> tuple:
+    """What must match for two requests to share a loader: everything but the rows."""
+    return request.source, request.split, request.views, request.seed
+
+
+def labelled_of(datamodule: Any) -> Any | None:
+    """The data label-needing evaluations read: ``datamodule.labelled_data()`` (the training data
+    when it has labels and a held-out split, else the recipe's ``eval_root`` data, else None), or
+    ``datamodule`` itself when it has no such method."""
+    pick = getattr(datamodule, "labelled_data", None)  # a plain LightningDataModule has none
+    return pick() if pick is not None else datamodule
+
+
+def request_loader(request: FeatureRequest, datamodule: Any) -> DataLoader:
+    """The un-shuffled loader of ``request``'s images: ``(images, labels, index)`` batches of the
+    data's ``batch_size`` for views 0, else one whole :class:`~ssl_toolkit.callbacks.chunks.Chunks`
+    chunk of ``batch_size`` images per batch.
+
+    Raises:
+        ValueError: a ``labelled`` request and no labelled data (see ``data.eval_root``).
+    """
+    data = datamodule if request.source == "training" else labelled_of(datamodule)
+    if data is None:
+        raise ValueError(f"{request.split}: no labelled data for this evaluation loader (see data.eval_root)")
+    dataset = data.split_dataset(request.split, request.row_tensor())
+    if request.views == 0:
+        return data.eval_loader(dataset, data.batch_size)
+    return data.eval_loader(Chunks(dataset, data.batch_size, request.views, request.seed), None)
+
+
+def attach(plan: EvalPlan, datamodule: Any) -> None:
+    """Make ``plan``'s loaders the validation loop's (the data module's ``validation_loaders`` hook)."""
+    datamodule.validation_loaders = partial(plan.dataloaders, datamodule)

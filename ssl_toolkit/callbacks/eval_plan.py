@@ -10,8 +10,10 @@ merges the requests of every evaluation callback of a fit into one :class:`EvalP
 
 Merging, so that no image is embedded twice in one evaluation:
 
-* requests that differ only in their rows share one loader over the union of their rows (None,
-  the whole split, wins); each callback keeps only its own rows (``FeatureStore`` ``rows``);
+* un-augmented requests that differ only in their rows share one loader over the union of their
+  rows (None, the whole split, wins); each callback keeps only its own rows (``FeatureStore``
+  ``rows``). Requests for views share a loader only when they are identical: a chunk's views are
+  seeded by its first row, so other rows would give other views;
 * a request on the training data is served by a loader of the same split and views on the
   labelled data when both are the same data (no separate ``eval_root``) and that loader holds
   every row it asks for (RankMe's rows from the k-NN bank).
@@ -156,7 +158,7 @@ def plan_evaluation(requests: Iterable[FeatureRequest], shared: bool = True) -> 
             rows = None if request.rows is None else tuple(sorted(set(merged[key].rows) | set(request.rows)))
             merged[key] = replace(merged[key], rows=rows)
     loaders = [r for r in merged.values() if not (shared and _labelled_twin_covers(r, merged))]
-    loaders.sort(key=lambda r: (r.views, r.source == "training", r.split == "train", r.seed))
+    loaders.sort(key=lambda r: (r.views, r.source == "training", r.split == "train", r.seed, r.rows or ()))
     return EvalPlan(loaders=tuple(loaders), shared=shared)
 
 
@@ -168,8 +170,9 @@ def _labelled_twin_covers(request: FeatureRequest, merged: dict[tuple, FeatureRe
 
 
 def _key(request: FeatureRequest) -> tuple:
-    """What must match for two requests to share a loader: everything but the rows."""
-    return request.source, request.split, request.views, request.seed
+    """What must match for two requests to share a loader: everything but the rows, and the rows
+    too for views (their chunks, and so their views, follow the rows)."""
+    return request.source, request.split, request.views, request.seed, request.rows if request.views else None
 
 
 def labelled_of(datamodule: Any) -> Any | None:

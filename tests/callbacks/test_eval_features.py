@@ -57,11 +57,13 @@ def test_plan_loaders_in_fixed_order_and_rankme_shares_the_bank() -> None:
     # A separate labelled eval_root bank never serves the training data (other images).
     split = plan_evaluation([bank, FeatureRequest("train", (0, 1, 2))], shared=False)
     assert split.layout() == ("labelled train", "training train")
-    # Views are never served by un-augmented loaders (nor by views of another seed).
-    views = [FeatureRequest("val", (1, 2), views=2, seed=3), FeatureRequest("val", (2, 5), views=2, seed=4)]
+    # Views are never served by un-augmented loaders, nor by views of other rows (other chunks) or
+    # another seed; identical requests for views share one loader.
+    views = [FeatureRequest("val", rows, views=2, seed=seed) for rows, seed in [((1, 2), 3), ((2, 5), 3), ((2, 5), 4)]]
+    views.append(views[-1])
     plan = plan_evaluation([FeatureRequest("val", source="labelled"), *views])
-    assert plan.layout() == ("labelled val", "training val x2", "training val x2")
-    assert [plan.loader_of(r) for r in views] == [1, 2]
+    assert plan.layout() == ("labelled val", "training val x2", "training val x2", "training val x2")
+    assert [plan.loader_of(r) for r in views] == [1, 2, 3, 3]
 
 
 def test_feature_request_rejects_what_no_loader_can_serve() -> None:

@@ -16,19 +16,20 @@ pool over all queries). :func:`diagnose_space` reports:
   Eq. 11 read as the mean cosine of same-class pairs; averaged over the two views).
 
 Each view of a chunk of images is drawn from a CPU generator seeded by (seed, the chunk's first
-split index) (:func:`chunk_generator`), so the same images get the same views at every evaluation,
-in 1 or N processes, online and offline, and the training run's random stream is never touched.
+split index) (:func:`~ssl_toolkit.embedding.chunk_generator`), so the same images get the same
+views at every evaluation, in 1 or N processes, online and offline, and the training run's random
+stream is never touched.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_toolkit.embedding import EvalBatch
 from ssl_toolkit.metrics import alignment, tolerance, uniformity
 from ssl_toolkit.metrics_contrastive import positive_ranks, roc_auc, split_scores
 
@@ -94,28 +95,29 @@ class SpaceDiagnostics:
         return asdict(self)
 
 
-def chunk_generator(seed: int, first_index: int) -> torch.Generator:
-    """The CPU generator of one chunk's views: seeded by ``SeedSequence([seed, first_index])``."""
-    state = np.random.SeedSequence([int(seed), int(first_index)]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 @torch.no_grad()
 def embed_pairs(module: nn.Module, images: Tensor, index: Tensor, seed: int) -> tuple[Tensor, Tensor]:
     """Two seeded training-augmentation views of one chunk of images, embedded.
 
     Args:
         module: an ``SSLModule`` (``embed_views``, ``project``), in the mode the caller wants (eval).
-        images: uint8 (c, 3, H, W), one whole chunk (``ssl_toolkit.data.chunks``).
-        index: (c,) split positions; ``index[0]`` seeds the views (:func:`chunk_generator`).
+        images: uint8 (c, 3, H, W), one whole chunk (``ssl_toolkit.callbacks.chunks``).
+        index: (c,) split positions; ``index[0]`` seeds the views (:func:`~ssl_toolkit.embedding.chunk_generator`).
         seed: the diagnostics' seed.
 
     Returns:
         feats (c, 2, F) backbone features and proj (c, 2, D) projector embeddings.
     """
-    feats = module.embed_views(images, 2, chunk_generator(seed, int(index[0])))
-    proj = module.project(feats.flatten(0, 1)).view(feats.shape[0], 2, -1)
-    return feats, proj
+    labels = torch.full_like(index, -1)  # not read: only the views are embedded
+    feats = EvalBatch(images, labels, index, views=2, seed=seed).embed(module)
+    return feats, project_pairs(module, feats)
+
+
+@torch.no_grad()
+def project_pairs(module: nn.Module, feats: Tensor) -> Tensor:
+    """Projector embeddings (c, 2, D) of the backbone features (c, 2, F) of a chunk's two views
+    (``module.project``, one call for the whole chunk)."""
+    return module.project(feats.flatten(0, 1)).view(feats.shape[0], 2, -1)
 
 
 def spaces_of(feats: Tensor, proj: Tensor, parts: int = 1) -> dict[str, Tensor]:

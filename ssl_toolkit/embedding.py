@@ -1,9 +1,12 @@
-"""Embed a whole labelled split without augmentation, and gather it across processes."""
+"""Embed evaluation batches (as they are, or as seeded augmented views) and whole splits, and gather
+them across processes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -32,6 +35,46 @@ class EmbeddedSplit:
         """The rows at positions ``index`` (a subset, e.g. RankMe's random sample)."""
         proj = self.proj[index] if self.proj is not None else None
         return EmbeddedSplit(self.feats[index], proj, self.labels[index], self.index[index])
+
+
+def chunk_generator(seed: int, first_index: int) -> torch.Generator:
+    """The CPU generator of one chunk's views: seeded by ``SeedSequence([seed, first_index])``."""
+    state = np.random.SeedSequence([int(seed), int(first_index)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class EvalBatch(NamedTuple):
+    """One batch of an evaluation loader: which images, and how the module embeds them.
+
+    Every validation batch reads as one (``EvalBatch(*batch)``: a plain ``(images, labels, index)``
+    batch has views 0), so ``SSLModule.validation_step`` embeds each the same way, whoever asked.
+
+    Attributes:
+        images: uint8 (B, 3, S, S).
+        labels: (B,) int64, -1 where unknown.
+        index: (B,) int64 positions in the loader's split.
+        views: 0 = the images as they are (``module.embed``: features (B, F)); V > 0 = V views of the
+            module's training augmentation (``module.embed_views``: features (B, V, F)), drawn from
+            :func:`chunk_generator` (``seed``, ``index[0]``), so such a batch is one whole fixed
+            chunk (``ssl_toolkit.callbacks.chunks``).
+        seed: seed of the views (unused with views 0).
+    """
+
+    images: Tensor
+    labels: Tensor
+    index: Tensor
+    views: int = 0
+    seed: int = 0
+
+    def embed(self, module: Any) -> Tensor:
+        """Backbone features of this batch: (B, F) for views 0, else (B, V, F), float32, no gradient.
+
+        Args:
+            module: an ``SSLModule`` (``embed``, ``embed_views``), in the mode the caller wants (eval).
+        """
+        if self.views == 0:
+            return module.embed(self.images)
+        return module.embed_views(self.images, self.views, chunk_generator(self.seed, int(self.index[0])))
 
 
 @torch.no_grad()

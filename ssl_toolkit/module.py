@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from ssl_toolkit.backbone import BackboneFacts, BatchNormStats
-from ssl_toolkit.data.chunks import Chunk
 from ssl_toolkit.ema import ema_update
+from ssl_toolkit.embedding import EvalBatch
 from ssl_toolkit.heads.base import BatchInfo, HeadOutput, SSLHead, Views
 from ssl_toolkit.optim import OptimizerFactory, WarmupCosine, param_groups
 from ssl_toolkit.process_state import (
@@ -43,7 +43,7 @@ def _weight_dtype(net: nn.Module) -> torch.dtype:
 class SSLModule(pl.LightningModule):
     """Pairs a backbone with an SSL head; knows no method names.
 
-    ``validation_step`` embeds the evaluation images (no loss): the k-NN, linear-probe and RankMe
+    ``validation_step`` embeds the evaluation images (no loss), every batch alike; the evaluation
     callbacks compute their ``val/`` metrics from its outputs inside Lightning's validation loop.
 
     One training step (the data flow of README "Layout"):
@@ -282,23 +282,20 @@ class SSLModule(pl.LightningModule):
         self._feature_losses.append(loss)
 
     # --- evaluation -----------------------------------------------------------------------
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+    def validation_step(self, batch: Batch | EvalBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """Embed one batch of a validation loader for the evaluation callbacks.
 
-        The loaders are the DataModule's ``val_dataloader()``: held-out split, k-NN bank, RankMe
-        subset (``ssl_toolkit.data.eval_plan``: ``dataloader_idx`` i is ``eval_plan.roles[i]``).
+        The loaders are those the callbacks planned (``ssl_toolkit.callbacks.eval_plan``); every
+        batch is embedded as it asks (:class:`~ssl_toolkit.embedding.EvalBatch`: the images as
+        they are, or seeded training-augmentation views), whichever callback asked for it.
 
         Returns:
-            ``{"feats": (B, F) backbone features of the un-augmented images (``embed``, eval mode),
-            "labels": (B,) int64, "index": (B,) int64 positions in the loader's split}``; the
-            callbacks collect them in ``on_validation_batch_end``. A :class:`Chunk` batch (the
-            ``pairs`` loader) gets no ``feats``: the diagnostics callback embeds its augmented
-            views itself (``embed_views``), so no un-augmented forward is wasted on it.
+            ``{"feats": backbone features in eval mode, (B, F) (``embed``) or (B, V, F) for V views
+            (``embed_views``), "labels": (B,) int64, "index": (B,) int64 positions in the loader's
+            split}``; the callbacks collect them in ``on_validation_batch_end``.
         """
-        images, labels, index = batch
-        if isinstance(batch, Chunk):
-            return {"labels": labels.long(), "index": index.long()}
-        return {"feats": self.embed(images), "labels": labels.long(), "index": index.long()}
+        batch = EvalBatch(*batch)
+        return {"feats": batch.embed(self), "labels": batch.labels.long(), "index": batch.index.long()}
 
     def setup(self, stage: str) -> None:
         exclude_identical_buffers_from_ddp(self)  # again: submodules may have been replaced since __init__

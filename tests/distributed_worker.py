@@ -85,9 +85,10 @@ def evaluate_callbacks(module: SSLModule, data: ImageDataModule, inputs: dict) -
     probe.build(inputs["feats"].shape[1], data.num_classes)
     losses = [probe.fit_batch(inputs["feats"][rows], inputs["labels"][rows]) for _ in range(2)]
     out = run_validation(module, data, [knn, rankme, probe])
-    out["roles"] = data.eval_plan.roles
-    alone = run_validation(module, data, [RankMe(num_samples=21, seed=3, alpha_req=True)])
-    out["subset_roles"] = data.eval_plan.roles
+    out["roles"] = knn.plan.layout()
+    alone_cb = RankMe(num_samples=21, seed=3, alpha_req=True)
+    alone = run_validation(module, data, [alone_cb])
+    out["subset_roles"] = alone_cb.plan.layout()
     out.update({f"subset/{k}": v for k, v in alone.items()})
     out["probe_weight"] = probe.classifier.weight.detach().clone()
     out["probe_loss"] = float(losses[0])
@@ -406,7 +407,7 @@ def evaluate_diagnostics(module: SSLModule, data: ImageDataModule, kwargs: dict)
     callback = Diagnostics(**kwargs)
     metrics = run_validation(module, data, [callback])
     return {"metrics": metrics, "spaces": {k: d.as_dict() for k, d in callback.last.items()},
-            "roles": data.eval_plan.roles, "rng": torch.get_rng_state()}  # fmt: skip
+            "roles": callback.plan.layout(), "rng": torch.get_rng_state()}  # fmt: skip
 
 
 def diagnostics(inputs: dict, rank: int, world: int) -> dict:

@@ -20,7 +20,7 @@ CORE: dict[str, set[str]] = {
     "backbone": set(), "checks": set(), "distributed": set(), "ema": set(), "metrics": set(),
     "metrics_contrastive": set(), "metrics_spectral": set(), "optim": set(), "rng": set(),
     "sync_batchnorm": set(),
-    "diagnostics": {"metrics", "metrics_contrastive"},
+    "diagnostics": {"embedding", "metrics", "metrics_contrastive"},
     "embedding": {"distributed"},
     "process_state": {"distributed"},
     # the families and the module that composes them
@@ -30,7 +30,7 @@ CORE: dict[str, set[str]] = {
     "heads": {"checks", "distributed", "ema", "losses"},
     "callbacks": {"checks", "data", "diagnostics", "distributed", "embedding", "metrics", "metrics_contrastive",
                   "metrics_spectral", "rng"},
-    "module": {"backbone", "checks", "data", "distributed", "ema", "heads", "optim", "process_state"},
+    "module": {"backbone", "checks", "distributed", "ema", "embedding", "heads", "optim", "process_state"},
 }  # fmt: skip
 SERVICES: dict[str, set[str]] = {  # used by both eval/ and run/, below them
     "errors": set(),
@@ -145,3 +145,58 @@ def test_the_repository_refers_to_nothing_outside_it() -> None:
         if w in p.read_text(errors="replace")
     ]
     assert not hits, hits
+
+
+def test_data_layer_mentions_no_callback() -> None:
+    # Data modules offer splits; which images an evaluation needs is declared by the callbacks and
+    # planned in callbacks/eval_plan.py. So nothing under data/ may import callbacks/, name one of
+    # its classes or the word "callback" (in code, strings or comments), or use the old evaluation
+    # roles ("bank", "rankme", "pairs" as strings; eval_plan).
+    import io
+    import re
+    import tokenize
+
+    classes = sorted(
+        node.name
+        for path in (PACKAGE / "callbacks").glob("*.py")
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.ClassDef)
+    )
+    assert {"KNNProbe", "RankMe", "Diagnostics", "LinearProbe", "EvalCallback"} <= set(classes)
+    words = re.compile(r"\b(" + "|".join(classes) + r"|eval_plan)\b|(?i:\bcallbacks?\b)")
+    roles = {"bank", "rankme", "pairs"}
+
+    def violations(source: str, package: str = "ssl_toolkit.data") -> list[str]:
+        found = []
+        for node in ast.walk(ast.parse(source)):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):  # relative imports resolved against ``package``
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                module = ".".join(part for part in (base, node.module) if part)
+                names = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            found += [f"imports {n}" for n in names if n.startswith("ssl_toolkit.callbacks")]
+            if isinstance(node, ast.Constant) and node.value in roles:
+                found.append(f"evaluation role {node.value!r}")
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            hit = (
+                words.search(token.string) if token.type in (tokenize.NAME, tokenize.STRING, tokenize.COMMENT) else None
+            )
+            if hit:
+                found.append(f"line {token.start[0]} names {hit.group(0)!r}")
+        return found
+
+    # The check catches each kind of mention, and passes plain data code.
+    assert violations("from ssl_toolkit.callbacks.eval_plan import plan_evaluation\n")
+    assert violations("from ..callbacks import knn\n") and violations("from ssl_toolkit import callbacks\n")
+    assert violations("x = 1  # served to KNNProbe\n") and violations('role = "bank"\n')
+    assert violations('"""The RankMe rows."""\n') and violations("self.eval_plan = None\n")
+    assert not violations("from ssl_toolkit.data.subset import fixed_subset\nrows = 3  # a subset of a split\n")
+
+    bad = {}
+    for path in sorted((PACKAGE / "data").rglob("*.py")):
+        package = ".".join(("ssl_toolkit",) + path.relative_to(PACKAGE).parts[:-1])
+        if found := violations(path.read_text(), package):
+            bad[path.relative_to(REPO).as_posix()] = found
+    assert not bad, f"data/ must offer splits, not serve callbacks: {bad}"

@@ -12,12 +12,11 @@ import torch
 from torch import Tensor
 
 from ssl_toolkit.callbacks.diagnostics_plot import plot_run
-from ssl_toolkit.callbacks.eval_features import EvalCallback
+from ssl_toolkit.callbacks.eval_features import EvalCallback, check_outputs
+from ssl_toolkit.callbacks.eval_plan import FeatureRequest
 from ssl_toolkit.checks import check_int
-from ssl_toolkit.data.chunks import Chunk
-from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.data.subset import fixed_subset
-from ssl_toolkit.diagnostics import BINS, MAX_IMAGES, SpaceDiagnostics, diagnose, embed_pairs
+from ssl_toolkit.diagnostics import BINS, MAX_IMAGES, SpaceDiagnostics, diagnose, project_pairs
 from ssl_toolkit.embedding import EmbeddedSplit, gather_split
 
 
@@ -27,7 +26,7 @@ class Diagnostics(EvalCallback):
     At every evaluation (Lightning's validation loop: ``val_check_interval``,
     ``check_val_every_n_epoch``, ``limit_val_batches``) two augmented views of the same fixed
     ``num_images`` images (a seeded random subset of the held-out split, or of the train split
-    when the data has none; validation role ``pairs``) are embedded with the module's own training
+    when the data has none; :func:`pairs_request`) are embedded with the module's own training
     augmentation under a fixed seed: the same draw at every evaluation, so evaluations are
     comparable, drawn from a generator of its own, so the training run's random stream does not
     move. The work is one eval-mode forward of 2 x ``num_images`` images per evaluation. Backbone
@@ -62,11 +61,9 @@ class Diagnostics(EvalCallback):
         self.last: dict[str, SpaceDiagnostics] = {}  # the latest evaluation's result (set by score)
         self.folder: Path | None = None
 
-    def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
-        total = int(datamodule.split_size(datamodule.pairs_split))
-        if total < 2:
-            return {}
-        return {"pairs": fixed_subset(total, self.num_images, self.seed)}
+    def requests(self, datamodule: Any) -> Mapping[str, FeatureRequest]:
+        request = pairs_request(datamodule, self.num_images, self.seed)
+        return {} if request.rows is None or len(request.rows) < 2 else {"pairs": request}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -84,12 +81,11 @@ class Diagnostics(EvalCallback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if "pairs" not in self.plan.roles or self.plan.role(dataloader_idx) != "pairs":
+        if "pairs" not in self.served.get(dataloader_idx, ()):
             return
-        if not isinstance(batch, Chunk):
-            raise ValueError("batch: the pairs loader must yield Chunk batches (ImageDataModule.pairs_dataloader)")
-        feats, proj = embed_pairs(pl_module, batch.images, batch.index, self.seed)
-        self._parts.append((feats, proj, batch.labels.long(), batch.index.long()))
+        check_outputs(outputs, self)
+        feats = outputs["feats"]  # (c, 2, F): the chunk's two seeded views (``EvalBatch``)
+        self._parts.append((feats, project_pairs(pl_module, feats), outputs["labels"], outputs["index"]))
 
     def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
         results = self.score(pl_module)
@@ -148,6 +144,15 @@ class Diagnostics(EvalCallback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+
+
+def pairs_request(datamodule: Any, num_images: int, seed: int) -> FeatureRequest:
+    """The diagnostics' images: ``min(num_images, N)`` seeded rows (:func:`fixed_subset`) of the
+    training data's held-out split (its train split when it has none), 2 views seeded by ``seed``.
+    The callback and ``ssl-toolkit diagnose`` both read them."""
+    split = "val" if datamodule.has_val else "train"
+    rows = fixed_subset(int(datamodule.split_size(split)), num_images, seed)
+    return FeatureRequest(split, FeatureRequest.rows_of(rows), views=2, seed=seed)
 
 
 def log_histograms(trainer: pl.Trainer, results: dict[str, SpaceDiagnostics]) -> None:

@@ -1,12 +1,14 @@
 """Evaluation inside Lightning's validation loop: the base of KNNProbe, LinearProbe and RankMe.
 
-``SSLModule.validation_step`` embeds every batch of the validation loaders (held-out split, k-NN
-bank, RankMe subset; see ``ssl_toolkit.data.eval_plan``) and returns ``{"feats", "labels",
-"index"}``. Each evaluation callback keeps the batches of the roles it reads in its own
-:class:`FeatureStore` (``on_validation_batch_end``), gathers them over processes and computes its
-metrics once the loop has seen every batch (``on_validation_epoch_end``), then empties the store
-(``on_validation_end``). Every image is embedded once per evaluation whatever the number of
-callbacks; the stores hold references to the same output tensors.
+Each evaluation callback declares what it needs to see (:meth:`EvalCallback.requests`: name ->
+``FeatureRequest``); the requests of every evaluation callback are merged into the validation
+loaders (``ssl_toolkit.callbacks.eval_plan``). ``SSLModule.validation_step`` embeds every batch of
+them alike and returns ``{"feats", "labels", "index"}``. Each callback keeps the batches of the
+loaders that serve its requests in its own :class:`FeatureStore` (``on_validation_batch_end``),
+gathers them over processes and computes its metrics once the loop has seen every batch
+(``on_validation_epoch_end``), then empties the store (``on_validation_end``). Every image is
+embedded once per evaluation whatever the number of callbacks; the stores hold references to the
+same output tensors.
 
 So Lightning's knobs decide when and how much: ``limit_val_batches=0`` evaluates never,
 ``val_check_interval=N`` every N steps, ``check_val_every_n_epoch`` spaces evaluations,
@@ -25,47 +27,47 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
-from ssl_toolkit.data.eval_plan import EvalPlan, Role, plan_evaluation
+from ssl_toolkit.callbacks.eval_plan import EvalPlan, FeatureRequest, attach, labelled_of, plan_evaluation
 from ssl_toolkit.embedding import EmbeddedSplit, gather_split
 
 log = logging.getLogger(__name__)
 
 
 class FeatureStore:
-    """Validation outputs of the roles one callback reads, kept from the first batch of an
+    """Validation outputs of the requests one callback made, kept from the first batch of an
     evaluation until :meth:`clear` (the callback calls it when the validation loop ends).
 
     Args:
-        roles: the loader roles whose batches are kept.
-        rows: role -> (M,) sample indices: of that role's batches only these rows are kept (RankMe
-            keeps its subset of the k-NN bank, not the whole bank); other roles keep every row.
+        names: the callback's request names whose batches are kept.
+        rows: name -> (M,) sample indices: of that request's batches only these rows are kept (when
+            its loader carries more, e.g. RankMe's subset of the k-NN bank); other names keep every row.
     """
 
-    def __init__(self, roles: tuple[Role, ...] = (), rows: Mapping[Role, Tensor] | None = None) -> None:
-        self.roles = roles
+    def __init__(self, names: tuple[str, ...] = (), rows: Mapping[str, Tensor] | None = None) -> None:
+        self.names = names
         self.rows = dict(rows or {})
-        self._batches: dict[Role, list[tuple[Tensor, Tensor, Tensor]]] = {}
-        self._gathered: dict[Role, EmbeddedSplit] = {}
+        self._batches: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {}
+        self._gathered: dict[str, EmbeddedSplit] = {}
 
-    def add(self, role: Role, feats: Tensor, labels: Tensor, index: Tensor) -> None:
-        """Keep one batch: feats (B, F), labels (B,), index (B,) (positions in the role's split)."""
-        if role not in self.roles:
+    def add(self, name: str, feats: Tensor, labels: Tensor, index: Tensor) -> None:
+        """Keep one batch of request ``name``: feats (B, ...), labels (B,), index (B,) (split positions)."""
+        if name not in self.names:
             return
-        if role in self.rows:
-            keep = torch.isin(index, self.rows[role].to(index.device))
+        if name in self.rows:
+            keep = torch.isin(index, self.rows[name].to(index.device))
             feats, labels, index = feats[keep], labels[keep], index[keep]
-        self._batches.setdefault(role, []).append((feats, labels.long(), index.long()))
+        self._batches.setdefault(name, []).append((feats, labels.long(), index.long()))
 
-    def split(self, role: Role) -> EmbeddedSplit | None:
-        """This role's rows of every process (``gather_split``: sorted by index), or None when the
-        loop produced none. Gathered once per evaluation; every process must call it."""
-        if role not in self._gathered:
-            parts = self._batches.get(role)
+    def split(self, name: str) -> EmbeddedSplit | None:
+        """Request ``name``'s rows of every process (``gather_split``: sorted by index), or None when
+        the loop produced none. Gathered once per evaluation; every process must call it."""
+        if name not in self._gathered:
+            parts = self._batches.get(name)
             if not parts:
                 return None
             feats, labels, index = (torch.cat(p) for p in zip(*parts))
-            self._gathered[role] = gather_split(EmbeddedSplit(feats, None, labels, index))
-        return self._gathered[role]
+            self._gathered[name] = gather_split(EmbeddedSplit(feats, None, labels, index))
+        return self._gathered[name]
 
     def clear(self) -> None:
         """Drop every kept batch and gathered split (frees the feature memory)."""
@@ -91,14 +93,6 @@ def project(module: nn.Module, feats: Tensor, chunk_size: int = 1024) -> Tensor:
         module.train(was_training)
 
 
-def labelled_of(datamodule: Any) -> Any | None:
-    """The data label-needing evaluations read: ``datamodule.labelled_data()`` (the training data
-    when it has labels and a held-out split, else the recipe's ``eval_root`` data, else None), or
-    ``datamodule`` itself when it has no such method."""
-    pick = getattr(datamodule, "labelled_data", None)
-    return pick() if pick is not None else datamodule
-
-
 def datamodule_of(trainer: pl.Trainer, caller: object) -> Any:
     """``trainer.datamodule``, or a one-line error naming ``caller`` when the fit was given loaders."""
     if trainer.datamodule is None:
@@ -107,30 +101,32 @@ def datamodule_of(trainer: pl.Trainer, caller: object) -> Any:
 
 
 class EvalCallback(pl.Callback):
-    """Base of the evaluation callbacks: which loaders they need, collection, logging.
+    """Base of the evaluation callbacks: what they need to see, collection, logging.
 
-    Subclasses implement :meth:`wanted` (role -> rows of the split they read) and
-    :meth:`compute` (metrics from ``self.store``); the metric values must be identical on every
-    process (they are computed from gathered features), so they are logged without a sync and a
-    ``ModelCheckpoint`` can monitor them.
+    Subclasses implement :meth:`requests` (name -> ``FeatureRequest``: which data, split, rows and
+    views) and :meth:`compute` (metrics from ``self.store``, whose ``split(name)`` holds each
+    request's features); the metric values must be identical on every process (they are computed
+    from gathered features), so they are logged without a sync and a ``ModelCheckpoint`` can
+    monitor them.
 
-    At ``setup`` every evaluation callback of the trainer is asked what it wants and the merged
-    plan (:func:`ssl_toolkit.data.eval_plan.plan_evaluation`) is given to the DataModule
-    (``datamodule.eval_plan``), which turns it into the validation loaders.
+    At ``setup`` (and again at ``on_fit_start``) the requests of every evaluation callback of the
+    trainer are merged into one plan (:func:`ssl_toolkit.callbacks.eval_plan.plan_evaluation`)
+    whose loaders become the DataModule's validation loaders (``eval_plan.attach``).
 
-    ``needs_labels`` callbacks (k-NN, linear probe) read the ``val``/``bank`` roles of
-    :func:`labelled_of` (the training data, or the recipe's ``eval_root``); without labelled data
-    they want nothing and are skipped, named in one log line.
+    ``needs_labels`` callbacks (k-NN, linear probe) read the ``labelled`` data (:func:`labelled_of`:
+    the training data, or the recipe's ``eval_root``); without labelled data they request nothing
+    and are skipped, named in one log line.
     """
 
     needs_labels: bool = False
 
     def __init__(self) -> None:
         self.plan = EvalPlan()
+        self.served: dict[int, tuple[str, ...]] = {}  # dataloader_idx -> this callback's request names
         self.store = FeatureStore()
 
-    def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
-        """Role -> (M,) positions of the role's split this callback reads (None: all of it)."""
+    def requests(self, datamodule: Any) -> Mapping[str, FeatureRequest]:
+        """Name -> the images this callback needs embedded (``{}``: none, e.g. skipped)."""
         raise NotImplementedError
 
     def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
@@ -147,31 +143,31 @@ class EvalCallback(pl.Callback):
         self.make_plan(trainer)  # again: a restored checkpoint may have brought other rows (RankMe)
 
     def make_plan(self, trainer: pl.Trainer) -> EvalPlan:
-        """Plan the validation loaders for every evaluation callback of ``trainer`` and give the plan
-        to the DataModule; keep the roles (and rows) this callback reads. The loaders are built when
-        the validation loop first runs, after ``on_fit_start``."""
+        """Plan the validation loaders for every evaluation callback of ``trainer``, attach them to
+        the DataModule, and note which loaders serve this callback's requests. The loaders are
+        built when the validation loop first runs, after ``on_fit_start``."""
         datamodule = datamodule_of(trainer, self)
         callbacks = [cb for cb in trainer.callbacks if isinstance(cb, EvalCallback)]
-        # RankMe may read the k-NN bank only when the bank is the training data's own train split.
-        plan = plan_evaluation([cb.wanted(datamodule) for cb in callbacks], labelled_of(datamodule) is datamodule)
-        datamodule.eval_plan = plan  # the same plan from every callback: the loaders follow it
+        # A training-data request may read a labelled-data loader only when both are the same data.
+        wanted = [r for cb in callbacks for r in cb.requests(datamodule).values()]
+        plan = plan_evaluation(wanted, labelled_of(datamodule) is datamodule)
+        attach(plan, datamodule)  # the same plan from every callback: the loaders follow it
         self.plan = plan
-        wanted = self.wanted(datamodule)
+        mine = self.requests(datamodule)
+        served: dict[int, list[str]] = {}
         rows = {}
-        for role, r in wanted.items():  # a loader with more rows than this callback reads: filter
-            source = plan.sources[role]
-            if r is not None and not (plan.rows.get(source) is not None and torch.equal(plan.rows[source], r)):
-                rows[source] = r
-        self.store = FeatureStore(tuple(sorted({plan.sources[role] for role in wanted})), rows)
+        for name, request in mine.items():
+            i = plan.loader_of(request)
+            served.setdefault(i, []).append(name)
+            if request.rows is not None and plan.loaders[i].rows != request.rows:  # the loader has more
+                rows[name] = request.row_tensor()
+        self.served = {i: tuple(names) for i, names in served.items()}
+        self.store = FeatureStore(tuple(mine), rows)
         return plan
 
     def skipped(self, datamodule: Any) -> bool:
         """Whether this callback needs labels and the data offers none."""
         return self.needs_labels and labelled_of(datamodule) is None
-
-    def source(self, role: Role) -> Role:
-        """The loader role that carries ``role``'s images in this fit's plan."""
-        return self.plan.sources.get(role, role)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.store.clear()
@@ -185,16 +181,12 @@ class EvalCallback(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self.plan.roles:
+        names = self.served.get(dataloader_idx, ())
+        if not names:
             return
-        role = self.plan.role(dataloader_idx)
-        if role not in self.store.roles:
-            return
-        if not isinstance(outputs, dict) or not {"feats", "labels", "index"} <= outputs.keys():
-            raise ValueError(
-                f"outputs: {type(self).__name__} needs validation_step to return {{'feats', 'labels', 'index'}}"
-            )
-        self.store.add(role, outputs["feats"], outputs["labels"], outputs["index"])
+        check_outputs(outputs, self)
+        for name in names:
+            self.store.add(name, outputs["feats"], outputs["labels"], outputs["index"])
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = self.compute(pl_module, datamodule_of(trainer, self))
@@ -206,6 +198,14 @@ class EvalCallback(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.store.clear()
+
+
+def check_outputs(outputs: Any, caller: EvalCallback) -> None:
+    """Raise a one-line ``ValueError`` unless ``outputs`` is ``{"feats", "labels", "index", ...}``."""
+    if not isinstance(outputs, dict) or not {"feats", "labels", "index"} <= outputs.keys():
+        raise ValueError(
+            f"outputs: {type(caller).__name__} needs validation_step to return {{'feats', 'labels', 'index'}}"
+        )
 
 
 @rank_zero_only

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, labelled_of
+from ssl_toolkit.callbacks.eval_plan import FeatureRequest
 from ssl_toolkit.checks import check_int
-from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import knn_scores, topk_accuracy
@@ -74,11 +74,15 @@ class KNNProbe(EvalCallback):
             return None
         return fixed_subset(num_train, self.bank_size, self.bank_seed)
 
-    def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
+    def requests(self, datamodule: Any) -> Mapping[str, FeatureRequest]:
         data = labelled_of(datamodule)  # the training data, or the recipe's eval_root
         if data is None:
             return {}  # skipped: no labels
-        return {"val": None, "bank": self.bank_rows(int(data.num_train_samples))}
+        bank = FeatureRequest.rows_of(self.bank_rows(int(data.num_train_samples)))
+        return {
+            "val": FeatureRequest("val", source="labelled"),
+            "bank": FeatureRequest("train", bank, source="labelled"),
+        }
 
     def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
         bank, query = self.store.split("bank"), self.store.split("val")

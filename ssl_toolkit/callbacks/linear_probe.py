@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of, labelled_of
+from ssl_toolkit.callbacks.eval_plan import FeatureRequest
 from ssl_toolkit.checks import check_int
-from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.distributed import is_distributed, world_size
 from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import topk_accuracy
@@ -46,7 +46,7 @@ class LinearProbe(EvalCallback):
     separate labelled ``eval_root``: the probe then cannot learn from the training batches and
     instead trains at each evaluation for ``heldout_epochs`` passes (SGD, batches of the data's
     batch size, a private seeded order) over the frozen features of ``eval_root``'s train split
-    (the validation loop's ``bank`` loader), continuing from the previous evaluation's weights,
+    (a validation loader of its own, or the k-NN bank's), continuing from the previous evaluation's weights,
     then scores ``eval_root``'s val split.
 
     Logs:
@@ -205,11 +205,14 @@ class LinearProbe(EvalCallback):
                 dist.all_reduce(p.grad)  # SUM: gloo has no AVG
                 p.grad.div_(world_size())
 
-    def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
+    def requests(self, datamodule: Any) -> Mapping[str, FeatureRequest]:
         data = labelled_of(datamodule)
         if data is None:
             return {}  # skipped: no labels
-        return {"val": None} if data is datamodule else {"val": None, "bank": None}  # eval_root: train on its bank
+        wanted = {"val": FeatureRequest("val", source="labelled")}
+        if data is not datamodule:  # eval_root: trained on its whole train split at each evaluation
+            wanted["bank"] = FeatureRequest("train", source="labelled")
+        return wanted
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)

@@ -13,8 +13,8 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from ssl_toolkit.callbacks.eval_features import EvalCallback, datamodule_of, project
+from ssl_toolkit.callbacks.eval_plan import FeatureRequest
 from ssl_toolkit.checks import check_int
-from ssl_toolkit.data.eval_plan import Role
 from ssl_toolkit.data.subset import fixed_subset
 from ssl_toolkit.embedding import EmbeddedSplit
 from ssl_toolkit.metrics import rankme
@@ -32,8 +32,8 @@ class RankMe(EvalCallback):
     singular values of the raw N x D matrix (:func:`ssl_toolkit.metrics.rankme`). No labels are
     used. The ``min(num_samples, N)`` rows are drawn once, at random (not the first rows, which
     a class-sorted split would bias), kept in the callback state and restored on resume, so every
-    evaluation of a run scores the same images. The rows are a validation loader of their own
-    (role ``rankme``), unless the k-NN bank already holds them (the whole train split, or the same
+    evaluation of a run scores the same images. The rows are a validation loader of their own,
+    unless the k-NN bank already holds them (the whole train split, or the same
     seeded draw): then RankMe takes them from the bank's features and no image is embedded twice.
     Compare values only between runs of the same method.
 
@@ -83,11 +83,11 @@ class RankMe(EvalCallback):
         self.draw(int(datamodule_of(trainer, self).num_train_samples))
         super().setup(trainer, pl_module, stage)
 
-    def wanted(self, datamodule: Any) -> Mapping[Role, Tensor | None]:
-        return {"rankme": self.draw(int(datamodule.num_train_samples))}
+    def requests(self, datamodule: Any) -> Mapping[str, FeatureRequest]:
+        return {"subset": FeatureRequest("train", FeatureRequest.rows_of(self.draw(int(datamodule.num_train_samples))))}
 
     def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
-        split = self.store.split(self.source("rankme"))
+        split = self.store.split("subset")
         if split is None:
             return {}
         return self.score(pl_module, split)

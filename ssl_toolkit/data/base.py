@@ -20,8 +20,6 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_toolkit.checks import check_int
 from ssl_toolkit.data.balanced_sampler import ClassBalancedBatchSampler
-from ssl_toolkit.data.chunks import Chunks
-from ssl_toolkit.data.eval_plan import ROLE_SPLIT, EvalPlan
 from ssl_toolkit.data.resumable import ResumableSampler, loader_position
 from ssl_toolkit.data.worker_signals import ignore_stop_signals
 
@@ -66,11 +64,12 @@ class TensorImageDataset(Dataset):
 class ImageDataModule(LightningDataModule, abc.ABC):
     """Base for every toolkit DataModule: split bookkeeping and the dataloaders.
 
-    ``val_dataloader()`` returns the validation loop's loaders, one per role of ``eval_plan``
-    (``ssl_toolkit.data.eval_plan``: held-out split, k-NN bank, RankMe subset, in that order);
-    the evaluation callbacks set ``eval_plan`` when a fit starts. Without them it is empty and
-    Lightning runs no validation. ``heldout_dataloader()`` and ``train_eval_dataloader()`` are the
-    plain un-augmented splits for offline tools.
+    It offers splits, not evaluations: ``split_dataset(split, rows)`` (the un-augmented ``"train"``
+    or ``"val"`` split, or some of its rows), ``eval_loader`` (a fixed-order loader over such a
+    dataset), ``labelled_data()`` (the data with labels), ``heldout_dataloader()`` and
+    ``train_eval_dataloader()`` (whole splits, for offline tools). ``val_dataloader()`` returns
+    whatever loaders the evaluation planned above this layer attached to ``validation_loaders``;
+    without any it is empty and Lightning runs no validation.
 
     Subclasses validate their arguments in ``__init__`` and implement ``_build`` (the heavy loading,
     run once by ``setup``), ``num_classes`` and ``num_train_samples``.
@@ -97,11 +96,12 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         self.num_workers = num_workers
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None  # stays None for data without a held-out split
-        self.eval_data: ImageDataModule | None = None  # labelled data for k-NN / probe (``eval_root``)
+        self.eval_data: ImageDataModule | None = None  # labelled data for evaluations (``eval_root``)
         # (path, reason) of every image file skipped as undecodable; data read from files adds to it.
         self.skipped: list[tuple[str, str]] = []
         self._built = False
-        self.eval_plan = EvalPlan()  # set by the evaluation callbacks' setup
+        # The validation loop's loaders, attached by whoever plans the evaluation (None: none).
+        self.validation_loaders: Callable[[], list[DataLoader]] | None = None
 
     @property
     @abc.abstractmethod
@@ -129,7 +129,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         return self.val_set is not None
 
     def labelled_data(self) -> ImageDataModule | None:
-        """The data that label-needing evaluations (k-NN, linear probe) read: ``eval_data`` when the
+        """The data that label-needing evaluations read: ``eval_data`` when the
         recipe names one (``eval_root``), else this data when its train split has labels and it has
         a held-out split, else None (those evaluations are skipped)."""
         if self.eval_data is not None:
@@ -144,12 +144,6 @@ class ImageDataModule(LightningDataModule, abc.ABC):
             raise TypeError(f"{type(self.train_set).__name__} has no `labels` array (needed for labels per class)")
         return torch.as_tensor(labels, dtype=torch.long)
 
-    @property
-    def pairs_split(self) -> str:
-        """The split of the diagnostics' fixed images (role ``pairs``): ``"val"`` when this data has a
-        held-out split, else ``"train"``; loads the data."""
-        return "val" if self.has_val else "train"
-
     def split_size(self, split: str) -> int:
         """Samples in the ``"train"`` or ``"val"`` split (0 for a missing held-out split); loads the data."""
         self.setup()
@@ -160,8 +154,8 @@ class ImageDataModule(LightningDataModule, abc.ABC):
 
     def setup(self, stage: str | None = None) -> None:
         """Load both splits once; later calls (every Lightning stage, every loader) are no-ops."""
-        # Both splits are loaded whatever the stage: the labelled train split also serves the k-NN
-        # bank during validation, and loading twice would cost more than it saves.
+        # Both splits are loaded whatever the stage: evaluations during validation read the train
+        # split too, and loading twice would cost more than it saves.
         if not self._built:
             self.train_set, self.val_set = self._build()
             self._built = True
@@ -214,25 +208,12 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         self._resume_at = dict(state_dict) or None  # used by the next train_dataloader()
 
     def val_dataloader(self) -> list[DataLoader]:
-        """The validation loop's loaders: ``eval_plan.roles[i]`` is ``dataloader_idx`` i (may be empty).
-
-        ``val`` and ``bank`` come from ``labelled_data()`` (this data, or the recipe's ``eval_root``),
-        ``rankme`` from this data's train split, ``pairs`` from this data (``pairs_dataloader``).
-        """
+        """The validation loop's loaders: those ``validation_loaders()`` makes, or ``[]`` without it."""
         self.setup()
-        plan, loaders = self.eval_plan, []
-        for role in plan.roles:
-            if role == "pairs":
-                loaders.append(self.pairs_dataloader(plan.rows.get(role)))
-                continue
-            source = self if role == "rankme" else self.labelled_data()
-            if source is None:
-                raise ValueError(f"{role}: no labelled data for this evaluation loader (see data.eval_root)")
-            loaders.append(source.split_dataloader(ROLE_SPLIT[role], plan.rows.get(role)))
-        return loaders
+        return [] if self.validation_loaders is None else self.validation_loaders()
 
     def heldout_dataloader(self) -> DataLoader:
-        """Held-out labelled split in a fixed order (queries of k-NN and linear probes).
+        """Held-out labelled split in a fixed order (e.g. the queries of a probe).
 
         Raises:
             ValueError: the data has no held-out split.
@@ -243,53 +224,49 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         return self.split_dataloader("val")
 
     def train_eval_dataloader(self) -> DataLoader:
-        """Labelled train split in a fixed order with every sample (k-NN banks, linear probes)."""
+        """Labelled train split in a fixed order with every sample (e.g. what a probe is fit on)."""
         return self.split_dataloader("train")
 
     def split_dataloader(self, split: str, rows: Tensor | None = None) -> DataLoader:
-        """Un-augmented ``"train"`` or ``"val"`` split in a fixed order, optionally only ``rows``.
+        """Un-augmented ``"train"`` or ``"val"`` split in a fixed order, optionally only ``rows``:
+        ``eval_loader(split_dataset(split, rows), batch_size)``."""
+        return self.eval_loader(self.split_dataset(split, rows), self.batch_size)
+
+    def split_dataset(self, split: str, rows: Tensor | None = None) -> Dataset:
+        """The un-augmented ``"train"`` or ``"val"`` split, or only its ``rows``; loads the data.
 
         Args:
             split: which split.
             rows: (M,) positions to keep (a ``Subset``; each sample keeps its split index), or None.
+
+        Raises:
+            ValueError: an unknown split, or ``"val"`` for data without a held-out split.
+        """
+        self.setup()
+        if split not in ("train", "val"):
+            raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
+        dataset = self.train_set if split == "train" else self.val_set
+        if dataset is None:
+            raise ValueError(f"val_dir: {type(self).__name__} has no held-out split")
+        return dataset if rows is None else Subset(dataset, rows.tolist())
+
+    def eval_loader(self, dataset: Dataset, batch_size: int | None) -> DataLoader:
+        """A loader over ``dataset`` in a fixed order, with every sample, for evaluation.
+
+        Args:
+            dataset: e.g. :meth:`split_dataset`.
+            batch_size: samples per batch, or None when each item of ``dataset`` is a whole batch.
 
         The loader has its own seeded generator (iterating it never draws from the global RNG, so
         evaluating leaves the training run's augmentations unchanged) and no persistent workers
         (they exist only while an evaluation runs). Under DDP Lightning gives it a
         ``DistributedSampler(shuffle=False)`` itself.
         """
-        self.setup()
-        if split not in ("train", "val"):
-            raise ValueError(f"split: expected 'train' or 'val', got {split!r}")
-        dataset = self.train_set if split == "train" else self.val_set
-        if rows is not None:
-            dataset = Subset(dataset, rows.tolist())
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             shuffle=False,
             drop_last=False,
-            generator=torch.Generator().manual_seed(0),
-            num_workers=self.num_workers,
-            worker_init_fn=ignore_stop_signals,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def pairs_dataloader(self, rows: Tensor | None = None) -> DataLoader:
-        """The diagnostics' fixed images (``rows`` of ``pairs_split``, or all of it) in fixed chunks of
-        ``batch_size`` (:class:`~ssl_toolkit.data.chunks.Chunks`): one loader batch is one whole
-        chunk in 1 or N processes, so per-chunk seeded views do not depend on the process count.
-
-        Same loader settings as :meth:`split_dataloader` (own generator, no persistent workers).
-        """
-        self.setup()
-        dataset = self.train_set if self.pairs_split == "train" else self.val_set
-        if rows is not None:
-            dataset = Subset(dataset, rows.tolist())
-        return DataLoader(
-            Chunks(dataset, self.batch_size),
-            batch_size=None,
-            shuffle=False,
             generator=torch.Generator().manual_seed(0),
             num_workers=self.num_workers,
             worker_init_fn=ignore_stop_signals,

@@ -105,7 +105,7 @@ class ImageFolderData(ImageDataModule):
     * unlabelled: any flat or nested folder of images (``root/*.jpg``, ``root/2019/*/*.jpg``...);
       every sample has label -1 and ``num_classes`` is 0.
     * no held-out split: without a ``val_dir`` folder the data has only a train split (label-free
-      evaluation such as RankMe still runs; k-NN and the linear probe need ``eval_root``).
+      evaluations still run; label-needing ones need ``eval_root``).
 
     Symbolic links are followed, but each real folder is walked once (a link loop, or two links to
     one place, is skipped and named in the log) and each real file is one sample. Any file name

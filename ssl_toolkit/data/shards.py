@@ -157,7 +157,7 @@ def decode_bytes(data: bytes, image_size: int, resize_size: int) -> torch.Tensor
 
 
 class ShardImages(Dataset):
-    """Random access to the images of indexed shards (evaluation loaders: k-NN bank, RankMe subset).
+    """Random access to the images of indexed shards (evaluation loaders over some rows of a split).
 
     Each image is one ranged read of its shard (files are opened lazily, once per loader worker).
     Samples whose image is bad (``index.good`` False) are not part of it: item ``i`` is the

@@ -1,4 +1,4 @@
-"""A fixed random subset of a split: the one draw used for RankMe's images (online and offline)."""
+"""A fixed random subset of a split: the one seeded draw for every evaluation's image subsets (online and offline)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def fixed_subset(total: int, size: int, seed: int) -> Tensor:
 
     The same (total, size, seed) always gives the same positions, on every process and machine
     (CPU generator). Random rather than the first rows: a split stored class by class would bias
-    spectrum metrics such as RankMe towards the first classes.
+    spectrum metrics such as effective rank towards the first classes.
 
     Args:
         total: rows in the split.

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ssl_toolkit.callbacks.diagnostics import pairs_request
 from ssl_toolkit.callbacks.diagnostics_plot import bin_centers, space_title
-from ssl_toolkit.data.subset import fixed_subset
+from ssl_toolkit.callbacks.eval_plan import request_loader
 from ssl_toolkit.diagnostics import SpaceDiagnostics, diagnose, embed_pairs
 from ssl_toolkit.eval.probe import check_finite_features
 from ssl_toolkit.run_folder import numbered_paths, run_dir_of
@@ -37,8 +38,8 @@ def diagnose_module(
 ) -> dict[str, SpaceDiagnostics]:
     """What the ``diagnostics`` callback computes at an evaluation, for ``module`` as it is now.
 
-    The same images (``num_images`` seeded rows of ``datamodule.pairs_split``), the same chunks
-    (``pairs_dataloader``: chunks of the recipe's ``batch_size``) and the same seeded views, so a
+    The same images (``pairs_request``: ``num_images`` seeded held-out rows), the same chunks
+    (``request_loader``: chunks of the recipe's ``batch_size``) and the same seeded views, so a
     checkpoint gives the numbers its run logged at that step (same device and precision).
 
     Args:
@@ -46,12 +47,12 @@ def diagnose_module(
         datamodule: its ``ImageDataModule``.
         num_images: N (2 to 4096); seed: the callback's ``seed``.
     """
-    rows = fixed_subset(datamodule.split_size(datamodule.pairs_split), num_images, seed)
+    loader = request_loader(pairs_request(datamodule, num_images, seed), datamodule)
     was_training = module.training
     module.eval()
     parts = []
     try:
-        for chunk in datamodule.pairs_dataloader(rows):
+        for chunk in loader:
             feats, proj = embed_pairs(module, chunk.images, chunk.index, seed)
             parts.append((feats, proj, chunk.labels.to(feats.device)))
     finally:

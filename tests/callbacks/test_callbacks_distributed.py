@@ -30,7 +30,7 @@ def test_eval_callbacks_two_processes_equal_one(tmp_path: Path) -> None:
     names = ["val/knn_top1", "val/knn_top5", "val/rankme", "val/rankme_proj", "val/linear_top1", "val/linear_top5"]
     assert set(names) <= one.keys()
     # With the k-NN bank = whole train split, RankMe reads the bank; alone it has its own loader.
-    assert one["roles"] == ("val", "bank") and one["subset_roles"] == ("rankme",)
+    assert one["roles"] == ("labelled val", "labelled train") and one["subset_roles"] == ("training train",)
     for r in ranks:
         for name in names + [f"subset/val/{m}" for m in ("rankme", "rankme_proj", "alpha_req", "alpha_req_proj")]:
             assert r[name] == pytest.approx(one[name], rel=1e-5, abs=1e-6), name

@@ -22,9 +22,10 @@ from two_processes import run_case
 
 from conftest import REPO, tiny_recipe
 from ssl_toolkit.callbacks import Diagnostics
+from ssl_toolkit.callbacks.eval_plan import request_loader
 from ssl_toolkit.data import SyntheticData
-from ssl_toolkit.data.chunks import Chunk
 from ssl_toolkit.diagnostics import BINS, QUANTILES, diagnose, diagnose_space, embed_pairs
+from ssl_toolkit.embedding import EvalBatch
 from ssl_toolkit.run.cli import main
 
 DEMO = REPO / "recipes" / "fashion_mnist" / "simclr.yaml"
@@ -114,12 +115,13 @@ def test_views_are_fixed_per_chunk_and_leave_the_global_stream_alone() -> None:
 def test_pairs_loader_yields_whole_chunks_of_the_seeded_rows() -> None:
     data = SyntheticData(**DATA)
     callback = Diagnostics(**KWARGS)
-    rows = callback.wanted(data)["pairs"]
-    assert len(rows) == 18 and data.pairs_split == "val"
-    chunks = list(data.pairs_dataloader(rows))
-    assert [len(c.index) for c in chunks] == [4, 4, 4, 4, 2] and all(isinstance(c, Chunk) for c in chunks)
-    assert torch.equal(torch.cat([c.index for c in chunks]), rows)
-    assert torch.equal(callback.wanted(data)["pairs"], rows)  # the same draw every time
+    request = callback.requests(data)["pairs"]
+    assert len(request.rows) == 18 and request.split == "val" and (request.views, request.seed) == (2, 5)
+    chunks = list(request_loader(request, data))
+    assert [len(c.index) for c in chunks] == [4, 4, 4, 4, 2] and all(isinstance(c, EvalBatch) for c in chunks)
+    assert torch.cat([c.index for c in chunks]).tolist() == list(request.rows)
+    assert all((c.views, c.seed) == (2, 5) for c in chunks)  # validation_step embeds 2 views seeded by 5
+    assert callback.requests(data)["pairs"] == request  # the same draw every time
 
 
 # --- 1 process == 2 processes --------------------------------------------------------------------
@@ -135,7 +137,7 @@ def test_diagnostics_two_processes_equal_one_exactly(tmp_path: Path) -> None:
         one = evaluate_diagnostics(module, SyntheticData(**DATA), KWARGS)
     finally:
         torch.set_num_threads(threads)
-    assert one["roles"] == ("pairs",) and one["spaces"]["proj"]["num_images"] == 18
+    assert one["roles"] == ("training val x2",) and one["spaces"]["proj"]["num_images"] == 18
     assert {"val/diag_proj_auc", "val/diag_feat_auc", "val/diag_proj_tolerance"} <= one["metrics"].keys()
     for r in ranks:
         assert r["metrics"] == one["metrics"]  # identical numbers, not merely close

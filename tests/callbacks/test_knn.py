@@ -33,7 +33,7 @@ def test_bank_size_is_a_fixed_seeded_subset_of_the_train_split() -> None:
     data = SyntheticData(num_samples=48, num_val_samples=24, num_classes=8, batch_size=16)
     knn = KNNProbe(k=5, bank_size=20, bank_seed=3)
     metrics = run_validation(module, data, [knn])
-    assert data.eval_plan.roles == ("val", "bank") and len(data.val_dataloader()[1].dataset) == 20
+    assert knn.plan.layout() == ("labelled val", "labelled train") and len(data.val_dataloader()[1].dataset) == 20
     rows = fixed_subset(48, 20, 3)
     assert torch.equal(knn.bank_rows(48), rows) and KNNProbe(bank_size=48).bank_rows(48) is None
     bank, query = module.embed(data.train_set.images[rows]), module.embed(data.val_set.images)

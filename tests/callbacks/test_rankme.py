@@ -53,9 +53,10 @@ def test_alone_it_embeds_only_its_subset_with_the_same_values_as_from_the_k_nn_b
     module.embed = spy  # type: ignore[method-assign]
     cb = RankMe(num_samples=20, seed=0)
     alone = run_validation(module, data, [cb])
-    assert sum(rows) == 20 and data.eval_plan.roles == ("rankme",)
-    shared = run_validation(module, data, [RankMe(num_samples=20, seed=0), KNNProbe(k=5)])
-    assert sum(rows) == 20 + 64 + 32 and data.eval_plan.roles == ("val", "bank")  # no third loader
+    assert sum(rows) == 20 and cb.plan.layout() == ("training train",)
+    shared_cb = RankMe(num_samples=20, seed=0)
+    shared = run_validation(module, data, [shared_cb, KNNProbe(k=5)])
+    assert sum(rows) == 20 + 64 + 32 and shared_cb.plan.layout() == ("labelled val", "labelled train")  # no third
     assert alone == pytest.approx({k: v for k, v in shared.items() if "rankme" in k}, rel=1e-5)
     module.eval()
     feats = inner(data.train_set.images[cb.indices])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ from contracts.constructor import assert_plain_typed_constructor
 from lightning.pytorch import LightningDataModule
 from PIL import Image
 
+from ssl_toolkit.callbacks.eval_plan import FeatureRequest, attach, plan_evaluation
 from ssl_toolkit.data import DATAMODULES, SyntheticData
-from ssl_toolkit.data.eval_plan import plan_evaluation
 from ssl_toolkit.data.shard_writer import write_shards
 
 
@@ -68,13 +69,14 @@ def test_batches_follow_the_contract(name: str, tmp_path: Path) -> None:
     data.setup("fit")
     assert data.num_train_samples >= BATCH and data.batch_size == BATCH
     assert data.val_dataloader() == []  # no evaluation planned: Lightning runs no validation loop
-    # The validation loaders follow the evaluation plan: held-out split, k-NN bank, RankMe rows.
-    rows = torch.tensor([1, 3, 4])
-    data.eval_plan = plan_evaluation([{"val": None, "bank": None}, {"rankme": rows}])
-    assert data.eval_plan.roles == ("val", "bank")  # the whole-split bank holds RankMe's rows
-    data.eval_plan = plan_evaluation([{"val": None, "bank": torch.tensor([0, 2])}, {"rankme": rows}])
+    # The validation loaders are those an evaluation plan attaches: held-out split, bank, subset rows.
+    rows = (1, 3, 4)
+    held_out, bank = FeatureRequest("val", source="labelled"), FeatureRequest("train", source="labelled")
+    plan = plan_evaluation([held_out, bank, FeatureRequest("train", rows)])
+    assert plan.layout() == ("labelled val", "labelled train")  # the whole-split bank holds the rows
+    attach(plan_evaluation([held_out, replace(bank, rows=(0, 2)), FeatureRequest("train", rows)]), data)
     val, bank, subset = data.val_dataloader()
-    assert torch.equal(torch.cat([b[2] for b in subset]), rows) and len(bank.dataset) == 2
+    assert torch.cat([b[2] for b in subset]).tolist() == list(rows) and len(bank.dataset) == 2
     loaders = (data.heldout_dataloader(), data.train_eval_dataloader(), val, bank, subset)
     for loader in loaders:
         images, labels, index = next(iter(loader))
@@ -99,7 +101,15 @@ def test_plain_typed_constructor(name: str) -> None:
     assert issubclass(cls, LightningDataModule)
     names = assert_plain_typed_constructor(cls, set())
     assert {"image_size", "batch_size", "num_workers"} <= set(names)
-    for method in ("train_dataloader", "val_dataloader", "heldout_dataloader", "train_eval_dataloader", "setup"):
+    for method in (
+        "train_dataloader",
+        "val_dataloader",
+        "heldout_dataloader",
+        "train_eval_dataloader",
+        "setup",
+        "split_dataset",
+        "eval_loader",
+    ):
         assert callable(getattr(cls, method))
     assert isinstance(cls.num_classes, property) and isinstance(cls.num_train_samples, property)
 

@@ -214,7 +214,10 @@ def run_fit(args: list[str], log: Path) -> tuple[int, float, float]:
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    # The toolkit of this checkout, whatever copy the virtual environment has installed (an editable
+    # install of another worktree would otherwise run that worktree's code).
+    path = os.pathsep.join(x for x in (str(REPO), os.environ.get("PYTHONPATH", "")) if x)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": path}
     env.pop("SSL_TOOLKIT_RUN_DIR", None)
     return env
 

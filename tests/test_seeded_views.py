@@ -28,12 +28,7 @@ from ssl_toolkit.diagnostics import embed_pairs
 from ssl_toolkit.eval.label_free import embed_views
 from ssl_toolkit.module import SSLModule
 
-KORNIA_PENDING = "kornia samplers follow the module's device: augment/ change pending"
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=[pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-                                pytest.mark.xfail(strict=True, reason=KORNIA_PENDING)]),
-]  # fmt: skip
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 
 
 def _module(augment: str, device: str) -> SSLModule:
@@ -131,7 +126,6 @@ def test_the_recorder_tells_seeded_from_global_draws() -> None:
     assert rec.seeded == 2 and rec.unseeded == ["aten.rand.default", "aten.uniform_.default"]
 
 
-@pytest.mark.xfail(strict=True, reason=KORNIA_PENDING)
 @pytest.mark.parametrize("augment", ["simclr", "multicrop"])
 def test_every_random_draw_is_given_the_toolkits_generator(augment: str) -> None:
     module = _module(augment, "cpu")

@@ -15,8 +15,8 @@ pool over all queries). :func:`diagnose_space` reports:
   views, as their reference loss does) and, when labels exist, tolerance (Wang & Liu, CVPR 2021,
   Eq. 11 read as the mean cosine of same-class pairs; averaged over the two views).
 
-Each view of a chunk of images is drawn from a CPU generator seeded by (seed, the chunk's first
-split index) (:func:`chunk_generator`), so the same images get the same views at every evaluation,
+Each view of a chunk of images is drawn from a generator on the module's device seeded by (seed,
+the chunk's first split index) (:func:`chunk_generator`), so the same images get the same views at every evaluation,
 in 1 or N processes, online and offline, and the training run's random stream is never touched.
 """
 
@@ -94,10 +94,11 @@ class SpaceDiagnostics:
         return asdict(self)
 
 
-def chunk_generator(seed: int, first_index: int) -> torch.Generator:
-    """The CPU generator of one chunk's views: seeded by ``SeedSequence([seed, first_index])``."""
+def chunk_generator(seed: int, first_index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of one chunk's views, on ``device`` (the module's: the views are drawn where
+    they are made): seeded by ``SeedSequence([seed, first_index])``."""
     state = np.random.SeedSequence([int(seed), int(first_index)]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.Generator(device).manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 @torch.no_grad()
@@ -113,7 +114,7 @@ def embed_pairs(module: nn.Module, images: Tensor, index: Tensor, seed: int) -> 
     Returns:
         feats (c, 2, F) backbone features and proj (c, 2, D) projector embeddings.
     """
-    feats = module.embed_views(images, 2, chunk_generator(seed, int(index[0])))
+    feats = module.embed_views(images, 2, chunk_generator(seed, int(index[0]), module.device))
     proj = module.project(feats.flatten(0, 1)).view(feats.shape[0], 2, -1)
     return feats, proj
 

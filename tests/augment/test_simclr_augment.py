@@ -48,6 +48,7 @@ def test_views_shape_dtype_count(batch: Tensor, num_views: int) -> None:
     for view in views:
         assert view.shape == (16, 3, SIZE, SIZE) and view.dtype == torch.float32
         assert torch.isfinite(view).all() and not view.requires_grad
+    assert SimCLRAugment(SIZE).view_sizes == {"size": SIZE}  # declared, under the recipe key
 
 
 def test_gray_image_normalizes_exactly() -> None:

@@ -17,6 +17,7 @@ from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.heads import SimCLRHead
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import SGDFactory
+from ssl_toolkit.rng import seed_streams
 from ssl_toolkit.run.cli import main
 from ssl_toolkit.run.recipe import backbone_kwargs, build_parts
 
@@ -165,6 +166,7 @@ def test_recipe_passes_the_view_sizes(tmp_path: Path) -> None:
 # --- gradient checkpointing and BatchNorm statistics ------------------------------------------
 def _bn_stats_after_fit(grad_checkpointing: bool, steps: int = 3) -> tuple[dict, dict]:
     pl.seed_everything(0, verbose=False)
+    seed_streams(0)  # the augmentation's draws (a bare Trainer has no RNGState to seed them)
     backbone = build_backbone("resnet10t", grad_checkpointing=grad_checkpointing, input_sizes={"size": 32})
     module = SSLModule(backbone, SimCLRHead(in_dim=backbone.feature_dim, hidden_dim=32, out_dim=16),
                        SimCLRAugment(size=32), SGDFactory(lr=0.1))  # fmt: skip

@@ -57,13 +57,13 @@ class RNGState(pl.Callback):
     At ``setup`` (the model is built, identically on every rank) every process seeds the toolkit's
     own generators, which the augmentation draws from, with ``process_seed(seed, r)``
     (``ssl_toolkit.rng``), and every process of rank r > 0 re-seeds its global generators with it;
-    rank 0 goes on with the global stream of ``seed_everything(seed)`` untouched. Other ranks draw other crops, jitter, MoCHi mixtures, Hydra partners and
-    dropout masks. With every checkpoint the states of all processes are gathered
-    (``checkpoint["callbacks"]["RNGState"]["ranks"][r]``) and, when ``fit`` resumes, each process
-    gets its own state back at ``on_train_start``, i.e. after Lightning has built its data iterator
-    and run the (RNG-isolated) sanity check, just before the next training batch. Together with the
-    checkpointed loader position (``ResumableSampler``) a resumed run draws exactly what an
-    uninterrupted one would have drawn.
+    rank 0 goes on with the global stream of ``seed_everything(seed)`` untouched. Other ranks draw
+    other crops, jitter, MoCHi mixtures, Hydra partners and dropout masks. With every checkpoint
+    the states of all processes are gathered (``checkpoint["callbacks"]["RNGState"]["ranks"][r]``)
+    and, when ``fit`` resumes, each process gets its own state back at ``on_train_start``, i.e.
+    after Lightning has built its data iterator and run the (RNG-isolated) sanity check, just
+    before the next training batch. Together with the checkpointed loader position
+    (``ResumableSampler``) a resumed run draws exactly what an uninterrupted one would have drawn.
 
     Resuming with a different number of processes keeps the fresh per-process seeds (a warning says
     so). Checkpoints written before per-process streams (one state, rank 0's) restore that state on

@@ -15,10 +15,10 @@ pool over all queries). :func:`diagnose_space` reports:
   views, as their reference loss does) and, when labels exist, tolerance (Wang & Liu, CVPR 2021,
   Eq. 11 read as the mean cosine of same-class pairs; averaged over the two views).
 
-Each view of a chunk of images is drawn from a CPU generator seeded by (seed, the chunk's first
-split index) (:func:`~ssl_toolkit.embedding.chunk_generator`), so the same images get the same
-views at every evaluation, in 1 or N processes, online and offline, and the training run's random
-stream is never touched.
+Each view of a chunk of images is drawn from a generator on the module's device seeded by (seed,
+the chunk's first split index) (:func:`~ssl_toolkit.embedding.chunk_generator`), so the same images
+get the same views at every evaluation, in 1 or N processes, online and offline, and the training
+run's random stream is never touched.
 """
 
 from __future__ import annotations

@@ -37,10 +37,11 @@ class EmbeddedSplit:
         return EmbeddedSplit(self.feats[index], proj, self.labels[index], self.index[index])
 
 
-def chunk_generator(seed: int, first_index: int) -> torch.Generator:
-    """The CPU generator of one chunk's views: seeded by ``SeedSequence([seed, first_index])``."""
+def chunk_generator(seed: int, first_index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of one chunk's views, on ``device`` (the module's: the views are drawn where
+    they are made): seeded by ``SeedSequence([seed, first_index])``."""
     state = np.random.SeedSequence([int(seed), int(first_index)]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.Generator(device).manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 class EvalBatch(NamedTuple):
@@ -74,7 +75,8 @@ class EvalBatch(NamedTuple):
         """
         if self.views == 0:
             return module.embed(self.images)
-        return module.embed_views(self.images, self.views, chunk_generator(self.seed, int(self.index[0])))
+        generator = chunk_generator(self.seed, int(self.index[0]), module.device)
+        return module.embed_views(self.images, self.views, generator)
 
 
 @torch.no_grad()

@@ -6,20 +6,27 @@ device) with ``process_seed(seed, rank)``. Rank 0 keeps ``seed`` itself, so a 1-
 exactly what it drew before per-process streams existed; rank r > 0 gets a seed from numpy's
 ``SeedSequence([seed, r])`` (statistically independent streams, not ``seed + r``).
 
-The global generators are the process's stream: kornia draws its crop/flip/blur parameters from
-torch's global CPU generator and has no ``generator`` argument, so ``drawing_from`` lends it an
-explicit generator by swapping the global CPU state in and out; dropout and drop-path in timm
-backbones draw from the global device generator, so they differ across ranks too.
+The augmentation draws from none of torch's global generators: it draws from the toolkit's own
+generator for the device the images are on (:func:`stream`), or from a generator it is given
+(the diagnostics' and offline scoring's seeded ones). :func:`seed_streams` seeds every toolkit
+generator of the process (``seed_process`` does it too, and ``callbacks.RNGState`` on every
+rank), and their states travel with the global ones in checkpoints (:func:`stream_states`). So a
+diagnostics evaluation, dropout or a head's draws never shift the augmentation's stream, and the
+views depend on the toolkit's seed only, on a CPU and on a GPU alike. Dropout and drop-path in
+timm backbones still draw from the global device generator, so they differ across ranks too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch import Tensor
+
+# The toolkit's own generators of this process: one per device, all seeded with ``_seed``.
+_seed = 0
+_streams: dict[torch.device, torch.Generator] = {}
 
 
 def process_seed(seed: int, rank: int) -> int:
@@ -30,7 +37,8 @@ def process_seed(seed: int, rank: int) -> int:
 
 
 def seed_process(seed: int, rank: int) -> int:
-    """Seed Python, numpy and torch (CPU and all CUDA devices) with ``process_seed(seed, rank)``.
+    """Seed Python, numpy, torch (CPU and all CUDA devices) and the toolkit's own generators
+    (:func:`seed_streams`) with ``process_seed(seed, rank)``.
 
     Unlike ``lightning.seed_everything`` it leaves ``PL_GLOBAL_SEED`` alone: the train sampler's
     shuffle must stay the same on every rank (each takes its own shard of one permutation).
@@ -42,25 +50,61 @@ def seed_process(seed: int, rank: int) -> int:
     random.seed(derived)
     np.random.seed(derived)
     torch.manual_seed(derived)  # also seeds every CUDA device
+    seed_streams(derived)
     return derived
 
 
-@contextlib.contextmanager
-def drawing_from(generator: torch.Generator | None) -> Iterator[None]:
-    """Make code that draws from torch's global CPU generator (kornia) draw from ``generator``.
+def seed_streams(seed: int) -> None:
+    """Seed the toolkit's own generators of this process with ``seed``: each device's generator
+    starts again from ``manual_seed(seed)`` at its next use (:func:`stream`). Global generators are
+    not touched. Until it is called the seed is 0."""
+    global _seed
+    _seed = int(seed)
+    _streams.clear()
 
-    ``generator`` (a CPU generator) advances by exactly what the block draws; the global generator
-    is left as it was. ``None`` (or the global generator itself): the block draws from the global one.
+
+def _key(device: torch.device | str) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def stream(device: torch.device | str) -> torch.Generator:
+    """The toolkit's own generator of this process for ``device`` (created at first use, seeded
+    with the seed of :func:`seed_streams`); draws on ``device`` take it as ``generator=``.
+
+    Raises:
+        RuntimeError: torch has no generator for ``device``'s type (e.g. ``meta``).
     """
-    if generator is None or generator is torch.default_generator:
-        yield
-        return
-    if generator.device.type != "cpu":
-        raise ValueError(f"generator: augmentation parameters are drawn on the CPU, got a {generator.device} generator")
-    saved = torch.get_rng_state()
-    torch.set_rng_state(generator.get_state())
-    try:
-        yield
-    finally:
-        generator.set_state(torch.get_rng_state())
-        torch.set_rng_state(saved)
+    key = _key(device)
+    generator = _streams.get(key)
+    if generator is None:
+        generator = _streams[key] = torch.Generator(key).manual_seed(_seed)
+    return generator
+
+
+def stream_states() -> dict[str, Tensor]:
+    """The states of the toolkit's generators used so far: device name (``"cpu"``, ``"cuda:0"``)
+    -> ``get_state()`` (uint8 tensor), for checkpoints; plus ``"seed"`` (int64 scalar)."""
+    states = {str(device): generator.get_state() for device, generator in _streams.items()}
+    return {"seed": torch.tensor(_seed), **states}
+
+
+def restore_stream_states(states: dict[str, Tensor]) -> None:
+    """Inverse of :func:`stream_states`: the seed and every listed device's state come back; the
+    generators of other devices start from the seed at their next use, and so do those of devices
+    this process lacks (a CUDA state resumed on a CPU-only machine)."""
+    seed_streams(int(states["seed"]))
+    for name, state in states.items():
+        if name != "seed" and (not name.startswith("cuda") or torch.cuda.is_available()):
+            stream(name).set_state(state)
+
+
+def uniform(generator: torch.Generator, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """U[0, 1) numbers of ``shape`` drawn from ``generator`` on the generator's own device, returned
+    on ``device`` as ``dtype``: no move for the device's own generator, a non-blocking copy from a
+    CPU generator, so no host sync either way. Drawn in float64 (float32 on MPS, which lacks it)."""
+    drawn_dtype = torch.float32 if generator.device.type == "mps" else torch.float64
+    drawn = torch.rand(shape, generator=generator, device=generator.device, dtype=drawn_dtype)
+    return drawn.to(device, dtype, non_blocking=True)

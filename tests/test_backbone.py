@@ -18,6 +18,7 @@ from ssl_toolkit.heads import SimCLRHead
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import SGDFactory
 from ssl_toolkit.recipe.build import backbone_kwargs, build_parts
+from ssl_toolkit.rng import seed_streams
 from ssl_toolkit.run.cli import main
 
 TINY = TINY_BACKBONE
@@ -167,6 +168,7 @@ def test_recipe_passes_the_view_sizes(tmp_path: Path) -> None:
 # --- gradient checkpointing and BatchNorm statistics ------------------------------------------
 def _bn_stats_after_fit(grad_checkpointing: bool, steps: int = 3) -> tuple[dict, dict]:
     pl.seed_everything(0, verbose=False)
+    seed_streams(0)  # the augmentation's draws (a bare Trainer has no RNGState to seed them)
     backbone, facts = build_backbone("resnet10t", grad_checkpointing=grad_checkpointing, input_sizes={"size": 32})
     assert facts.recomputes_forward == grad_checkpointing
     module = SSLModule(backbone, SimCLRHead(in_dim=facts.feature_dim, hidden_dim=32, out_dim=16),

@@ -14,6 +14,7 @@ from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.heads import SimCLRHead
 from ssl_toolkit.module import SSLModule
 from ssl_toolkit.optim import LARSFactory, WarmupCosine
+from ssl_toolkit.rng import seed_streams
 
 
 def make_module(backbone: nn.Module | None = None) -> SSLModule:
@@ -101,13 +102,13 @@ def test_plain_loop_with_step_loss_and_hooks_equals_the_trainer(tmp_path) -> Non
     trained = build()
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
-    torch.manual_seed(1)  # the augmentation's draws
+    seed_streams(1)  # the augmentation's draws
     trainer.fit(trained, datamodule=Data())
     assert trainer.global_step == 4
 
     looped = build().train()
     optimizer = looped.optimizer_factory.build(param_groups(looped, looped.optimizer_factory.weight_decay), 8)
-    torch.manual_seed(1)
+    seed_streams(1)
     for step, (batch, labels, index) in enumerate(loader):
         out, feats = looped.step_loss(looped.augment(batch), labels, index, step, 0)
         assert len(feats) == 2 and feats[0].shape == (8, looped.feature_dim)

@@ -12,7 +12,7 @@ from two_processes import run_case
 from ssl_toolkit.augment import SimCLRAugment
 from ssl_toolkit.heads.hydra import HydraHead
 from ssl_toolkit.losses.mochi import MoCHiLoss
-from ssl_toolkit.rng import drawing_from, process_seed
+from ssl_toolkit.rng import process_seed, restore_stream_states, seed_streams, stream, stream_states
 
 
 def _inputs() -> dict:
@@ -38,14 +38,28 @@ def test_explicit_generator_drives_every_augment_draw_and_leaves_the_global_one_
     torch.manual_seed(123)
     before = torch.get_rng_state()
     a = aug(images, torch.Generator().manual_seed(5))
-    assert torch.equal(torch.get_rng_state(), before)  # kornia drew from the lent generator only
+    assert torch.equal(torch.get_rng_state(), before)  # drawn from the generator given only
     b = aug(images, torch.Generator().manual_seed(5))
     c = aug(images, torch.Generator().manual_seed(6))
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0], c[0])
-    g = torch.Generator().manual_seed(5)
-    with drawing_from(g):
-        torch.rand(3)
-    assert not torch.equal(g.get_state(), torch.Generator().manual_seed(5).get_state())  # advanced
+
+
+def test_without_a_generator_the_augment_draws_from_the_toolkits_own_seeded_stream(images) -> None:
+    aug = SimCLRAugment(16, blur_p=0.5, grayscale_p=0.5, solarize_p=0.5)
+    seed_streams(7)
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    first = aug(images)
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator did not move
+    assert all(torch.equal(x, y) for x, y in zip(first, aug(images, torch.Generator().manual_seed(7))))
+    saved = stream_states()
+    second = aug(images)
+    assert not torch.equal(first[0], second[0])  # the stream goes on
+    seed_streams(8)
+    torch.manual_seed(7)  # the global seed plays no part
+    restore_stream_states(saved)
+    assert all(torch.equal(x, y) for x, y in zip(second, aug(images)))  # and comes back from its state
+    assert int(stream_states()["seed"]) == 7 and stream("cpu") is stream(torch.device("cpu"))
 
 
 @pytest.mark.distributed
@@ -60,8 +74,10 @@ def test_two_processes_draw_different_crops_mixtures_and_partners_and_get_their_
     assert not all(torch.equal(a, b) for a, b in zip(r0["mixed"], r1["mixed"]))  # MoCHi mixtures
     assert not torch.equal(r0["partners"], r1["partners"])  # Hydra partner classes
 
-    # Rank 0 draws what one process drew before per-process streams: the stream seed_everything
+    # Rank 0 draws what one process drew before per-process streams: the augmentation from the
+    # toolkit's stream seeded with ``seed``, the heads from the global stream seed_everything
     # started, continued after the model's initialization (not re-seeded).
+    seed_streams(inputs["seed"])
     torch.manual_seed(inputs["seed"])
     torch.randn(100)
     aug = SimCLRAugment(16, crop_scale=(0.2, 1.0), blur_p=0.0)

@@ -1,16 +1,17 @@
 """Training, diagnostics and offline-scoring views depend on the toolkit's seed only.
 
-Three entry points draw augmented views from an explicit generator: the augment module itself
-(training; ``augment(images, generator)``), the diagnostics' fixed pairs (``diagnostics.embed_pairs``,
-a generator per chunk) and offline scoring (``eval.label_free.embed_views``, ``ssl-toolkit diagnose``
-and ``select``). For each: the same toolkit seed gives the same views whatever the global torch seed
-is and after the module has been moved to another dtype and back, and the global generators do not
-move.
+Three entry points draw augmented views: the augment module itself (training: from the toolkit's
+own generator for the images' device, ``rng.stream``, seeded by ``rng.seed_streams``, or from a
+generator it is given), the diagnostics' fixed pairs (``diagnostics.embed_pairs``, a generator per
+chunk) and offline scoring (``eval.label_free.embed_views``, ``ssl-toolkit diagnose`` and
+``select``). For each: the same toolkit seed gives the same views whatever the global torch seed
+is and after the module has been moved to another dtype and back (and the augmentation to the meta
+device and back), and the global generators do not move.
 
 ``RandomDraws`` checks the stronger property behind it, the one that matters on a GPU: every
-random aten op run by these calls is given an explicit generator. An op without one draws from
-the global generator of its device; on the CPU the toolkit lends that generator its own state
-(``rng.drawing_from``), on a GPU nothing does, so such draws are neither seeded nor isolated.
+random aten op run by these calls is given an explicit generator that is not a global one. An op
+without one draws from the global generator of its device: neither seeded by the toolkit nor
+isolated from dropout, heads and evaluations.
 """
 
 from __future__ import annotations
@@ -27,13 +28,9 @@ from ssl_toolkit.augment import MultiCropAugment, SimCLRAugment
 from ssl_toolkit.diagnostics import embed_pairs
 from ssl_toolkit.eval.label_free import embed_views
 from ssl_toolkit.module import SSLModule
+from ssl_toolkit.rng import seed_streams
 
-KORNIA_PENDING = "kornia samplers follow the module's device: augment/ change pending"
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=[pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-                                pytest.mark.xfail(strict=True, reason=KORNIA_PENDING)]),
-]  # fmt: skip
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
 
 
 def _module(augment: str, device: str) -> SSLModule:
@@ -58,6 +55,7 @@ def _draws(module: SSLModule) -> dict[str, Callable[[], list[torch.Tensor]]]:
                         generator=torch.Generator().manual_seed(0))  # fmt: skip
     return {
         "training": lambda: module.augment(on_device, generator=torch.Generator().manual_seed(5)),
+        "training stream": lambda: (seed_streams(5), module.augment(on_device))[1],  # as fit's steps draw
         "diagnostics": lambda: list(embed_pairs(module, images, torch.arange(6), seed=5)),
         "offline": lambda: [embed_views(module, loader, 2, seed=5).feats],
     }
@@ -85,7 +83,8 @@ def test_views_depend_on_the_toolkit_seed_only(augment: str, device: str) -> Non
         before = _global_states()
         second = draw()
         assert all(torch.equal(a, b) for a, b in zip(_global_states(), before)), f"{name}: a global generator moved"
-        module.to(torch.float64).to(torch.float32)  # samplers follow the module's dtype (kornia), then back
+        module.to(torch.float64).to(torch.float32)  # kornia's samplers followed the module's dtype
+        module.augment.to("meta").to(device)  # the augmentation holds no tensor: nothing to lose
         _reseed(3)
         third = draw()
         for other in (second, third):
@@ -131,7 +130,6 @@ def test_the_recorder_tells_seeded_from_global_draws() -> None:
     assert rec.seeded == 2 and rec.unseeded == ["aten.rand.default", "aten.uniform_.default"]
 
 
-@pytest.mark.xfail(strict=True, reason=KORNIA_PENDING)
 @pytest.mark.parametrize("augment", ["simclr", "multicrop"])
 def test_every_random_draw_is_given_the_toolkits_generator(augment: str) -> None:
     module = _module(augment, "cpu")

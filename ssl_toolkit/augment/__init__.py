@@ -1,4 +1,5 @@
-"""GPU batch augmentations (kornia) applied after the batch reaches the device."""
+"""GPU batch augmentations applied after the batch reaches the device: kornia and torchvision kernels,
+every parameter drawn from the toolkit's own generators (``ssl_toolkit.rng``), never torch's global ones."""
 
 from __future__ import annotations
 

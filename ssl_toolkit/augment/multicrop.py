@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ssl_toolkit.augment.simclr import SimCLRAugment, _ordered_pair
 from ssl_toolkit.checks import check_int
+from ssl_toolkit.rng import stream
 
 
 class MultiCropAugment(nn.Module):
@@ -83,6 +84,13 @@ class MultiCropAugment(nn.Module):
             scale = _ordered_pair("local_scale", local_scale, upper=1.0)
             self.local_crops = SimCLRAugment(local_size, num_local, crop_scale=scale, **shared)  # type: ignore[arg-type]
         self.size, self.num_global, self.num_local = int(size), int(num_global), int(num_local)
+        self.local_size = int(local_size)
+
+    @property
+    def view_sizes(self) -> dict[str, int]:
+        """Sides in px of the views it returns, keyed by the constructor keyword (recipe key) that
+        sets each: ``size``, and ``local_size`` when there are local crops."""
+        return {"size": self.size, "local_size": self.local_size} if self.num_local else {"size": self.size}
 
     def forward(
         self,
@@ -92,11 +100,13 @@ class MultiCropAugment(nn.Module):
         normalized: bool = True,
     ) -> list[Tensor]:
         """(B, C, H, W) uint8 -> G global then L local float views (see class docstring); every
-        parameter is drawn from ``generator`` (a CPU generator; None: the global one). Global and
+        parameter is drawn from ``generator`` (on its own device; None: the toolkit's generator for
+        ``images``' device, ``ssl_toolkit.rng.stream``; never torch's global ones). Global and
         local crops alike are drawn relative to the whole image (its valid region ``sizes``, (B, 2)
         (height, width), when given) and resampled from it; ``normalized`` as in ``SimCLRAugment``."""
         with torch.no_grad(), torch.autocast(device_type=images.device.type, enabled=False):
             x = SimCLRAugment._to_float(images)  # converted once for both groups
+            generator = stream(images.device) if generator is None else generator  # one stream for both
             views = list(self._normalize(self.global_crops.views_of(x, sizes, generator), normalized).split(x.shape[0]))
             if self.local_crops is not None:
                 local = self.local_crops.views_of(x, sizes, generator)

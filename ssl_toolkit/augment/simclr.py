@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_toolkit.augment.color import RandomOrderColorJitter
-from ssl_toolkit.augment.crop import crop_resize, draw_crop_boxes
+from ssl_toolkit.augment.crop import random_resized_crops
+from ssl_toolkit.augment.photometric import PhotometricOps
 from ssl_toolkit.checks import check_int
-from ssl_toolkit.rng import drawing_from
-
-
-def _unless_never(op: nn.Module) -> nn.Module:
-    """``op``, or Identity when its probability is 0: kornia still draws parameters and copies the
-    batch for an op that never applies (the demo recipes set grayscale_p = blur_p = solarize_p = 0)."""
-    return nn.Identity() if op.p == 0.0 else op
+from ssl_toolkit.rng import stream
 
 
 def _probability(name: str, value: float) -> float:
@@ -97,23 +91,22 @@ class SimCLRAugment(nn.Module):
         self.size, self.num_views, self.blur_kernel_size = int(size), int(num_views), int(kernel)
         self.crop_scale = _ordered_pair("crop_scale", crop_scale, upper=1.0)
         self.crop_ratio = _ordered_pair("crop_ratio", crop_ratio)
-        # After the crop (``crop_resize``), on the (V B, 3, size, size) views.
-        self.pipeline = nn.Sequential(
-            K.RandomHorizontalFlip(p=_probability("flip_p", flip_p)),
-            RandomOrderColorJitter(brightness, contrast, saturation, hue, p=_probability("jitter_p", jitter_p)),
-            _unless_never(K.RandomGrayscale(p=_probability("grayscale_p", grayscale_p))),
-            _unless_never(
-                K.RandomGaussianBlur(
-                    self.blur_kernel_size, _ordered_pair("blur_sigma", blur_sigma), p=_probability("blur_p", blur_p)
-                )
-            ),
-            # kornia's defaults (0.1, 0.1) jitter the threshold and add a brightness offset; SimCLR/BYOL
-            # solarization is a plain "invert at or above 0.5".
-            _unless_never(K.RandomSolarize(thresholds=0.0, additions=0.0, p=_probability("solarize_p", solarize_p))),
+        # After the crop (``random_resized_crops``), on the (V B, 3, size, size) views.
+        self.pipeline = PhotometricOps(
+            flip_p=_probability("flip_p", flip_p),
+            jitter=RandomOrderColorJitter(brightness, contrast, saturation, hue, p=_probability("jitter_p", jitter_p)),
+            grayscale_p=_probability("grayscale_p", grayscale_p),
+            blur_p=_probability("blur_p", blur_p),
+            blur_sigma=_ordered_pair("blur_sigma", blur_sigma),
+            blur_kernel_size=self.blur_kernel_size,
+            # SimCLR/BYOL solarization is a plain "invert at or above 0.5" (no threshold jitter).
+            solarize_p=_probability("solarize_p", solarize_p),
         )
         if not all(v > 0.0 for v in _floats("std", std, 3)):
             raise ValueError(f"std must be > 0, got {std!r}")
-        self.normalize = K.Normalize(mean=_floats("mean", mean, 3), std=_floats("std", std, 3))
+        # Plain floats, like every setting here: the module holds no tensor, so moving it (to another
+        # device, dtype, or the meta device and back) changes nothing.
+        self.mean, self.std = _floats("mean", mean, 3), _floats("std", std, 3)
 
     def forward(
         self,
@@ -127,9 +120,11 @@ class SimCLRAugment(nn.Module):
         Args:
             images: (B, C, H, W) uint8 with C in {1, 3}, on any device: whole images, each in the
                 top-left corner of its canvas when ``sizes`` is given (``pad_collate``).
-            generator: CPU generator every random parameter is drawn from (crop boxes, flips, jitter
-                factors and order, grayscale/blur/solarize coins); None: torch's global CPU
-                generator, which ``fit`` seeds per process (``ssl_toolkit.rng``).
+            generator: generator every random parameter is drawn from, on its own device (crop
+                boxes, flips, jitter factors and order, grayscale/blur/solarize coins and blur
+                sigmas); None: the toolkit's own generator for ``images``' device
+                (``ssl_toolkit.rng.stream``, seeded per process). No draw touches torch's global
+                generators.
             sizes: (B, 2) int64 (height, width) of each image's valid region ``[0, h) x [0, w)``
                 (the file data modules' fourth batch entry); None: every image fills (H, W).
             normalized: False: the views in [0, 1] before the normalization (``ssl-toolkit views``).
@@ -154,15 +149,22 @@ class SimCLRAugment(nn.Module):
         Returns:
             (V B, 3, size, size) float32 in [0, 1], view-major (rows v B .. v B + B - 1 are view v).
         """
-        batch = images.shape[0]
-        if sizes is None:
-            sizes = torch.tensor(images.shape[-2:], device=images.device).expand(batch, 2)
-        rows = torch.arange(batch, device=images.device).repeat(self.num_views)
-        # Crop boxes first, from the generator itself; then kornia's draws from the same stream.
-        boxes = draw_crop_boxes(sizes[rows], self.crop_scale, self.crop_ratio, generator)
-        crops = crop_resize(images, rows, boxes, self.size).expand(-1, 3, -1, -1).contiguous()  # gray: 3 equal
-        with drawing_from(generator):
-            return self.pipeline(crops)
+        generator = stream(images.device) if generator is None else generator
+        # Crop boxes first, then the per-view ops, all from the same stream.
+        crops = random_resized_crops(
+            images, sizes, self.num_views, self.size, self.crop_scale, self.crop_ratio, generator
+        )
+        return self.pipeline(crops.expand(-1, 3, -1, -1).contiguous(), generator)  # gray: 3 equal channels
+
+    def normalize(self, views: Tensor) -> Tensor:
+        """``(views - mean) / std`` per channel of (N, 3, H, W) float views; no host sync."""
+        mean, std = (torch.tensor(v, dtype=views.dtype).view(1, 3, 1, 1) for v in (self.mean, self.std))
+        return (views - mean.to(views.device, non_blocking=True)) / std.to(views.device, non_blocking=True)
+
+    @property
+    def view_sizes(self) -> dict[str, int]:
+        """Side in px of the views it returns, keyed by the constructor keyword (recipe key) that sets it."""
+        return {"size": self.size}
 
     def eval_view(self, images: Tensor) -> Tensor:
         """Deterministic view for evaluation: resize to (size, size) if needed, then normalize.

@@ -63,8 +63,9 @@ def embed_views(module: nn.Module, loader: DataLoader, num_views: int, seed: int
     """Backbone and projector embeddings of ``num_views`` training-augmentation views of each image.
 
     ``SSLModule.embed_views`` (views of the first view's size only, so multi-crop's local crops are
-    skipped) with one CPU generator seeded with ``seed`` for the whole loader, so every checkpoint
-    sees the same views when the loader yields the same batches; the global RNG is not touched.
+    skipped) with one generator on the module's device seeded with ``seed`` for the whole loader,
+    so every checkpoint sees the same views when the loader yields the same batches; no global
+    generator is touched.
 
     Args:
         module: an ``SSLModule`` (``embed_views``, ``project``).
@@ -73,7 +74,7 @@ def embed_views(module: nn.Module, loader: DataLoader, num_views: int, seed: int
     """
     if num_views < 2:
         raise ValueError(f"num_views: must be >= 2, got {num_views}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(module.device).manual_seed(seed)  # the views are drawn on the module's device
     was_training = module.training
     module.eval()
     feats, projs = [], []

@@ -360,20 +360,19 @@ def construct(section: str, spec: dict[str, Any]) -> Any:
 
 def backbone_kwargs(recipe: Mapping[str, Any], pretrained: bool | None = None) -> dict[str, Any]:
     """``build_backbone`` keywords: the ``backbone`` section plus the view sizes the augmentation
-    produces (``augment.size``, and ``augment.local_size`` when there are local crops), so that
-    fixed-size models are built for them and sizes they cannot run at are refused here.
+    produces (its ``view_sizes``: ``augment.size``, and ``augment.local_size`` when there are local
+    crops), so that fixed-size models are built for them and sizes they cannot run at are refused here.
 
     ``pretrained`` replaces the recipe's flag (the offline tools pass False: the checkpoint holds
-    the weights, nothing is downloaded)."""
+    the weights, nothing is downloaded).
+
+    Raises:
+        RecipeError: the ``augment`` section does not build (named ``augment.<key>``).
+    """
     spec = dict(recipe["backbone"])
     if pretrained is not None:
         spec["pretrained"] = pretrained
-    augment = recipe["augment"]
-    defaults = {k: p.default for k, p in inspect.signature(_pick("augment", AUGMENTS, augment)).parameters.items()}
-    size, local_size = augment.get("size", defaults.get("size")), augment.get("local_size", defaults.get("local_size"))
-    sizes = {"augment.size": size} if isinstance(size, int) and size > 0 else {}  # else augment reports it
-    if isinstance(local_size, int) and local_size > 0 and augment.get("num_local", defaults.get("num_local")):
-        sizes["augment.local_size"] = local_size
+    sizes = {f"augment.{key}": side for key, side in build_augment(recipe).view_sizes.items()}  # declared
     return {**spec, "input_sizes": sizes}
 
 

@@ -28,6 +28,9 @@ def test_views_have_the_configured_sizes_and_order(images: torch.Tensor) -> None
     assert all(v.dtype == torch.float32 for v in views)
     assert tuple(aug.eval_view(images).shape) == (8, 3, 24, 24)
     assert len(MultiCropAugment(size=24, num_global=1, num_local=0)(images)) == 1
+    # The sides it makes, declared under the recipe keys that set them (read by recipe/build.py).
+    assert aug.view_sizes == {"size": 24, "local_size": 12}
+    assert MultiCropAugment(size=24, local_size=12, num_local=0).view_sizes == {"size": 24}
 
 
 def test_every_crop_of_every_sample_draws_its_own_box() -> None:

@@ -12,6 +12,7 @@ from distributed_worker import tiny_module
 
 from ssl_toolkit.callbacks import CALLBACKS, LinearProbe
 from ssl_toolkit.data import SyntheticData
+from ssl_toolkit.rng import seed_streams
 
 
 def make_data() -> SyntheticData:
@@ -27,6 +28,7 @@ def make_trainer(tmp_path: Path, callbacks: list[pl.Callback], **kwargs: int) ->
 def fit_two_steps(tmp_path: Path, callbacks: list[pl.Callback]) -> tuple[pl.LightningModule, pl.Trainer]:
     module = tiny_module(seed=0)
     pl.seed_everything(0, verbose=False)
+    seed_streams(0)  # the augmentation's draws (a bare Trainer has no RNGState to seed them)
     # Two steps are the whole epoch, so the validation loop runs at its end (and the sanity check
     # before training): the evaluation loaders must not move the training RNG either.
     trainer = make_trainer(tmp_path, callbacks, max_epochs=1, limit_train_batches=2)

@@ -19,6 +19,7 @@ from two_processes import run_case
 from ssl_toolkit.callbacks import LinearProbe
 from ssl_toolkit.data import SyntheticData
 from ssl_toolkit.optim import LARSFactory, SGDFactory, WarmupCosine
+from ssl_toolkit.rng import seed_streams
 
 BATCH, STEPS_PER_EPOCH, EPOCHS, LR = 16, 4, 2, 0.8
 
@@ -43,6 +44,7 @@ def fit(tmp_path: Path, factory: object, callbacks: list[pl.Callback]) -> pl.Lig
     module.optimizer_factory = factory
     module.scheduler_factory = WarmupCosine(warmup_epochs=1, start_factor=0.1, min_factor=0.0)
     pl.seed_everything(0, verbose=False)
+    seed_streams(0)  # the augmentation's draws (a bare Trainer has no RNGState to seed them)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
                          default_root_dir=tmp_path, max_epochs=EPOCHS, num_sanity_val_steps=0)  # fmt: skip

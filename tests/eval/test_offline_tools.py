@@ -356,7 +356,7 @@ def test_online_knn_equals_offline_knn_on_the_same_checkpoint(tmp_path: Path) ->
     # One whole epoch (64 / 16 = 4 steps): the validation loop runs at its end, then last.ckpt is
     # written with the same weights; `ssl-toolkit knn` on it must give the logged value exactly.
     recipe = tiny_recipe(REPO / "recipes" / "fashion_mnist" / "simclr.yaml", tmp_path, steps=-1)
-    recipe["data"].update(num_classes=8, seed=3)
+    recipe["data"].update(num_classes=8, seed=4)  # images for which 4 steps score neither 0 nor 1
     recipe["callbacks"] = {"knn": {"k": 20, "temperature": 0.1}, "checkpoint": {}}
     path = tmp_path / "tiny.yaml"
     path.write_text(OmegaConf.to_yaml(recipe))

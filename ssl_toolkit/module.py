@@ -158,9 +158,9 @@ class SSLModule(pl.LightningModule):
 
         The views are ``augment``'s (only those of the first view's size: multi-crop's local crops
         are skipped, more calls are made until there are enough); every random parameter is drawn
-        from ``generator`` (a CPU generator; None: the global one), so a seeded generator gives the
-        same views every time and leaves the training run's random stream untouched. The caller
-        sets train/eval mode (evaluation: eval).
+        from ``generator`` (on the module's device; None: the toolkit's stream, ``rng.stream``), so
+        a seeded generator gives the same views every time and leaves the training run's random
+        stream untouched. The caller sets train/eval mode (evaluation: eval).
         """
         with torch.no_grad():
             images = images.to(self.device)

@@ -47,6 +47,7 @@ class OptimizerFactory:
     exclude_bias_n_norm: bool = True  # biases and norm parameters: no weight decay, no LARS adaptation
 
     def _check(self) -> None:
+        # One check for every factory: momentum, trust_coefficient and betas exist only on some.
         if self.lr <= 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
         if self.weight_decay < 0:

@@ -42,7 +42,7 @@ def identical_buffer_names(model: nn.Module) -> list[str]:
     names = []
     for prefix, module in model.named_modules():
         own = dict(module.named_buffers(recurse=False))
-        for name in getattr(module, "identical_buffers", ()):
+        for name in getattr(module, "identical_buffers", ()):  # opt-in marker on any nn.Module
             if name not in own:
                 raise ValueError(f"{type(module).__name__}.identical_buffers: {name!r} is not one of its buffers")
             names.append(f"{prefix}.{name}" if prefix else name)
@@ -66,7 +66,7 @@ def per_process_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {
         f"{prefix}._extra_state" if prefix else "_extra_state": module
         for prefix, module in model.named_modules()
-        if getattr(module, "per_process_state", False)
+        if getattr(module, "per_process_state", False)  # opt-in marker on any nn.Module
     }
 
 

@@ -101,7 +101,7 @@ class Diagnostics(EvalCallback):
         split = gather_split(EmbeddedSplit(feats.reshape(n, -1), proj.reshape(n, -1), labels, index))
         feats, proj = split.feats.view(-1, 2, f), split.proj.view(split.feats.shape[0], 2, -1)
         labels = split.labels if bool((split.labels >= 0).any()) else None
-        self.last = diagnose(feats, proj, labels, int(getattr(pl_module, "projection_parts", 1)))
+        self.last = diagnose(feats, proj, labels, pl_module.projection_parts)
         return self.last
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -147,7 +147,7 @@ class LinearProbe(EvalCallback):
         super().setup(trainer, pl_module, stage)
         data = labelled_of(datamodule_of(trainer, self))
         self._online = data is datamodule_of(trainer, self)
-        width = getattr(pl_module, "feature_dim", None)
+        width = getattr(pl_module, "feature_dim", None)  # another LightningModule: width from the first batch
         if stage == "fit" and self.classifier is None and isinstance(width, int) and data is not None:
             self.build(width, int(data.num_classes))  # before a checkpoint is restored
         if stage == "fit" and self.protocol == "solo_learn":
@@ -166,7 +166,7 @@ class LinearProbe(EvalCallback):
         self.classifier.to(trainer.strategy.root_device)
         batch = int(datamodule_of(trainer, self).batch_size) * trainer.world_size * trainer.accumulate_grad_batches
         lr = self.lr * batch / 256
-        exclude = bool(getattr(pl_module.optimizer_factory, "exclude_bias_n_norm", True))
+        exclude = bool(getattr(pl_module.optimizer_factory, "exclude_bias_n_norm", True))  # AdamW has no such switch
         groups = [
             {"params": [self.classifier.weight], "lr": lr, "weight_decay": 0.0, "lars_adapt": True},
             {"params": [self.classifier.bias], "lr": lr, "weight_decay": 0.0, "lars_adapt": not exclude},
@@ -221,7 +221,7 @@ class LinearProbe(EvalCallback):
         # The module reaches its device after setup and after a checkpoint is restored; the
         # optimizer (and its restored momentum) is built once the weights are there.
         self.classifier.to(pl_module.device)
-        batch_size = getattr(trainer.datamodule, "batch_size", None)
+        batch_size = getattr(trainer.datamodule, "batch_size", None)  # a plain LightningDataModule, or none
         if self.protocol == "separate" and self.optimizer is None and isinstance(batch_size, int):
             self._build_optimizer(batch_size * trainer.world_size)
 

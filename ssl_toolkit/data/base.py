@@ -100,6 +100,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
         # (path, reason) of every image file skipped as undecodable; data read from files adds to it.
         self.skipped: list[tuple[str, str]] = []
         self._built = False
+        self._resume_at: dict | None = None  # the sampler state load_state_dict hands the next train_dataloader
         # The validation loop's loaders, attached by whoever plans the evaluation (None: none).
         self.validation_loaders: Callable[[], list[DataLoader]] | None = None
 
@@ -139,7 +140,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
     def train_labels(self) -> torch.Tensor:
         """(N,) int64 labels of the train split, read without decoding images (the dataset's ``labels``)."""
         self.setup()
-        labels = getattr(self.train_set, "labels", None)
+        labels = getattr(self.train_set, "labels", None)  # any Dataset: only ours declare labels
         if labels is None:
             raise TypeError(f"{type(self.train_set).__name__} has no `labels` array (needed for labels per class)")
         return torch.as_tensor(labels, dtype=torch.long)
@@ -196,7 +197,7 @@ class ImageDataModule(LightningDataModule, abc.ABC):
                 pin_memory=torch.cuda.is_available(),
             )
         # Order = f(seed, epoch); a resumed run starts where its checkpoint stopped (exact resume).
-        sampler = ResumableSampler(dataset, self.batch_size, resume=getattr(self, "_resume_at", None))
+        sampler = ResumableSampler(dataset, self.batch_size, resume=self._resume_at)
         self._resume_at = None
         return self._loader(dataset, shuffle=False, drop_last=True, sampler=sampler, collate_fn=collate)
 

@@ -257,7 +257,7 @@ def eval_folder(eval_root: str, data: ImageDataModule) -> ImageFolderData:
     try:
         return ImageFolderData(
             eval_root, data.image_size, data.batch_size, data.num_workers, labels="folders",
-            resize_size=getattr(data, "resize_size", None),
+            resize_size=getattr(data, "resize_size", None),  # in-memory data modules have none
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         raise type(e)(f"eval_root: {str(e).split(': ', 1)[-1]}") from None

@@ -212,10 +212,14 @@ def check_outputs(outputs: Any, caller: EvalCallback) -> None:
 def say_skipped(trainer: pl.Trainer, caller: EvalCallback) -> None:
     """One log line naming every label-needing evaluation skipped (said by the first of them)."""
     data = datamodule_of(trainer, caller)
-    skipped = [cb for cb in trainer.callbacks if isinstance(cb, EvalCallback) and cb.skipped(data)]
+    evaluations = [cb for cb in trainer.callbacks if isinstance(cb, EvalCallback)]
+    skipped = [cb for cb in evaluations if cb.skipped(data)]
+    running = [type(cb).__name__ for cb in evaluations if cb not in skipped]
     if skipped and skipped[0] is caller:
+        still = f"; {' and '.join(running)} still run{'s' if len(running) == 1 else ''}" if running else ""
         log.warning(
             "evaluation: %s skipped: the training data has no labels or no held-out split "
-            "(set data.eval_root to a labelled train/<class>, val/<class> folder to run them); RankMe still runs",
+            "(set data.eval_root to a labelled train/<class>, val/<class> folder to run them)%s",
             " and ".join(type(cb).__name__ for cb in skipped),
+            still,
         )

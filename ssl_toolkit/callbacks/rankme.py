@@ -68,6 +68,7 @@ class RankMe(EvalCallback):
         self.num_samples, self.eps, self.seed, self.alpha_req = num_samples, float(eps), seed, alpha_req
         self.indices: Tensor | None = None  # (M,) sorted train-split positions, drawn once
         self._said_partial = False  # the "embedded k of M samples" line is said once per process
+        self.sanity_checking = False  # Lightning's sanity check embeds 2 batches: not a cut to report
 
     def draw(self, num_train: int) -> Tensor:
         """Draw (once) and return the subset: ``min(num_samples, num_train)`` sorted positions."""
@@ -85,6 +86,10 @@ class RankMe(EvalCallback):
 
     def requests(self, datamodule: Any) -> Mapping[str, FeatureRequest]:
         return {"subset": FeatureRequest("train", FeatureRequest.rows_of(self.draw(int(datamodule.num_train_samples))))}
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.sanity_checking = trainer.sanity_checking
+        super().on_validation_epoch_end(trainer, pl_module)
 
     def compute(self, pl_module: pl.LightningModule, datamodule: Any) -> dict[str, float]:
         split = self.store.split("subset")
@@ -111,7 +116,7 @@ class RankMe(EvalCallback):
         """
         assert self.indices is not None
         feats = split.feats[torch.isin(split.index, self.indices.to(split.index.device))]
-        if feats.shape[0] < self.indices.numel():
+        if feats.shape[0] < self.indices.numel() and not self.sanity_checking:
             self._say_partial(feats.shape[0], self.indices.numel())
         if feats.shape[0] == 0:
             return {}

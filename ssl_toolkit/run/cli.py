@@ -90,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     expand_user_paths(args)
 
     if args.command == "recipes":
-        for path in sorted(Path(args.dir).rglob("*.yaml")):
-            print(path.relative_to(args.dir))
+        for path in sorted(Path(args.dir).resolve().rglob("*.yaml")):
+            try:  # a path `ssl-toolkit fit` accepts from here
+                print(path.relative_to(Path.cwd()))
+            except ValueError:
+                print(path)
         return 0
     from ssl_toolkit.errors import Preempted, TrainingStopped, UserError  # after parsing: --help stays instant
 

@@ -269,6 +269,11 @@ def train(trainer: pl.Trainer, parts: Parts, point: ResumePoint | None, run_dir:
                 last = None
             kept = f"last good checkpoint: {last.checkpoint} (step {last.step})" if last else "no checkpoint written"
             raise WriteError(f"{e}; {kept}; free space, then resume with: {preemption.resume_command}") from None
+        except ValueError as e:
+            if "`val_check_interval`" not in str(e):
+                raise
+            # Lightning checks it against the epoch's batch count only once the loaders exist.
+            raise RecipeError(f"trainer.val_check_interval: {str(e).replace('`', '')}") from None
         except SIGTERMException:  # raised by Lightning's loops, which only saw it before on_train_start
             if preemption.note.training:
                 raise

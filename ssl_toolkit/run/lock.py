@@ -53,7 +53,10 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # e.g. under /proc or a read-only mount: one line naming the key
+            raise WriteError(f"out_dir: cannot create {self.path.parent} ({os.strerror(e.errno or 0)})") from None
         tmp = self.path.with_name(f"{LOCK_NAME}.{secrets.token_hex(6)}.tmp")
         try:
             try:

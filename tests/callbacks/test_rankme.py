@@ -149,3 +149,18 @@ def test_rows_missing_from_the_evaluation_are_said_once_and_none_gives_no_metric
         assert cb.score(PlainEmbedder(), part) == {}
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("RankMe:")]
     assert len(said) == 1 and "none of its 24 samples" in said[0] and "val/rankme not computed" in said[0]
+
+
+def test_the_sanity_check_is_not_reported_as_a_partial_evaluation(caplog) -> None:
+    import logging
+
+    cb = RankMe(num_samples=8, seed=0)
+    cb.indices = torch.arange(8)
+    split = EmbeddedSplit(torch.randn(4, 6), None, torch.full((4,), -1), torch.arange(4))  # 4 of the 8 rows
+    with caplog.at_level(logging.WARNING):
+        cb.sanity_checking = True
+        cb.score(None, split)
+        assert "embedded 4 of its 8" not in caplog.text
+        cb.sanity_checking = False
+        cb.score(None, split)
+    assert "embedded 4 of its 8" in caplog.text

@@ -229,3 +229,27 @@ def test_out_dir_in_a_folder_without_write_permission(tmp_path: Path, capsys) ->
         pytest.skip("this user (root) may write into read-only folders")
     assert main(["fit", str(_setting_recipe(tmp_path)), f"out_dir={tmp_path}/locked/run"]) == 2
     assert capsys.readouterr().err.startswith(f"ssl-toolkit: error: out_dir: cannot create {tmp_path}/locked/run")
+
+
+def test_out_dir_that_cannot_be_created_is_one_line(tmp_path: Path, capsys) -> None:
+    # /proc refuses new folders even to root (a traceback from the run lock before).
+    assert main(["fit", str(_setting_recipe(tmp_path)), "out_dir=/proc/ssl_toolkit_test/run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ssl-toolkit: error: out_dir: cannot create /proc/ssl_toolkit_test"), err
+
+
+def test_val_check_interval_beyond_the_epoch_is_one_line(tmp_path: Path, capsys) -> None:
+    # 64 synthetic images in batches of 16: 4 batches per epoch; Lightning refuses 10 once the loaders exist.
+    path = _setting_recipe(tmp_path)
+    assert main(["fit", str(path), f"out_dir={tmp_path}/run", "trainer.val_check_interval=10"]) == 2
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if x.startswith("ssl-toolkit: error:")]
+    assert len(err) == 1 and err[0].startswith("ssl-toolkit: error: trainer.val_check_interval: "), err
+    assert "10" in err[0]
+
+
+def test_recipes_lists_paths_that_fit_accepts(capsys, monkeypatch) -> None:
+    monkeypatch.chdir(REPO)
+    assert main(["recipes"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "recipes/fashion_mnist/simclr.yaml" in listed
+    assert all((REPO / p).is_file() for p in listed), listed

@@ -89,7 +89,11 @@ class Row:
 
 def make_folder(root: Path, classes: int, train_per_class: int, val_per_class: int) -> Path:
     """``root/train/<class>/*.jpg`` and ``root/val/<class>/*.jpg``: 500 x 375 ImageNet-like JPEGs
-    (``tools/fake_photos.py``), made once (a ``.complete`` marker says the folder is whole)."""
+    (``tools/fake_photos.py``), made once (a ``.complete`` marker says the folder is whole).
+
+    Each file is a function of its (split, class, number) alone and is only ever added, atomically
+    (written aside, then renamed): a second rehearsal that asks for more images, or fewer, never
+    rewrites a file that a running one may be reading."""
     import numpy as np
     from fake_photos import fake_photo
 
@@ -97,13 +101,17 @@ def make_folder(root: Path, classes: int, train_per_class: int, val_per_class: i
     wanted = f"{classes} {train_per_class} {val_per_class}\n"
     if marker.is_file() and marker.read_text() == wanted:
         return root
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train_per_class), ("val", val_per_class)):
+    for s, (split, count) in enumerate((("train", train_per_class), ("val", val_per_class))):
         for c in range(classes):
             folder = root / split / f"n{c:08d}"
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
-                fake_photo(rng, 500, 375).save(folder / f"img_{i:04d}.jpg", quality=90)
+                path = folder / f"img_{i:04d}.jpg"
+                if path.is_file():
+                    continue
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                fake_photo(np.random.default_rng([s, c, i]), 500, 375).save(tmp, format="JPEG", quality=90)
+                os.replace(tmp, path)
     marker.write_text(wanted)
     return root
 

@@ -94,3 +94,14 @@ def test_swav_multicrop_recipe_as_shipped_trains_evaluates_saves_resumes(tmp_pat
     assert row["green"] and row["trained"] and row["evaluated"] and row["saved"] and row["resumed"], row
     assert {"val/knn_top1", "val/linear_top1", "val/rankme"} <= set(row["metrics"]), row["metrics"]
     assert "1 of 1 green" in res.stdout
+
+
+def test_the_image_folder_only_ever_gains_files(tmp_path: Path) -> None:
+    # A second rehearsal asking for another size must not rewrite a file a running one may read.
+    tool = _tool()
+    first = tool.make_folder(tmp_path / "data", 2, 1, 1) / "train" / "n00000000" / "img_0000.jpg"
+    before = first.read_bytes()
+    tool.make_folder(tmp_path / "data", 2, 2, 1)
+    assert first.read_bytes() == before
+    assert (tmp_path / "data" / "train" / "n00000001" / "img_0001.jpg").is_file()
+    assert not list((tmp_path / "data").rglob("*.tmp"))

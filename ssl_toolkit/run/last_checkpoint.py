@@ -8,6 +8,13 @@ trained nothing; a larger ``max_epochs`` only the leftover batches of the *next*
 full epoch with ``max_steps`` set, one step and then an "epoch end". ``LastCheckpoint`` writes
 ``last.ckpt`` when training ends and, when a checkpoint saved after its epoch loop ended is loaded,
 gives Lightning's loop state the shape of one saved at the same step inside the loop.
+
+Lightning 2.6 restarts from a checkpoint saved at an epoch's last batch by finishing that epoch in
+``FitLoop.reset`` but keeps its restart stage for the next epoch, which then starts without counting
+``ready``/``started`` and without ``on_train_epoch_start``: every checkpoint the resumed run writes
+lags one epoch, and resuming from one of them trained an epoch twice. ``LastCheckpoint`` clears that
+stage once the restarted epoch is complete, and reads the lagging checkpoints written before the fix
+by their ``processed`` count.
 """
 
 from __future__ import annotations
@@ -53,6 +60,14 @@ class LastCheckpoint(Checkpoint):
         if isinstance(position, dict) and "epoch" in position:
             position["epoch"] -= 1
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loop = trainer.fit_loop
+        epochs = loop.epoch_progress.current
+        # After ``reset`` and ``on_run_start``: the epoch it restarted in is complete, so the next one
+        # is a new epoch (counted and announced), not the rest of a restarted one.
+        if (loop.restarted_mid_epoch or loop.restarted_on_epoch_end) and epochs.completed == epochs.ready:
+            loop.reset_restart_stage()
+
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
@@ -60,6 +75,11 @@ class LastCheckpoint(Checkpoint):
         epochs, batches = loop.get("epoch_progress"), loop.get("epoch_loop.batch_progress")
         if not epochs or not batches or batches["current"]["processed"] == 0:
             return
+        if batches["current"]["processed"] > batches["current"]["completed"] and (
+            epochs["current"]["processed"] == epochs["current"]["ready"]
+        ):  # saved in on_train_batch_end by a run resumed before the fix: its epoch was not counted
+            for part in ("current", "total"):
+                epochs[part]["ready"] = epochs[part]["started"] = epochs[part]["processed"] + 1
         if epochs["current"]["processed"] < epochs["current"]["ready"]:
             return  # saved inside the epoch loop (on_train_batch_end): Lightning resumes it exactly
         # Saved after the epoch loop ended (at its natural end, or cut short by max_steps): give it
@@ -68,7 +88,9 @@ class LastCheckpoint(Checkpoint):
         # also when a larger max_steps or max_epochs extends the run. The loader position
         # (ResumableSampler) says which batch comes next either way.
         for part in ("current", "total"):
-            epochs[part]["processed"] = epochs[part]["completed"] = epochs[part]["ready"] - 1
+            ended = epochs[part]["processed"]  # = ready, or ready + 1 in a checkpoint lagging one epoch
+            epochs[part]["ready"] = epochs[part]["started"] = ended
+            epochs[part]["processed"] = epochs[part]["completed"] = ended - 1
             if batches[part]["completed"] == batches[part]["processed"]:
                 batches[part]["completed"] = batches[part]["processed"] - 1
         state = loop.get("epoch_loop.state_dict", {})

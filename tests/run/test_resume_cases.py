@@ -152,6 +152,44 @@ def test_extending_a_finished_run_trains_exactly_the_missing_steps(tmp_path: Pat
     assert "trainer.max_epochs: " in _error(capsys)
 
 
+def _epochs(checkpoint: Path) -> dict:
+    return _load(checkpoint)["loops"]["fit_loop"]["epoch_progress"]["total"]
+
+
+def test_a_checkpoint_written_by_a_resumed_run_resumes_each_epoch_once(tmp_path: Path, monkeypatch) -> None:
+    # 4 steps per epoch, a checkpoint at every epoch's end. Run 1 trains epoch 0; run 2 resumes it
+    # for epoch 1; run 3 resumes from run 2's end-of-epoch-1 checkpoint for epoch 2 and must equal
+    # 3 uninterrupted epochs. Before the fix run 2's checkpoints lagged one epoch (ready/started
+    # not counted) and run 3 trained epoch 1 again (16 steps); the folder "old" replays that run 2
+    # (the fix switched off) and must resume exactly as well.
+    from ssl_toolkit.run.last_checkpoint import LastCheckpoint
+
+    every_epoch = {"every_n_epochs": 1, "save_top_k": -1}
+    recipe = _write(tmp_path, steps=-1, epochs=1, checkpoint=every_epoch)
+    assert main(["fit", str(recipe)]) == 0
+    shutil.copytree(tmp_path / "run", tmp_path / "old")
+    assert main(["fit", str(recipe), "resume=auto", "trainer.max_epochs=2"]) == 0
+    with monkeypatch.context() as m:
+        m.setattr(LastCheckpoint, "on_train_start", lambda *args: None)
+        assert main(["fit", str(recipe), f"out_dir={tmp_path / 'old'}", "resume=auto", "trainer.max_epochs=2"]) == 0
+    epoch_1 = "checkpoints/epoch=1-step=8.ckpt"
+    assert _epochs(tmp_path / "run" / epoch_1) == {"ready": 2, "started": 2, "processed": 2, "completed": 1}
+    assert _epochs(tmp_path / "old" / epoch_1)["ready"] == 1  # the lagging checkpoint of the old code
+
+    straight = _write(tmp_path / "s", steps=-1, epochs=3, checkpoint=every_epoch)
+    assert main(["fit", str(straight)]) == 0
+    reference = _load(tmp_path / "s" / "run" / "checkpoints" / "last.ckpt")
+    for run in ("run", "old"):
+        folder = tmp_path / run
+        (folder / "checkpoints" / "last.ckpt").unlink()
+        args = [f"out_dir={folder}", f"resume={folder / epoch_1}", "trainer.max_epochs=3"]
+        assert main(["fit", str(recipe), *args]) == 0
+        assert sorted(p.name for p in (folder / "checkpoints").glob("epoch=2-*")) == ["epoch=2-step=12.ckpt"], run
+        extended = _load(folder / "checkpoints" / "last.ckpt")
+        assert extended["global_step"] == reference["global_step"] == 12, run
+        _assert_same_tensors(extended["state_dict"], reference["state_dict"], run)  # bit for bit
+
+
 SLOW = """
 import sys, time
 from pathlib import Path

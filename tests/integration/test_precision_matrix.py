@@ -6,7 +6,7 @@ evaluation with k-NN, linear probe, RankMe and diagnostics, a checkpoint, then a
 checkpoint for 2 more steps and another evaluation. Each run must end with finite ``val/`` metrics
 from every callback, and the features the evaluation stored must be ``FEATURE_DTYPE`` whatever the
 precision (the boundary between the validation loop, which runs under autocast, and the callbacks,
-which do not).
+which do not). The heads' projectors are narrowed to 64 (the boundary does not depend on the width).
 
 Each loss of the simclr head (DCL, GroCo, MV-InfoNCE, ...) is covered under both autocast dtypes by
 ``test_every_loss_keeps_fp32_under_autocast`` (a forward and backward, no whole run).
@@ -31,6 +31,8 @@ from ssl_toolkit.run.fit import fit
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 EVAL_METRICS = ("val/knn_top1", "val/linear_top1", "val/rankme", "val/rankme_proj")
+WIDTHS = ("hidden_dim", "out_dim", "pred_hidden_dim", "bottleneck_dim", "num_prototypes")  # head keys
+NARROW = 64
 
 
 def recipe_of(head: str) -> Path:
@@ -45,6 +47,9 @@ def matrix_recipe(head: str, precision: str, tmp_path: Path) -> dict[str, Any]:
     """The head's recipe as a seconds-long run that evaluates with every callback (sized down)."""
     recipe = tiny_recipe(recipe_of(head), tmp_path, steps=2)
     recipe["head"].update(CASES[head].get("fit_overrides", {}))  # a queue of a few batches
+    for key in WIDTHS:  # the dtype boundary does not depend on the projector's width; the run time does
+        if recipe["head"].get(key, 0) > NARROW:
+            recipe["head"][key] = NARROW
     recipe["data"].update(batch_size=8, num_samples=32, num_val_samples=16)
     recipe["trainer"].update(
         precision=precision, val_check_interval=2, limit_val_batches=2, num_sanity_val_steps=1, max_epochs=None

@@ -93,6 +93,12 @@ class Settings:
     wide_hidden_dim: int = 2048
     wide_out_dim: int = 2048
     barlow_lambda: float = 0.0051  # the paper's (lightly's default 5e-3, ours 0.0051): set on both sides
+    # Plain SGD at lr 0.3 (no LARS, no warm-up) diverges at the papers' loss scales (measured on 4
+    # steps: Barlow's features reach a std of 1e11, VICReg's loss NaN at step 3), so both losses are
+    # scaled by a constant, on both sides alike: Barlow x 1e-3 (our ``scale_loss``; lightly's loss
+    # times it, as BYOL's below), VICReg's weights lambda, mu, nu / 25 (the paper's ratios 25:25:1).
+    barlow_loss_scale: float = 1e-3
+    vicreg_weights: tuple[float, float, float] = (1.0, 1.0, 0.04)
     # DINO: MLP 512 -> 512 -> 512 -> 256 (GELU, no BN), L2-normalize, weight-normalized 256 -> 4096
     # prototypes with g fixed at 1 (paper: 2048, 256, 65536); teacher t 0.04, student t 0.1, centre
     # momentum 0.9 (lightly's and our defaults); teacher EMA 0.99 -> 1 cosine as MoCo v2 and BYOL here.
@@ -290,15 +296,20 @@ def lightly_run(
             criterion = BarlowTwinsLoss(lambda_param=s.barlow_lambda, gather_distributed=False)
         elif method == "vicreg":
             head = VICRegProjectionHead(512, s.wide_hidden_dim, s.wide_out_dim, num_layers=3)
-            criterion = VICRegLoss()  # lambda 25, mu 25, nu 1, eps 1e-4
-        elif method == "dino":  # the teacher head is a copy of the student's (lightly's example: a new one)
-            head = DINOProjectionHead(512, s.dino_hidden_dim, s.dino_bottleneck_dim, s.dino_out_dim,
-                                      batch_norm=False, freeze_last_layer=-1, norm_last_layer=True)  # fmt: skip
+            lam, mu, nu = s.vicreg_weights
+            criterion = VICRegLoss(lambda_param=lam, mu_param=mu, nu_param=nu)  # eps 1e-4 as ours
+        elif method == "dino":
+            dims = (512, s.dino_hidden_dim, s.dino_bottleneck_dim, s.dino_out_dim)
+            head = DINOProjectionHead(*dims, batch_norm=False, freeze_last_layer=-1, norm_last_layer=True)
             criterion = DINOLoss(s.dino_out_dim, warmup_teacher_temp=s.dino_teacher_temp,
                                  teacher_temp=s.dino_teacher_temp, student_temp=s.dino_student_temp,
                                  center_momentum=0.9)  # fmt: skip
             extra["backbone_m"] = copy.deepcopy(backbone).requires_grad_(False)
-            extra["head_m"] = copy.deepcopy(head).requires_grad_(False)
+            # The teacher head starts as a copy of the student's (the authors' and the toolkit's; lightly's
+            # example builds a new one). Its old-style weight_norm cannot be deep-copied: load the state.
+            extra["head_m"] = DINOProjectionHead(*dims, batch_norm=False, norm_last_layer=True)
+            extra["head_m"].load_state_dict(head.state_dict())
+            extra["head_m"].requires_grad_(False)
         else:
             head = MoCoProjectionHead(512, s.hidden_dim, s.out_dim)
             criterion = NTXentLoss(temperature=s.temperature, memory_bank_size=(s.queue_size, s.out_dim))
@@ -346,6 +357,7 @@ def lightly_run(
             elif method in ("barlow_twins", "vicreg"):  # one backbone call, the projector per view (its
                 f0, f1 = backbone(torch.cat(views)).chunk(2)  # BN statistics per view, as ViewPairsHead)
                 loss = criterion(head(f0), head(f1))
+                loss = loss * s.barlow_loss_scale if method == "barlow_twins" else loss
             elif method == "dino":  # lightly's DINO example, 2 global views, no local crops
                 m = cosine_schedule(step, total, 0.99, 1.0)
                 update_momentum(backbone, extra["backbone_m"], m)
@@ -411,11 +423,13 @@ def toolkit_recipe(method: str, s: Settings, seed: int, head_overrides: dict | N
         "swav": {"name": "swav", "num_prototypes": s.num_prototypes, "temperature": s.swav_temperature,
                  "epsilon": 0.05, "num_global": 2},
         "byol": {"name": "byol", "pred_hidden_dim": s.hidden_dim, "base_momentum": 0.99, "final_momentum": 1.0},
-        # lightly's loss: on-diagonal sum + lambda off-diagonal sum of C, BN-standardized z: scale 1
+        # Barlow: lightly's loss (on-diagonal sum + lambda off-diagonal sum of C) times barlow_loss_scale
         "barlow_twins": {"name": "barlow_twins", "hidden_dim": s.wide_hidden_dim, "out_dim": s.wide_out_dim,
-                         "num_layers": 3, "batch_norm": True, "lambd": s.barlow_lambda, "scale_loss": 1.0},
+                         "num_layers": 3, "batch_norm": True, "lambd": s.barlow_lambda,
+                         "scale_loss": s.barlow_loss_scale},
         "vicreg": {"name": "vicreg", "hidden_dim": s.wide_hidden_dim, "out_dim": s.wide_out_dim, "num_layers": 3,
-                   "batch_norm": True, "invariance_weight": 25.0, "variance_weight": 25.0, "covariance_weight": 1.0},
+                   "batch_norm": True, **dict(zip(("invariance_weight", "variance_weight", "covariance_weight"),
+                                                  s.vicreg_weights))},
         "dino": {"name": "dino", "hidden_dim": s.dino_hidden_dim, "bottleneck_dim": s.dino_bottleneck_dim,
                  "out_dim": s.dino_out_dim, "num_layers": 3, "batch_norm": False, "norm_last_layer": True,
                  "teacher_temp": s.dino_teacher_temp, "warmup_teacher_temp": s.dino_teacher_temp,

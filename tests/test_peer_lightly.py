@@ -157,7 +157,9 @@ def test_barlow_twins_and_vicreg_recipes_equal_lightlys_model_loss_and_gradients
         theirs: nn.Module = BarlowTwinsProjectionHead(512, s.wide_hidden_dim, s.wide_out_dim)
         criterion: nn.Module = BarlowTwinsLoss(lambda_param=s.barlow_lambda, gather_distributed=False)
     else:
-        theirs, criterion = VICRegProjectionHead(512, s.wide_hidden_dim, s.wide_out_dim, num_layers=3), VICRegLoss()
+        theirs = VICRegProjectionHead(512, s.wide_hidden_dim, s.wide_out_dim, num_layers=3)
+        lam, mu, nu = s.vicreg_weights
+        criterion = VICRegLoss(lambda_param=lam, mu_param=mu, nu_param=nu)
     ours = _toolkit_head(method)
     projector = ours.projector if method == "barlow_twins" else ours.expander
     last = f"{len(theirs.layers) - 1}.bias"
@@ -171,6 +173,7 @@ def test_barlow_twins_and_vicreg_recipes_equal_lightlys_model_loss_and_gradients
     f_theirs = [f.clone().requires_grad_() for f in feats]
     loss_ours = ours(Views(f_ours), info).loss
     loss_theirs = criterion(theirs(f_theirs[0]), theirs(f_theirs[1]))
+    loss_theirs = loss_theirs * s.barlow_loss_scale if method == "barlow_twins" else loss_theirs  # as lightly_run
     loss_ours.backward()
     loss_theirs.backward()
     torch.testing.assert_close(loss_ours, loss_theirs, rtol=1e-5, atol=1e-5)

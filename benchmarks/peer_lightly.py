@@ -1,7 +1,7 @@
 """Peer side-by-side: one SSL method built from lightly's modules and from ssl_toolkit, same budget.
 
     pip install -c constraints.txt -e '.[peers]'      # lightly; never a dependency of the library
-    python benchmarks/peer_lightly.py                  # SimCLR, MoCo v2, SwAV, BYOL x seeds 0 1 2
+    python benchmarks/peer_lightly.py                  # all seven methods x seeds 0 1 2
     python benchmarks/peer_lightly.py --methods simclr --seeds 0 --train-samples 2048   # quick look
     python benchmarks/peer_lightly.py --methods mocov2 --sides lightly_kornia_views     # swap the views
 
@@ -24,7 +24,11 @@ burst of other work on a shared machine hits both alike:
   training process) and trained by a Lightning ``Trainer``. Its model is lightly's: where the
   toolkit's default follows the authors' code and lightly does not, the recipe sets lightly's form
   (SimCLR: the output BatchNorm with a shift, ``last_norm: bn_affine``; SwAV: prototypes with a
-  bias, ``prototype_bias: true``). ``ssl_toolkit_authors_defaults`` keeps the toolkit's defaults.
+  bias, ``prototype_bias: true``; DINO: no frozen last layer, ``freeze_last_layer_epochs: 0``).
+  ``ssl_toolkit_authors_defaults`` keeps the toolkit's defaults.
+
+Barlow Twins, VICReg and DINO see the same two 32 px views as the others (DINO: two global crops,
+no local crops); their heads are narrower than the papers' (``Settings``), the same on both sides.
 
 Both use the same SGD (same lr, momentum, weight decay; biases and norm parameters without decay),
 no schedule, batch 256, one data-loading worker. Both backbones are then scored by the same
@@ -60,7 +64,7 @@ from ssl_toolkit.metrics import knn_classify
 from ssl_toolkit.optim import param_groups
 from ssl_toolkit.recipe.build import build_parts, validate
 
-METHODS = ("simclr", "mocov2", "swav", "byol")
+METHODS = ("simclr", "mocov2", "swav", "byol", "barlow_twins", "vicreg", "dino")
 MEAN, STD = 0.286, 0.353  # Fashion-MNIST pixel statistics (the shipped recipes')
 
 
@@ -84,6 +88,25 @@ class Settings:
     queue_size: int = 4096  # MoCo v2
     swav_temperature: float = 0.1
     num_prototypes: int = 3000
+    # Barlow Twins and VICReg: lightly's 3-Linear projector (BN + ReLU after the two hidden ones)
+    # 512 -> 2048 -> 2048 -> 2048 (papers: 8192 wide), narrower so a step costs about a BYOL step.
+    wide_hidden_dim: int = 2048
+    wide_out_dim: int = 2048
+    barlow_lambda: float = 0.0051  # the paper's (lightly's default 5e-3, ours 0.0051): set on both sides
+    # Plain SGD at lr 0.3 (no LARS, no warm-up) diverges at the papers' loss scales (measured on 4
+    # steps: Barlow's features reach a std of 1e11, VICReg's loss NaN at step 3), so both losses are
+    # scaled by a constant, on both sides alike: Barlow x 1e-3 (our ``scale_loss``; lightly's loss
+    # times it, as BYOL's below), VICReg's weights lambda, mu, nu / 25 (the paper's ratios 25:25:1).
+    barlow_loss_scale: float = 1e-3
+    vicreg_weights: tuple[float, float, float] = (1.0, 1.0, 0.04)
+    # DINO: MLP 512 -> 512 -> 512 -> 256 (GELU, no BN), L2-normalize, weight-normalized 256 -> 4096
+    # prototypes with g fixed at 1 (paper: 2048, 256, 65536); teacher t 0.04, student t 0.1, centre
+    # momentum 0.9 (lightly's and our defaults); teacher EMA 0.99 -> 1 cosine as MoCo v2 and BYOL here.
+    dino_hidden_dim: int = 512
+    dino_bottleneck_dim: int = 256
+    dino_out_dim: int = 4096
+    dino_teacher_temp: float = 0.04
+    dino_student_temp: float = 0.1
     skip_steps: int = 2  # warm-up steps left out of the throughput
 
 
@@ -221,15 +244,25 @@ def lightly_run(
     ``views="kornia"`` trains on ssl_toolkit's views (``KorniaViews``) instead of lightly's
     transform, ``views="pil_crops"`` on torchvision's PIL crops with ssl_toolkit's colour jitter:
     everything else is lightly's, so they isolate the augmentation and its two halves."""
-    from lightly.loss import NegativeCosineSimilarity, NTXentLoss, SwaVLoss
+    from lightly.loss import (
+        BarlowTwinsLoss,
+        DINOLoss,
+        NegativeCosineSimilarity,
+        NTXentLoss,
+        SwaVLoss,
+        VICRegLoss,
+    )
     from lightly.models.modules import (
+        BarlowTwinsProjectionHead,
         BYOLPredictionHead,
         BYOLProjectionHead,
+        DINOProjectionHead,
         MoCoProjectionHead,
         SimCLRProjectionHead,
         SwaVProjectionHead,
         SwaVPrototypes,
     )
+    from lightly.models.modules.heads import VICRegProjectionHead  # not re-exported by lightly 1.6
     from lightly.models.utils import update_momentum
     from lightly.transforms import SimCLRTransform, SwaVTransform
     from lightly.utils.scheduler import cosine_schedule
@@ -258,6 +291,25 @@ def lightly_run(
             criterion = NegativeCosineSimilarity()
             extra["backbone_m"] = copy.deepcopy(backbone).requires_grad_(False)
             extra["head_m"] = copy.deepcopy(head).requires_grad_(False)
+        elif method == "barlow_twins":
+            head = BarlowTwinsProjectionHead(512, s.wide_hidden_dim, s.wide_out_dim)
+            criterion = BarlowTwinsLoss(lambda_param=s.barlow_lambda, gather_distributed=False)
+        elif method == "vicreg":
+            head = VICRegProjectionHead(512, s.wide_hidden_dim, s.wide_out_dim, num_layers=3)
+            lam, mu, nu = s.vicreg_weights
+            criterion = VICRegLoss(lambda_param=lam, mu_param=mu, nu_param=nu)  # eps 1e-4 as ours
+        elif method == "dino":
+            dims = (512, s.dino_hidden_dim, s.dino_bottleneck_dim, s.dino_out_dim)
+            head = DINOProjectionHead(*dims, batch_norm=False, freeze_last_layer=-1, norm_last_layer=True)
+            criterion = DINOLoss(s.dino_out_dim, warmup_teacher_temp=s.dino_teacher_temp,
+                                 teacher_temp=s.dino_teacher_temp, student_temp=s.dino_student_temp,
+                                 center_momentum=0.9)  # fmt: skip
+            extra["backbone_m"] = copy.deepcopy(backbone).requires_grad_(False)
+            # The teacher head starts as a copy of the student's (the authors' and the toolkit's; lightly's
+            # example builds a new one). Its old-style weight_norm cannot be deep-copied: load the state.
+            extra["head_m"] = DINOProjectionHead(*dims, batch_norm=False, norm_last_layer=True)
+            extra["head_m"].load_state_dict(head.state_dict())
+            extra["head_m"].requires_grad_(False)
         else:
             head = MoCoProjectionHead(512, s.hidden_dim, s.out_dim)
             criterion = NTXentLoss(temperature=s.temperature, memory_bank_size=(s.queue_size, s.out_dim))
@@ -277,7 +329,7 @@ def lightly_run(
     total = len(loader) * s.epochs
     model.train()
     step, images, start = 0, 0, None
-    for _ in range(s.epochs):
+    for epoch in range(s.epochs):
         for views in loader:
             if step == s.skip_steps:
                 start = time.perf_counter()
@@ -302,6 +354,19 @@ def lightly_run(
                 with torch.no_grad():
                     z0, z1 = extra["head_m"](extra["backbone_m"](x)).chunk(2)
                 loss = 4 + 2 * (criterion(p0, z1) + criterion(p1, z0))
+            elif method in ("barlow_twins", "vicreg"):  # one backbone call, the projector per view (its
+                f0, f1 = backbone(torch.cat(views)).chunk(2)  # BN statistics per view, as ViewPairsHead)
+                loss = criterion(head(f0), head(f1))
+                loss = loss * s.barlow_loss_scale if method == "barlow_twins" else loss
+            elif method == "dino":  # lightly's DINO example, 2 global views, no local crops
+                m = cosine_schedule(step, total, 0.99, 1.0)
+                update_momentum(backbone, extra["backbone_m"], m)
+                update_momentum(head, extra["head_m"], m)
+                x = torch.cat(views)
+                student = head(backbone(x)).chunk(2)
+                with torch.no_grad():
+                    teacher = extra["head_m"](extra["backbone_m"](x)).chunk(2)
+                loss = criterion(list(teacher), list(student), epoch=epoch)
             else:
                 extra["prototypes"].normalize()
                 z = nn.functional.normalize(head(backbone(torch.cat(views))), dim=1)
@@ -309,6 +374,8 @@ def lightly_run(
                 loss = criterion(high_resolution_outputs=p, low_resolution_outputs=[])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if method == "dino":
+                head.cancel_last_layer_gradients(current_epoch=epoch)  # freeze_last_layer=-1: never
             optimizer.step()
             if start is not None:
                 images += views[0].shape[0]
@@ -320,8 +387,22 @@ def lightly_run(
 # --- ssl_toolkit ----------------------------------------------------------------------------------
 # Where lightly's model differs from the authors' code (the toolkit's defaults), the equal recipe
 # takes lightly's form: SimCLR's output BN has a shift (the official code: scale only), SwAV's
-# prototypes have a bias (the official code: none). MoCo v2's and BYOL's heads are the same.
-LIGHTLY_FORM = {"simclr": {"last_norm": "bn_affine"}, "mocov2": {}, "swav": {"prototype_bias": True}, "byol": {}}
+# prototypes have a bias (the official code: none), DINO's last layer trains from the first step
+# (lightly's DINOProjectionHead: freeze_last_layer=-1; the official code and ours: frozen for the
+# first epoch, here the whole run). MoCo v2's and BYOL's heads are the same. Barlow Twins' and
+# VICReg's are the same but for one inert parameter: lightly's last projector Linear has a bias
+# (the authors' and ours: none); both losses are invariant to a per-dimension shift of z (Barlow
+# standardizes each dimension over the batch, VICReg's terms are differences, variances and
+# centred covariances), so the bias gets no gradient and changes no loss (tests/test_peer_lightly.py).
+LIGHTLY_FORM = {
+    "simclr": {"last_norm": "bn_affine"},
+    "mocov2": {},
+    "swav": {"prototype_bias": True},
+    "byol": {},
+    "barlow_twins": {},
+    "vicreg": {},
+    "dino": {"freeze_last_layer_epochs": 0},
+}
 # The same keys at the head constructors' defaults (the authors' forms).
 AUTHORS_FORM = {
     method: {key: inspect.signature(HEADS[method]).parameters[key].default for key in keys}
@@ -342,8 +423,20 @@ def toolkit_recipe(method: str, s: Settings, seed: int, head_overrides: dict | N
         "swav": {"name": "swav", "num_prototypes": s.num_prototypes, "temperature": s.swav_temperature,
                  "epsilon": 0.05, "num_global": 2},
         "byol": {"name": "byol", "pred_hidden_dim": s.hidden_dim, "base_momentum": 0.99, "final_momentum": 1.0},
+        # Barlow: lightly's loss (on-diagonal sum + lambda off-diagonal sum of C) times barlow_loss_scale
+        "barlow_twins": {"name": "barlow_twins", "hidden_dim": s.wide_hidden_dim, "out_dim": s.wide_out_dim,
+                         "num_layers": 3, "batch_norm": True, "lambd": s.barlow_lambda,
+                         "scale_loss": s.barlow_loss_scale},
+        "vicreg": {"name": "vicreg", "hidden_dim": s.wide_hidden_dim, "out_dim": s.wide_out_dim, "num_layers": 3,
+                   "batch_norm": True, **dict(zip(("invariance_weight", "variance_weight", "covariance_weight"),
+                                                  s.vicreg_weights))},
+        "dino": {"name": "dino", "hidden_dim": s.dino_hidden_dim, "bottleneck_dim": s.dino_bottleneck_dim,
+                 "out_dim": s.dino_out_dim, "num_layers": 3, "batch_norm": False, "norm_last_layer": True,
+                 "teacher_temp": s.dino_teacher_temp, "warmup_teacher_temp": s.dino_teacher_temp,
+                 "warmup_teacher_temp_epochs": 0, "student_temp": s.dino_student_temp, "center_momentum": 0.9,
+                 "base_momentum": 0.99, "final_momentum": 1.0},
     }  # fmt: skip
-    head = {**heads[method], "hidden_dim": s.hidden_dim, "out_dim": s.out_dim, **LIGHTLY_FORM[method],
+    head = {"hidden_dim": s.hidden_dim, "out_dim": s.out_dim, **heads[method], **LIGHTLY_FORM[method],
             **(head_overrides or {})}  # fmt: skip
     return {
         "seed": seed,

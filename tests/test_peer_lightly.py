@@ -22,6 +22,7 @@ from benchmarks.peer_lightly import (
     toolkit_recipe,
 )
 from ssl_toolkit.heads import HEADS
+from ssl_toolkit.heads.base import BatchInfo, Views
 from ssl_toolkit.recipe.build import validate
 
 
@@ -31,7 +32,9 @@ def test_toolkit_recipe_is_valid_and_uses_the_shared_settings(method: str) -> No
     recipe = toolkit_recipe(method, s, seed=3)
     validate(recipe)
     assert recipe["seed"] == 3 and recipe["head"]["name"] == method
-    assert (recipe["head"]["hidden_dim"], recipe["head"]["out_dim"]) == (s.hidden_dim, s.out_dim)
+    widths = {"barlow_twins": (s.wide_hidden_dim, s.wide_out_dim), "vicreg": (s.wide_hidden_dim, s.wide_out_dim),
+              "dino": (s.dino_hidden_dim, s.dino_out_dim)}  # fmt: skip
+    assert (recipe["head"]["hidden_dim"], recipe["head"]["out_dim"]) == widths.get(method, (s.hidden_dim, s.out_dim))
     assert recipe["optimizer"] == {"name": "sgd", "lr": s.lr, "weight_decay": s.weight_decay, "momentum": s.momentum}
     assert "scheduler" not in recipe and recipe["data"]["train_samples"] == s.train_samples
     a = recipe["augment"]
@@ -125,3 +128,119 @@ def test_byol_recipe_builds_lightlys_byol_heads() -> None:
     projector.layers.load_state_dict(head.projector.state_dict(), strict=True)
     predictor.layers.load_state_dict(head.predictor.state_dict(), strict=True)
     assert (head.base_momentum, head.final_momentum) == (0.99, 1.0)  # lightly side: cosine_schedule(0.99, 1.0)
+
+
+def _two_views(seed: int) -> tuple[list[torch.Tensor], BatchInfo]:
+    g = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(32, 512, generator=g) for _ in range(2)]
+    info = BatchInfo(labels=torch.zeros(32, dtype=torch.long), index=torch.arange(32), step=0, epoch=0)
+    return feats, info
+
+
+def _toolkit_head(method: str) -> nn.Module:
+    kwargs = {k: v for k, v in toolkit_recipe(method, Settings(), 0)["head"].items() if k != "name"}
+    return HEADS[method](in_dim=512, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["barlow_twins", "vicreg"])
+def test_barlow_twins_and_vicreg_recipes_equal_lightlys_model_loss_and_gradients(method: str) -> None:
+    """Same projector weights (lightly's copied into ours) and the same two views of features give
+    the same loss and the same gradients (projector weights and input features) on both sides.
+    lightly's projector has one extra parameter, the bias of its last Linear: the loss does not
+    change with it and it gets no gradient (both losses ignore a per-dimension shift of z)."""
+    from lightly.loss import BarlowTwinsLoss, VICRegLoss
+    from lightly.models.modules import BarlowTwinsProjectionHead
+    from lightly.models.modules.heads import VICRegProjectionHead
+
+    s = Settings()
+    if method == "barlow_twins":
+        theirs: nn.Module = BarlowTwinsProjectionHead(512, s.wide_hidden_dim, s.wide_out_dim)
+        criterion: nn.Module = BarlowTwinsLoss(lambda_param=s.barlow_lambda, gather_distributed=False)
+    else:
+        theirs = VICRegProjectionHead(512, s.wide_hidden_dim, s.wide_out_dim, num_layers=3)
+        lam, mu, nu = s.vicreg_weights
+        criterion = VICRegLoss(lambda_param=lam, mu_param=mu, nu_param=nu)
+    ours = _toolkit_head(method)
+    projector = ours.projector if method == "barlow_twins" else ours.expander
+    last = f"{len(theirs.layers) - 1}.bias"
+    missing, unexpected = projector.load_state_dict(theirs.layers.state_dict(), strict=False)
+    assert (missing, unexpected) == ([], [last])  # every other tensor has its twin, same shape
+    assert sum(p.numel() for p in theirs.parameters()) - sum(p.numel() for p in ours.parameters()) == s.wide_out_dim
+    with torch.no_grad():
+        theirs.layers[-1].bias.normal_()  # an arbitrary shift: it must not matter
+    feats, info = _two_views(0)
+    f_ours = [f.clone().requires_grad_() for f in feats]
+    f_theirs = [f.clone().requires_grad_() for f in feats]
+    loss_ours = ours(Views(f_ours), info).loss
+    loss_theirs = criterion(theirs(f_theirs[0]), theirs(f_theirs[1]))
+    loss_theirs = loss_theirs * s.barlow_loss_scale if method == "barlow_twins" else loss_theirs  # as lightly_run
+    loss_ours.backward()
+    loss_theirs.backward()
+    torch.testing.assert_close(loss_ours, loss_theirs, rtol=1e-5, atol=1e-5)
+    grads_theirs = dict(theirs.layers.named_parameters())
+    for name, p in projector.named_parameters():  # fp32 sums in other orders: tolerance 1e-4 of the largest
+        theirs_grad = grads_theirs[name].grad
+        torch.testing.assert_close(p.grad, theirs_grad, rtol=1e-4, atol=1e-4 * theirs_grad.abs().max().item())
+    for a, b in zip(f_ours, f_theirs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4 * b.grad.abs().max().item())
+    assert grads_theirs[last].grad.abs().max() < 1e-5 * theirs.layers[0].weight.grad.abs().max()
+    # In training both sides' backbone runs on the concatenated views, the projector per view.
+
+
+def _copy_dino_projection(theirs: nn.Module, ours: nn.Module) -> None:
+    """lightly's ``DINOProjectionHead`` weights into ours: the same MLP indices; lightly's old-style
+    ``weight_norm`` (``weight_g``, ``weight_v``) into the parametrization (``original0``, ``original1``)."""
+    state = {"mlp." + k.removeprefix("layers."): v for k, v in theirs.state_dict().items() if k.startswith("layers.")}
+    state["last_layer.parametrizations.weight.original0"] = theirs.last_layer.weight_g
+    state["last_layer.parametrizations.weight.original1"] = theirs.last_layer.weight_v
+    ours.load_state_dict(state, strict=True)
+
+
+def test_dino_recipe_equals_lightlys_model_loss_gradients_and_centre() -> None:
+    """Student and teacher heads with lightly's weights copied, the same student and teacher
+    features of two global views: the same loss, gradients and updated centre, two steps running;
+    the same trainable parameters (weight norm g fixed at 1, the last layer not frozen)."""
+    import warnings
+
+    from lightly.loss import DINOLoss
+    from lightly.models.modules import DINOProjectionHead
+
+    s = Settings()
+    with warnings.catch_warnings():  # lightly 1.6 builds the last layer with the deprecated nn.utils.weight_norm
+        warnings.simplefilter("ignore")
+        theirs = DINOProjectionHead(512, s.dino_hidden_dim, s.dino_bottleneck_dim, s.dino_out_dim,
+                                    batch_norm=False, freeze_last_layer=-1, norm_last_layer=True)  # fmt: skip
+        theirs_teacher = DINOProjectionHead(512, s.dino_hidden_dim, s.dino_bottleneck_dim, s.dino_out_dim)
+    criterion = DINOLoss(s.dino_out_dim, warmup_teacher_temp=s.dino_teacher_temp, teacher_temp=s.dino_teacher_temp,
+                         student_temp=s.dino_student_temp, center_momentum=0.9)  # fmt: skip
+    ours = _toolkit_head("dino")
+    _copy_dino_projection(theirs, ours.projection)
+    _copy_dino_projection(theirs_teacher, ours.teacher_projection)
+    trainable_ours = [p.shape for p in ours.projection.parameters() if p.requires_grad]
+    assert trainable_ours == [p.shape for p in theirs.parameters() if p.requires_grad]
+    assert not any(p.requires_grad for p in ours.teacher_projection.parameters())
+    assert ours.freeze_last_layer_epochs == 0 and theirs.freeze_last_layer == -1
+    assert (ours.base_momentum, ours.final_momentum) == (0.99, 1.0)  # lightly side: cosine_schedule(0.99, 1.0)
+    for seed in (0, 1):  # the second step runs on the moved centre
+        feats, info = _two_views(seed)
+        teacher_feats, _ = _two_views(seed + 10)
+        f_ours = [f.clone().requires_grad_() for f in feats]
+        f_theirs = torch.cat(feats).requires_grad_()
+        ours.zero_grad()
+        theirs.zero_grad()
+        loss_ours = ours(Views(f_ours, teacher=teacher_feats), info).loss
+        with torch.no_grad():
+            teacher = theirs_teacher(torch.cat(teacher_feats)).chunk(2)
+        loss_theirs = criterion(list(teacher), list(theirs(f_theirs).chunk(2)), epoch=0)
+        loss_ours.backward()
+        loss_theirs.backward()
+        ours.after_backward(0)
+        theirs.cancel_last_layer_gradients(current_epoch=0)
+        torch.testing.assert_close(loss_ours, loss_theirs, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ours.loss.center, criterion.center.view(1, -1), rtol=1e-5, atol=1e-7)
+        grads_theirs = [p.grad for p in theirs.parameters() if p.requires_grad]
+        grads_ours = [p.grad for p in ours.projection.parameters() if p.requires_grad]
+        assert len(grads_ours) == len(grads_theirs) and all(g is not None for g in grads_ours)
+        for a, b in zip(grads_ours, grads_theirs):  # the same order: mlp layers, then the last layer's v
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-8)
+        torch.testing.assert_close(torch.cat([f.grad for f in f_ours]), f_theirs.grad, rtol=1e-4, atol=1e-9)

@@ -10,6 +10,7 @@ loss and projector), so runs of different heads are refused.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,6 +333,12 @@ def format_table(rows: list[Row], with_labels: bool = False) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
 
+def spearman_text(rho: float) -> str:
+    """``+0.83``; for NaN (the metric or the accuracy is the same for every checkpoint: no ranking to
+    correlate) ``undefined (ties only)``."""
+    return "undefined (ties only)" if math.isnan(rho) else f"{rho:+.2f}"
+
+
 def format_report(report: list[dict[str, Any]]) -> str:
     """One line per metric: its choice (``run/file``: runs of a sweep have the same file names), and
     with labels its Spearman with k-NN / linear top-1 and its regret in points."""
@@ -341,8 +348,7 @@ def format_report(report: list[dict[str, Any]]) -> str:
         line = f"{e['metric']} ({e['better']} is better): selects {run_dir_of(chosen).name}/{chosen.name}"
         for kind, label in (("knn", "k-NN"), ("linear", "linear")):
             if f"spearman_{kind}" in e:
-                line += (
-                    f"; {label}: Spearman {e[f'spearman_{kind}']:+.2f}, regret {100 * e[f'regret_{kind}']:.2f} points"
-                )
+                rho = spearman_text(e[f"spearman_{kind}"])
+                line += f"; {label}: Spearman {rho}, regret {100 * e[f'regret_{kind}']:.2f} points"
         lines.append(line)
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from pathlib import Path
 from matplotlib.figure import Figure  # object API: no pyplot, no global backend switch
 
 from ssl_toolkit.eval.label_free import METRICS
-from ssl_toolkit.eval.selection import Row, metric_report
+from ssl_toolkit.eval.selection import Row, metric_report, spearman_text
 
 
 def plot_selection(rows: list[Row], path: Path, title: str = "") -> Path:
@@ -59,8 +59,8 @@ def plot_selection(rows: list[Row], path: Path, title: str = "") -> Path:
         if METRICS[name].better == "near 1":
             ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
         ax.set_title(
-            f"{name} ({METRICS[name].better} is better)\nSpearman k-NN {entry['spearman_knn']:+.2f}, linear "
-            f"{entry['spearman_linear']:+.2f}\nregret k-NN {100 * entry['regret_knn']:.2f}, linear "
+            f"{name} ({METRICS[name].better} is better)\nSpearman k-NN {spearman_text(entry['spearman_knn'])}, linear "
+            f"{spearman_text(entry['spearman_linear'])}\nregret k-NN {100 * entry['regret_knn']:.2f}, linear "
             f"{100 * entry['regret_linear']:.2f} points",
             fontsize=9,
         )

@@ -436,3 +436,6 @@ def test_select_report_names_the_run_of_each_choice() -> None:
         "rankme (higher is better): selects t0.5/epoch=1-step=16.ckpt",
         "lidar (higher is better): selects t0.2/epoch=1-step=16.ckpt; k-NN: Spearman +0.50, regret 0.39 points",
     ]
+    # Every checkpoint with the same score: no ranking to correlate, said so (was "Spearman +nan").
+    report[1]["spearman_knn"] = float("nan")
+    assert format_report(report).splitlines()[1].endswith("k-NN: Spearman undefined (ties only), regret 0.39 points")

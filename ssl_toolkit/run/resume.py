@@ -187,5 +187,21 @@ def check_fits(module: pl.LightningModule, point: ResumePoint) -> None:
     wanted = {k: _layout(v) for k, v in module.state_dict().items()}
     have = {k: _layout(v) for k, v in saved.items()}
     if wanted != have:
-        diff = sorted(set(wanted.items()) ^ set(have.items()), key=str)[:3]
-        raise RecipeError(f"resume: {point.checkpoint} does not fit this recipe's model (e.g. {diff})")
+        raise RecipeError(f"resume: {point.checkpoint} does not fit this recipe's model ({_mismatch(have, wanted)})")
+
+
+def _mismatch(have: dict[str, Any], wanted: dict[str, Any], shown: int = 3) -> str:
+    """The first ``shown`` entries that differ, each saying which side holds what."""
+    parts = []
+    for key in sorted(set(have) | set(wanted)):
+        saved, needed = have.get(key), wanted.get(key)
+        if saved == needed:
+            continue
+        if saved is None:
+            parts.append(f"{key}: not in the checkpoint, the recipe's model has {needed}")
+        elif needed is None:
+            parts.append(f"{key}: in the checkpoint {saved}, not in the recipe's model")
+        else:
+            parts.append(f"{key}: checkpoint {saved}, recipe's model {needed}")
+    more = f"; and {len(parts) - shown} more" if len(parts) > shown else ""
+    return "; ".join(parts[:shown]) + more

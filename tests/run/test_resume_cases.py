@@ -258,7 +258,14 @@ def test_a_resumed_run_reads_its_checkpoint_once_before_lightning(tmp_path: Path
 
 @pytest.mark.parametrize(
     ("override", "says"),
-    [("head.out_dim=8", "does not fit this recipe's model"), ("scheduler.name=warmup_cosine", "was trained with")],
+    [
+        # each differing entry says which side holds what: checkpoint 128 wide, the recipe's model 8
+        (
+            "head.out_dim=8",
+            "recipe's model (8,); head.projector.4.running_var: checkpoint (128,), recipe's model (8,); and 1 more)",
+        ),
+        ("scheduler.name=warmup_cosine", "was trained with"),
+    ],
     ids=["weights-do-not-fit", "another-kind-of-scheduler"],
 )
 def test_resume_refuses_a_recipe_its_checkpoint_does_not_fit(tmp_path: Path, capsys, override: str, says: str) -> None:

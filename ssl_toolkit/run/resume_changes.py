@@ -86,10 +86,13 @@ class ResumeChanges(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         changes: dict[str, list[Any]] = {}
+        # With a scheduler the step's lr follows from its base lr (``initial_lr``) and the schedule,
+        # set below; without one (``scheduler: null``) the group's ``lr`` is the recipe's value.
+        scheduled = bool(trainer.lr_scheduler_configs)
         for opt, fresh in zip(trainer.optimizers, self.fresh_groups):
             for group, new in zip(opt.param_groups, fresh):
                 for key, value in new.items():
-                    if key != "lr" and group.get(key) != value:
+                    if (key != "lr" or not scheduled) and group.get(key) != value:
                         name = "lr" if key == "initial_lr" else key
                         changes.setdefault(name, [group.get(key), value])
                         group[key] = value

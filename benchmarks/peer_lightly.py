@@ -49,7 +49,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -120,6 +120,43 @@ class RunResult:
     images_per_s: float
     train_s: float
     steps: int
+
+
+# RunResult's annotations -> the JSON values a line may hold there, and their name in an error
+RUN_TYPES = {"str": (str, "string"), "int": (int, "integer"), "float": ((int, float), "number")}
+
+
+def read_runs(path: Path) -> list[RunResult]:
+    """The runs in a JSON-lines file of ``main``'s: one object with ``RunResult``'s keys a line,
+    blank lines skipped. Raises ValueError naming the file, the line (from 1) and what is wrong."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start})") from None
+    kinds = {f.name: RUN_TYPES[f.type] for f in fields(RunResult)}
+    keys = ", ".join(kinds)
+    runs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: a JSON {type(row).__name__}, not an object with the keys {keys}")
+        missing, unknown = [k for k in kinds if k not in row], sorted(set(row) - set(kinds))
+        wrong = [f"{what} key(s) {', '.join(ks)}" for what, ks in [("missing", missing), ("unknown", unknown)] if ks]
+        if wrong:
+            raise ValueError(f"{where}: {'; '.join(wrong)} (a run has {keys})")
+        for key, (kind, name) in kinds.items():
+            if isinstance(row[key], bool) or not isinstance(row[key], kind):
+                raise ValueError(f"{where}: {key} is {json.dumps(row[key])}, not a JSON {name}")
+        if row["method"] not in METHODS:
+            raise ValueError(f"{where}: method {row['method']!r} is not one of {', '.join(METHODS)}")
+        runs.append(RunResult(**row))
+    return runs
 
 
 # --- shared: data and evaluation ------------------------------------------------------------------
@@ -620,7 +657,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.out.is_file():
             print(f"--out: {args.out} is not a file of runs (one JSON line per run)", file=sys.stderr)
             return 2
-        print(table([RunResult(**json.loads(line)) for line in args.out.read_text().splitlines() if line]))
+        try:
+            runs = read_runs(args.out)
+        except ValueError as e:
+            print(f"--out: {e}", file=sys.stderr)
+            return 2
+        if not runs:
+            print(f"--out: no runs in {args.out}", file=sys.stderr)
+            return 2
+        print(table(runs))
         return 0
     s = Settings(root=args.root, train_samples=args.train_samples, val_samples=args.val_samples)
     if s.train_samples // s.batch_size * s.epochs <= s.skip_steps:

@@ -113,6 +113,53 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys) -> None:  # no
     )
 
 
+GOOD_LINE = (
+    '{"method": "simclr", "side": "lightly", "seed": 0, "knn_top1": 0.5, "views_per_s": 30.0, '
+    '"images_per_s": 15.0, "train_s": 100.0, "steps": 8}'
+)
+KEYS = "method, side, seed, knn_top1, views_per_s, images_per_s, train_s, steps"
+
+
+@pytest.mark.parametrize(
+    ("second_line", "problem"),
+    [
+        ('{"method": "simclr", "side": ', "not JSON (Expecting value, column 30)"),
+        ("[1, 2]", f"a JSON list, not an object with the keys {KEYS}"),
+        (GOOD_LINE.replace('"seed": 0, ', ""), f"missing key(s) seed (a run has {KEYS})"),
+        (GOOD_LINE.replace('"seed"', '"sead"'), f"missing key(s) seed; unknown key(s) sead (a run has {KEYS})"),
+        (GOOD_LINE.replace("}", ', "epochs": 1}'), f"unknown key(s) epochs (a run has {KEYS})"),
+        (GOOD_LINE.replace('"seed": 0', '"seed": "0"'), 'seed is "0", not a JSON integer'),
+        (GOOD_LINE.replace('"knn_top1": 0.5', '"knn_top1": null'), "knn_top1 is null, not a JSON number"),
+        (GOOD_LINE.replace('"simclr"', '"simsiam"'), f"method 'simsiam' is not one of {', '.join(METHODS)}"),
+    ],
+)
+def test_table_only_names_the_file_and_line_of_a_bad_run(tmp_path, capsys, second_line: str, problem: str) -> None:  # noqa: ANN001
+    from benchmarks.peer_lightly import main
+
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text(f"{GOOD_LINE}\n\n{second_line}\n")  # the blank line is skipped but counted
+    assert main(["--table-only", "--out", str(runs)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"--out: {runs} line 3: {problem}\n"
+
+
+def test_table_only_on_a_file_without_runs_says_so(tmp_path, capsys) -> None:  # noqa: ANN001
+    from benchmarks.peer_lightly import main
+
+    for name, text in [("empty.jsonl", ""), ("blank.jsonl", "\n  \n")]:
+        runs = tmp_path / name
+        runs.write_text(text)
+        assert main(["--table-only", "--out", str(runs)]) == 2
+        assert capsys.readouterr().err == f"--out: no runs in {runs}\n"
+    runs = tmp_path / "binary.jsonl"
+    runs.write_bytes(b"\x80\x00")
+    assert main(["--table-only", "--out", str(runs)]) == 2
+    assert capsys.readouterr().err == f"--out: {runs} is not UTF-8 text (byte 0)\n"
+    runs.write_text(GOOD_LINE + "\n")  # and a good file prints its table
+    assert main(["--table-only", "--out", str(runs)]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith("| simclr | lightly | 0.5000 ± - | 0: 0.5000 | 30 (15) |")
+
+
 def test_byol_recipe_builds_lightlys_byol_heads() -> None:
     """The toolkit side's BYOL projector and predictor have the layers of lightly 1.6's
     ``BYOLProjectionHead`` / ``BYOLPredictionHead`` at the shared widths (weights load both ways)."""

@@ -673,6 +673,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--train-samples: {s.train_samples} gives {steps} step(s) of {s.batch_size}, none after the "
               f"{s.skip_steps} warm-up steps; use at least {least}", file=sys.stderr)  # fmt: skip
         return 2
+    if not args.out.parent.is_dir() or args.out.is_dir():  # before the first (minutes-long) run, not after it
+        what = f"{args.out} is a folder" if args.out.is_dir() else f"{args.out.parent} is not an existing folder"
+        print(f"--out: {what}; give a file of runs (one JSON line per run, appended to)", file=sys.stderr)
+        return 2
     try:
         import lightly  # noqa: F401
     except ImportError:

@@ -111,6 +111,15 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys) -> None:  # no
     assert capsys.readouterr().err.strip() == (
         "--train-samples: 100 gives 0 step(s) of 256, none after the 2 warm-up steps; use at least 768"
     )
+    assert main(["--out", str(tmp_path / "no_such_folder" / "runs.jsonl")]) == 2  # before any run
+    assert capsys.readouterr().err.strip() == (
+        f"--out: {tmp_path / 'no_such_folder'} is not an existing folder; "
+        "give a file of runs (one JSON line per run, appended to)"
+    )
+    assert main(["--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"--out: {tmp_path} is a folder; give a file of runs (one JSON line per run, appended to)"
+    )
 
 
 GOOD_LINE = (

@@ -631,9 +631,13 @@ def table(results: list[RunResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )  # the formatter shows an argument's default only where it has a help string: every one has
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to train")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds; each trains every method on every side"
+    )
     parser.add_argument(
         "--sides",
         nargs="+",
@@ -647,10 +651,22 @@ def main(argv: list[str] | None = None) -> int:
         "lightly_kornia_views_8bit: lightly on ssl_toolkit's views rounded to 8 bits; "
         "ssl_toolkit_plain_loop: ssl_toolkit's module stepped by lightly's plain loop, no Trainer",
     )
-    parser.add_argument("--train-samples", type=int, default=Settings.train_samples)
-    parser.add_argument("--val-samples", type=int, default=Settings.val_samples)
-    parser.add_argument("--root", default=Settings.root)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/peer_lightly.jsonl"))
+    parser.add_argument(
+        "--train-samples",
+        type=int,
+        default=Settings.train_samples,
+        help=f"training images, a fixed subset of the train split: one epoch of {Settings.batch_size}-image steps",
+    )
+    parser.add_argument(
+        "--val-samples", type=int, default=Settings.val_samples, help="k-NN queries, a fixed subset of the test split"
+    )
+    parser.add_argument("--root", default=Settings.root, help="Fashion-MNIST folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/peer_lightly.jsonl"),
+        help="JSON-lines file the runs are appended to",
+    )
     parser.add_argument("--table-only", action="store_true", help="print the table of the runs in --out")
     args = parser.parse_args(argv)
     if args.table_only:

@@ -122,6 +122,19 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys) -> None:  # no
     )
 
 
+def test_help_shows_every_default(capsys) -> None:  # noqa: ANN001
+    from benchmarks.peer_lightly import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
+    for default in ["['simclr', 'mocov2', 'swav', 'byol', 'barlow_twins', 'vicreg', 'dino']", "[0, 1, 2]",
+                    "['lightly', 'ssl_toolkit']", "16384", "5000", "/usr/share/datasets/fashion-mnist",
+                    "benchmarks/peer_lightly.jsonl", "False"]:  # fmt: skip
+        assert f"(default: {default})" in text
+
+
 GOOD_LINE = (
     '{"method": "simclr", "side": "lightly", "seed": 0, "knn_top1": 0.5, "views_per_s": 30.0, '
     '"images_per_s": 15.0, "train_s": 100.0, "steps": 8}'

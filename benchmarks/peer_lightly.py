@@ -603,30 +603,38 @@ def run_one(method: str, side: str, data: FashionMNISTData, s: Settings, seed: i
 def table(results: list[RunResult]) -> str:
     """Markdown: per method and side, k-NN mean ± sample std and per-seed values, views/s mean, and
     each other side against lightly on the seeds both ran (paired: mean k-NN difference in points,
-    throughput ratio of the means)."""
-    lines = ["| method | built from | k-NN top-1, mean ± std | per seed | training views/s (images/s) | "
-             "k-NN − lightly, same seeds | throughput / lightly |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    throughput ratio of the means). Runs of different budgets (``steps``) are never pooled or
+    paired: the rows are per method, steps and side, a side is compared with lightly's runs of the
+    same steps, and a ``steps`` column shows the budget when the runs hold more than one."""
+    budgets = sorted({r.steps for r in results})
+    by_steps = len(budgets) > 1
+    columns = ["method", "built from", *["steps"] * by_steps, "k-NN top-1, mean ± std", "per seed",
+               "training views/s (images/s)", "k-NN − lightly, same seeds", "throughput / lightly"]  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for method in METHODS:
-        lightly = {r.seed: r for r in results if r.method == method and r.side == "lightly"}
-        for side in [*SIDES, *sorted({r.side for r in results} - set(SIDES))]:  # then archived labels
-            rows = sorted((r for r in results if r.method == method and r.side == side), key=lambda r: r.seed)
-            if not rows:
-                continue
-            knn = [r.knn_top1 for r in rows]
-            spread = f"{statistics.stdev(knn):.4f}" if len(knn) > 1 else "-"
-            rate = statistics.mean(r.views_per_s for r in rows)
-            per_seed = ", ".join(f"{r.seed}: {r.knn_top1:.4f}" for r in rows)
-            versus = ["", ""]
-            paired = [(r, lightly[r.seed]) for r in rows if r.seed in lightly]
-            if side != "lightly" and paired:
-                diff = statistics.mean(r.knn_top1 - ref.knn_top1 for r, ref in paired)
-                ratio = statistics.mean(r.views_per_s for r, _ in paired) / statistics.mean(
-                    ref.views_per_s for _, ref in paired
-                )
-                seeds = "" if len(paired) == len(lightly) else f" ({len(paired)} seeds)"
-                versus = [f"{100 * diff:+.1f} pt{seeds}", f"{ratio:.2f}x"]
-            lines.append(f"| {method} | {side} | {statistics.mean(knn):.4f} ± {spread} | {per_seed} | "
-                         f"{rate:.0f} ({rate / 2:.0f}) | {versus[0]} | {versus[1]} |")  # fmt: skip
+        for steps in budgets:
+            runs = [r for r in results if r.method == method and r.steps == steps]
+            lightly = {r.seed: r for r in runs if r.side == "lightly"}
+            for side in [*SIDES, *sorted({r.side for r in runs} - set(SIDES))]:  # then archived labels
+                rows = sorted((r for r in runs if r.side == side), key=lambda r: r.seed)
+                if not rows:
+                    continue
+                knn = [r.knn_top1 for r in rows]
+                spread = f"{statistics.stdev(knn):.4f}" if len(knn) > 1 else "-"
+                rate = statistics.mean(r.views_per_s for r in rows)
+                per_seed = ", ".join(f"{r.seed}: {r.knn_top1:.4f}" for r in rows)
+                versus = ["", ""]
+                paired = [(r, lightly[r.seed]) for r in rows if r.seed in lightly]
+                if side != "lightly" and paired:
+                    diff = statistics.mean(r.knn_top1 - ref.knn_top1 for r, ref in paired)
+                    ratio = statistics.mean(r.views_per_s for r, _ in paired) / statistics.mean(
+                        ref.views_per_s for _, ref in paired
+                    )
+                    seeds = "" if len(paired) == len(lightly) else f" ({len(paired)} seeds)"
+                    versus = [f"{100 * diff:+.1f} pt{seeds}", f"{ratio:.2f}x"]
+                cells = [method, side, *[str(steps)] * by_steps, f"{statistics.mean(knn):.4f} ± {spread}", per_seed,
+                         f"{rate:.0f} ({rate / 2:.0f})", *versus]  # fmt: skip
+                lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -86,6 +86,22 @@ def test_table_compares_a_side_with_lightly_on_the_seeds_both_ran() -> None:
     assert out[3].endswith("| 160 (80) | -1.0 pt (1 seeds) | 1.45x |")  # against lightly's seed 1 alone
 
 
+def test_table_never_pools_or_pairs_runs_of_different_budgets() -> None:
+    """The same seeds at 8 and at 64 steps: two rows per side, each compared with lightly's runs of
+    its own budget, and a steps column (absent when every run has one budget: the tests above)."""
+    rows = [RunResult("simclr", "lightly", s, 0.50, 100, 50, 1.0, 8) for s in (0, 1)]
+    rows += [RunResult("simclr", "ssl_toolkit", s, 0.53, 150, 75, 1.0, 8) for s in (0, 1)]
+    rows += [RunResult("simclr", "lightly", s, 0.70, 400, 200, 1.0, 64) for s in (0, 1)]
+    rows += [RunResult("simclr", "ssl_toolkit", 0, 0.69, 600, 300, 1.0, 64)]
+    out = table(rows).splitlines()
+    assert out[0].startswith("| method | built from | steps | k-NN top-1, mean ± std |") and len(out) == 6
+    assert out[2].startswith("| simclr | lightly | 8 | 0.5000 ± 0.0000 | 0: 0.5000, 1: 0.5000 | 100 (50) |")
+    assert out[3].startswith("| simclr | ssl_toolkit | 8 | 0.5300 ± 0.0000 | 0: 0.5300, 1: 0.5300 |")
+    assert out[3].endswith("| 150 (75) | +3.0 pt | 1.50x |")
+    assert out[4].startswith("| simclr | lightly | 64 | 0.7000 ± 0.0000 | 0: 0.7000, 1: 0.7000 | 400 (200) |")
+    assert out[5].endswith("| 64 | 0.6900 ± - | 0: 0.6900 | 600 (300) | -1.0 pt (1 seeds) | 1.50x |")
+
+
 @pytest.mark.parametrize(("pil_crops", "eight_bit"), [(False, False), (True, False), (False, True)])
 def test_kornia_views_give_two_normalized_views_per_batch(pil_crops: bool, eight_bit: bool) -> None:
     images = torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8)

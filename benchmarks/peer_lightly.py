@@ -36,8 +36,10 @@ weighted k-NN (k = 200, T = 0.07, cosine; bank = the training subset, queries = 
 of the test split, un-augmented images). Throughput = training views (and images) per second over all steps but the
 first two (warm-up), data loading included.
 
-Writes one JSON line per run to ``--out`` (default ``benchmarks/peer_lightly.jsonl``) and prints
-the markdown table (mean and spread per method and side) that BENCHMARKS.md shows.
+Writes one JSON line per run to ``--out`` (default ``benchmarks/peer_lightly_{n}.jsonl``, ``{n}`` the
+training budget: ``16k`` for 16384 images; ``benchmarks/peer_lightly.jsonl`` holds the earlier
+2048-image runs) and prints the markdown table (mean and spread per method and side) that
+BENCHMARKS.md shows.
 """
 
 from __future__ import annotations
@@ -593,6 +595,11 @@ DEFAULT_SIDES = ("lightly", "ssl_toolkit")
 
 
 # --- driver ---------------------------------------------------------------------------------------
+def budget_label(train_samples: int) -> str:
+    """The ``{n}`` of ``--out``: a multiple of 1024 in k (16384 -> ``16k``), any other count as is."""
+    return f"{train_samples // 1024}k" if train_samples % 1024 == 0 else str(train_samples)
+
+
 def run_one(method: str, side: str, data: FashionMNISTData, s: Settings, seed: int) -> RunResult:
     backbone, t = SIDES[side](method, data, s, seed)
     images_per_s = t["images"] / t["seconds"]
@@ -672,11 +679,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("benchmarks/peer_lightly.jsonl"),
-        help="JSON-lines file the runs are appended to",
+        default=Path("benchmarks/peer_lightly_{n}.jsonl"),
+        help="JSON-lines file the runs are appended to (--table-only: read from); {n} becomes the --train-samples, "
+        "in k for a multiple of 1024 (16384: 16k), so runs of different budgets go to different files. "
+        "benchmarks/peer_lightly.jsonl holds the earlier 2048-image, 8-step runs",
     )
     parser.add_argument("--table-only", action="store_true", help="print the table of the runs in --out")
     args = parser.parse_args(argv)
+    args.out = Path(str(args.out).replace("{n}", budget_label(args.train_samples)))
     if args.table_only:
         if not args.out.is_file():
             print(f"--out: {args.out} is not a file of runs (one JSON line per run)", file=sys.stderr)

@@ -4,6 +4,7 @@ settings; the table's arithmetic. (The runs themselves need lightly: ``pip insta
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,8 +148,25 @@ def test_help_shows_every_default(capsys) -> None:  # noqa: ANN001
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
     for default in ["['simclr', 'mocov2', 'swav', 'byol', 'barlow_twins', 'vicreg', 'dino']", "[0, 1, 2]",
                     "['lightly', 'ssl_toolkit']", "16384", "5000", "/usr/share/datasets/fashion-mnist",
-                    "benchmarks/peer_lightly.jsonl", "False"]:  # fmt: skip
+                    "benchmarks/peer_lightly_{n}.jsonl", "False"]:  # fmt: skip
         assert f"(default: {default})" in text
+
+
+def test_default_out_follows_the_training_budget(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    from benchmarks.peer_lightly import main
+
+    monkeypatch.chdir(tmp_path)  # the default --out is relative: nothing named here exists
+    for argv, name in [([], "peer_lightly_16k.jsonl"), (["--train-samples", "2048"], "peer_lightly_2k.jsonl"),
+                       (["--train-samples", "5000"], "peer_lightly_5000.jsonl")]:  # fmt: skip
+        assert main(["--table-only", *argv]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"--out: {Path('benchmarks', name)} is not a file of runs (one JSON line per run)"
+        )
+    (tmp_path / "runs_2k.jsonl").mkdir()  # {n} in a given --out too; checked before any run
+    assert main(["--train-samples", "2048", "--out", str(tmp_path / "runs_{n}.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"--out: {tmp_path / 'runs_2k.jsonl'} is a folder; give a file of runs (one JSON line per run, appended to)"
+    )
 
 
 GOOD_LINE = (

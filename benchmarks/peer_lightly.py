@@ -36,8 +36,10 @@ weighted k-NN (k = 200, T = 0.07, cosine; bank = the training subset, queries = 
 of the test split, un-augmented images). Throughput = training views (and images) per second over all steps but the
 first two (warm-up), data loading included.
 
-Writes one JSON line per run to ``--out`` (default ``benchmarks/peer_lightly.jsonl``) and prints
-the markdown table (mean and spread per method and side) that BENCHMARKS.md shows.
+Writes one JSON line per run to ``--out`` (default ``benchmarks/peer_lightly_{n}.jsonl``, ``{n}`` the
+training budget: ``16k`` for 16384 images; ``benchmarks/peer_lightly.jsonl`` holds the earlier
+2048-image runs) and prints the markdown table (mean and spread per method and side) that
+BENCHMARKS.md shows.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -120,6 +122,43 @@ class RunResult:
     images_per_s: float
     train_s: float
     steps: int
+
+
+# RunResult's annotations -> the JSON values a line may hold there, and their name in an error
+RUN_TYPES = {"str": (str, "string"), "int": (int, "integer"), "float": ((int, float), "number")}
+
+
+def read_runs(path: Path) -> list[RunResult]:
+    """The runs in a JSON-lines file of ``main``'s: one object with ``RunResult``'s keys a line,
+    blank lines skipped. Raises ValueError naming the file, the line (from 1) and what is wrong."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start})") from None
+    kinds = {f.name: RUN_TYPES[f.type] for f in fields(RunResult)}
+    keys = ", ".join(kinds)
+    runs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: a JSON {type(row).__name__}, not an object with the keys {keys}")
+        missing, unknown = [k for k in kinds if k not in row], sorted(set(row) - set(kinds))
+        wrong = [f"{what} key(s) {', '.join(ks)}" for what, ks in [("missing", missing), ("unknown", unknown)] if ks]
+        if wrong:
+            raise ValueError(f"{where}: {'; '.join(wrong)} (a run has {keys})")
+        for key, (kind, name) in kinds.items():
+            if isinstance(row[key], bool) or not isinstance(row[key], kind):
+                raise ValueError(f"{where}: {key} is {json.dumps(row[key])}, not a JSON {name}")
+        if row["method"] not in METHODS:
+            raise ValueError(f"{where}: method {row['method']!r} is not one of {', '.join(METHODS)}")
+        runs.append(RunResult(**row))
+    return runs
 
 
 # --- shared: data and evaluation ------------------------------------------------------------------
@@ -556,6 +595,11 @@ DEFAULT_SIDES = ("lightly", "ssl_toolkit")
 
 
 # --- driver ---------------------------------------------------------------------------------------
+def budget_label(train_samples: int) -> str:
+    """The ``{n}`` of ``--out``: a multiple of 1024 in k (16384 -> ``16k``), any other count as is."""
+    return f"{train_samples // 1024}k" if train_samples % 1024 == 0 else str(train_samples)
+
+
 def run_one(method: str, side: str, data: FashionMNISTData, s: Settings, seed: int) -> RunResult:
     backbone, t = SIDES[side](method, data, s, seed)
     images_per_s = t["images"] / t["seconds"]
@@ -566,37 +610,49 @@ def run_one(method: str, side: str, data: FashionMNISTData, s: Settings, seed: i
 def table(results: list[RunResult]) -> str:
     """Markdown: per method and side, k-NN mean ± sample std and per-seed values, views/s mean, and
     each other side against lightly on the seeds both ran (paired: mean k-NN difference in points,
-    throughput ratio of the means)."""
-    lines = ["| method | built from | k-NN top-1, mean ± std | per seed | training views/s (images/s) | "
-             "k-NN − lightly, same seeds | throughput / lightly |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    throughput ratio of the means). Runs of different budgets (``steps``) are never pooled or
+    paired: the rows are per method, steps and side, a side is compared with lightly's runs of the
+    same steps, and a ``steps`` column shows the budget when the runs hold more than one."""
+    budgets = sorted({r.steps for r in results})
+    by_steps = len(budgets) > 1
+    columns = ["method", "built from", *["steps"] * by_steps, "k-NN top-1, mean ± std", "per seed",
+               "training views/s (images/s)", "k-NN − lightly, same seeds", "throughput / lightly"]  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for method in METHODS:
-        lightly = {r.seed: r for r in results if r.method == method and r.side == "lightly"}
-        for side in [*SIDES, *sorted({r.side for r in results} - set(SIDES))]:  # then archived labels
-            rows = sorted((r for r in results if r.method == method and r.side == side), key=lambda r: r.seed)
-            if not rows:
-                continue
-            knn = [r.knn_top1 for r in rows]
-            spread = f"{statistics.stdev(knn):.4f}" if len(knn) > 1 else "-"
-            rate = statistics.mean(r.views_per_s for r in rows)
-            per_seed = ", ".join(f"{r.seed}: {r.knn_top1:.4f}" for r in rows)
-            versus = ["", ""]
-            paired = [(r, lightly[r.seed]) for r in rows if r.seed in lightly]
-            if side != "lightly" and paired:
-                diff = statistics.mean(r.knn_top1 - ref.knn_top1 for r, ref in paired)
-                ratio = statistics.mean(r.views_per_s for r, _ in paired) / statistics.mean(
-                    ref.views_per_s for _, ref in paired
-                )
-                seeds = "" if len(paired) == len(lightly) else f" ({len(paired)} seeds)"
-                versus = [f"{100 * diff:+.1f} pt{seeds}", f"{ratio:.2f}x"]
-            lines.append(f"| {method} | {side} | {statistics.mean(knn):.4f} ± {spread} | {per_seed} | "
-                         f"{rate:.0f} ({rate / 2:.0f}) | {versus[0]} | {versus[1]} |")  # fmt: skip
+        for steps in budgets:
+            runs = [r for r in results if r.method == method and r.steps == steps]
+            lightly = {r.seed: r for r in runs if r.side == "lightly"}
+            for side in [*SIDES, *sorted({r.side for r in runs} - set(SIDES))]:  # then archived labels
+                rows = sorted((r for r in runs if r.side == side), key=lambda r: r.seed)
+                if not rows:
+                    continue
+                knn = [r.knn_top1 for r in rows]
+                spread = f"{statistics.stdev(knn):.4f}" if len(knn) > 1 else "-"
+                rate = statistics.mean(r.views_per_s for r in rows)
+                per_seed = ", ".join(f"{r.seed}: {r.knn_top1:.4f}" for r in rows)
+                versus = ["", ""]
+                paired = [(r, lightly[r.seed]) for r in rows if r.seed in lightly]
+                if side != "lightly" and paired:
+                    diff = statistics.mean(r.knn_top1 - ref.knn_top1 for r, ref in paired)
+                    ratio = statistics.mean(r.views_per_s for r, _ in paired) / statistics.mean(
+                        ref.views_per_s for _, ref in paired
+                    )
+                    seeds = "" if len(paired) == len(lightly) else f" ({len(paired)} seeds)"
+                    versus = [f"{100 * diff:+.1f} pt{seeds}", f"{ratio:.2f}x"]
+                cells = [method, side, *[str(steps)] * by_steps, f"{statistics.mean(knn):.4f} ± {spread}", per_seed,
+                         f"{rate:.0f} ({rate / 2:.0f})", *versus]  # fmt: skip
+                lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )  # the formatter shows an argument's default only where it has a help string: every one has
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to train")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds; each trains every method on every side"
+    )
     parser.add_argument(
         "--sides",
         nargs="+",
@@ -610,23 +666,50 @@ def main(argv: list[str] | None = None) -> int:
         "lightly_kornia_views_8bit: lightly on ssl_toolkit's views rounded to 8 bits; "
         "ssl_toolkit_plain_loop: ssl_toolkit's module stepped by lightly's plain loop, no Trainer",
     )
-    parser.add_argument("--train-samples", type=int, default=Settings.train_samples)
-    parser.add_argument("--val-samples", type=int, default=Settings.val_samples)
-    parser.add_argument("--root", default=Settings.root)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/peer_lightly.jsonl"))
+    parser.add_argument(
+        "--train-samples",
+        type=int,
+        default=Settings.train_samples,
+        help=f"training images, a fixed subset of the train split: one epoch of {Settings.batch_size}-image steps",
+    )
+    parser.add_argument(
+        "--val-samples", type=int, default=Settings.val_samples, help="k-NN queries, a fixed subset of the test split"
+    )
+    parser.add_argument("--root", default=Settings.root, help="Fashion-MNIST folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/peer_lightly_{n}.jsonl"),
+        help="JSON-lines file the runs are appended to (--table-only: read from); {n} becomes the --train-samples, "
+        "in k for a multiple of 1024 (16384: 16k), so runs of different budgets go to different files. "
+        "benchmarks/peer_lightly.jsonl holds the earlier 2048-image, 8-step runs",
+    )
     parser.add_argument("--table-only", action="store_true", help="print the table of the runs in --out")
     args = parser.parse_args(argv)
+    args.out = Path(str(args.out).replace("{n}", budget_label(args.train_samples)))
     if args.table_only:
         if not args.out.is_file():
             print(f"--out: {args.out} is not a file of runs (one JSON line per run)", file=sys.stderr)
             return 2
-        print(table([RunResult(**json.loads(line)) for line in args.out.read_text().splitlines() if line]))
+        try:
+            runs = read_runs(args.out)
+        except ValueError as e:
+            print(f"--out: {e}", file=sys.stderr)
+            return 2
+        if not runs:
+            print(f"--out: no runs in {args.out}", file=sys.stderr)
+            return 2
+        print(table(runs))
         return 0
     s = Settings(root=args.root, train_samples=args.train_samples, val_samples=args.val_samples)
     if s.train_samples // s.batch_size * s.epochs <= s.skip_steps:
         steps, least = s.train_samples // s.batch_size * s.epochs, (s.skip_steps + 1) * s.batch_size
         print(f"--train-samples: {s.train_samples} gives {steps} step(s) of {s.batch_size}, none after the "
               f"{s.skip_steps} warm-up steps; use at least {least}", file=sys.stderr)  # fmt: skip
+        return 2
+    if not args.out.parent.is_dir() or args.out.is_dir():  # before the first (minutes-long) run, not after it
+        what = f"{args.out} is a folder" if args.out.is_dir() else f"{args.out.parent} is not an existing folder"
+        print(f"--out: {what}; give a file of runs (one JSON line per run, appended to)", file=sys.stderr)
         return 2
     try:
         import lightly  # noqa: F401

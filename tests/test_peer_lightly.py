@@ -4,6 +4,7 @@ settings; the table's arithmetic. (The runs themselves need lightly: ``pip insta
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,6 +87,22 @@ def test_table_compares_a_side_with_lightly_on_the_seeds_both_ran() -> None:
     assert out[3].endswith("| 160 (80) | -1.0 pt (1 seeds) | 1.45x |")  # against lightly's seed 1 alone
 
 
+def test_table_never_pools_or_pairs_runs_of_different_budgets() -> None:
+    """The same seeds at 8 and at 64 steps: two rows per side, each compared with lightly's runs of
+    its own budget, and a steps column (absent when every run has one budget: the tests above)."""
+    rows = [RunResult("simclr", "lightly", s, 0.50, 100, 50, 1.0, 8) for s in (0, 1)]
+    rows += [RunResult("simclr", "ssl_toolkit", s, 0.53, 150, 75, 1.0, 8) for s in (0, 1)]
+    rows += [RunResult("simclr", "lightly", s, 0.70, 400, 200, 1.0, 64) for s in (0, 1)]
+    rows += [RunResult("simclr", "ssl_toolkit", 0, 0.69, 600, 300, 1.0, 64)]
+    out = table(rows).splitlines()
+    assert out[0].startswith("| method | built from | steps | k-NN top-1, mean ± std |") and len(out) == 6
+    assert out[2].startswith("| simclr | lightly | 8 | 0.5000 ± 0.0000 | 0: 0.5000, 1: 0.5000 | 100 (50) |")
+    assert out[3].startswith("| simclr | ssl_toolkit | 8 | 0.5300 ± 0.0000 | 0: 0.5300, 1: 0.5300 |")
+    assert out[3].endswith("| 150 (75) | +3.0 pt | 1.50x |")
+    assert out[4].startswith("| simclr | lightly | 64 | 0.7000 ± 0.0000 | 0: 0.7000, 1: 0.7000 | 400 (200) |")
+    assert out[5].endswith("| 64 | 0.6900 ± - | 0: 0.6900 | 600 (300) | -1.0 pt (1 seeds) | 1.50x |")
+
+
 @pytest.mark.parametrize(("pil_crops", "eight_bit"), [(False, False), (True, False), (False, True)])
 def test_kornia_views_give_two_normalized_views_per_batch(pil_crops: bool, eight_bit: bool) -> None:
     images = torch.randint(0, 256, (6, 1, 32, 32), dtype=torch.uint8)
@@ -111,6 +128,92 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys) -> None:  # no
     assert capsys.readouterr().err.strip() == (
         "--train-samples: 100 gives 0 step(s) of 256, none after the 2 warm-up steps; use at least 768"
     )
+    assert main(["--out", str(tmp_path / "no_such_folder" / "runs.jsonl")]) == 2  # before any run
+    assert capsys.readouterr().err.strip() == (
+        f"--out: {tmp_path / 'no_such_folder'} is not an existing folder; "
+        "give a file of runs (one JSON line per run, appended to)"
+    )
+    assert main(["--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"--out: {tmp_path} is a folder; give a file of runs (one JSON line per run, appended to)"
+    )
+
+
+def test_help_shows_every_default(capsys) -> None:  # noqa: ANN001
+    from benchmarks.peer_lightly import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
+    for default in ["['simclr', 'mocov2', 'swav', 'byol', 'barlow_twins', 'vicreg', 'dino']", "[0, 1, 2]",
+                    "['lightly', 'ssl_toolkit']", "16384", "5000", "/usr/share/datasets/fashion-mnist",
+                    "benchmarks/peer_lightly_{n}.jsonl", "False"]:  # fmt: skip
+        assert f"(default: {default})" in text
+
+
+def test_default_out_follows_the_training_budget(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    from benchmarks.peer_lightly import main
+
+    monkeypatch.chdir(tmp_path)  # the default --out is relative: nothing named here exists
+    for argv, name in [([], "peer_lightly_16k.jsonl"), (["--train-samples", "2048"], "peer_lightly_2k.jsonl"),
+                       (["--train-samples", "5000"], "peer_lightly_5000.jsonl")]:  # fmt: skip
+        assert main(["--table-only", *argv]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"--out: {Path('benchmarks', name)} is not a file of runs (one JSON line per run)"
+        )
+    (tmp_path / "runs_2k.jsonl").mkdir()  # {n} in a given --out too; checked before any run
+    assert main(["--train-samples", "2048", "--out", str(tmp_path / "runs_{n}.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"--out: {tmp_path / 'runs_2k.jsonl'} is a folder; give a file of runs (one JSON line per run, appended to)"
+    )
+
+
+GOOD_LINE = (
+    '{"method": "simclr", "side": "lightly", "seed": 0, "knn_top1": 0.5, "views_per_s": 30.0, '
+    '"images_per_s": 15.0, "train_s": 100.0, "steps": 8}'
+)
+KEYS = "method, side, seed, knn_top1, views_per_s, images_per_s, train_s, steps"
+
+
+@pytest.mark.parametrize(
+    ("second_line", "problem"),
+    [
+        ('{"method": "simclr", "side": ', "not JSON (Expecting value, column 30)"),
+        ("[1, 2]", f"a JSON list, not an object with the keys {KEYS}"),
+        (GOOD_LINE.replace('"seed": 0, ', ""), f"missing key(s) seed (a run has {KEYS})"),
+        (GOOD_LINE.replace('"seed"', '"sead"'), f"missing key(s) seed; unknown key(s) sead (a run has {KEYS})"),
+        (GOOD_LINE.replace("}", ', "epochs": 1}'), f"unknown key(s) epochs (a run has {KEYS})"),
+        (GOOD_LINE.replace('"seed": 0', '"seed": "0"'), 'seed is "0", not a JSON integer'),
+        (GOOD_LINE.replace('"knn_top1": 0.5', '"knn_top1": null'), "knn_top1 is null, not a JSON number"),
+        (GOOD_LINE.replace('"simclr"', '"simsiam"'), f"method 'simsiam' is not one of {', '.join(METHODS)}"),
+    ],
+)
+def test_table_only_names_the_file_and_line_of_a_bad_run(tmp_path, capsys, second_line: str, problem: str) -> None:  # noqa: ANN001
+    from benchmarks.peer_lightly import main
+
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text(f"{GOOD_LINE}\n\n{second_line}\n")  # the blank line is skipped but counted
+    assert main(["--table-only", "--out", str(runs)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"--out: {runs} line 3: {problem}\n"
+
+
+def test_table_only_on_a_file_without_runs_says_so(tmp_path, capsys) -> None:  # noqa: ANN001
+    from benchmarks.peer_lightly import main
+
+    for name, text in [("empty.jsonl", ""), ("blank.jsonl", "\n  \n")]:
+        runs = tmp_path / name
+        runs.write_text(text)
+        assert main(["--table-only", "--out", str(runs)]) == 2
+        assert capsys.readouterr().err == f"--out: no runs in {runs}\n"
+    runs = tmp_path / "binary.jsonl"
+    runs.write_bytes(b"\x80\x00")
+    assert main(["--table-only", "--out", str(runs)]) == 2
+    assert capsys.readouterr().err == f"--out: {runs} is not UTF-8 text (byte 0)\n"
+    runs.write_text(GOOD_LINE + "\n")  # and a good file prints its table
+    assert main(["--table-only", "--out", str(runs)]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith("| simclr | lightly | 0.5000 ± - | 0: 0.5000 | 30 (15) |")
 
 
 def test_byol_recipe_builds_lightlys_byol_heads() -> None:

@@ -42,6 +42,7 @@ from ssl_toolkit.run.lock import RunLock
 from ssl_toolkit.run.quiet import quiet
 from ssl_toolkit.run.resume import ResumePoint, check_resume, find_resume, newest_checkpoint
 from ssl_toolkit.run.resume_changes import ResumeChanges
+from ssl_toolkit.run.resume_recipe import differences
 from ssl_toolkit.run.signal_note import SignalNote, stopped_before_training
 from ssl_toolkit.run.signals import Preemption, resume_command, start_command
 from ssl_toolkit.run_folder import agreed_run_dir, check_out_dir, resume_name, write_run_files
@@ -213,6 +214,9 @@ def build_run_trainer(
         check_batch_per_process(parts.datamodule, trainer)
         if point is not None:
             check_resume(point, parts, recipe, trainer)
+            changed = differences(point.saved.get("recipe"), stored if stored is not None else recipe)
+            if changed and rank_zero_only.rank == 0:  # a key the user forgot to repeat shows
+                print(f"ssl-toolkit: resume: this recipe differs from the checkpoint's in {changed}", file=sys.stderr)
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return trainer
 

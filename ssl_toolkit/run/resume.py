@@ -18,6 +18,7 @@ from ssl_toolkit.errors import CheckpointError, RecipeError
 from ssl_toolkit.recipe.build import Parts
 from ssl_toolkit.recipe.checkpoint import read_checkpoint
 from ssl_toolkit.run.resume_changes import check_same_kinds
+from ssl_toolkit.run.resume_recipe import check_keeps_checkpoints, check_same_data
 from ssl_toolkit.run_folder import run_dir_of, run_folders
 
 
@@ -133,14 +134,16 @@ def find_resume(resume: str, out_dir: str | Path) -> ResumePoint | None:
 
 def check_resume(point: ResumePoint, parts: Parts, recipe: dict[str, Any], trainer: pl.Trainer) -> None:
     """Everything a resume must satisfy before anything is written, read from ``point.saved``: the
-    weights fit the recipe's model, the recipe keeps the checkpoint's kinds of parts, and the
-    trainer's limits leave steps to train.
+    weights fit the recipe's model, the recipe keeps the checkpoint's kinds of parts, its data and the
+    checkpoints its run kept (``resume_recipe``), and the trainer's limits leave steps to train.
 
     Raises:
         RecipeError: naming the checkpoint and the recipe key at fault.
     """
     check_fits(parts.module, point)
     check_same_kinds(point.saved.get("recipe"), recipe, point.checkpoint)
+    check_same_data(point.saved.get("recipe"), recipe, point.checkpoint)
+    check_keeps_checkpoints(point.saved.get("recipe"), recipe, point.checkpoint)
     check_trains_more(point, trainer.max_steps, trainer.max_epochs, type(parts.datamodule).__qualname__)
 
 

@@ -265,8 +265,10 @@ def test_a_resumed_run_reads_its_checkpoint_once_before_lightning(tmp_path: Path
             "recipe's model (8,); head.projector.4.running_var: checkpoint (128,), recipe's model (8,); and 1 more)",
         ),
         ("scheduler.name=warmup_cosine", "was trained with"),
+        ("data.num_samples=32", "data.num_samples: "),  # the loader position and stored subsets: other data
+        ("callbacks.checkpoint.save_top_k=1", "callbacks.checkpoint.save_top_k: "),  # would delete checkpoints
     ],
-    ids=["weights-do-not-fit", "another-kind-of-scheduler"],
+    ids=["weights-do-not-fit", "another-kind-of-scheduler", "other-data", "fewer-checkpoints-kept"],
 )
 def test_resume_refuses_a_recipe_its_checkpoint_does_not_fit(tmp_path: Path, capsys, override: str, says: str) -> None:
     recipe = _write(tmp_path, steps=2, epochs=1)

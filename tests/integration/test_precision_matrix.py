@@ -2,8 +2,9 @@
 
 For each entry of ``HEADS`` (its first Fashion-MNIST recipe, shrunk to a tiny CPU run) and each of
 ``32-true``, ``bf16-mixed`` and ``16-mixed`` (CPU autocast): the sanity check, 2 training steps, one
-evaluation with k-NN, linear probe, RankMe and diagnostics, a checkpoint, then (under the two
-autocast precisions) a resume from that checkpoint for 2 more steps and another evaluation. Each
+evaluation with k-NN, linear probe, RankMe and diagnostics, a checkpoint, then (every head under
+``bf16-mixed``; under ``16-mixed`` the simclr head, for the gradient scaler's state, which no head
+changes) a resume from that checkpoint for 2 more steps and another evaluation. Each
 run must end with finite ``val/`` metrics from every callback, and the features the evaluation
 stored must be ``FEATURE_DTYPE`` whatever the precision (the boundary between the validation loop,
 which runs under autocast, and the callbacks, which do not). The heads' projectors are narrowed to
@@ -124,7 +125,7 @@ def test_fit_evaluate_checkpoint_resume(head: str, precision: str, tmp_path: Pat
         assert math.isfinite(first.val_metrics[name]), (name, first.val_metrics)
     assert any(k.startswith("val/diag_") for k in first.val_metrics), first.val_metrics
     assert first.checkpoint is not None and first.checkpoint.is_file()
-    if precision == "32-true":  # fp32 resume: see the module docstring
+    if precision == "32-true" or (precision == "16-mixed" and head != "simclr"):  # see the module docstring
         assert dtypes.seen == {FEATURE_DTYPE}
         return
 

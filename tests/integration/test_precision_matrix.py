@@ -27,15 +27,13 @@ import torch
 import yaml
 from contracts.test_heads_contract import CASES
 
-from conftest import REPO, tiny_recipe
+from conftest import REPO, narrow_head, tiny_recipe
 from ssl_toolkit.heads import HEADS
 from ssl_toolkit.module import FEATURE_DTYPE
 from ssl_toolkit.run.fit import fit
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 EVAL_METRICS = ("val/knn_top1", "val/linear_top1", "val/rankme", "val/rankme_proj")
-WIDTHS = ("hidden_dim", "out_dim", "pred_hidden_dim", "bottleneck_dim", "num_prototypes")  # head keys
-NARROW = 64
 
 
 def recipe_of(head: str) -> Path:
@@ -50,9 +48,7 @@ def matrix_recipe(head: str, precision: str, tmp_path: Path) -> dict[str, Any]:
     """The head's recipe as a seconds-long run that evaluates with every callback (sized down)."""
     recipe = tiny_recipe(recipe_of(head), tmp_path, steps=2)
     recipe["head"].update(CASES[head].get("fit_overrides", {}))  # a queue of a few batches
-    for key in WIDTHS:  # the dtype boundary does not depend on the projector's width; the run time does
-        if recipe["head"].get(key, 0) > NARROW:
-            recipe["head"][key] = NARROW
+    narrow_head(recipe["head"])  # the dtype boundary does not depend on the projector's width; the run time does
     recipe["data"].update(batch_size=8, num_samples=32, num_val_samples=16)
     recipe["trainer"].update(
         precision=precision, val_check_interval=2, limit_val_batches=2, num_sanity_val_steps=1, max_epochs=None

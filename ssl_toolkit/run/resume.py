@@ -17,8 +17,7 @@ import torch
 from ssl_toolkit.errors import CheckpointError, RecipeError
 from ssl_toolkit.recipe.build import Parts
 from ssl_toolkit.recipe.checkpoint import read_checkpoint
-from ssl_toolkit.run.resume_changes import check_same_kinds
-from ssl_toolkit.run.resume_recipe import check_keeps_checkpoints, check_same_data
+from ssl_toolkit.run.resume_recipe import check_resumable
 from ssl_toolkit.run_folder import run_dir_of, run_folders
 
 
@@ -141,9 +140,7 @@ def check_resume(point: ResumePoint, parts: Parts, recipe: dict[str, Any], train
         RecipeError: naming the checkpoint and the recipe key at fault.
     """
     check_fits(parts.module, point)
-    check_same_kinds(point.saved.get("recipe"), recipe, point.checkpoint)
-    check_same_data(point.saved.get("recipe"), recipe, point.checkpoint)
-    check_keeps_checkpoints(point.saved.get("recipe"), recipe, point.checkpoint)
+    check_resumable(point.saved.get("recipe"), recipe, point.checkpoint)
     check_trains_more(point, trainer.max_steps, trainer.max_epochs, type(parts.datamodule).__qualname__)
 
 

@@ -9,7 +9,7 @@ scheduler's base lrs and its schedule (warm-up and total steps, start and end fa
 current step is then ``base lr x schedule(step)``. Optimizer state (momentum buffers, Adam moments)
 and the step count are kept. What changed is printed in one line and added to ``resume-N.json``.
 A change of optimizer or scheduler *kind* cannot be applied to the saved state and is refused
-before anything is written (``check_same_kinds``).
+before anything is written (``resume_recipe.check_same_kinds``).
 """
 
 from __future__ import annotations
@@ -22,32 +22,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from ssl_toolkit.errors import RecipeError
-
 # LambdaLR's schedule object (optim._WarmupCosineFactor) field -> what the user calls it.
 SCHEDULE_FIELDS = {"warmup": "warm-up steps", "total": "total steps", "start": "start_factor", "floor": "min_factor"}
-
-
-def check_same_kinds(saved_recipe: Any, recipe: dict[str, Any], checkpoint: Path) -> None:
-    """The recipe's optimizer and scheduler are the checkpoint's kinds (their values may differ).
-
-    Raises:
-        RecipeError: ``optimizer.name`` or ``scheduler`` differs (its state cannot carry over).
-    """
-    if not isinstance(saved_recipe, dict):
-        return  # an old checkpoint without its recipe: Lightning's restore decides
-    old_opt, new_opt = (saved_recipe.get("optimizer") or {}).get("name"), recipe["optimizer"].get("name")
-    if old_opt != new_opt:
-        raise RecipeError(
-            f"optimizer.name: {checkpoint} was trained with {old_opt!r}; a resume cannot switch to {new_opt!r} "
-            "(its state does not carry over); start a new run (resume=none) from the exported weights instead"
-        )
-    old_s, new_s = [(r.get("scheduler") or {}).get("name") for r in (saved_recipe, recipe)]
-    if old_s != new_s:
-        raise RecipeError(
-            f"scheduler: {checkpoint} was trained with scheduler {old_s!r}; a resume cannot change it to {new_s!r}; "
-            "change its values (e.g. scheduler.min_factor) instead, or start a new run (resume=none)"
-        )
 
 
 def _groups(trainer: pl.Trainer) -> list[list[dict[str, Any]]]:

@@ -5,7 +5,8 @@ so the loader position and the evaluation callbacks' stored subsets (row indices
 A recipe that changes one of ``DATA_FIXED`` is refused before anything is written, and so is one
 that would let a checkpoint callback delete checkpoints the run kept (a lower ``save_top_k``: the
 resumed callback prunes the files it restored to its new limit). Every other difference is said in
-one line (``differences``), so a key the user forgot to repeat shows.
+one line (``differences``), so a key the user forgot to repeat shows. Another kind of optimizer or
+scheduler is refused too (``check_same_kinds``): its state cannot carry over.
 """
 
 from __future__ import annotations
@@ -25,14 +26,46 @@ _UNSET = object()  # a key the recipe does not have (None: set to null)
 EXPECTED = ("out_dir", "resume", "trainer.max_epochs", "trainer.max_steps", "optimizer.", "scheduler.")
 
 
-def check_same_data(saved_recipe: Any, recipe: dict[str, Any], checkpoint: Path) -> None:
+def check_resumable(saved_recipe: Any, recipe: dict[str, Any], checkpoint: Path) -> None:
+    """``check_same_kinds``, ``check_same_data`` and ``check_keeps_checkpoints`` against the recipe the
+    checkpoint carries (``saved_recipe``; an old checkpoint without one: Lightning's restore decides).
+
+    Raises:
+        RecipeError: from the first check that fails.
+    """
+    if not isinstance(saved_recipe, dict):
+        return
+    check_same_kinds(saved_recipe, recipe, checkpoint)
+    check_same_data(saved_recipe, recipe, checkpoint)
+    check_keeps_checkpoints(saved_recipe, recipe, checkpoint)
+
+
+def check_same_kinds(saved_recipe: dict[str, Any], recipe: dict[str, Any], checkpoint: Path) -> None:
+    """The recipe's optimizer and scheduler are the checkpoint's kinds (their values may differ).
+
+    Raises:
+        RecipeError: ``optimizer.name`` or ``scheduler`` differs (its state cannot carry over).
+    """
+    old_opt, new_opt = (saved_recipe.get("optimizer") or {}).get("name"), recipe["optimizer"].get("name")
+    if old_opt != new_opt:
+        raise RecipeError(
+            f"optimizer.name: {checkpoint} was trained with {old_opt!r}; a resume cannot switch to {new_opt!r} "
+            "(its state does not carry over); start a new run (resume=none) from the exported weights instead"
+        )
+    old_s, new_s = [(r.get("scheduler") or {}).get("name") for r in (saved_recipe, recipe)]
+    if old_s != new_s:
+        raise RecipeError(
+            f"scheduler: {checkpoint} was trained with scheduler {old_s!r}; a resume cannot change it to {new_s!r}; "
+            "change its values (e.g. scheduler.min_factor) instead, or start a new run (resume=none)"
+        )
+
+
+def check_same_data(saved_recipe: dict[str, Any], recipe: dict[str, Any], checkpoint: Path) -> None:
     """The recipe's ``data`` keys of ``DATA_FIXED`` equal the checkpoint's recipe's.
 
     Raises:
         RecipeError: naming the first differing ``data.<key>``, both values and the way out.
     """
-    if not isinstance(saved_recipe, dict):
-        return  # an old checkpoint without its recipe
     saved, now = saved_recipe.get("data") or {}, recipe.get("data") or {}
     for key in DATA_FIXED:
         if saved.get(key) != now.get(key):
@@ -43,14 +76,12 @@ def check_same_data(saved_recipe: Any, recipe: dict[str, Any], checkpoint: Path)
             )
 
 
-def check_keeps_checkpoints(saved_recipe: Any, recipe: dict[str, Any], checkpoint: Path) -> None:
+def check_keeps_checkpoints(saved_recipe: dict[str, Any], recipe: dict[str, Any], checkpoint: Path) -> None:
     """No checkpoint callback of the recipe keeps fewer files than the checkpoint's recipe did.
 
     Raises:
         RecipeError: naming ``callbacks.<name>.save_top_k`` and the value the run kept.
     """
-    if not isinstance(saved_recipe, dict):
-        return
     saved, now = saved_recipe.get("callbacks") or {}, recipe.get("callbacks") or {}
     for name, spec in saved.items():
         new = now.get(name)
